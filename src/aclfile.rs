@@ -1,0 +1,373 @@
+//! Reading bridge.conf and its includes, as the calling user.
+//!
+//! File access sits behind [`Files`] so the include logic can be tested
+//! (and fuzzed) without touching the file system.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::acl::{self, Directive, LineError, Rule};
+
+/// How deep includes may nest below the main file. QEMU has no limit and
+/// recurses until it crashes on a cycle.
+pub const MAX_DEPTH: usize = 8;
+/// How many files one decision may read, so `include` fan-out cannot
+/// turn into an exponential walk.
+pub const MAX_FILES: usize = 64;
+/// Bytes read across all files; real configurations are a few lines.
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// Where a rule was written, shown as `FILE:LINE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+pub struct FileText {
+    /// (device, inode): what a cycle is detected by.
+    pub id: (u64, u64),
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum OpenError {
+    /// ENOENT/ENOTDIR: an include of it is skipped, as QEMU does.
+    Missing,
+    /// EACCES: an include of it is skipped, which is what makes a
+    /// `root:GROUP 0640` include apply to members of GROUP only.
+    Unreadable,
+    /// The file exists but is not one we may trust.
+    Refused(String),
+    Io(io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    #[error("{0}: {1}")]
+    Syntax(Origin, LineError),
+    #[error("{0}: {1}")]
+    File(String, String),
+    #[error("{0}: include of {1} forms a cycle")]
+    Cycle(Origin, String),
+    #[error("{0}: includes nest deeper than {MAX_DEPTH} levels")]
+    TooDeep(Origin),
+    #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read")]
+    TooMuch(Origin),
+}
+
+pub trait Files {
+    /// Reads at most `limit` bytes; more is an error.
+    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError>;
+}
+
+/// Loads the main file and everything it includes, in order.
+pub fn load(files: &impl Files, main: &Path) -> Result<Vec<Rule<Origin>>, AclError> {
+    let mut walk = Walk {
+        files,
+        rules: Vec::new(),
+        stack: Vec::new(),
+        opened: 0,
+        budget: MAX_BYTES,
+    };
+    walk.file(main, None)?;
+    Ok(walk.rules)
+}
+
+struct Walk<'f, F> {
+    files: &'f F,
+    rules: Vec<Rule<Origin>>,
+    /// Files being read, outermost first.
+    stack: Vec<(u64, u64)>,
+    opened: usize,
+    budget: u64,
+}
+
+impl<F: Files> Walk<'_, F> {
+    fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<(), AclError> {
+        let shown = || path.display().to_string();
+        if let Some(at) = included_at {
+            if self.stack.len() > MAX_DEPTH {
+                return Err(AclError::TooDeep(at.clone()));
+            }
+            if self.opened >= MAX_FILES {
+                return Err(AclError::TooMuch(at.clone()));
+            }
+        }
+        self.opened += 1;
+        let text = match (self.files.read(path, self.budget), included_at) {
+            (Ok(text), _) => text,
+            (Err(OpenError::Missing | OpenError::Unreadable), Some(_)) => return Ok(()),
+            (Err(OpenError::Missing), None) => {
+                return Err(AclError::File(shown(), "does not exist".into()))
+            }
+            (Err(OpenError::Unreadable), None) => {
+                return Err(AclError::File(
+                    shown(),
+                    "not readable by the calling user".into(),
+                ))
+            }
+            (Err(OpenError::Refused(why)), _) => return Err(AclError::File(shown(), why)),
+            (Err(OpenError::Io(e)), _) => return Err(AclError::File(shown(), e.to_string())),
+        };
+        if let Some(at) = included_at {
+            if self.stack.contains(&text.id) {
+                return Err(AclError::Cycle(at.clone(), shown()));
+            }
+        }
+        self.budget = self.budget.saturating_sub(text.bytes.len() as u64);
+        self.stack.push(text.id);
+        for (number, line) in acl::lines(&text.bytes) {
+            let origin = Origin {
+                file: path.to_path_buf(),
+                line: number,
+            };
+            match acl::parse_line(line) {
+                Err(e) => return Err(AclError::Syntax(origin, e)),
+                Ok(None) => {}
+                Ok(Some(Directive::Allow(target))) => self.rules.push(Rule {
+                    origin,
+                    allow: true,
+                    target,
+                }),
+                Ok(Some(Directive::Deny(target))) => self.rules.push(Rule {
+                    origin,
+                    allow: false,
+                    target,
+                }),
+                Ok(Some(Directive::Include(inc))) => {
+                    let inc = resolve(path, OsStr::from_bytes(&inc));
+                    self.file(&inc, Some(&origin))?;
+                }
+            }
+        }
+        self.stack.pop();
+        Ok(())
+    }
+}
+
+/// A relative include is taken from the including file's directory; QEMU
+/// takes it from the caller's working directory, which the caller controls.
+fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
+    let inc = Path::new(inc);
+    match including.parent() {
+        Some(dir) if inc.is_relative() => dir.join(inc),
+        _ => inc.to_path_buf(),
+    }
+}
+
+/// The real file system, read with whatever identity the process has now
+/// (the caller's, once privileges are dropped).
+pub struct SystemFiles;
+
+impl Files for SystemFiles {
+    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
+        // O_NONBLOCK: a FIFO planted where an include points must not hang us
+        // before fstat can say it is not a regular file.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => OpenError::Missing,
+                Some(libc::EACCES) => OpenError::Unreadable,
+                _ => OpenError::Io(e),
+            })?;
+        let meta = file.metadata().map_err(OpenError::Io)?;
+        trusted(&meta).map_err(OpenError::Refused)?;
+        let mut bytes = Vec::new();
+        file.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(OpenError::Io)?;
+        if bytes.len() as u64 > limit {
+            return Err(OpenError::Refused(format!(
+                "larger than the {MAX_BYTES}-byte limit for ACL files"
+            )));
+        }
+        Ok(FileText {
+            id: (meta.dev(), meta.ino()),
+            bytes,
+        })
+    }
+}
+
+/// Only root may have written an ACL file: anyone else who can write one
+/// can grant themselves any bridge.
+fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.uid() != 0 {
+        return Err(format!("owned by uid {}, not root", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::{decide, Target, Verdict};
+    use std::collections::HashMap;
+
+    /// An in-memory tree: path -> (inode, contents or an error kind).
+    #[derive(Default)]
+    struct Tree(HashMap<PathBuf, (u64, Result<&'static str, &'static str>)>);
+
+    impl Tree {
+        fn file(mut self, path: &str, text: &'static str) -> Self {
+            let ino = self.0.len() as u64;
+            self.0.insert(path.into(), (ino, Ok(text)));
+            self
+        }
+        fn broken(mut self, path: &str, kind: &'static str) -> Self {
+            self.0.insert(path.into(), (0, Err(kind)));
+            self
+        }
+    }
+
+    impl Files for Tree {
+        fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
+            match self.0.get(path) {
+                None => Err(OpenError::Missing),
+                Some((_, Err("eacces"))) => Err(OpenError::Unreadable),
+                Some((_, Err(why))) => Err(OpenError::Refused(why.to_string())),
+                Some((_, Ok(t))) if t.len() as u64 > limit => Err(OpenError::Refused("big".into())),
+                Some((ino, Ok(t))) => Ok(FileText {
+                    id: (1, *ino),
+                    bytes: t.as_bytes().to_vec(),
+                }),
+            }
+        }
+    }
+
+    fn verdict(tree: &Tree, bridge: &str) -> Result<&'static str, String> {
+        let rules = load(tree, Path::new("/etc/qemu/bridge.conf")).map_err(|e| e.to_string())?;
+        Ok(match decide(&rules, bridge.as_bytes()) {
+            Verdict::Allowed(_) => "allowed",
+            Verdict::Denied(_) => "denied",
+            Verdict::NoAllow => "no-allow",
+        })
+    }
+
+    #[test]
+    fn includes_are_followed_in_place() {
+        let t = Tree::default()
+            .file(
+                "/etc/qemu/bridge.conf",
+                "allow br0\ninclude /etc/qemu/more.conf\n",
+            )
+            .file("/etc/qemu/more.conf", "deny br0\nallow br1\n");
+        assert_eq!(verdict(&t, "br0"), Ok("denied"));
+        assert_eq!(verdict(&t, "br1"), Ok("allowed"));
+        assert_eq!(verdict(&t, "br2"), Ok("no-allow"));
+        let rules = load(&t, Path::new("/etc/qemu/bridge.conf")).unwrap();
+        assert_eq!(rules[1].origin.to_string(), "/etc/qemu/more.conf:1");
+        assert_eq!(rules[2].target, Target::Bridge(b"br1".to_vec()));
+    }
+
+    #[test]
+    fn missing_and_unreadable_includes_are_skipped() {
+        let t = Tree::default()
+            .file(
+                "/etc/qemu/bridge.conf",
+                "include /nope.conf\ninclude /etc/qemu/group.conf\nallow br0\n",
+            )
+            .broken("/etc/qemu/group.conf", "eacces");
+        assert_eq!(verdict(&t, "br0"), Ok("allowed"));
+    }
+
+    #[test]
+    fn main_file_must_exist_and_be_readable() {
+        assert!(verdict(&Tree::default(), "br0")
+            .unwrap_err()
+            .contains("does not exist"));
+        let t = Tree::default().broken("/etc/qemu/bridge.conf", "eacces");
+        assert!(verdict(&t, "br0").unwrap_err().contains("not readable"));
+    }
+
+    #[test]
+    fn an_error_in_any_include_refuses_everything() {
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", "allow all\ninclude inc.conf\n")
+            .file("/etc/qemu/inc.conf", "deny br0\nbogus line\ndeny br1\n");
+        assert_eq!(
+            verdict(&t, "br2").unwrap_err(),
+            "/etc/qemu/inc.conf:2: unknown command 'bogus' (expected allow, deny or include)"
+        );
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", "allow all\ninclude inc.conf\n")
+            .broken("/etc/qemu/inc.conf", "owned by uid 1000, not root");
+        assert_eq!(
+            verdict(&t, "br0").unwrap_err(),
+            "/etc/qemu/inc.conf: owned by uid 1000, not root"
+        );
+    }
+
+    #[test]
+    fn relative_includes_resolve_beside_the_including_file() {
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", "include sub/a.conf\n")
+            .file("/etc/qemu/sub/a.conf", "include b.conf\n")
+            .file("/etc/qemu/sub/b.conf", "allow br0\n");
+        assert_eq!(verdict(&t, "br0"), Ok("allowed"));
+    }
+
+    #[test]
+    fn cycles_and_depth_are_errors() {
+        let t = Tree::default().file("/etc/qemu/bridge.conf", "allow br0\ninclude bridge.conf\n");
+        assert_eq!(
+            verdict(&t, "br0").unwrap_err(),
+            "/etc/qemu/bridge.conf:2: include of /etc/qemu/bridge.conf forms a cycle"
+        );
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", "include a\n")
+            .file("/etc/qemu/a", "include bridge.conf\n");
+        assert!(verdict(&t, "br0").unwrap_err().contains("forms a cycle"));
+
+        let mut t = Tree::default().file("/etc/qemu/bridge.conf", "include 1\n");
+        let names: Vec<&'static str> = (1..=12)
+            .map(|i| &*Box::leak(format!("include {}\n", i + 1).into_boxed_str()))
+            .collect();
+        for (i, text) in names.iter().enumerate() {
+            t = t.file(&format!("/etc/qemu/{}", i + 1), text);
+        }
+        assert!(verdict(&t, "br0")
+            .unwrap_err()
+            .contains("nest deeper than 8"));
+    }
+
+    #[test]
+    fn a_diamond_is_not_a_cycle_but_fan_out_is_bounded() {
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", "include a\ninclude a\n")
+            .file("/etc/qemu/a", "allow br0\n");
+        assert_eq!(verdict(&t, "br0"), Ok("allowed"));
+        let fan_a: &'static str = Box::leak("include a\n".repeat(10).into_boxed_str());
+        let fan_b: &'static str = Box::leak("include b\n".repeat(10).into_boxed_str());
+        let t = Tree::default()
+            .file("/etc/qemu/bridge.conf", fan_a)
+            .file("/etc/qemu/a", fan_b)
+            .file("/etc/qemu/b", "allow br0\n");
+        assert!(verdict(&t, "br0")
+            .unwrap_err()
+            .contains("more than 64 files"));
+    }
+}

@@ -1,0 +1,39 @@
+//! Settings fixed when the binary is built, never by whoever runs it.
+#![forbid(unsafe_code)]
+
+/// The ACL file. Override at build time with `BRIDGE_HELPER_CONF=/path`,
+/// the counterpart of QEMU's `--sysconfdir`.
+pub const ACL_FILE: &str = match option_env!("BRIDGE_HELPER_CONF") {
+    Some(path) => path,
+    None => "/etc/qemu/bridge.conf",
+};
+
+/// How many taps this helper made, that a user made persistent and then
+/// abandoned, may stay behind per user before the oldest are removed.
+/// Override at build time with `BRIDGE_HELPER_MAX_ABANDONED=N`.
+pub const MAX_ABANDONED: usize = match option_env!("BRIDGE_HELPER_MAX_ABANDONED") {
+    Some(n) => parse_usize(n),
+    None => 4,
+};
+
+const fn parse_usize(s: &str) -> usize {
+    let b = s.as_bytes();
+    assert!(
+        !b.is_empty(),
+        "BRIDGE_HELPER_MAX_ABANDONED must be a number"
+    );
+    let mut i = 0;
+    let mut n = 0usize;
+    while i < b.len() {
+        assert!(
+            b[i].is_ascii_digit(),
+            "BRIDGE_HELPER_MAX_ABANDONED must be a number"
+        );
+        n = n * 10 + (b[i] - b'0') as usize;
+        i += 1;
+    }
+    n
+}
+
+/// The name pattern for new taps, as QEMU's helper uses.
+pub const TAP_PATTERN: &[u8] = b"tap%d";

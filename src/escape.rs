@@ -1,0 +1,47 @@
+//! Making user-supplied bytes safe to echo on a terminal or in a log.
+
+use std::fmt;
+
+/// Displays bytes in single quotes, with everything that is not printable
+/// ASCII written as an escape, so a hostile name cannot move the cursor,
+/// change colours or forge a second line of output.
+pub struct Quoted<'a>(pub &'a [u8]);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("'")?;
+        for &b in self.0 {
+            match b {
+                b'\t' => f.write_str("\\t")?,
+                b'\n' => f.write_str("\\n")?,
+                b'\r' => f.write_str("\\r")?,
+                b'\\' => f.write_str("\\\\")?,
+                b'\'' => f.write_str("\\'")?,
+                0x20..=0x7e => write!(f, "{}", b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        f.write_str("'")
+    }
+}
+
+/// Owned form of [`Quoted`], for error values that outlive their input.
+pub fn quote(bytes: &[u8]) -> String {
+    Quoted(bytes).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn printable_text_is_kept() {
+        assert_eq!(quote(b"br0"), "'br0'");
+    }
+
+    #[test]
+    fn control_and_high_bytes_are_escaped() {
+        assert_eq!(quote(b"a\x1b[2Jb\n\xff"), "'a\\x1b[2Jb\\n\\xff'");
+        assert_eq!(quote(b"it's\\"), "'it\\'s\\\\'");
+    }
+}

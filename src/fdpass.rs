@@ -1,0 +1,90 @@
+//! The caller's end of the hand-over: check `--fd`, then send one fd on it.
+#![forbid(unsafe_code)]
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage,
+};
+use nix::sys::stat::{fstat, SFlag};
+
+use crate::error::Error;
+use crate::sys;
+
+/// Proves that `--fd` is an open, connected Unix socket with a live peer,
+/// before anything is created; nothing is ever written to anything else.
+pub fn verify(fd: i32) -> Result<BorrowedFd<'static>, Error> {
+    let bad = |why: &str| Error::BadFd {
+        fd,
+        why: why.to_string(),
+    };
+    let sock = sys::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
+    let st = fstat(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFSOCK {
+        return Err(bad(match kind {
+            SFlag::S_IFIFO => "is a pipe, not a Unix socket",
+            SFlag::S_IFREG => "is a regular file, not a Unix socket",
+            SFlag::S_IFCHR => "is a character device (a terminal or /dev/null?), not a Unix socket",
+            SFlag::S_IFDIR => "is a directory, not a Unix socket",
+            _ => "is not a socket",
+        }));
+    }
+    let local =
+        socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
+    if local.family() != Some(AddressFamily::Unix) {
+        return Err(bad("is a socket, but not a Unix socket"));
+    }
+    if socket::getsockopt(&sock, sockopt::AcceptConn).map_err(|e| bad(e.desc()))? {
+        return Err(bad("is a listening socket, not a connected one"));
+    }
+    match socket::getpeername::<SockaddrStorage>(sock.as_raw_fd()) {
+        Ok(_) => {}
+        Err(Errno::ENOTCONN) => return Err(bad("is a Unix socket that is not connected")),
+        Err(e) => return Err(bad(e.desc())),
+    }
+    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).map_err(|e| bad(e.desc()))?;
+    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+        return Err(bad("the other end of the socket is already closed"));
+    }
+    Ok(sock)
+}
+
+/// Sends `tap` with one zero byte: exactly one fd in one SCM_RIGHTS
+/// message, the format QEMU and libvirt both expect. Never blocks (a
+/// caller's socket is fresh and empty; a full one is an error, not a
+/// hang) and never raises SIGPIPE.
+pub fn send(sock: BorrowedFd<'_>, fd: i32, tap: BorrowedFd<'_>) -> Result<(), Error> {
+    let fds = [tap.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    loop {
+        match socket::sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&[0])], &cmsg, flags, None) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                return Err(Error::Send {
+                    fd,
+                    why: "the socket's buffer is full (is anyone reading it?)".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Error::Send {
+                    fd,
+                    why: e.desc().into(),
+                })
+            }
+            Ok(1) => return Ok(()),
+            Ok(n) => {
+                return Err(Error::Send {
+                    fd,
+                    why: format!("sent {n} bytes instead of 1"),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! bridge-helper: a memory-safe replacement for qemu-bridge-helper.
+//!
+//! The order of `run` is the security argument: privileges go first, then
+//! input is read, then everything is checked, and only then is anything
+//! created. See README.md and SECURITY.md.
+
+mod acl;
+mod aclfile;
+mod args;
+mod config;
+mod error;
+mod escape;
+mod fdpass;
+mod ifname;
+mod leftovers;
+mod netlink;
+mod privs;
+mod report;
+mod sys;
+mod tap;
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use acl::Verdict;
+use args::{Command, TestHook};
+use error::Error;
+use escape::quote;
+
+fn main() -> ExitCode {
+    report::install_panic_hook();
+    sys::ignore_sigxfsz();
+    match std::panic::catch_unwind(run).unwrap_or(Err(Error::Internal)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Internal) => ExitCode::from(error::status::INTERNAL),
+        Err(e) => {
+            report::notice(&e.to_string());
+            ExitCode::from(e.status())
+        }
+    }
+}
+
+fn run() -> Result<(), Error> {
+    let mut privileges = privs::drop_to_caller()?;
+    let argv: Vec<_> = std::env::args_os().skip(1).collect();
+    let request = match args::parse(&argv)? {
+        Command::Help => return Ok(report::stdout(report::HELP)),
+        Command::Version => {
+            return Ok(report::stdout(concat!(
+                "bridge-helper ",
+                env!("CARGO_PKG_VERSION"),
+                "\n"
+            )))
+        }
+        Command::Attach(request) => request,
+    };
+    privileges.require_net_admin()?;
+    if request.hook == Some(TestHook::Panic) {
+        panic!("forced by --test-panic at {:p}", &request);
+    }
+    let socket = fdpass::verify(request.fd)?;
+    authorize(&request.bridge)?;
+
+    let mut route =
+        netlink::Route::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
+    let bridge = tap::find_bridge(&mut route, &request.bridge)?;
+    leftovers::reap(&mut route, privileges.uid, config::MAX_ABANDONED)?;
+    let tap = tap::create(privileges.take_tun()?, request.use_vnet)?;
+    tap.attach(&mut route, &bridge, privileges.uid)?;
+    if request.hook == Some(TestHook::PauseBeforeSend) {
+        report::notice(&format!("paused before sending {}", quote(&tap.name)));
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+    fdpass::send(socket, request.fd, tap.fd.as_fd())
+}
+
+/// Reads the ACL as the calling user and applies it.
+fn authorize(bridge: &[u8]) -> Result<(), Error> {
+    let rules = aclfile::load(&aclfile::SystemFiles, Path::new(config::ACL_FILE))?;
+    match acl::decide(&rules, bridge) {
+        Verdict::Allowed(_) => Ok(()),
+        Verdict::Denied(rule) => Err(Error::DeniedBy {
+            bridge: quote(bridge),
+            rule: rule.to_string(),
+        }),
+        Verdict::NoAllow => Err(Error::NotAllowed {
+            bridge: quote(bridge),
+            file: config::ACL_FILE.into(),
+        }),
+    }
+}

@@ -1,0 +1,478 @@
+//! Just enough rtnetlink to look links up and configure a tap in one
+//! request. Netlink rather than ioctls on an AF_INET socket: it works on
+//! kernels without IPv4, reads back what an ioctl cannot (the tap's owner,
+//! queues and persistence), and sets the alias that marks our taps.
+#![forbid(unsafe_code)]
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+
+use crate::sys;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_MULTI: u16 = 0x2;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
+const IFLA_EXT_MASK: u16 = 29;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+pub const IFF_UP: u32 = 0x1;
+
+const HDR: usize = 16;
+const IFINFO: usize = 16;
+
+/// One network interface as the kernel describes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub flags: u32,
+    pub name: Vec<u8>,
+    pub mtu: u32,
+    pub master: Option<u32>,
+    pub kind: Option<Vec<u8>>,
+    pub alias: Option<Vec<u8>>,
+    pub address: Vec<u8>,
+    pub tun: Option<TunInfo>,
+}
+
+/// The tun driver's own attributes (IFLA_TUN_*).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TunInfo {
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub tap: bool,
+    pub pi: bool,
+    pub vnet_hdr: bool,
+    pub persist: bool,
+    pub queues: u32,
+    pub disabled_queues: u32,
+}
+
+/// What one RTM_SETLINK does to a new tap.
+pub struct Setup<'a> {
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    pub master: u32,
+    pub alias: &'a [u8],
+}
+
+/// A failed request: the errno and, when the kernel gave one, its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NlError {
+    pub errno: Errno,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for NlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(m) => write!(f, "{} ({})", self.errno.desc(), m),
+            None => f.write_str(self.errno.desc()),
+        }
+    }
+}
+
+impl From<Errno> for NlError {
+    fn from(errno: Errno) -> Self {
+        NlError {
+            errno,
+            message: None,
+        }
+    }
+}
+
+pub struct Route {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Route {
+    pub fn open() -> Result<Route, NlError> {
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        // Older kernels lack extended acks; errors are then just less wordy.
+        let _ = sys::netlink_ext_ack(fd.as_fd());
+        Ok(Route {
+            fd,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Looks an interface up by name; `None` if there is none.
+    pub fn link(&mut self, name: &[u8]) -> Result<Option<Link>, NlError> {
+        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
+        msg.attr(IFLA_IFNAME, name);
+        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+        let mut found = None;
+        match self.exchange(msg, |payload| {
+            found = Some(parse_link(payload));
+        }) {
+            Err(NlError {
+                errno: Errno::ENODEV,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+            Ok(()) => Ok(found),
+        }
+    }
+
+    /// Every tun/tap interface in this network namespace.
+    pub fn tun_links(&mut self) -> Result<Vec<Link>, NlError> {
+        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
+        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+        let info = msg.nest(IFLA_LINKINFO);
+        msg.attr(IFLA_INFO_KIND, b"tun");
+        msg.end_nest(info);
+        let mut links = Vec::new();
+        self.exchange(msg, |payload| links.push(parse_link(payload)))?;
+        // The kernel filters by kind, but check rather than trust it.
+        links.retain(|l| l.tun.is_some());
+        Ok(links)
+    }
+
+    /// Sets MTU, MAC, alias and master and brings the link up, in one request.
+    pub fn configure(&mut self, name: &[u8], setup: &Setup<'_>) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 0, IFF_UP, IFF_UP);
+        msg.attr(IFLA_IFNAME, name);
+        msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
+        msg.attr(IFLA_ADDRESS, &setup.mac);
+        msg.attr(IFLA_IFALIAS, setup.alias);
+        msg.attr(IFLA_MASTER, &setup.master.to_ne_bytes());
+        self.exchange(msg, |_| {})
+    }
+
+    pub fn delete(&mut self, index: u32) -> Result<(), NlError> {
+        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
+        self.exchange(msg, |_| {})
+    }
+
+    /// Sends one request and hands each reply's payload to `each`, until
+    /// the acknowledgement, the end of a dump, or a single reply.
+    fn exchange(&mut self, mut msg: Message, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let bytes = msg.finish(self.seq);
+        let kernel = NetlinkAddr::new(0, 0);
+        loop {
+            match socket::sendmsg(
+                self.fd.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &[],
+                MsgFlags::empty(),
+                Some(&kernel),
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => break,
+            }
+        }
+        loop {
+            let (len, from_kernel) = {
+                let mut iov = [IoSliceMut::new(&mut self.buf)];
+                let got = loop {
+                    match socket::recvmsg::<NetlinkAddr>(
+                        self.fd.as_raw_fd(),
+                        &mut iov,
+                        None,
+                        MsgFlags::empty(),
+                    ) {
+                        Err(Errno::EINTR) => continue,
+                        other => break other?,
+                    }
+                };
+                if got.flags.contains(MsgFlags::MSG_TRUNC) {
+                    return Err(Errno::EMSGSIZE.into());
+                }
+                (got.bytes, got.address.is_some_and(|a| a.pid() == 0))
+            };
+            // Only the kernel can answer us; anything else is ignored.
+            if !from_kernel {
+                continue;
+            }
+            for (ty, flags, seq, payload) in Messages(&self.buf[..len]) {
+                if seq != self.seq {
+                    continue;
+                }
+                match ty {
+                    NLMSG_ERROR => return ack(payload),
+                    NLMSG_DONE => return Ok(()),
+                    _ => {
+                        each(payload);
+                        if flags & NLM_F_MULTI == 0 {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Netlink messages in a datagram: (type, flags, sequence, payload).
+/// Stops at the first malformed header instead of trusting its length.
+struct Messages<'a>(&'a [u8]);
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = (u16, u16, u32, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.0;
+        let len = u32_at(b, 0)? as usize;
+        if len < HDR || len > b.len() {
+            self.0 = &[];
+            return None;
+        }
+        let item = (u16_at(b, 4)?, u16_at(b, 6)?, u32_at(b, 8)?, &b[HDR..len]);
+        self.0 = b.get(align4(len)..).unwrap_or(&[]);
+        Some(item)
+    }
+}
+
+/// Attributes in a buffer: (type without flag bits, value).
+struct Attrs<'a>(&'a [u8]);
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = (u16, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.0;
+        let len = u16_at(b, 0)? as usize;
+        if len < 4 || len > b.len() {
+            self.0 = &[];
+            return None;
+        }
+        let item = (u16_at(b, 2)? & NLA_TYPE_MASK, &b[4..len]);
+        self.0 = b.get(align4(len)..).unwrap_or(&[]);
+        Some(item)
+    }
+}
+
+fn cstr(v: &[u8]) -> Vec<u8> {
+    v.split(|&b| b == 0).next().unwrap_or_default().to_vec()
+}
+
+fn flag(v: &[u8]) -> bool {
+    v.first().is_some_and(|&b| b != 0)
+}
+
+/// Decodes an RTM_NEWLINK payload (ifinfomsg plus attributes). Fields the
+/// kernel left out stay at their defaults, which no check accepts as a
+/// match for anything real (index 0, MTU 0, no master).
+pub fn parse_link(payload: &[u8]) -> Link {
+    let mut link = Link {
+        index: u32_at(payload, 4).unwrap_or(0),
+        flags: u32_at(payload, 8).unwrap_or(0),
+        ..Link::default()
+    };
+    for (ty, v) in Attrs(payload.get(IFINFO..).unwrap_or(&[])) {
+        match ty {
+            IFLA_IFNAME => link.name = cstr(v),
+            IFLA_MTU => link.mtu = u32_at(v, 0).unwrap_or(0),
+            IFLA_MASTER => link.master = u32_at(v, 0),
+            IFLA_IFALIAS => link.alias = Some(cstr(v)),
+            IFLA_ADDRESS => link.address = v.to_vec(),
+            IFLA_LINKINFO => {
+                for (ty, v) in Attrs(v) {
+                    match ty {
+                        IFLA_INFO_KIND => link.kind = Some(cstr(v)),
+                        IFLA_INFO_DATA => link.tun = Some(parse_tun(v)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if link.kind.as_deref() != Some(b"tun") {
+        link.tun = None;
+    }
+    link
+}
+
+fn parse_tun(data: &[u8]) -> TunInfo {
+    let mut tun = TunInfo::default();
+    for (ty, v) in Attrs(data) {
+        match ty {
+            1 => tun.owner = u32_at(v, 0),
+            2 => tun.group = u32_at(v, 0),
+            3 => tun.tap = v.first() == Some(&(sys::IFF_TAP as u8)),
+            4 => tun.pi = flag(v),
+            5 => tun.vnet_hdr = flag(v),
+            6 => tun.persist = flag(v),
+            8 => tun.queues = u32_at(v, 0).unwrap_or(0),
+            9 => tun.disabled_queues = u32_at(v, 0).unwrap_or(0),
+            _ => {}
+        }
+    }
+    tun
+}
+
+/// An NLMSG_ERROR payload: 0 is an acknowledgement.
+fn ack(payload: &[u8]) -> Result<(), NlError> {
+    let code = u32_at(payload, 0).map_or(-libc::EPROTO, |c| c as i32);
+    if code == 0 {
+        return Ok(());
+    }
+    // With NETLINK_CAP_ACK the request's header, but not its body, is
+    // echoed; the extended-ack attributes follow it.
+    let message = Attrs(payload.get(4 + HDR..).unwrap_or(&[]))
+        .find(|(ty, _)| *ty == NLMSGERR_ATTR_MSG)
+        .map(|(_, v)| String::from_utf8_lossy(&cstr(v)).into_owned());
+    Err(NlError {
+        errno: Errno::from_raw(code.saturating_neg()),
+        message,
+    })
+}
+
+/// A request under construction.
+struct Message(Vec<u8>);
+
+impl Message {
+    fn new(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> Message {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&[0; 8]); // sequence (set by finish), port id 0
+        b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        b.extend_from_slice(&index.to_ne_bytes());
+        b.extend_from_slice(&ifi_flags.to_ne_bytes());
+        b.extend_from_slice(&change.to_ne_bytes());
+        Message(b)
+    }
+
+    fn attr(&mut self, ty: u16, value: &[u8]) {
+        let len = 4 + value.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&ty.to_ne_bytes());
+        self.0.extend_from_slice(value);
+        self.0.resize(align4(self.0.len()), 0);
+    }
+
+    fn nest(&mut self, ty: u16) -> usize {
+        let at = self.0.len();
+        self.attr(ty, &[]);
+        at
+    }
+
+    fn end_nest(&mut self, at: usize) {
+        let len = (self.0.len() - at) as u16;
+        self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn finish(&mut self, seq: u32) -> Vec<u8> {
+        let len = self.0.len() as u32;
+        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.0[8..12].copy_from_slice(&seq.to_ne_bytes());
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tun_link_payload() -> Vec<u8> {
+        let mut m = Message::new(16, 0, 7, IFF_UP, 0);
+        m.attr(IFLA_IFNAME, b"tap0\0");
+        m.attr(IFLA_MTU, &1400u32.to_ne_bytes());
+        m.attr(IFLA_MASTER, &3u32.to_ne_bytes());
+        m.attr(IFLA_IFALIAS, b"bridge-helper uid=1000\0");
+        m.attr(IFLA_ADDRESS, &[0xfe, 1, 2, 3, 4, 5]);
+        let info = m.nest(IFLA_LINKINFO | 0x8000);
+        m.attr(IFLA_INFO_KIND, b"tun\0");
+        let data = m.nest(IFLA_INFO_DATA | 0x8000);
+        m.attr(1, &1000u32.to_ne_bytes());
+        m.attr(3, &[2]);
+        m.attr(4, &[0]);
+        m.attr(5, &[1]);
+        m.attr(6, &[0]);
+        m.attr(8, &1u32.to_ne_bytes());
+        m.end_nest(data);
+        m.end_nest(info);
+        m.finish(1)[HDR..].to_vec()
+    }
+
+    #[test]
+    fn parses_a_tap() {
+        let link = parse_link(&tun_link_payload());
+        assert_eq!(link.index, 7);
+        assert_eq!(link.name, b"tap0");
+        assert_eq!(
+            (link.mtu, link.master, link.flags & IFF_UP),
+            (1400, Some(3), IFF_UP)
+        );
+        assert_eq!(link.alias.as_deref(), Some(&b"bridge-helper uid=1000"[..]));
+        assert_eq!(link.address, [0xfe, 1, 2, 3, 4, 5]);
+        let tun = link.tun.unwrap();
+        assert_eq!(
+            (
+                tun.owner,
+                tun.tap,
+                tun.pi,
+                tun.vnet_hdr,
+                tun.persist,
+                tun.queues
+            ),
+            (Some(1000), true, false, true, false, 1)
+        );
+    }
+
+    #[test]
+    fn truncated_input_never_panics() {
+        let full = tun_link_payload();
+        for cut in 0..full.len() {
+            let _ = parse_link(&full[..cut]);
+            let _ = Messages(&full[..cut]).count();
+            let _ = ack(&full[..cut]);
+        }
+    }
+
+    #[test]
+    fn error_acks_carry_the_kernel_reason() {
+        let mut p = (-libc::EBUSY).to_ne_bytes().to_vec();
+        p.extend_from_slice(&[0; HDR]);
+        let mut m = Message(Vec::new());
+        m.attr(NLMSGERR_ATTR_MSG, b"Device is busy\0");
+        p.extend_from_slice(&m.0);
+        let e = ack(&p).unwrap_err();
+        assert_eq!(e.errno, Errno::EBUSY);
+        assert_eq!(e.message.as_deref(), Some("Device is busy"));
+        assert_eq!(ack(&0i32.to_ne_bytes()), Ok(()));
+    }
+}

@@ -1,0 +1,100 @@
+//! Giving up everything but CAP_NET_ADMIN before any user input is read.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+
+use nix::unistd::{getresgid, getresuid, setresgid, setresuid, Gid, Uid};
+
+use crate::error::Error;
+use crate::sys::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
+
+const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
+
+/// What is left after the drop.
+pub struct Dropped {
+    /// The real uid that ran us: whose ACL view and whose tap this is.
+    pub uid: u32,
+    /// /dev/net/tun, opened while still root when installed setuid root
+    /// (so a 0600 device works), else opened on first use.
+    tun: Option<io::Result<OwnedFd>>,
+    net_admin: bool,
+}
+
+impl Dropped {
+    pub fn require_net_admin(&self) -> Result<(), Error> {
+        if self.net_admin {
+            Ok(())
+        } else {
+            Err(Error::NoNetAdmin)
+        }
+    }
+
+    pub fn take_tun(&mut self) -> Result<OwnedFd, Error> {
+        self.tun
+            .take()
+            .unwrap_or_else(open_tun)
+            .map_err(|e| Error::TunDevice(e.to_string()))
+    }
+}
+
+fn open_tun() -> io::Result<OwnedFd> {
+    // std opens with O_CLOEXEC.
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map(OwnedFd::from)
+}
+
+/// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
+/// never given it), then checks that this is really so.
+pub fn drop_to_caller() -> Result<Dropped, Error> {
+    let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
+    let uids = getresuid().map_err(|e| fail("getresuid", e))?;
+    let gids = getresgid().map_err(|e| fail("getresgid", e))?;
+    let (uid, gid) = (uids.real, gids.real);
+
+    let tun = (uids.effective.is_root() && !uid.is_root()).then(open_tun);
+
+    let caps = sys::capget().map_err(|e| fail("capget", e))?;
+    let keep = caps.permitted & NET_ADMIN;
+    if caps.effective & (1 << CAP_SETPCAP) != 0 {
+        sys::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
+    }
+    sys::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+    setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+    sys::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    let want = CapSets {
+        effective: keep,
+        permitted: keep,
+        inheritable: 0,
+    };
+    sys::capset(&want).map_err(|e| fail("capset", e))?;
+    sys::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
+    sys::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+
+    verify(uid, gid, want)?;
+    Ok(Dropped {
+        uid: uid.as_raw(),
+        tun,
+        net_admin: keep != 0,
+    })
+}
+
+/// Trust, but read back: a drop that silently did less is a hole.
+fn verify(uid: Uid, gid: Gid, want: CapSets) -> Result<(), Error> {
+    let bad = |what: String| Err(Error::Privileges(what));
+    let u = getresuid().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let g = getresgid().map_err(|e| Error::Privileges(e.desc().into()))?;
+    if [u.real, u.effective, u.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
+        return bad(format!("still running with uids {u:?} and gids {g:?}"));
+    }
+    let now = sys::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
+    if now != want {
+        return bad(format!("capabilities are {now:x?}, wanted {want:x?}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Everything the program prints, and the panic hook.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+
+/// Prints `bridge-helper: <line>` on stderr in one write. A failed write
+/// (stderr closed, full, over RLIMIT_FSIZE) is ignored: nothing about the
+/// outcome depends on being heard.
+pub fn notice(line: &str) {
+    let _ = std::io::stderr().write_all(format!("bridge-helper: {line}\n").as_bytes());
+}
+
+pub fn stdout(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// One fixed line for any panic: no message, location, backtrace or
+/// address (the default hook prints some and reads RUST_BACKTRACE).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|_| {
+        let _ = std::io::stderr()
+            .write_all(b"bridge-helper: internal error, this is a bug; no tap was handed out\n");
+    }));
+}
+
+pub const HELP: &str = "\
+bridge-helper: attach a VM's tap device to a host bridge
+
+usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD
+
+Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
+and sends its file descriptor over the connected Unix socket FD. Only bridges
+that the ACL file allows for the calling user can be joined.
+
+  --br=BRIDGE   the bridge to join (at most 15 bytes)
+  --fd=FD       an inherited, connected Unix socket to send the tap over
+  --use-vnet    enable virtio-net headers (IFF_VNET_HDR) when the kernel can
+  --help        this text;  --version  the version
+
+Exit status: 0 only when the tap was sent; 2 usage, 3 ACL file error,
+4 access denied, 5 installation or environment, 6 bad --fd or sending failed,
+7 bridge missing or not a bridge, 8 kernel refused an operation, 70 bug.
+";

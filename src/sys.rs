@@ -1,0 +1,257 @@
+//! The system calls that nix does not wrap safely. Every `unsafe` block of
+//! the program is in this file, each with the reason it is sound; the rest
+//! of the program sees only safe functions.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+
+pub const CAP_SETPCAP: u32 = 8;
+pub const CAP_NET_ADMIN: u32 = 12;
+
+pub const IFF_TAP: i16 = 0x0002;
+pub const IFF_NO_PI: i16 = 0x1000;
+pub const IFF_VNET_HDR: i16 = 0x4000;
+pub const IFF_PERSIST: i16 = 0x0800;
+
+// From <linux/if_tun.h> and <linux/sockios.h>.
+const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
+const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
+const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf;
+const TUNGETIFF: libc::Ioctl = 0x8004_54d2;
+const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
+
+/// `struct ifreq` as raw bytes: the name, then a 24-byte union of which we
+/// read only plain integers, so no union access is needed.
+#[repr(C)]
+#[derive(Default)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+fn check(ret: libc::c_int) -> Result<libc::c_int, Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The three capability sets as bit masks (we never need caps above 63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapSets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+pub fn capget() -> Result<CapSets, Errno> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 takes a header and an array of two data structs,
+    // both live, writable and laid out as the kernel expects (repr(C)).
+    check(
+        unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } as libc::c_int,
+    )?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok(CapSets {
+        effective: join(data[0].effective, data[1].effective),
+        permitted: join(data[0].permitted, data[1].permitted),
+        inheritable: join(data[0].inheritable, data[1].inheritable),
+    })
+}
+
+pub fn capset(sets: &CapSets) -> Result<(), Errno> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let (e0, e1) = split(sets.effective);
+    let (p0, p1) = split(sets.permitted);
+    let (i0, i1) = split(sets.inheritable);
+    let data = [
+        CapData {
+            effective: e0,
+            permitted: p0,
+            inheritable: i0,
+        },
+        CapData {
+            effective: e1,
+            permitted: p1,
+            inheritable: i1,
+        },
+    ];
+    // SAFETY: as in capget; the kernel only reads `data`.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)?;
+    Ok(())
+}
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<libc::c_int, Errno> {
+    // SAFETY: every option used here takes integer arguments only; the
+    // unused trailing ones must be zero.
+    check(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+}
+
+/// Empties the bounding set, so nothing this process might exec can ever
+/// regain a capability. Stops at the first number the kernel does not know.
+pub fn drop_bounding_set() -> Result<(), Errno> {
+    for cap in 0..64 {
+        match prctl(libc::PR_CAPBSET_DROP, cap) {
+            Ok(_) => {}
+            Err(Errno::EINVAL) if cap > libc::c_ulong::from(CAP_NET_ADMIN) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn clear_ambient() -> Result<(), Errno> {
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers; the remaining
+    // arguments must be zero.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn set_keepcaps(on: bool) -> Result<(), Errno> {
+    prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on)).map(drop)
+}
+
+pub fn set_no_new_privs() -> Result<(), Errno> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop)
+}
+
+/// Borrows a descriptor number the caller says we inherited, after asking
+/// the kernel that it is open.
+pub fn inherited_fd(fd: RawFd) -> Result<BorrowedFd<'static>, Errno> {
+    // SAFETY: F_GETFD takes no argument and only reads the fd table.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open (checked just above), and this program
+    // never closes a descriptor it did not open itself, so it stays open for
+    // the rest of the process's life.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+pub fn tun_features(tun: BorrowedFd<'_>) -> Result<u32, Errno> {
+    let mut features: libc::c_uint = 0;
+    // SAFETY: TUNGETFEATURES writes one unsigned int through the pointer.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNGETFEATURES, &mut features) })?;
+    Ok(features)
+}
+
+/// TUNSETIFF with a name pattern; returns the name the kernel chose.
+pub fn tun_set_iff(tun: BorrowedFd<'_>, pattern: &[u8], flags: i16) -> Result<Vec<u8>, Errno> {
+    let mut req = IfReq::default();
+    let len = pattern.len().min(15);
+    req.name[..len].copy_from_slice(&pattern[..len]);
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes, which
+    // IfReq is) through the pointer.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) })?;
+    Ok(name_of(&req))
+}
+
+/// TUNGETIFF: the attached interface's name and flags.
+pub fn tun_get_iff(tun: BorrowedFd<'_>) -> Result<(Vec<u8>, i16), Errno> {
+    let mut req = IfReq::default();
+    // SAFETY: TUNGETIFF writes a struct ifreq through the pointer.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNGETIFF, &mut req) })?;
+    Ok((
+        name_of(&req),
+        i16::from_ne_bytes([req.data[0], req.data[1]]),
+    ))
+}
+
+pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: u32) -> Result<(), Errno> {
+    // SAFETY: TUNSETOWNER takes the uid by value, not a pointer.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, libc::c_ulong::from(uid)) })?;
+    Ok(())
+}
+
+/// The tap's MAC address, read through its own descriptor (so no name
+/// lookup can race with a rename).
+pub fn tap_hwaddr(tun: BorrowedFd<'_>) -> Result<[u8; 6], Errno> {
+    let mut req = IfReq::default();
+    // SAFETY: on a tun fd, SIOCGIFHWADDR fills a struct ifreq whose union
+    // holds a sockaddr: 2 bytes of family, then the address.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), SIOCGIFHWADDR, &mut req) })?;
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req.data[2..8]);
+    Ok(mac)
+}
+
+fn name_of(req: &IfReq) -> Vec<u8> {
+    let end = req
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(req.name.len());
+    req.name[..end].to_vec()
+}
+
+/// Lets a write to a file over RLIMIT_FSIZE fail with EFBIG instead of
+/// killing the process with SIGXFSZ halfway through a message.
+pub fn ignore_sigxfsz() {
+    // SAFETY: SIG_IGN is not a handler function, so no code runs in signal
+    // context; the call only changes this process's disposition.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
+/// Asks the kernel for extended acknowledgements (an error string with a
+/// failed request) without the request echoed back.
+pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
+    const SOL_NETLINK: libc::c_int = 270;
+    const NETLINK_CAP_ACK: libc::c_int = 10;
+    const NETLINK_EXT_ACK: libc::c_int = 11;
+    let on: libc::c_int = 1;
+    for opt in [NETLINK_CAP_ACK, NETLINK_EXT_ACK] {
+        // SAFETY: both options read one int through the pointer, whose size
+        // is passed alongside.
+        check(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                SOL_NETLINK,
+                opt,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(())
+}

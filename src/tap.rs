@@ -1,0 +1,119 @@
+//! Creating the tap and putting it on the bridge.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::config::TAP_PATTERN;
+use crate::error::Error;
+use crate::escape::quote;
+use crate::leftovers;
+use crate::netlink::{Link, Route, Setup, IFF_UP};
+use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR};
+
+/// The bridge to join, checked to exist and to be a Linux bridge.
+pub fn find_bridge(route: &mut Route, name: &[u8]) -> Result<Link, Error> {
+    let link = route
+        .link(name)
+        .map_err(|e| Error::kernel(format!("looking up bridge {}", quote(name)), e))?
+        .ok_or_else(|| Error::NoBridge(quote(name)))?;
+    match link.kind.as_deref() {
+        Some(b"bridge") => Ok(link),
+        Some(kind) => Err(Error::NotABridge(quote(name), quote(kind))),
+        None => Err(Error::NotABridge(
+            quote(name),
+            "none: a plain device".into(),
+        )),
+    }
+}
+
+/// A tap that exists only as long as `fd` is open: never IFF_PERSIST.
+pub struct Tap {
+    pub fd: OwnedFd,
+    pub name: Vec<u8>,
+    flags: i16,
+}
+
+pub fn create(tun: OwnedFd, use_vnet: bool) -> Result<Tap, Error> {
+    let features =
+        sys::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e.desc()))?;
+    let mut flags = IFF_TAP | IFF_NO_PI;
+    if use_vnet && features & (IFF_VNET_HDR as u16 as u32) != 0 {
+        flags |= IFF_VNET_HDR;
+    }
+    let name = sys::tun_set_iff(tun.as_fd(), TAP_PATTERN, flags)
+        .map_err(|e| Error::kernel("creating a tap (TUNSETIFF)", e.desc()))?;
+    Ok(Tap {
+        fd: tun,
+        name,
+        flags,
+    })
+}
+
+impl Tap {
+    fn what(&self, doing: &str) -> String {
+        format!("{}: {doing}", quote(&self.name))
+    }
+
+    /// Owner, MTU, MAC, marker, bridge and link state, then reads it all
+    /// back: the fd is only handed over if the tap is exactly as intended.
+    pub fn attach(&self, route: &mut Route, bridge: &Link, owner: u32) -> Result<(), Error> {
+        // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
+        // should its holder make it persistent.
+        sys::tun_set_owner(self.fd.as_fd(), owner)
+            .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e.desc()))?;
+        let mut mac = sys::tap_hwaddr(self.fd.as_fd())
+            .map_err(|e| Error::kernel(self.what("SIOCGIFHWADDR"), e.desc()))?;
+        // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
+        // any real NIC's, so adding a VM never changes the bridge's address.
+        mac[0] = 0xfe;
+        let alias = leftovers::marker(owner);
+        let setup = Setup {
+            mtu: bridge.mtu,
+            mac,
+            master: bridge.index,
+            alias: &alias,
+        };
+        route.configure(&self.name, &setup).map_err(|e| {
+            Error::kernel(
+                self.what(&format!("adding to bridge {}", quote(&bridge.name))),
+                e,
+            )
+        })?;
+        self.verify(route, bridge, &setup, owner)
+    }
+
+    fn verify(
+        &self,
+        route: &mut Route,
+        bridge: &Link,
+        setup: &Setup<'_>,
+        owner: u32,
+    ) -> Result<(), Error> {
+        let wrong = |what: &str| Err(Error::kernel(self.what("read back after setup"), what));
+        let (name, flags) = sys::tun_get_iff(self.fd.as_fd())
+            .map_err(|e| Error::kernel(self.what("TUNGETIFF"), e.desc()))?;
+        if name != self.name {
+            return wrong("the tap was renamed");
+        }
+        if flags & (self.flags | IFF_PERSIST) != self.flags {
+            return wrong("unexpected tun flags");
+        }
+        let link = route
+            .link(&self.name)
+            .map_err(|e| Error::kernel(self.what("reading back"), e))?
+            .ok_or_else(|| Error::kernel(self.what("reading back"), "the tap disappeared"))?;
+        let Some(tun) = &link.tun else {
+            return wrong("not a tun device");
+        };
+        if tun.owner != Some(owner) || tun.persist || !tun.tap {
+            return wrong("owner or persistence not as set");
+        }
+        if link.master != Some(bridge.index) || link.mtu != setup.mtu || link.flags & IFF_UP == 0 {
+            return wrong("not up in the bridge with the bridge's MTU");
+        }
+        if link.address != setup.mac || link.alias.as_deref() != Some(setup.alias) {
+            return wrong("address or marker not as set");
+        }
+        Ok(())
+    }
+}

@@ -45,13 +45,18 @@ fn run() -> Result<(), Error> {
     let mut privileges = privs::drop_to_caller()?;
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let request = match args::parse(&argv)? {
-        Command::Help => return Ok(report::stdout(report::HELP)),
+        Command::Help => {
+            report::stdout(report::HELP);
+            return Ok(());
+        }
         Command::Version => {
-            return Ok(report::stdout(concat!(
+            report::stdout(concat!(
                 "bridge-helper ",
                 env!("CARGO_PKG_VERSION"),
-                "\n"
-            )))
+                "
+"
+            ));
+            return Ok(());
         }
         Command::Attach(request) => request,
     };

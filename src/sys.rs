@@ -70,9 +70,8 @@ pub fn capget() -> Result<CapSets, Errno> {
     let mut data = [CapData::default(); 2];
     // SAFETY: version 3 takes a header and an array of two data structs,
     // both live, writable and laid out as the kernel expects (repr(C)).
-    check(
-        unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } as libc::c_int,
-    )?;
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    check(ret as libc::c_int)?;
     let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
     Ok(CapSets {
         effective: join(data[0].effective, data[1].effective),
@@ -103,7 +102,8 @@ pub fn capset(sets: &CapSets) -> Result<(), Errno> {
         },
     ];
     // SAFETY: as in capget; the kernel only reads `data`.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)?;
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    check(ret as libc::c_int)?;
     Ok(())
 }
 

@@ -1,0 +1,536 @@
+//! Shared harness for the privileged integration tests.
+//!
+//! Every test gets its own network namespace (deleted on drop) and its own
+//! sandbox directory. The program under test runs inside that namespace and
+//! inside a private mount namespace whose /etc is a read-only overlay with
+//! the sandbox's `qemu/` on top, so the compiled-in /etc/qemu/bridge.conf is
+//! the test's file and the machine's /etc is never touched.
+#![allow(dead_code)]
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const NOBODY: u32 = 65534;
+pub const HELPER: &str = env!("CARGO_BIN_EXE_bridge-helper");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs a command that must succeed; panics with its output otherwise.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails loudly if the suite is not run as root: these tests cannot be
+/// skipped into a pass.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the integration tests must run as root (they create network namespaces); run them with sudo"
+    );
+}
+
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        require_root();
+        let name = unique("bht");
+        sh("ip", &["netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A netns with one bridge `br0` of the given MTU, up.
+    pub fn with_bridge(mtu: u32) -> NetNs {
+        let ns = NetNs::new();
+        ns.add_bridge("br0", mtu);
+        ns
+    }
+
+    pub fn add_bridge(&self, name: &str, mtu: u32) {
+        self.ip(&["link", "add", name, "type", "bridge"]);
+        self.ip(&["link", "set", name, "mtu", &mtu.to_string(), "up"]);
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    /// Runs a shell snippet inside the namespace (with its own /sys).
+    pub fn exec(&self, script: &str) -> String {
+        sh("ip", &["netns", "exec", &self.name, "sh", "-c", script])
+    }
+
+    /// Names of all interfaces whose name starts with "tap".
+    pub fn taps(&self) -> Vec<String> {
+        self.ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with("tap"))
+            .collect()
+    }
+
+    /// What sysfs says about a tap: master, mtu, flags, address, owner, tun_flags.
+    pub fn tap_state(&self, tap: &str) -> TapState {
+        let out = self.exec(&format!(
+            "cd /sys/class/net/{tap} && basename \"$(readlink master)\" && cat mtu flags address owner tun_flags"
+        ));
+        let v: Vec<&str> = out.lines().collect();
+        assert_eq!(v.len(), 6, "unexpected sysfs output for {tap}: {out}");
+        let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+        TapState {
+            master: v[0].to_string(),
+            mtu: v[1].parse().unwrap(),
+            flags: hex(v[2]),
+            address: v[3].to_string(),
+            owner: v[4].parse().unwrap(),
+            tun_flags: hex(v[5]),
+        }
+    }
+
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapState {
+    pub master: String,
+    pub mtu: u32,
+    pub flags: u32,
+    pub address: String,
+    /// -1 (unset) is shown by the kernel as -1.
+    pub owner: i64,
+    pub tun_flags: u32,
+}
+
+/// How the helper is installed for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run by root, as is.
+    Root,
+    /// A setuid-root copy run by uid 65534.
+    Setuid,
+    /// A `cap_net_admin+ep` copy run by uid 65534 (with a 0666 tun node).
+    FileCaps,
+    /// A plain copy with no privilege at all, run by uid 65534.
+    Unprivileged,
+}
+
+impl Mode {
+    pub fn uid(self) -> Option<u32> {
+        (self != Mode::Root).then_some(NOBODY)
+    }
+}
+
+/// A temporary directory (0755, removed on drop) holding the /etc/qemu
+/// layer, helper copies and a world-usable tun node.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        require_root();
+        let dir = std::env::temp_dir().join(unique("bht-sandbox-"));
+        fs::create_dir_all(dir.join("layer/qemu")).unwrap();
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        for d in [
+            &dir,
+            &dir.join("layer"),
+            &dir.join("layer/qemu"),
+            &dir.join("bin"),
+        ] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    /// Writes the main ACL file, root-owned, mode 0644.
+    pub fn acl(&self, text: impl AsRef<[u8]>) -> &Self {
+        self.etc_file("bridge.conf", text, 0o644)
+    }
+
+    /// Writes a file under the sandbox's /etc/qemu.
+    pub fn etc_file(&self, name: &str, text: impl AsRef<[u8]>, mode: u32) -> &Self {
+        let path = self.dir.join("layer/qemu").join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        let _ = fs::remove_file(&path);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    /// chown of a file under the sandbox's /etc/qemu.
+    pub fn etc_chown(&self, name: &str, uid: u32, gid: u32) -> &Self {
+        chown(self.dir.join("layer/qemu").join(name), Some(uid), Some(gid)).unwrap();
+        self
+    }
+
+    /// Installs a copy of `binary` as `mode` requires; returns its path.
+    pub fn install(&self, binary: &str, mode: Mode) -> PathBuf {
+        let name = Path::new(binary)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let path = self
+            .dir
+            .join("bin")
+            .join(format!("{name}-{mode:?}").to_lowercase());
+        if path.exists() {
+            return path;
+        }
+        fs::copy(binary, &path).unwrap();
+        chown(&path, Some(0), Some(0)).unwrap();
+        match mode {
+            Mode::Root | Mode::Unprivileged => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap()
+            }
+            Mode::Setuid => fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap(),
+            Mode::FileCaps => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+                let out = Command::new("setcap")
+                    .arg("cap_net_admin+ep")
+                    .arg(&path)
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => {}
+                    Ok(o) => panic!("setcap failed: {}", String::from_utf8_lossy(&o.stderr)),
+                    Err(e) => panic!("setcap is missing (install libcap2-bin): {e}"),
+                }
+            }
+        }
+        path
+    }
+
+    /// A character device equal to /dev/net/tun but mode 0666, for
+    /// file-capability runs (this machine's own node is 0600).
+    fn tun_node(&self) -> PathBuf {
+        let path = self.dir.join("tun");
+        if !path.exists() {
+            let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path; mknod only reads it.
+            let r =
+                unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) };
+            assert_eq!(r, 0, "mknod tun: {}", io::Error::last_os_error());
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        path
+    }
+
+    /// A Command that runs `program` in `ns`, with this sandbox's /etc/qemu,
+    /// as `uid` (with `groups` as supplementary groups) or as root.
+    pub fn command(&self, ns: &NetNs, program: impl AsRef<OsStr>, jail: Jail) -> Command {
+        let mut cmd = Command::new(program);
+        let netns = fs::File::open(ns.netns_path()).expect("open netns");
+        let lower = format!("lowerdir={}:/etc", self.dir.join("layer").display());
+        let lower = CString::new(lower).unwrap();
+        let tun = jail
+            .tun_0666
+            .then(|| CString::new(self.tun_node().as_os_str().as_bytes()).unwrap());
+        let groups: Vec<libc::gid_t> = jail.groups.clone();
+        // SAFETY: the closure runs between fork and exec and only makes raw
+        // system calls on data prepared before the fork (no allocation).
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = |r: libc::c_int| {
+                    if r < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                };
+                ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+                ok(libc::unshare(libc::CLONE_NEWNS))?;
+                ok(libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                ok(libc::mount(
+                    c"overlay".as_ptr(),
+                    c"/etc".as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_RDONLY,
+                    lower.as_ptr().cast(),
+                ))?;
+                if let Some(tun) = &tun {
+                    ok(libc::mount(
+                        tun.as_ptr(),
+                        c"/dev/net/tun".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ))?;
+                }
+                if let Some(uid) = jail.uid {
+                    let gid = jail.gid.unwrap_or(uid);
+                    ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                    ok(libc::setresgid(gid, gid, gid))?;
+                    ok(libc::setresuid(uid, uid, uid))?;
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Runs the helper installed as `mode` with `args` and a fresh socketpair
+    /// whose far end is appended as `--fd=N` (unless `fd_arg` is false).
+    pub fn run_helper(&self, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
+        let program = self.install(HELPER, mode);
+        let mut jail = Jail::for_mode(mode);
+        jail.uid = mode.uid();
+        self.run_program(ns, &program, jail, args, true)
+    }
+
+    /// Like run_helper, for any program (QEMU's helper, a wrapper).
+    pub fn run_program(
+        &self,
+        ns: &NetNs,
+        program: &Path,
+        jail: Jail,
+        args: &[&str],
+        fd_arg: bool,
+    ) -> HelperRun {
+        let (ours, theirs) = socketpair();
+        let mut cmd = self.command(ns, program, jail);
+        cmd.args(args);
+        if fd_arg {
+            cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
+        }
+        clear_cloexec(theirs.as_raw_fd());
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(theirs);
+        let out = child.wait_with_output().expect("wait");
+        HelperRun::collect(out, ours)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Who and with what the program runs.
+#[derive(Debug, Clone, Default)]
+pub struct Jail {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Vec<u32>,
+    /// Bind a 0666 tun node over /dev/net/tun.
+    pub tun_0666: bool,
+}
+
+impl Jail {
+    pub fn root() -> Jail {
+        Jail::default()
+    }
+    pub fn user(uid: u32) -> Jail {
+        Jail {
+            uid: Some(uid),
+            ..Jail::default()
+        }
+    }
+    pub fn for_mode(mode: Mode) -> Jail {
+        Jail {
+            uid: mode.uid(),
+            tun_0666: matches!(mode, Mode::FileCaps | Mode::Unprivileged),
+            ..Jail::default()
+        }
+    }
+}
+
+pub fn socketpair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .expect("socketpair")
+}
+
+pub fn clear_cloexec(fd: RawFd) {
+    // SAFETY: F_SETFD with an int argument on a descriptor we own.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+}
+
+/// What a helper run produced: exit status, output, and every fd that
+/// arrived on our end of the socket (with the message layout).
+pub struct HelperRun {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub fds: Vec<OwnedFd>,
+    pub cmsgs: usize,
+    pub data: Vec<u8>,
+}
+
+impl HelperRun {
+    pub fn collect(out: Output, ours: OwnedFd) -> HelperRun {
+        use std::os::unix::process::ExitStatusExt;
+        let (fds, cmsgs, data) = receive_all(&ours);
+        HelperRun {
+            code: out.status.code(),
+            signal: out.status.signal(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            fds,
+            cmsgs,
+            data,
+        }
+    }
+
+    /// Asserts success the way libvirt checks it: status 0, exactly one fd
+    /// in one control message, at least one data byte. Returns the fd.
+    pub fn expect_tap(mut self) -> OwnedFd {
+        assert_eq!(self.code, Some(0), "helper failed: {}", self.stderr);
+        assert_eq!(
+            (self.fds.len(), self.cmsgs),
+            (1, 1),
+            "expected exactly one fd in one message"
+        );
+        assert!(!self.data.is_empty(), "no data byte came with the fd");
+        self.fds.pop().unwrap()
+    }
+
+    /// Asserts a refusal: the status, one stderr line containing `text`, no fd.
+    pub fn expect_refusal(&self, status: i32, text: &str) {
+        assert_eq!(self.code, Some(status), "stderr: {}", self.stderr);
+        assert!(self.fds.is_empty(), "a refused run sent an fd");
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "expected one line, got: {:?}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("bridge-helper: "),
+            "stderr: {:?}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(text),
+            "expected {text:?} in {:?}",
+            self.stderr
+        );
+    }
+}
+
+/// Reads everything on the socket without blocking (the sender has exited).
+fn receive_all(sock: &OwnedFd) -> (Vec<OwnedFd>, usize, Vec<u8>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut fds = Vec::new();
+    let mut cmsgs = 0;
+    let mut data = Vec::new();
+    loop {
+        let mut buf = [0u8; 64];
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 8]);
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(_) => break,
+        };
+        if msg.bytes == 0 {
+            break;
+        }
+        for c in msg.cmsgs().expect("cmsgs") {
+            cmsgs += 1;
+            if let ControlMessageOwned::ScmRights(v) = c {
+                // SAFETY: SCM_RIGHTS installed these descriptors for us.
+                fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let n = msg.bytes;
+        data.extend_from_slice(&buf[..n]);
+    }
+    (fds, cmsgs, data)
+}
+
+/// TUNGETIFF on a received fd: (name, flags).
+pub fn tun_get_iff(fd: &OwnedFd) -> (String, i16) {
+    let mut ifr = [0u8; 40];
+    // SAFETY: TUNGETIFF writes a 40-byte struct ifreq.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x8004_54d2, ifr.as_mut_ptr()) };
+    assert_eq!(r, 0, "TUNGETIFF: {}", io::Error::last_os_error());
+    let end = ifr[..16].iter().position(|&b| b == 0).unwrap_or(16);
+    (
+        String::from_utf8_lossy(&ifr[..end]).into_owned(),
+        i16::from_ne_bytes([ifr[16], ifr[17]]),
+    )
+}
+
+pub const IFF_TAP: i16 = 0x0002;
+pub const IFF_NO_PI: i16 = 0x1000;
+pub const IFF_PERSIST: i16 = 0x0800;
+pub const IFF_VNET_HDR: i16 = 0x4000;
+
+/// Waits (briefly) until no tap is left in the namespace.
+pub fn assert_no_taps(ns: &NetNs) {
+    for _ in 0..50 {
+        if ns.taps().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("taps left behind: {:?}", ns.taps());
+}

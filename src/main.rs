@@ -4,29 +4,16 @@
 //! input is read, then everything is checked, and only then is anything
 //! created. See README.md and SECURITY.md.
 
-mod acl;
-mod aclfile;
-mod args;
-mod config;
-mod error;
-mod escape;
-mod fdpass;
-mod ifname;
-mod leftovers;
-mod netlink;
-mod privs;
-mod report;
-mod sys;
-mod tap;
 
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
-use acl::Verdict;
-use args::{Command, TestHook};
-use error::Error;
-use escape::quote;
+use bridge_helper::acl::{self, Verdict};
+use bridge_helper::args::{self, Command, TestHook};
+use bridge_helper::error::{self, Error};
+use bridge_helper::escape::quote;
+use bridge_helper::{aclfile, config, fdpass, leftovers, netlink, privs, report, sys, tap};
 
 fn main() -> ExitCode {
     report::install_panic_hook();

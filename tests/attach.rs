@@ -59,11 +59,10 @@ fn libvirt_order_and_qemu_sh_c_form() {
     let (ours, theirs) = socketpair();
     clear_cloexec(std::os::fd::AsRawFd::as_raw_fd(&theirs));
     let fd_arg = format!("--fd={}", std::os::fd::AsRawFd::as_raw_fd(&theirs));
-    let out = sb
-        .command(&ns, &helper, Jail::for_mode(Mode::Setuid))
-        .args(["--use-vnet", "--br=br0", &fd_arg])
-        .output()
-        .unwrap();
+    let out = output(
+        sb.command(&ns, &helper, Jail::for_mode(Mode::Setuid))
+            .args(["--use-vnet", "--br=br0", &fd_arg]),
+    );
     drop(theirs);
     let fd = HelperRun::collect(out, ours).expect_tap();
     check_attached(&ns, &fd, 1500, i64::from(NOBODY));
@@ -76,11 +75,10 @@ fn libvirt_order_and_qemu_sh_c_form() {
         helper.display(),
         std::os::fd::AsRawFd::as_raw_fd(&theirs)
     );
-    let out = sb
-        .command(&ns, "/bin/sh", Jail::for_mode(Mode::Setuid))
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = output(
+        sb.command(&ns, "/bin/sh", Jail::for_mode(Mode::Setuid))
+            .args(["-c", &script]),
+    );
     drop(theirs);
     let fd = HelperRun::collect(out, ours).expect_tap();
     check_attached(&ns, &fd, 1500, i64::from(NOBODY));

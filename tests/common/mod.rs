@@ -345,12 +345,10 @@ impl Sandbox {
             cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
         }
         clear_cloexec(theirs.as_raw_fd());
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+            .stderr(Stdio::piped());
+        let child = spawn(&mut cmd);
         drop(theirs);
         let out = child.wait_with_output().expect("wait");
         HelperRun::collect(out, ours)
@@ -390,6 +388,28 @@ impl Jail {
             ..Jail::default()
         }
     }
+}
+
+/// Spawns, retrying ETXTBSY: another test thread may have forked while a
+/// helper copy was still open for writing, and its child keeps that write
+/// descriptor until it execs.
+pub fn spawn(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.expect("spawn"),
+        }
+    }
+    panic!("spawn: executable stayed busy (ETXTBSY)");
+}
+
+/// `Command::output` with the same retry.
+pub fn output(cmd: &mut Command) -> Output {
+    spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))
+        .wait_with_output()
+        .expect("wait")
 }
 
 pub fn socketpair() -> (OwnedFd, OwnedFd) {

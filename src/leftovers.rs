@@ -19,17 +19,15 @@ pub fn marker(uid: u32) -> Vec<u8> {
 
 /// Which of `links` to remove so that at most `limit - 1` of the user's
 /// abandoned taps remain, leaving room for the one about to be made.
-/// Abandoned: ours for this uid, persistent, and no queue attached.
+/// Abandoned: ours for this uid, persistent, and carrier off (no fd
+/// attached). The tun driver reports queue counts only for multi-queue
+/// devices, so carrier is the signal; a missing one counts as attached.
 pub fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
     let mark = marker(uid);
     let mut abandoned: Vec<&Link> = links
         .iter()
         .filter(|l| l.alias.as_deref() == Some(&mark[..]))
-        .filter(|l| {
-            l.tun
-                .as_ref()
-                .is_some_and(|t| t.persist && t.queues == 0 && t.disabled_queues == 0)
-        })
+        .filter(|l| l.carrier == Some(false) && l.tun.as_ref().is_some_and(|t| t.persist))
         .collect();
     // Interface indexes only grow, so the lowest are the oldest.
     abandoned.sort_by_key(|l| l.index);
@@ -65,14 +63,14 @@ mod tests {
     use super::*;
     use crate::netlink::TunInfo;
 
-    fn tap(index: u32, alias: Option<&[u8]>, persist: bool, queues: u32) -> Link {
+    fn tap(index: u32, alias: Option<&[u8]>, persist: bool, attached: u32) -> Link {
         Link {
             index,
             name: format!("tap{index}").into_bytes(),
             alias: alias.map(<[u8]>::to_vec),
+            carrier: Some(attached != 0),
             tun: Some(TunInfo {
                 persist,
-                queues,
                 tap: true,
                 ..TunInfo::default()
             }),

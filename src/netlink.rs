@@ -31,6 +31,7 @@ const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_EXT_MASK: u16 = 29;
+const IFLA_CARRIER: u16 = 33;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -52,6 +53,9 @@ pub struct Link {
     pub kind: Option<Vec<u8>>,
     pub alias: Option<Vec<u8>>,
     pub address: Vec<u8>,
+    /// The tun driver turns carrier off when its last queue detaches, and
+    /// only CAP_NET_ADMIN can turn it on for a tap nobody holds.
+    pub carrier: Option<bool>,
     pub tun: Option<TunInfo>,
 }
 
@@ -64,8 +68,6 @@ pub struct TunInfo {
     pub pi: bool,
     pub vnet_hdr: bool,
     pub persist: bool,
-    pub queues: u32,
-    pub disabled_queues: u32,
 }
 
 /// What one RTM_SETLINK does to a new tap.
@@ -306,6 +308,7 @@ pub fn parse_link(payload: &[u8]) -> Link {
             IFLA_MASTER => link.master = u32_at(v, 0),
             IFLA_IFALIAS => link.alias = Some(cstr(v)),
             IFLA_ADDRESS => link.address = v.to_vec(),
+            IFLA_CARRIER => link.carrier = Some(flag(v)),
             IFLA_LINKINFO => {
                 for (ty, v) in Attrs(v) {
                     match ty {
@@ -334,8 +337,6 @@ fn parse_tun(data: &[u8]) -> TunInfo {
             4 => tun.pi = flag(v),
             5 => tun.vnet_hdr = flag(v),
             6 => tun.persist = flag(v),
-            8 => tun.queues = u32_at(v, 0).unwrap_or(0),
-            9 => tun.disabled_queues = u32_at(v, 0).unwrap_or(0),
             _ => {}
         }
     }
@@ -414,6 +415,7 @@ mod tests {
         m.attr(IFLA_MASTER, &3u32.to_ne_bytes());
         m.attr(IFLA_IFALIAS, b"bridge-helper uid=1000\0");
         m.attr(IFLA_ADDRESS, &[0xfe, 1, 2, 3, 4, 5]);
+        m.attr(IFLA_CARRIER, &[1]);
         let info = m.nest(IFLA_LINKINFO | 0x8000);
         m.attr(IFLA_INFO_KIND, b"tun\0");
         let data = m.nest(IFLA_INFO_DATA | 0x8000);
@@ -422,7 +424,6 @@ mod tests {
         m.attr(4, &[0]);
         m.attr(5, &[1]);
         m.attr(6, &[0]);
-        m.attr(8, &1u32.to_ne_bytes());
         m.end_nest(data);
         m.end_nest(info);
         m.finish(1)[HDR..].to_vec()
@@ -439,18 +440,10 @@ mod tests {
         );
         assert_eq!(link.alias.as_deref(), Some(&b"bridge-helper uid=1000"[..]));
         assert_eq!(link.address, [0xfe, 1, 2, 3, 4, 5]);
+        assert_eq!(link.carrier, Some(true));
         let tun = link.tun.unwrap();
-        assert_eq!(
-            (
-                tun.owner,
-                tun.tap,
-                tun.pi,
-                tun.vnet_hdr,
-                tun.persist,
-                tun.queues
-            ),
-            (Some(1000), true, false, true, false, 1)
-        );
+        let got = (tun.owner, tun.tap, tun.pi, tun.vnet_hdr, tun.persist);
+        assert_eq!(got, (Some(1000), true, false, true, false));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! input is read, then everything is checked, and only then is anything
 //! created. See README.md and SECURITY.md.
 
-
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;

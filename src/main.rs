@@ -31,19 +31,8 @@ fn run() -> Result<(), Error> {
     let mut privileges = privs::drop_to_caller()?;
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let request = match args::parse(&argv)? {
-        Command::Help => {
-            report::stdout(report::HELP);
-            return Ok(());
-        }
-        Command::Version => {
-            report::stdout(concat!(
-                "bridge-helper ",
-                env!("CARGO_PKG_VERSION"),
-                "
-"
-            ));
-            return Ok(());
-        }
+        Command::Help => return report::print(report::HELP),
+        Command::Version => return report::print(report::VERSION),
         Command::Attach(request) => request,
     };
     privileges.require_net_admin()?;
@@ -63,6 +52,7 @@ fn run() -> Result<(), Error> {
         report::notice(&format!("paused before sending {}", quote(&tap.name)));
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
+    privs::drop_all()?;
     fdpass::send(socket, request.fd, tap.fd.as_fd())
 }
 

@@ -39,6 +39,14 @@ impl Dropped {
     }
 }
 
+/// Gives up CAP_NET_ADMIN too, once nothing is left to configure: the
+/// hand-over itself needs no privilege.
+pub fn drop_all() -> Result<(), Error> {
+    let none = CapSets::default();
+    sys::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+    verify_caps(none)
+}
+
 fn open_tun() -> io::Result<OwnedFd> {
     // std opens with O_CLOEXEC.
     File::options()
@@ -92,9 +100,15 @@ fn verify(uid: Uid, gid: Gid, want: CapSets) -> Result<(), Error> {
     if [u.real, u.effective, u.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
         return bad(format!("still running with uids {u:?} and gids {g:?}"));
     }
+    verify_caps(want)
+}
+
+fn verify_caps(want: CapSets) -> Result<(), Error> {
     let now = sys::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
     if now != want {
-        return bad(format!("capabilities are {now:x?}, wanted {want:x?}"));
+        return Err(Error::Privileges(format!(
+            "capabilities are {now:x?}, wanted {want:x?}"
+        )));
     }
     Ok(())
 }

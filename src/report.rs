@@ -10,9 +10,14 @@ pub fn notice(line: &str) {
     let _ = std::io::stderr().write_all(format!("bridge-helper: {line}\n").as_bytes());
 }
 
-pub fn stdout(text: &str) {
+/// For --help and --version: stdout, and success whether or not anyone
+/// reads it.
+pub fn print(text: &str) -> Result<(), crate::error::Error> {
     let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
 }
+
+pub const VERSION: &str = concat!("bridge-helper ", env!("CARGO_PKG_VERSION"), "\n");
 
 /// One fixed line for any panic: no message, location, backtrace or
 /// address (the default hook prints some and reads RUST_BACKTRACE).

@@ -1,0 +1,340 @@
+//! End to end with the real client: an unprivileged QEMU (uid 65534) boots a
+//! tiny Linux guest whose NIC is `-netdev bridge,helper=PATH`, PATH being a
+//! setuid-root copy of our helper. The guest pings the bridge's address in
+//! a network namespace made for the test.
+//!
+//! Needs (Debian 12): qemu-system-x86, busybox-static, iproute2, and apt
+//! access to download `linux-image-*-amd64` (cached under target/tmp).
+//! `BH_E2E_HELPER=qemu` runs the same tests against Debian's
+//! /usr/lib/qemu/qemu-bridge-helper instead (to tell harness problems from
+//! helper problems).
+
+mod common;
+#[path = "support/guest.rs"]
+mod guest;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
+use guest::{KillOnDrop, MARK_HOLDING, MARK_PING_OK};
+
+const QEMU: &str = "qemu-system-x86_64";
+const QEMU_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const BRIDGE_MTU: u32 = 1400;
+/// Generous for TCG on a busy 2-core machine; a boot normally takes ~7 s.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn helper_under_test() -> &'static str {
+    match std::env::var("BH_E2E_HELPER").as_deref() {
+        Ok("qemu") => QEMU_HELPER,
+        _ => common::HELPER,
+    }
+}
+
+fn require_qemu() {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{QEMU} is missing: install the Debian package qemu-system-x86"
+    );
+}
+
+/// One test's world: a netns with `br0` (MTU 1400, address .1), a sandbox
+/// holding a setuid-root helper copy, kernel, initramfs and a directory
+/// that uid 65534 may write (serial log).
+struct World {
+    ns: NetNs,
+    sb: Sandbox,
+    helper: PathBuf,
+    image: guest::GuestImage,
+    out: PathBuf,
+    subnet: u8,
+}
+
+impl World {
+    fn new(subnet: u8) -> World {
+        common::require_root();
+        require_qemu();
+        let image = guest::guest_image();
+        let ns = NetNs::with_bridge(BRIDGE_MTU);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("169.254.{subnet}.1/24"),
+            "dev",
+            "br0",
+        ]);
+        let sb = Sandbox::new();
+        let helper = sb.install(helper_under_test(), Mode::Setuid);
+        let image = image.copy_to(&sb.dir);
+        let out = sb.dir.join("out");
+        fs::create_dir(&out).unwrap();
+        std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+        sb.acl("allow br0\n");
+        World {
+            ns,
+            sb,
+            helper,
+            image,
+            out,
+            subnet,
+        }
+    }
+
+    fn serial(&self) -> PathBuf {
+        self.out.join("serial.log")
+    }
+
+    fn icmp_echos(&self) -> (u64, u64) {
+        let snmp = self.ns.exec("cat /proc/net/snmp");
+        guest::parse_icmp_echos(&snmp)
+            .unwrap_or_else(|| panic!("no Icmp lines in /proc/net/snmp:\n{snmp}"))
+    }
+
+    /// Starts QEMU as uid 65534 inside the namespace with `helper_spec` as
+    /// the `helper=` value.
+    fn start_qemu(&self, helper_spec: &str, hold: bool) -> KillOnDrop {
+        let netdev = format!(
+            "bridge,id=n0,br=br0,helper={}",
+            helper_spec.replace(',', ",,")
+        );
+        let append = guest::cmdline(
+            &format!("169.254.{}.2/24", self.subnet),
+            &format!("169.254.{}.1", self.subnet),
+            hold,
+        );
+        let mut jail = Jail::user(NOBODY);
+        jail.tun_0666 = true; // as on a stock Debian system
+        let mut cmd = self.sb.command(&self.ns, QEMU, jail);
+        cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1"])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", self.serial().display()))
+            .arg("-kernel")
+            .arg(&self.image.kernel)
+            .arg("-initrd")
+            .arg(&self.image.initrd)
+            .args(["-append", &append])
+            .args(["-netdev", &netdev])
+            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            .current_dir(&self.out)
+            .env("HOME", &self.out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        KillOnDrop::new(common::spawn(&mut cmd), "qemu")
+    }
+
+    /// What the failure message needs: serial console and QEMU's stderr.
+    fn context(&self, qemu: &mut KillOnDrop) -> String {
+        let (out, err) = qemu.take_output();
+        format!(
+            "\n--- serial ---\n{}\n--- qemu stdout ---\n{out}\n--- qemu stderr ---\n{err}\n--- links ---\n{}",
+            guest::read_serial(&self.serial()),
+            self.ns.ip(&["-d", "link", "show"])
+        )
+    }
+}
+
+/// A tap seen in the namespace while QEMU ran.
+#[derive(Debug, Clone)]
+struct SeenTap {
+    name: String,
+    master: String,
+    mtu: u32,
+    up: bool,
+    mac: String,
+}
+
+fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    let i = s.find(key)?;
+    s[i + key.len()..].split_whitespace().next()
+}
+
+/// The namespace's tun/tap devices, from one `ip -o link` call (no panics:
+/// devices come and go while we look).
+fn taps_now(ns: &NetNs) -> Vec<SeenTap> {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", "type", "tun"])
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.to_owned();
+            let flags = l.split('<').nth(1)?.split('>').next()?;
+            Some(SeenTap {
+                name,
+                master: field(l, " master ").unwrap_or("").to_owned(),
+                mtu: field(l, " mtu ")?.parse().ok()?,
+                up: flags.split(',').any(|f| f == "UP"),
+                mac: field(l, "link/ether ").unwrap_or("").to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Polls the namespace's taps until `until` is true or QEMU exits.
+fn watch_taps(
+    w: &World,
+    qemu: &mut KillOnDrop,
+    timeout: Duration,
+    mut until: impl FnMut(&[SeenTap]) -> bool,
+) -> Vec<SeenTap> {
+    let deadline = Instant::now() + timeout;
+    let mut seen: Vec<SeenTap> = Vec::new();
+    while Instant::now() < deadline && qemu.is_running() {
+        seen.extend(taps_now(&w.ns).into_iter().filter(|t| t.master == "br0"));
+        if until(&seen) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    seen
+}
+
+fn assert_tap_was_right(seen: &[SeenTap], ctx: &str) {
+    let t = seen
+        .last()
+        .unwrap_or_else(|| panic!("no tap was ever in br0 while QEMU ran{ctx}"));
+    assert!(t.name.starts_with("tap"), "{t:?}");
+    assert_eq!(t.mtu, BRIDGE_MTU, "tap MTU is not the bridge's: {t:?}");
+    assert!(t.up, "tap not up: {t:?}");
+    assert!(
+        t.mac.starts_with("fe:"),
+        "tap MAC does not start with fe: {t:?}"
+    );
+}
+
+fn wait_no_taps(ns: &NetNs, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = ns.taps();
+        if t.is_empty() || Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Boots, pings, powers off: the whole path with `helper=PATH`.
+fn boot_and_ping(w: &World, helper_spec: &str) {
+    let started = Instant::now();
+    let before = w.icmp_echos();
+    let mut qemu = w.start_qemu(helper_spec, false);
+    let seen = watch_taps(w, &mut qemu, BOOT_TIMEOUT, |_| false);
+    let status = qemu.wait_timeout(BOOT_TIMEOUT);
+    let ctx = w.context(&mut qemu);
+    let serial = guest::read_serial(&w.serial());
+    assert!(
+        status.is_some(),
+        "QEMU did not finish within {BOOT_TIMEOUT:?} (killed){ctx}"
+    );
+    assert!(
+        serial.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    assert!(
+        status.unwrap().success(),
+        "QEMU exited with {status:?}{ctx}"
+    );
+    let after = w.icmp_echos();
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "the namespace's ICMP counters did not move (InEchos, OutEchoReps) {before:?} -> {after:?}{ctx}"
+    );
+    assert_tap_was_right(&seen, &ctx);
+    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "taps left after QEMU exited: {left:?}{ctx}"
+    );
+    eprintln!(
+        "{helper_spec}: guest pinged (ICMP {before:?} -> {after:?}), tap {} in br0 mtu {}, gone after exit; {:.1} s",
+        seen.last().unwrap().name,
+        seen.last().unwrap().mtu,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn guest_pings_across_the_bridge_with_helper_path() {
+    let w = World::new(11);
+    boot_and_ping(&w, &w.helper.display().to_string());
+}
+
+#[test]
+fn guest_pings_with_helper_string_run_by_sh_c() {
+    let w = World::new(12);
+    // A helper= value with a space is run as `sh -c "VALUE --use-vnet
+    // --fd=N --br=br0"`, so --use-vnet comes twice.
+    assert!(!w.helper.display().to_string().contains(' '));
+    boot_and_ping(&w, &format!("{} --use-vnet", w.helper.display()));
+}
+
+#[test]
+fn tap_disappears_when_qemu_is_killed_9() {
+    let w = World::new(13);
+    let mut qemu = w.start_qemu(&w.helper.display().to_string(), true);
+    let serial = w.serial();
+    let seen = watch_taps(&w, &mut qemu, BOOT_TIMEOUT, |seen| {
+        !seen.is_empty() && guest::read_serial(&serial).contains(MARK_HOLDING)
+    });
+    let log = guest::read_serial(&serial);
+    if !log.contains(MARK_HOLDING) {
+        let ctx = w.context(&mut qemu);
+        panic!("the guest never reached its holding point{ctx}");
+    }
+    assert!(
+        log.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{}",
+        w.context(&mut qemu)
+    );
+    assert_tap_was_right(&seen, "");
+    let pid = qemu.pid();
+    let status = qemu.kill9().expect("QEMU was running");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "QEMU {pid} did not die of SIGKILL: {status:?}"
+    );
+    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
+    assert!(left.is_empty(), "taps left after kill -9 of QEMU: {left:?}");
+    eprintln!(
+        "kill -9 of QEMU {pid}: tap {} removed by the kernel",
+        seen.last().unwrap().name
+    );
+}
+
+#[test]
+fn versions_for_the_readme() {
+    require_qemu();
+    let v = Command::new(QEMU).arg("--version").output().unwrap();
+    let first = String::from_utf8_lossy(&v.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(first.contains("QEMU emulator version"), "{first}");
+    eprintln!(
+        "tested with: {first}; guest kernel {}",
+        guest::guest_image().kernel_package
+    );
+    let _ = Path::new(QEMU_HELPER);
+}

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -16,11 +16,16 @@ use crate::sys;
 
 /// Proves that `--fd` is an open, connected Unix socket with a live peer,
 /// before anything is created; nothing is ever written to anything else.
-pub fn verify(fd: i32) -> Result<BorrowedFd<'static>, Error> {
+pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
     let bad = |why: &str| Error::BadFd {
         fd,
         why: why.to_string(),
     };
+    // A setuid run opens /dev/net/tun before it reads its arguments, at the
+    // lowest free number: that descriptor was not inherited.
+    if own.contains(&fd) {
+        return Err(bad("not an open file descriptor"));
+    }
     let sock = sys::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
     let st = fstat(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;

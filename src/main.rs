@@ -39,7 +39,7 @@ fn run() -> Result<(), Error> {
     if request.hook == Some(TestHook::Panic) {
         panic!("forced by --test-panic at {:p}", &request);
     }
-    let socket = fdpass::verify(request.fd)?;
+    let socket = fdpass::verify(request.fd, &privileges.own_fds())?;
     authorize(&request.bridge)?;
 
     let mut route =

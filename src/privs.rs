@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::unistd::{getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
@@ -28,6 +28,15 @@ impl Dropped {
             Ok(())
         } else {
             Err(Error::NoNetAdmin)
+        }
+    }
+
+    /// Descriptors opened here before `--fd` is checked (the early
+    /// /dev/net/tun): whatever number they got, the caller did not pass them.
+    pub fn own_fds(&self) -> Vec<RawFd> {
+        match &self.tun {
+            Some(Ok(fd)) => vec![fd.as_raw_fd()],
+            _ => Vec::new(),
         }
     }
 

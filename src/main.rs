@@ -14,6 +14,10 @@ use bridge_helper::error::{self, Error};
 use bridge_helper::escape::quote;
 use bridge_helper::{aclfile, config, fdpass, leftovers, netlink, privs, report, sys, tap};
 
+/// Allocation failure is an exit with status 5, never an abort.
+#[global_allocator]
+static ALLOCATOR: sys::ExitOnOom = sys::ExitOnOom;
+
 fn main() -> ExitCode {
     report::install_panic_hook();
     sys::ignore_sigxfsz();

@@ -255,3 +255,54 @@ pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// The binary's global allocator: the system one, except that a failed
+/// allocation ends the process with one line and the environment status
+/// (5) instead of Rust's default, a message and SIGABRT (a crash, and
+/// under a small RLIMIT_AS the usual outcome). Never returns null.
+pub struct ExitOnOom;
+
+fn or_exit(ptr: *mut u8) -> *mut u8 {
+    if ptr.is_null() {
+        out_of_memory();
+    }
+    ptr
+}
+
+/// Ends the process at once, without allocating. A tap already made dies
+/// with its descriptor; none has been sent (sending allocates nothing after
+/// the fact).
+fn out_of_memory() -> ! {
+    const LINE: &[u8] = b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n";
+    // SAFETY: write only reads LINE.len() bytes of a static buffer; _exit
+    // takes an integer and does not return.
+    unsafe {
+        libc::write(2, LINE.as_ptr().cast(), LINE.len());
+        libc::_exit(libc::c_int::from(crate::error::status::INSTALLATION))
+    }
+}
+
+// SAFETY: every method forwards to `System` with its caller's arguments,
+// so `System`'s guarantees hold; the only change is that null (failure) is
+// never returned because the process ends instead.
+unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: our caller upholds GlobalAlloc::alloc's contract.
+        or_exit(unsafe { std::alloc::System.alloc(layout) })
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: as for alloc.
+        or_exit(unsafe { std::alloc::System.alloc_zeroed(layout) })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `System`; our caller upholds the rest.
+        or_exit(unsafe { std::alloc::System.realloc(ptr, layout, size) })
+    }
+}

@@ -18,6 +18,17 @@ use bridge_helper::{aclfile, config, fdpass, leftovers, netlink, privs, report, 
 #[global_allocator]
 static ALLOCATOR: sys::ExitOnOom = sys::ExitOnOom;
 
+// Rust's start-up code runs before `main` and can panic: when the caller's
+// RLIMIT_AS leaves no room for the signal stack, for one. With the default
+// hook, a caller who set RUST_BACKTRACE=full then got this (setuid) program's
+// code addresses on stderr. Our hook, which prints one fixed line, goes in
+// first.
+bridge_helper::run_before_std_init!(EARLY_PANIC_HOOK = early_panic_hook);
+
+extern "C" fn early_panic_hook() {
+    report::install_panic_hook();
+}
+
 fn main() -> ExitCode {
     report::install_panic_hook();
     sys::ignore_sigxfsz();

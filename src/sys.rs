@@ -306,3 +306,20 @@ unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
         or_exit(unsafe { std::alloc::System.realloc(ptr, layout, size) })
     }
 }
+
+/// Puts `$name`, a `static` pointing at the `extern "C" fn()` `$f`, in the
+/// ELF `.init_array`, so that the C runtime calls `$f` before `main` and
+/// before Rust's own start-up code. Used by the binary only (a library
+/// user, test or fuzzer must not get it).
+#[macro_export]
+macro_rules! run_before_std_init {
+    ($name:ident = $f:path) => {
+        // SAFETY (of the section): glibc calls each .init_array entry as a
+        // function, with (argc, argv, envp) that an `extern "C" fn()`
+        // ignores; `$f` is such a function, and `#[used]` keeps the entry
+        // through LTO and section garbage collection.
+        #[used]
+        #[link_section = ".init_array"]
+        static $name: extern "C" fn() = $f;
+    };
+}

@@ -554,3 +554,150 @@ pub fn assert_no_taps(ns: &NetNs) {
     }
     panic!("taps left behind: {:?}", ns.taps());
 }
+
+// ---------------------------------------------------------------------------
+// Generic helpers added for tests/hostile.rs (new items only; nothing above
+// this line depends on them).
+// ---------------------------------------------------------------------------
+
+/// How long any one helper run may take before the test calls it a hang.
+pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Sandbox {
+    /// The real path of a name under the sandbox's /etc/qemu (for
+    /// directories, symlinks, FIFOs that `etc_file` cannot make).
+    pub fn etc_path(&self, name: &str) -> PathBuf {
+        self.dir.join("layer/qemu").join(name)
+    }
+}
+
+/// A spawned program whose piped stdout and stderr are drained by threads,
+/// so it can be watched (stopped, signalled) while it runs. Dropping it
+/// unwaited kills it: a failed test leaves no stopped helper behind.
+pub struct Running {
+    child: Option<std::process::Child>,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+fn drain(r: Option<impl io::Read + Send + 'static>) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    r.map(|mut r| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    })
+}
+
+/// Spawns (retrying ETXTBSY, like `spawn`) and returns the spawn error
+/// instead of panicking, for tests where exec itself may fail.
+pub fn try_start(cmd: &mut Command) -> io::Result<Running> {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => return Err(e),
+            Ok(mut child) => {
+                let out = drain(child.stdout.take());
+                let err = drain(child.stderr.take());
+                return Ok(Running {
+                    child: Some(child),
+                    out,
+                    err,
+                });
+            }
+        }
+    }
+    panic!("spawn: executable stayed busy (ETXTBSY)");
+}
+
+/// `try_start` that must succeed.
+pub fn start(cmd: &mut Command) -> Running {
+    try_start(cmd).expect("spawn")
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Waits at most `limit` for the exit; on timeout kills the program and
+    /// panics (a hang is a failure, never a pass).
+    pub fn wait_within(mut self, limit: std::time::Duration) -> Output {
+        let mut child = self.child.take().expect("running");
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("program still running after {limit:?}: killed (a hang)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().expect("reader thread"))
+                .unwrap_or_default()
+        };
+        Output {
+            status,
+            stdout: join(self.out.take()),
+            stderr: join(self.err.take()),
+        }
+    }
+
+    /// The state letter of /proc/PID/stat (R, S, T, Z...), if it still exists.
+    pub fn state(&self) -> Option<char> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // The command name may contain spaces and ')'; the state follows the last ')'.
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    /// Waits until the program has stopped itself (state T); panics if it
+    /// exits or is still not stopped after `limit`.
+    pub fn wait_stopped(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.state() {
+                Some('T') => return,
+                Some('Z') | None => panic!("exited instead of stopping"),
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("not stopped after {limit:?}")
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `output` with a hang limit: stdout and stderr piped, killed and failed
+/// after `limit`.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    start(cmd.stdout(Stdio::piped()).stderr(Stdio::piped())).wait_within(limit)
+}
+
+/// Asserts that `stderr` is one line of printable ASCII and nothing else:
+/// no raw control byte (ESC, CR, a second newline), no raw non-ASCII byte
+/// (U+FFFD here stands for bytes that were not UTF-8).
+pub fn assert_one_clean_line(stderr: &str) {
+    let body = stderr
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("stderr does not end in one newline: {stderr:?}"));
+    assert!(
+        body.chars().all(|c| (' '..='~').contains(&c)),
+        "raw control or non-ASCII text reached stderr: {stderr:?}"
+    );
+}

@@ -144,6 +144,7 @@ impl Session {
 struct Daemon {
     proc: KillOnDrop,
     qemu_pidfile: PathBuf,
+    virtlogd_pidfile: PathBuf,
     domain: String,
 }
 
@@ -157,6 +158,22 @@ impl Daemon {
         // reaped yet (so the pid cannot have been reused).
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         self.proc.wait_timeout(Duration::from_secs(15))
+    }
+
+    /// A virtlogd autostarted for this session (none is expected with
+    /// stdio_handler = "file"), found by its pid file and command line.
+    fn kill_virtlogd(&self) {
+        let Ok(text) = fs::read_to_string(&self.virtlogd_pidfile) else {
+            return;
+        };
+        let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
+            return;
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("virtlogd") {
+            // SAFETY: kill(2) on the virtlogd of this test's private session.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
     }
 
     fn kill_leftover_qemu(&self) {
@@ -180,6 +197,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill_leftover_qemu();
         self.stop();
+        self.kill_virtlogd();
     }
 }
 
@@ -225,9 +243,14 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     let helper = sb.install(helper_under_test(), Mode::Setuid);
     let image = image.copy_to(&sb.dir);
     let s = Session::new(&sb);
+    // stdio_handler = "file": QEMU's log is written by libvirtd itself, so
+    // no virtlogd is autostarted to outlive the test.
     s.write(
         "config/libvirt/qemu.conf",
-        &format!("bridge_helper = \"{}\"\n", helper.display()),
+        &format!(
+            "bridge_helper = \"{}\"\nstdio_handler = \"file\"\n",
+            helper.display()
+        ),
     );
     let domain = format!("bh3-{}", std::process::id());
     let xml = format!(
@@ -278,6 +301,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     let mut daemon = Daemon {
         proc: KillOnDrop::new(common::spawn(&mut cmd), "libvirtd"),
         qemu_pidfile: s.qemu_pidfile(&domain),
+        virtlogd_pidfile: s.root.join("runtime/libvirt/virtlogd.pid"),
         domain: domain.clone(),
     };
     let daemon_log = || fs::read_to_string(s.root.join("out/libvirtd.log")).unwrap_or_default();
@@ -431,12 +455,39 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         status.is_some(),
         "libvirtd {pid} did not stop on SIGTERM within 15 s (killed)"
     );
+    // Nothing of this session may outlive it (libvirtd, virtlogd, QEMU).
+    let left = session_processes(&s.root);
+    assert!(
+        left.is_empty(),
+        "processes of the session left running: {left:?}"
+    );
     eprintln!(
         "libvirt session: {} attached by {}, guest pinged (ICMP {before:?} -> {after:?}), no tap left, daemon {pid} stopped; {:.1} s",
         tap,
         helper.display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Processes whose environment points into the session directory.
+fn session_processes(root: &Path) -> Vec<(u32, String)> {
+    let needle = root.join("runtime");
+    let needle = needle.to_string_lossy();
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let env = fs::read(e.path().join("environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&env).contains(needle.as_ref()) {
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
 }
 
 #[test]

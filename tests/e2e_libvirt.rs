@@ -399,6 +399,12 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         assert!(link.contains(" master br0 "), "{link}");
         assert!(link.contains(&format!(" mtu {BRIDGE_MTU} ")), "{link}");
         assert!(link.contains("link/ether fe:"), "{link}");
+        if helper_under_test() == common::HELPER {
+            assert!(
+                link.contains(&format!("alias bridge-helper uid={NOBODY}")),
+                "tap not made by our helper: {link}"
+            );
+        }
     }
 
     // The guest powers off; the transient domain then disappears.

@@ -159,6 +159,7 @@ struct SeenTap {
     mtu: u32,
     up: bool,
     mac: String,
+    alias: String,
 }
 
 fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
@@ -184,6 +185,7 @@ fn taps_now(ns: &NetNs) -> Vec<SeenTap> {
                 mtu: field(l, " mtu ")?.parse().ok()?,
                 up: flags.split(',').any(|f| f == "UP"),
                 mac: field(l, "link/ether ").unwrap_or("").to_owned(),
+                alias: l.split("    alias ").nth(1).unwrap_or("").trim().to_owned(),
             })
         })
         .collect()
@@ -219,6 +221,14 @@ fn assert_tap_was_right(seen: &[SeenTap], ctx: &str) {
         t.mac.starts_with("fe:"),
         "tap MAC does not start with fe: {t:?}"
     );
+    // Our helper labels its taps; QEMU's does not. Proves which one ran.
+    if helper_under_test() == common::HELPER {
+        assert!(
+            t.alias.starts_with(&format!("bridge-helper uid={NOBODY}")),
+            "tap not made by our helper (alias {:?}): {t:?}",
+            t.alias
+        );
+    }
 }
 
 fn wait_no_taps(ns: &NetNs, timeout: Duration) -> Vec<String> {

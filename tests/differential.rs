@@ -720,6 +720,17 @@ fn deviation_f_relative_include_is_not_taken_from_the_callers_cwd() {
         "ours should name the rule it applied: {:?}",
         o.stderr
     );
+    // The other direction is not a refusal: a relative include the admin
+    // put beside bridge.conf is applied by ours, while QEMU (looking in
+    // the caller's cwd, where there is none) ignores it.
+    let files = vec![
+        EtcFile::root("qemu/bridge.conf", "include rel.conf\n"),
+        EtcFile::root("qemu/rel.conf", "allow br0\n"),
+    ];
+    let (q, o) = fx.both(&files, &call(Order::Qemu, b"br0"));
+    let ctx = format!("qemu: {}\nours: {}", q.describe(), o.describe());
+    assert!(!q.accepted(), "f_beside_bridge_conf: {ctx}");
+    assert!(o.accepted(), "f_beside_bridge_conf: {ctx}");
 }
 
 #[test]

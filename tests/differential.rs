@@ -399,6 +399,7 @@ fn same_decision_and_tap_for_the_hand_written_corpus() {
 #[test]
 fn same_decision_for_argument_vectors() {
     let fx = Fixture::new(Mode::Setuid);
+    fx.ns.add_bridge("br\u{e4}", 1500);
     let files = conf("allow all\n");
     let b = |s: &str| s.as_bytes().to_vec();
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
@@ -453,6 +454,7 @@ fn same_decision_for_argument_vectors() {
         ("fd_not_a_number", vec![b("--fd=x"), b("--br=br0")]),
         ("fd_negative", vec![b("--fd=-1"), b("--br=br0")]),
         ("help_alone", vec![b("--help")]),
+        ("utf8_bridge_name", vec![b("--fd={fd}"), b("--br=br\u{e4}")]),
         (
             "br_first_then_vnet_then_fd",
             vec![b("--br=br0"), b("--use-vnet"), b("--fd={fd}")],
@@ -833,10 +835,71 @@ fn undocumented_j_include_of_a_non_regular_file_is_refused() {
     // the include is silently empty. Ours refuses ("not a regular file").
     let files = conf("include /etc/qemu\nallow br0\n");
     deviation(&fx, "j_include_a_directory", &files, b"br0", Some(true));
+    let files = conf("include /dev/null\nallow br0\n");
+    deviation(&fx, "j_include_dev_null", &files, b"br0", Some(true));
+}
+
+/// Runs one input with an explicit argument vector (`{fd}` = the socket).
+fn deviation_args(
+    fx: &Fixture,
+    case: &str,
+    files: &[EtcFile],
+    args: &[&str],
+    qemu_accepts: Option<bool>,
+) -> Outcome {
+    let c = Call {
+        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        fd: 4,
+        ..Call::default()
+    };
+    let (q, o) = fx.both(files, &c);
+    assert_deviation(case, qemu_accepts, &q, &o);
+    o
 }
 
 #[test]
-fn undocumented_k_more_than_64_files_are_refused() {
+fn undocumented_l_repeated_br_or_fd_is_refused() {
+    let fx = Fixture::new(Mode::Setuid);
+    // QEMU's helper takes the last --br= and the last --fd=.
+    let files = conf("allow br0\n");
+    let args = ["--fd={fd}", "--br=br1", "--br=br0"];
+    deviation_args(&fx, "l_repeated_br_last_allowed", &files, &args, Some(true));
+    let args = ["--fd=99", "--fd={fd}", "--br=br0"];
+    deviation_args(&fx, "l_repeated_fd", &files, &args, Some(true));
+}
+
+#[test]
+fn undocumented_m_fd_must_be_plain_decimal() {
+    let fx = Fixture::new(Mode::Setuid);
+    // QEMU's helper reads --fd with atoi(): leading blanks, a sign and
+    // trailing junk are accepted.
+    let files = conf("allow br0\n");
+    for (name, fd) in [
+        ("m_fd_trailing_junk", "--fd={fd}x"),
+        ("m_fd_plus_sign", "--fd=+{fd}"),
+        ("m_fd_leading_space", "--fd= {fd}"),
+    ] {
+        deviation_args(&fx, name, &files, &[fd, "--br=br0"], Some(true));
+    }
+}
+
+#[test]
+fn undocumented_n_include_that_cannot_be_opened_for_other_reasons_is_refused() {
+    let fx = Fixture::new(Mode::Setuid);
+    // QEMU ignores every include it cannot fopen(); ours skips only
+    // missing (ENOENT, ENOTDIR) and unreadable (EACCES) ones.
+    let long = format!("include /etc/qemu/{}\nallow br0\n", "x".repeat(300));
+    deviation(
+        &fx,
+        "n_include_name_too_long",
+        &conf(&long),
+        b"br0",
+        Some(true),
+    );
+}
+
+#[test]
+fn undocumented_k_more_than_64_files_or_1_mib_are_refused() {
     let fx = Fixture::new(Mode::Setuid);
     // QEMU has no limit; ours stops at 64 files (or 1 MiB) in all.
     let mut main = String::new();
@@ -847,6 +910,8 @@ fn undocumented_k_more_than_64_files_are_refused() {
     }
     files.push(EtcFile::root("qemu/bridge.conf", main));
     deviation(&fx, "k_70_includes", &files, b"br0", Some(true));
+    let big = format!("allow br0\n{}", "#\n".repeat(1 << 20));
+    deviation(&fx, "k_2_mib_main_file", &conf(&big), b"br0", Some(true));
 }
 
 // ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ bridge_helper::run_before_std_init!(EARLY_PANIC_HOOK = early_panic_hook);
 
 extern "C" fn early_panic_hook() {
     report::install_panic_hook();
+    sys::leave_faults_to_the_kernel();
 }
 
 fn main() -> ExitCode {

@@ -233,6 +233,21 @@ pub fn ignore_sigxfsz() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// Sets SIGSEGV and SIGBUS to SIG_IGN before Rust's runtime starts. The
+/// runtime installs its stack-overflow handler (and mmaps an alternate
+/// stack for it) only over the default disposition, and that mmap is what
+/// aborts the process under a tight RLIMIT_AS. A real fault still kills:
+/// the kernel resets an ignored synchronous SIGSEGV/SIGBUS to the default
+/// before delivering it. What is lost is only the "has overflowed its
+/// stack" message, for a program without deep recursion.
+pub fn leave_faults_to_the_kernel() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: SIG_IGN is not a handler function; this only changes the
+        // process's disposition.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
 /// Asks the kernel for extended acknowledgements (an error string with a
 /// failed request) without the request echoed back.
 pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {

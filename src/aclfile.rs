@@ -51,6 +51,8 @@ pub enum OpenError {
     Unreadable,
     /// The file exists but is not one we may trust.
     Refused(String),
+    /// The process ran out of descriptors or memory: not the file's fault.
+    Resources(io::Error),
     Io(io::Error),
 }
 
@@ -66,6 +68,8 @@ pub enum AclError {
     TooDeep(Origin),
     #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read")]
     TooMuch(Origin),
+    #[error("{0}: {1}")]
+    Resources(String, String),
 }
 
 pub trait Files {
@@ -121,6 +125,9 @@ impl<F: Files> Walk<'_, F> {
             }
             (Err(OpenError::Refused(why)), _) => return Err(AclError::File(shown(), why)),
             (Err(OpenError::Io(e)), _) => return Err(AclError::File(shown(), e.to_string())),
+            (Err(OpenError::Resources(e)), _) => {
+                return Err(AclError::Resources(shown(), e.to_string()))
+            }
         };
         if let Some(at) = included_at {
             if self.stack.contains(&text.id) {
@@ -183,6 +190,7 @@ impl Files for SystemFiles {
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOENT | libc::ENOTDIR) => OpenError::Missing,
                 Some(libc::EACCES) => OpenError::Unreadable,
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => OpenError::Resources(e),
                 _ => OpenError::Io(e),
             })?;
         let meta = file.metadata().map_err(OpenError::Io)?;
@@ -193,7 +201,7 @@ impl Files for SystemFiles {
             .map_err(OpenError::Io)?;
         if bytes.len() as u64 > limit {
             return Err(OpenError::Refused(format!(
-                "larger than the {MAX_BYTES}-byte limit for ACL files"
+                "over the {MAX_BYTES}-byte limit for all ACL files together"
             )));
         }
         Ok(FileText {

@@ -52,6 +52,7 @@ impl Error {
     pub fn status(&self) -> u8 {
         match self {
             Error::Usage(_) => status::USAGE,
+            Error::AclConfig(AclError::Resources(..)) => status::INSTALLATION,
             Error::AclConfig(_) => status::ACL_CONFIG,
             Error::DeniedBy { .. } | Error::NotAllowed { .. } => status::DENIED,
             Error::NoNetAdmin | Error::TunDevice(_) | Error::Privileges(_) => status::INSTALLATION,

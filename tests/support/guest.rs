@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -517,19 +516,6 @@ impl KillOnDrop {
         let _ = child.kill();
         child.wait().ok()
     }
-    pub fn take_output(&mut self) -> (String, String) {
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(c) = self.child.as_mut() {
-            if let Some(o) = c.stdout.as_mut() {
-                let _ = o.read_to_string(&mut out);
-            }
-            if let Some(e) = c.stderr.as_mut() {
-                let _ = e.read_to_string(&mut err);
-            }
-        }
-        (out, err)
-    }
 }
 
 impl Drop for KillOnDrop {
@@ -548,28 +534,8 @@ pub fn read_serial(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `path` until it contains `marker`, `stop()` says to give up, or
-/// the timeout passes. Returns whether the marker appeared.
-pub fn wait_for_marker(
-    path: &Path,
-    marker: &str,
-    timeout: Duration,
-    mut stop: impl FnMut() -> bool,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if read_serial(path).contains(marker) {
-            return true;
-        }
-        if Instant::now() >= deadline || stop() {
-            return read_serial(path).contains(marker);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The ICMP echo counters of the network namespace the command runs in:
-/// (InEchos, OutEchoReps) from /proc/net/snmp.
+/// ICMP echo counters from a network namespace's /proc/net/snmp:
+/// (InEchos, OutEchoReps).
 pub fn parse_icmp_echos(snmp: &str) -> Option<(u64, u64)> {
     let mut lines = snmp.lines().filter(|l| l.starts_with("Icmp:"));
     let names: Vec<&str> = lines.next()?.split_whitespace().collect();
@@ -581,11 +547,4 @@ pub fn parse_icmp_echos(snmp: &str) -> Option<(u64, u64)> {
             .and_then(|i| values.get(i)?.parse().ok())
     };
     Some((get("InEchos")?, get("OutEchoReps")?))
-}
-
-/// Writes `text` to `path` with `mode`.
-pub fn write_file(path: &Path, text: &[u8], mode: u32) {
-    let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.write_all(text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }

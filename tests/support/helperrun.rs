@@ -2,10 +2,11 @@
 //! reports what came back: the decision and, when a tap was handed over,
 //! its properties as the kernel sees them.
 //!
-//! Each run gets a private mount namespace (overlay over /etc whose upper
-//! layer holds this run's `/etc/qemu` files, a 0666 tun node over
-//! /dev/net/tun) inside an existing network namespace, and runs the helper
-//! as uid 65534 with the supplementary groups and cwd asked for.
+//! Each run gets a fresh `common::Sandbox` (its /etc overlay holds this
+//! run's files, with the owners and modes asked for; a 0666 tun node as on
+//! a stock Debian system) inside the test's network namespace, and runs the
+//! helper as uid 65534 with the supplementary groups, cwd, argument vector
+//! and socket fd number asked for.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -30,11 +31,6 @@ pub fn tun_devices(ns: &NetNs) -> Vec<String> {
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_owned())
         .collect()
-}
-
-/// Adds a bridge whose name may hold any bytes the kernel accepts.
-pub fn add_bridge(ns: &NetNs, name: &str, mtu: u32) {
-    ns.add_bridge(name, mtu);
 }
 
 /// Installed copies of a helper binary, kept for the whole test.

@@ -56,11 +56,17 @@ fn run() -> Result<(), Error> {
         panic!("forced by --test-panic at {:p}", &request);
     }
     let socket = fdpass::verify(request.fd, &privileges.own_fds())?;
-    authorize(&request.bridge)?;
+    let rules = aclfile::load(&aclfile::SystemFiles, Path::new(config::ACL_FILE))?;
+    authorize(&rules, &request.bridge)?;
 
     let mut route =
         netlink::Route::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let bridge = tap::find_bridge(&mut route, &request.bridge)?;
+    // The kernel also finds a bridge by an alternative name (`ip link
+    // property add ... altname`): a deny of its real name must still hold.
+    if bridge.name != request.bridge {
+        authorize(&rules, &bridge.name)?;
+    }
     leftovers::reap(&mut route, privileges.uid, config::MAX_ABANDONED)?;
     let tap = tap::create(privileges.take_tun()?, request.use_vnet)?;
     tap.attach(&mut route, &bridge, privileges.uid)?;
@@ -72,10 +78,9 @@ fn run() -> Result<(), Error> {
     fdpass::send(socket, request.fd, tap.fd.as_fd())
 }
 
-/// Reads the ACL as the calling user and applies it.
-fn authorize(bridge: &[u8]) -> Result<(), Error> {
-    let rules = aclfile::load(&aclfile::SystemFiles, Path::new(config::ACL_FILE))?;
-    match acl::decide(&rules, bridge) {
+/// Applies the ACL (read as the calling user) to one bridge name.
+fn authorize(rules: &[acl::Rule<aclfile::Origin>], bridge: &[u8]) -> Result<(), Error> {
+    match acl::decide(rules, bridge) {
         Verdict::Allowed(_) => Ok(()),
         Verdict::Denied(rule) => Err(Error::DeniedBy {
             bridge: quote(bridge),

@@ -237,3 +237,28 @@ fn help_and_version_need_no_privilege() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn an_altname_cannot_get_past_a_deny_of_the_real_name() {
+    let ns = NetNs::with_bridge(1500);
+    ns.ip(&["link", "property", "add", "dev", "br0", "altname", "lan0"]);
+    let sb = Sandbox::new();
+    sb.acl("allow all\ndeny br0\n");
+    sb.run_helper(&ns, Mode::Setuid, &["--br=lan0"])
+        .expect_refusal(
+            4,
+            "access to bridge 'br0' denied by /etc/qemu/bridge.conf:2",
+        );
+    // Allowed under both names, the altname works like the name.
+    sb.acl("allow br0\nallow lan0\n");
+    let fd = sb
+        .run_helper(&ns, Mode::Setuid, &["--br=lan0"])
+        .expect_tap();
+    assert_eq!(ns.tap_state(&tun_get_iff(&fd).0).master, "br0");
+    drop(fd);
+    // Allowed only under the altname is not enough.
+    sb.acl("allow lan0\n");
+    sb.run_helper(&ns, Mode::Setuid, &["--br=lan0"])
+        .expect_refusal(4, "access to bridge 'br0' denied: no rule");
+    assert_no_taps(&ns);
+}

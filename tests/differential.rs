@@ -908,7 +908,6 @@ fn undocumented_n_include_that_cannot_be_opened_for_other_reasons_is_refused() {
 /// `--br=lan0` when lan0 is an altname of br0. QEMU's helper has the same
 /// hole (CVE-2019-13164 again, by another route); ours should refuse.
 #[test]
-#[ignore = "open bug, reported in issue 3: a bridge's altname bypasses a deny of its name"]
 fn altname_of_a_denied_bridge_is_refused() {
     let fx = Fixture::new(Mode::Setuid);
     fx.ns

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage,
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockType, SockaddrLike, SockaddrStorage,
 };
 use nix::sys::stat::{fstat, SFlag};
 
@@ -42,6 +42,13 @@ pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
         socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
     if local.family() != Some(AddressFamily::Unix) {
         return Err(bad("is a socket, but not a Unix socket"));
+    }
+    // A datagram socket's holder can connect() it elsewhere after this
+    // check; a stream or seqpacket socket's peer is fixed once connected.
+    // QEMU and libvirt both pass a stream socketpair.
+    match socket::getsockopt(&sock, sockopt::SockType).map_err(|e| bad(e.desc()))? {
+        SockType::Stream | SockType::SeqPacket => {}
+        _ => return Err(bad("is a datagram socket; a stream socket is needed")),
     }
     if socket::getsockopt(&sock, sockopt::AcceptConn).map_err(|e| bad(e.desc()))? {
         return Err(bad("is a listening socket, not a connected one"));

@@ -516,11 +516,45 @@ fn fds_that_are_not_a_connected_unix_socket() {
         let r = run_fd(&sb, &ns, mode, inherit(&listener), |_| {});
         refused(&ns, &r, 6, "is a listening socket, not a connected one");
         use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-        for ty in [SockType::Stream, SockType::Datagram, SockType::SeqPacket] {
+        for ty in [SockType::Stream, SockType::SeqPacket] {
             let s = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).unwrap();
             let r = run_fd(&sb, &ns, mode, inherit(&s), |_| {});
             refused(&ns, &r, 6, "is a Unix socket that is not connected");
         }
+        // Datagram sockets, connected or not: their holder could re-point
+        // them after the check.
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        );
+        let r = run_fd(&sb, &ns, mode, inherit(&s.unwrap()), |_| {});
+        refused(
+            &ns,
+            &r,
+            6,
+            "is a datagram socket; a stream socket is needed",
+        );
+        let (a, b) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let r = run_fd(&sb, &ns, mode, inherit(&a), |_| {});
+        refused(
+            &ns,
+            &r,
+            6,
+            "is a datagram socket; a stream socket is needed",
+        );
+        assert_eq!(
+            pending(&b),
+            b"",
+            "something was sent on the datagram socket"
+        );
     }
 }
 

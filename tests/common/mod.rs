@@ -223,7 +223,16 @@ impl Sandbox {
         if path.exists() {
             return path;
         }
-        fs::copy(binary, &path).unwrap();
+        // Copied by a separate `cp` process: a writable descriptor to an
+        // executable in this (multithreaded) process would be inherited by
+        // any child another test thread forks meanwhile, and make exec of
+        // the copy fail with ETXTBSY until that child execs.
+        let ok = Command::new("cp")
+            .arg(binary)
+            .arg(&path)
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "cp {binary} {}", path.display());
         chown(&path, Some(0), Some(0)).unwrap();
         match mode {
             Mode::Root | Mode::Unprivileged => {

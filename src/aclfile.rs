@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::acl::{self, Directive, LineError, Rule};
+use crate::escape::Escaped;
 
 /// How deep includes may nest below the main file. QEMU has no limit and
 /// recurses until it crashes on a cycle.
@@ -32,7 +33,12 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(
+            f,
+            "{}:{}",
+            Escaped(self.file.as_os_str().as_bytes()),
+            self.line
+        )
     }
 }
 
@@ -101,7 +107,7 @@ struct Walk<'f, F> {
 
 impl<F: Files> Walk<'_, F> {
     fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<(), AclError> {
-        let shown = || path.display().to_string();
+        let shown = || Escaped(path.as_os_str().as_bytes()).to_string();
         if let Some(at) = included_at {
             if self.stack.len() > MAX_DEPTH {
                 return Err(AclError::TooDeep(at.clone()));
@@ -195,6 +201,8 @@ impl Files for SystemFiles {
             })?;
         let meta = file.metadata().map_err(OpenError::Io)?;
         trusted(&meta).map_err(OpenError::Refused)?;
+        on_a_real_filesystem(&file).map_err(OpenError::Refused)?;
+        behind_root_only_directories(&file).map_err(OpenError::Refused)?;
         let mut bytes = Vec::new();
         file.take(limit + 1)
             .read_to_end(&mut bytes)
@@ -225,6 +233,58 @@ fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
             "writable by group or others (mode {:04o})",
             meta.mode() & 0o7777
         ));
+    }
+    Ok(())
+}
+
+/// Pseudo and user-mounted file systems whose files can look root-owned
+/// while their text is someone else's: /proc/self/comm of this very
+/// (non-dumpable, so root-owned) process is the name the caller ran it
+/// under, and a user's FUSE mount reports whatever owner it likes.
+fn on_a_real_filesystem(file: &File) -> Result<(), String> {
+    use nix::sys::statfs::{self, fstatfs};
+    let fs = fstatfs(file).map_err(|e| format!("fstatfs: {}", e.desc()))?;
+    let refused = [
+        statfs::PROC_SUPER_MAGIC,
+        statfs::SYSFS_MAGIC,
+        statfs::FUSE_SUPER_MAGIC,
+        statfs::CGROUP_SUPER_MAGIC,
+        statfs::CGROUP2_SUPER_MAGIC,
+        statfs::DEBUGFS_MAGIC,
+        statfs::TRACEFS_MAGIC,
+        statfs::SECURITYFS_MAGIC,
+        statfs::BPF_FS_MAGIC,
+        statfs::DEVPTS_SUPER_MAGIC,
+        statfs::NSFS_MAGIC,
+    ];
+    if refused.contains(&fs.filesystem_type()) {
+        return Err(
+            "on a pseudo or user-mounted file system, not one an administrator writes".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whoever can write a directory on the way to a file decides which file
+/// that is (by rename or symlink), whoever owns the file itself. So every
+/// directory above the file as opened must be root's and closed to group
+/// and others, as sshd's StrictModes asks of a home directory.
+fn behind_root_only_directories(file: &File) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let fd_link = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let real = std::fs::read_link(&fd_link)
+        .map_err(|e| format!("cannot tell where it is ({fd_link}: {e})"))?;
+    for dir in real.ancestors().skip(1) {
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(|e| format!("{}: {e}", Escaped(dir.as_os_str().as_bytes())))?;
+        if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "lies in {}, which someone other than root can change (owner uid {}, mode {:04o})",
+                Escaped(dir.as_os_str().as_bytes()),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
     }
     Ok(())
 }

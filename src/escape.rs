@@ -10,6 +10,17 @@ pub struct Quoted<'a>(pub &'a [u8]);
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("'")?;
+        Escaped(self.0).fmt(f)?;
+        f.write_str("'")
+    }
+}
+
+/// The same escaping without the quotes, for file paths, which read
+/// better bare (`/etc/qemu/bridge.conf:3`).
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for &b in self.0 {
             match b {
                 b'\t' => f.write_str("\\t")?,
@@ -21,7 +32,7 @@ impl fmt::Display for Quoted<'_> {
                 _ => write!(f, "\\x{b:02x}")?,
             }
         }
-        f.write_str("'")
+        Ok(())
     }
 }
 

@@ -25,13 +25,12 @@ fn user_dir(sb: &Sandbox, name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Finding: /proc/PID/* of the non-dumpable helper is root-owned, and
+/// Finding (fixed): /proc/PID/* of the non-dumpable helper is root-owned, and
 /// /proc/self/comm (mode 0644, a regular file) holds the basename the
 /// caller exec'd the helper under. Wherever an include path passes through
 /// something the caller controls, "owned by root, not writable by others"
 /// therefore admits a file whose text the caller chose: "allow all".
 #[test]
-#[ignore = "red-team reproducer: fails until ACL trust covers the path and refuses procfs"]
 fn proc_self_comm_is_not_a_trusted_acl_file() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
@@ -63,6 +62,22 @@ fn proc_self_comm_is_not_a_trusted_acl_file() {
         run.code,
         run.stderr
     );
+    assert!(
+        run.stderr.contains("pseudo or user-mounted file system"),
+        "{}",
+        run.stderr
+    );
+
+    // Even a real root-owned file is refused behind a directory the user
+    // owns: the user could swap it for another root-owned file at will.
+    fs::remove_file(&conf).unwrap();
+    fs::write(&conf, "allow br0\n").unwrap();
+    let run = sb.run_program(&ns, &helper, Jail::user(NOBODY), &["--br=br0"], true);
+    run.expect_refusal(
+        3,
+        "which someone other than root can change (owner uid 65534",
+    );
+    assert_no_taps(&ns);
 }
 
 fn chown_symlink(path: &std::path::Path) {

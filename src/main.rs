@@ -55,7 +55,7 @@ fn run() -> Result<(), Error> {
     if request.hook == Some(TestHook::Panic) {
         panic!("forced by --test-panic at {:p}", &request);
     }
-    let socket = fdpass::verify(request.fd, &privileges.own_fds())?;
+    let socket = fdpass::verify(request.fd, &privileges.tun.own_fds())?;
     let rules = aclfile::load(&aclfile::SystemFiles, Path::new(config::ACL_FILE))?;
     authorize(&rules, &request.bridge)?;
 
@@ -67,8 +67,13 @@ fn run() -> Result<(), Error> {
     if bridge.name != request.bridge {
         authorize(&rules, &bridge.name)?;
     }
-    leftovers::reap(&mut route, privileges.uid, config::MAX_ABANDONED)?;
-    let tap = tap::create(privileges.take_tun()?, request.use_vnet)?;
+    leftovers::reap(
+        &mut route,
+        &mut privileges.tun,
+        privileges.uid,
+        config::MAX_ABANDONED,
+    )?;
+    let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
     tap.attach(&mut route, &bridge, privileges.uid)?;
     if request.hook == Some(TestHook::PauseBeforeSend) {
         report::notice(&format!("paused before sending {}", quote(&tap.name)));

@@ -16,7 +16,6 @@ use crate::sys;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -166,11 +165,6 @@ impl Route {
         msg.attr(IFLA_ADDRESS, &setup.mac);
         msg.attr(IFLA_IFALIAS, setup.alias);
         msg.attr(IFLA_MASTER, &setup.master.to_ne_bytes());
-        self.exchange(msg, |_| {})
-    }
-
-    pub fn delete(&mut self, index: u32) -> Result<(), NlError> {
-        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
         self.exchange(msg, |_| {})
     }
 

@@ -16,9 +16,7 @@ const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
 pub struct Dropped {
     /// The real uid that ran us: whose ACL view and whose tap this is.
     pub uid: u32,
-    /// /dev/net/tun, opened while still root when installed setuid root
-    /// (so a 0600 device works), else opened on first use.
-    tun: Option<io::Result<OwnedFd>>,
+    pub tun: TunDevice,
     net_admin: bool,
 }
 
@@ -30,21 +28,45 @@ impl Dropped {
             Err(Error::NoNetAdmin)
         }
     }
+}
 
-    /// Descriptors opened here before `--fd` is checked (the early
-    /// /dev/net/tun): whatever number they got, the caller did not pass them.
-    pub fn own_fds(&self) -> Vec<RawFd> {
-        match &self.tun {
-            Some(Ok(fd)) => vec![fd.as_raw_fd()],
-            _ => Vec::new(),
+/// Where /dev/net/tun descriptors come from. A setuid-root install opens
+/// two while still root, so a 0600 device works: one for the new tap, one
+/// spare for proving an abandoned tap detached (see leftovers). Otherwise
+/// they are opened when needed, as the caller.
+pub struct TunDevice {
+    early: Vec<io::Result<OwnedFd>>,
+    on_demand: bool,
+}
+
+impl TunDevice {
+    /// The descriptor for the new tap.
+    pub fn for_tap(&mut self) -> Result<OwnedFd, Error> {
+        self.early
+            .pop()
+            .unwrap_or_else(open_tun)
+            .map_err(|e| Error::TunDevice(e.to_string()))
+    }
+
+    /// Another descriptor, never the one the new tap still needs.
+    pub fn spare(&mut self) -> Option<OwnedFd> {
+        if self.on_demand {
+            open_tun().ok()
+        } else if self.early.len() > 1 {
+            self.early.pop().and_then(Result::ok)
+        } else {
+            None
         }
     }
 
-    pub fn take_tun(&mut self) -> Result<OwnedFd, Error> {
-        self.tun
-            .take()
-            .unwrap_or_else(open_tun)
-            .map_err(|e| Error::TunDevice(e.to_string()))
+    /// Descriptors opened before `--fd` is checked: whatever numbers they
+    /// got, the caller did not pass them.
+    pub fn own_fds(&self) -> Vec<RawFd> {
+        self.early
+            .iter()
+            .flatten()
+            .map(AsRawFd::as_raw_fd)
+            .collect()
     }
 }
 
@@ -73,7 +95,15 @@ pub fn drop_to_caller() -> Result<Dropped, Error> {
     let gids = getresgid().map_err(|e| fail("getresgid", e))?;
     let (uid, gid) = (uids.real, gids.real);
 
-    let tun = (uids.effective.is_root() && !uid.is_root()).then(open_tun);
+    let setuid_root = uids.effective.is_root() && !uid.is_root();
+    let tun = TunDevice {
+        early: if setuid_root {
+            vec![open_tun(), open_tun()]
+        } else {
+            Vec::new()
+        },
+        on_demand: !setuid_root,
+    };
 
     let caps = sys::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;

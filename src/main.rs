@@ -26,6 +26,8 @@ static ALLOCATOR: sys::ExitOnOom = sys::ExitOnOom;
 bridge_helper::run_before_std_init!(EARLY_PANIC_HOOK = early_panic_hook);
 
 extern "C" fn early_panic_hook() {
+    // Stack first: everything after it may need more than a tiny limit.
+    sys::ensure_stack();
     report::install_panic_hook();
     sys::leave_faults_to_the_kernel();
 }

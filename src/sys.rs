@@ -255,6 +255,49 @@ pub fn leave_faults_to_the_kernel() {
     }
 }
 
+/// Makes sure the main thread can grow the stack it needs, before Rust's
+/// runtime starts: the soft RLIMIT_STACK is raised towards 8 MiB (as far
+/// as the hard limit allows); if even the hard limit leaves less than
+/// 256 KiB, the process ends with one line and the environment status
+/// instead of dying of SIGSEGV somewhere later.
+pub fn ensure_stack() {
+    const WANT: libc::rlim_t = 8 << 20;
+    const NEED: libc::rlim_t = 256 << 10;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit through the pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < WANT {
+        let raised = libc::rlimit {
+            rlim_cur: WANT.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct; raising the soft limit
+        // up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_STACK, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    if lim.rlim_cur < NEED {
+        exit_now(b"bridge-helper: RLIMIT_STACK is too small (at least 256 KiB is needed)\n");
+    }
+}
+
+/// Ends the process at once with the environment status, without
+/// allocating or unwinding.
+fn exit_now(line: &[u8]) -> ! {
+    // SAFETY: write only reads line.len() bytes of `line`; _exit takes an
+    // integer and does not return.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::_exit(libc::c_int::from(crate::error::status::INSTALLATION))
+    }
+}
+
 /// Asks the kernel for extended acknowledgements (an error string with a
 /// failed request) without the request echoed back.
 pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
@@ -295,13 +338,7 @@ fn or_exit(ptr: *mut u8) -> *mut u8 {
 /// with its descriptor; none has been sent (sending allocates nothing after
 /// the fact).
 fn out_of_memory() -> ! {
-    const LINE: &[u8] = b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n";
-    // SAFETY: write only reads LINE.len() bytes of a static buffer; _exit
-    // takes an integer and does not return.
-    unsafe {
-        libc::write(2, LINE.as_ptr().cast(), LINE.len());
-        libc::_exit(libc::c_int::from(crate::error::status::INSTALLATION))
-    }
+    exit_now(b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n")
 }
 
 // SAFETY: every method forwards to `System` with its caller's arguments,

@@ -59,16 +59,21 @@ fn run() -> Result<(), Error> {
     }
     let socket = fdpass::verify(request.fd, &privileges.tun.own_fds())?;
     let rules = aclfile::load(&aclfile::SystemFiles, Path::new(config::ACL_FILE))?;
-    authorize(&rules, &request.bridge)?;
+    // Decided on the name alone first, so that a refused caller learns
+    // nothing about which bridges exist.
+    authorize(acl::decide_names(&rules, &[&request.bridge], &[]))?;
 
     let mut route =
         netlink::Route::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let bridge = tap::find_bridge(&mut route, &request.bridge)?;
-    // The kernel also finds a bridge by an alternative name (`ip link
-    // property add ... altname`): a deny of its real name must still hold.
-    if bridge.name != request.bridge {
-        authorize(&rules, &bridge.name)?;
-    }
+    // The kernel finds a bridge by its altnames too: a deny of any of its
+    // names holds, and its real name must be allowed as well.
+    let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
+    authorize(acl::decide_names(
+        &rules,
+        &[&request.bridge, &bridge.name],
+        &altnames,
+    ))?;
     leftovers::reap(
         &mut route,
         &mut privileges.tun,
@@ -85,9 +90,9 @@ fn run() -> Result<(), Error> {
     fdpass::send(socket, request.fd, tap.fd.as_fd())
 }
 
-/// Applies the ACL (read as the calling user) to one bridge name.
-fn authorize(rules: &[acl::Rule<aclfile::Origin>], bridge: &[u8]) -> Result<(), Error> {
-    match acl::decide(rules, bridge) {
+/// Turns the ACL's verdict on a bridge name into the run's outcome.
+fn authorize((bridge, verdict): (&[u8], Verdict<'_, aclfile::Origin>)) -> Result<(), Error> {
+    match verdict {
         Verdict::Allowed(_) => Ok(()),
         Verdict::Denied(rule) => Err(Error::DeniedBy {
             bridge: quote(bridge),

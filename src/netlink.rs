@@ -31,6 +31,8 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_EXT_MASK: u16 = 29;
 const IFLA_CARRIER: u16 = 33;
+const IFLA_PROP_LIST: u16 = 52;
+const IFLA_ALT_IFNAME: u16 = 53;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -47,6 +49,9 @@ pub struct Link {
     pub index: u32,
     pub flags: u32,
     pub name: Vec<u8>,
+    /// Alternative names (`ip link property add ... altname`), by which
+    /// the kernel also finds the link.
+    pub altnames: Vec<Vec<u8>>,
     pub mtu: u32,
     pub master: Option<u32>,
     pub kind: Option<Vec<u8>>,
@@ -303,6 +308,11 @@ pub fn parse_link(payload: &[u8]) -> Link {
             IFLA_IFALIAS => link.alias = Some(cstr(v)),
             IFLA_ADDRESS => link.address = v.to_vec(),
             IFLA_CARRIER => link.carrier = Some(flag(v)),
+            IFLA_PROP_LIST => link.altnames.extend(
+                Attrs(v)
+                    .filter(|(ty, _)| *ty == IFLA_ALT_IFNAME)
+                    .map(|(_, name)| cstr(name)),
+            ),
             IFLA_LINKINFO => {
                 for (ty, v) in Attrs(v) {
                     match ty {
@@ -410,6 +420,10 @@ mod tests {
         m.attr(IFLA_IFALIAS, b"bridge-helper uid=1000\0");
         m.attr(IFLA_ADDRESS, &[0xfe, 1, 2, 3, 4, 5]);
         m.attr(IFLA_CARRIER, &[1]);
+        let props = m.nest(IFLA_PROP_LIST | 0x8000);
+        m.attr(IFLA_ALT_IFNAME, b"lan0\0");
+        m.attr(IFLA_ALT_IFNAME, b"uplink-port\0");
+        m.end_nest(props);
         let info = m.nest(IFLA_LINKINFO | 0x8000);
         m.attr(IFLA_INFO_KIND, b"tun\0");
         let data = m.nest(IFLA_INFO_DATA | 0x8000);
@@ -435,6 +449,7 @@ mod tests {
         assert_eq!(link.alias.as_deref(), Some(&b"bridge-helper uid=1000"[..]));
         assert_eq!(link.address, [0xfe, 1, 2, 3, 4, 5]);
         assert_eq!(link.carrier, Some(true));
+        assert_eq!(link.altnames, [b"lan0".to_vec(), b"uplink-port".to_vec()]);
         let tun = link.tun.unwrap();
         let got = (tun.owner, tun.tap, tun.pi, tun.vnet_hdr, tun.persist);
         assert_eq!(got, (Some(1000), true, false, true, false));

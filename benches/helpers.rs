@@ -1368,10 +1368,15 @@ fn real_main() -> Res<()> {
         (None, false) => return Err("neither bridge-helper nor the reference helper found".into()),
     }
     if ref_present {
+        let ref_label = if o.reference == Path::new(REFERENCE) {
+            "qemu-bridge-helper".to_string()
+        } else {
+            format!("reference {}", o.reference.display())
+        };
         progs.push(install(
             &dir,
             Role::Reference,
-            "qemu-bridge-helper",
+            &ref_label,
             &o.reference,
             None,
         )?);

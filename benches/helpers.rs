@@ -1503,12 +1503,15 @@ fn real_main() -> Res<()> {
     let _ = writeln!(out, "# bridge-helper benchmark: last results\n");
     let _ = writeln!(
         out,
-        "Command (as root, from the repository root): `cargo bench --bench helpers -- {}`\n",
+        "Command (as root, from the repository root): `cargo bench --bench helpers{}`\n",
         std::env::args()
             .skip(1)
             .filter(|a| a != "--bench")
-            .collect::<Vec<_>>()
-            .join(" ")
+            .fold(String::new(), |acc, a| if acc.is_empty() {
+                format!(" -- {a}")
+            } else {
+                format!("{acc} {a}")
+            })
     );
     let _ = writeln!(out, "## Machine\n\n{}", machine(&load_at_start));
     for n in &notes {

@@ -259,7 +259,10 @@ fn an_altname_cannot_get_past_a_deny_of_the_real_name() {
     // A deny written against an altname holds for the real name too.
     sb.acl("allow all\ndeny lan0\n");
     sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
-        .expect_refusal(4, "access to bridge 'lan0' denied by /etc/qemu/bridge.conf:2");
+        .expect_refusal(
+            4,
+            "access to bridge 'lan0' denied by /etc/qemu/bridge.conf:2",
+        );
     // Allowed only under the altname is not enough.
     sb.acl("allow lan0\n");
     sb.run_helper(&ns, Mode::Setuid, &["--br=lan0"])

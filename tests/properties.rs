@@ -3,7 +3,7 @@
 //! - The ACL parser never panics, whatever the bytes (line splitting, line
 //!   parsing, include resolution over an in-memory tree).
 //! - A deny for a name wins wherever it stands, in the rule list or in the
-//!   files.
+//!   files, and a deny of any of a bridge's names (altnames) wins.
 //! - A name of 16 bytes or more never matches: `--br` refuses it, an ACL
 //!   line naming it is an error, and a rule for its first 15 bytes does
 //!   not match it (CVE-2019-13164).
@@ -494,6 +494,41 @@ proptest! {
             for n in names {
                 prop_assert!(matches!(acl::decide(&list, n), Verdict::Denied(_)));
             }
+        }
+    }
+
+    /// A bridge with several names (real name, altnames): a deny of any of
+    /// them wins; otherwise every name that must be allowed needs an allow.
+    #[test]
+    fn a_deny_of_any_name_of_a_bridge_wins(
+        rules in prop::collection::vec((any::<bool>(), prop::option::of(0usize..5)), 0..16),
+        must in prop::collection::vec(0usize..5, 1..3),
+        also in prop::collection::vec(0usize..5, 0..3),
+    ) {
+        let names = [&b"br0"[..], b"lan0", b"virbr0", b"x", b"uplink"];
+        let list: Vec<Rule<usize>> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, &(allow, t))| Rule {
+                origin: i,
+                allow,
+                target: t.map_or(Target::All, |n| Target::Bridge(names[n].to_vec())),
+            })
+            .collect();
+        let must: Vec<&[u8]> = must.iter().map(|&i| names[i]).collect();
+        let also: Vec<&[u8]> = also.iter().map(|&i| names[i]).collect();
+        let (_, verdict) = acl::decide_names(&list, &must, &also);
+        let denied = must
+            .iter()
+            .chain(&also)
+            .any(|n| matches!(acl::decide(&list, n), Verdict::Denied(_)));
+        let all_allowed = must
+            .iter()
+            .all(|n| matches!(acl::decide(&list, n), Verdict::Allowed(_)));
+        match verdict {
+            Verdict::Denied(_) => prop_assert!(denied),
+            Verdict::Allowed(_) => prop_assert!(!denied && all_allowed),
+            Verdict::NoAllow => prop_assert!(!denied && !all_allowed),
         }
     }
 

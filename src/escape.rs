@@ -1,4 +1,5 @@
 //! Making user-supplied bytes safe to echo on a terminal or in a log.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
 //! Interface-name rules shared by the command line and the ACL.
+#![forbid(unsafe_code)]
 
 /// The kernel's IFNAMSIZ, including the terminating NUL.
 pub const IFNAMSIZ: usize = 16;

@@ -18,14 +18,14 @@ use bridge_helper::{aclfile, config, fdpass, leftovers, netlink, privs, report, 
 #[global_allocator]
 static ALLOCATOR: sys::ExitOnOom = sys::ExitOnOom;
 
-// Rust's start-up code runs before `main` and can panic: when the caller's
-// RLIMIT_AS leaves no room for the signal stack, for one. With the default
-// hook, a caller who set RUST_BACKTRACE=full then got this (setuid) program's
-// code addresses on stderr. Our hook, which prints one fixed line, goes in
-// first.
-bridge_helper::run_before_std_init!(EARLY_PANIC_HOOK = early_panic_hook);
+// Before Rust's own start-up code, which can fail on a hostile process
+// state (a tiny stack, an RLIMIT_AS with no room for its signal stack) and
+// whose default panic hook would print this setuid program's addresses when
+// RUST_BACKTRACE is set: make the stack usable or exit cleanly, install the
+// one-line panic hook, and keep std from mapping a signal stack at all.
+bridge_helper::run_before_std_init!(EARLY_SETUP = early_setup);
 
-extern "C" fn early_panic_hook() {
+extern "C" fn early_setup() {
     // Stack first: everything after it may need more than a tiny limit.
     sys::ensure_stack();
     report::install_panic_hook();

@@ -1,7 +1,7 @@
 //! Just enough rtnetlink to look links up and configure a tap in one
 //! request. Netlink rather than ioctls on an AF_INET socket: it works on
 //! kernels without IPv4, reads back what an ioctl cannot (the tap's owner,
-//! queues and persistence), and sets the alias that marks our taps.
+//! persistence and carrier), and sets the alias that marks our taps.
 #![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};

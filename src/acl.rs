@@ -50,6 +50,9 @@ pub enum LineError {
     BadName(String, ifname::Invalid),
     #[error("include needs a path")]
     EmptyInclude,
+    /// In bridge-helper.conf, not bridge.conf.
+    #[error("{0}")]
+    BadSetting(String),
 }
 
 /// glib's g_ascii_isspace, which is what QEMU trims with: space, \t, \n,

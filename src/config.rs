@@ -8,9 +8,17 @@ pub const ACL_FILE: &str = match option_env!("BRIDGE_HELPER_CONF") {
     None => "/etc/qemu/bridge.conf",
 };
 
+/// This helper's own settings file, which QEMU's helper never reads.
+/// Override at build time with `BRIDGE_HELPER_SETTINGS=/path`.
+pub const SETTINGS_FILE: &str = match option_env!("BRIDGE_HELPER_SETTINGS") {
+    Some(path) => path,
+    None => "/etc/qemu/bridge-helper.conf",
+};
+
 /// How many taps this helper made, that a user made persistent and then
-/// abandoned, may stay behind per user before the oldest are removed.
-/// Override at build time with `BRIDGE_HELPER_MAX_ABANDONED=N`.
+/// abandoned, may stay behind per user before the oldest are removed,
+/// unless the settings file says otherwise. Override at build time with
+/// `BRIDGE_HELPER_MAX_ABANDONED=N`.
 pub const MAX_ABANDONED: usize = match option_env!("BRIDGE_HELPER_MAX_ABANDONED") {
     Some(n) => parse_usize(n),
     None => 4,

@@ -19,5 +19,6 @@ pub mod leftovers;
 pub mod netlink;
 pub mod privs;
 pub mod report;
+pub mod settings;
 pub mod sys;
 pub mod tap;

@@ -12,7 +12,9 @@ use bridge_helper::acl::{self, Verdict};
 use bridge_helper::args::{self, Command, TestHook};
 use bridge_helper::error::{self, Error};
 use bridge_helper::escape::quote;
-use bridge_helper::{aclfile, config, fdpass, leftovers, netlink, privs, report, sys, tap};
+use bridge_helper::{
+    aclfile, config, fdpass, leftovers, netlink, privs, report, settings, sys, tap,
+};
 
 /// Allocation failure is an exit with status 5, never an abort.
 #[global_allocator]
@@ -74,11 +76,19 @@ fn run() -> Result<(), Error> {
         &[&request.bridge, &bridge.name],
         &altnames,
     ))?;
+    let defaults = settings::Settings {
+        max_abandoned_taps: config::MAX_ABANDONED,
+    };
+    let settings = settings::load(
+        &aclfile::SystemFiles,
+        Path::new(config::SETTINGS_FILE),
+        defaults,
+    )?;
     leftovers::reap(
         &mut route,
         &mut privileges.tun,
         privileges.uid,
-        config::MAX_ABANDONED,
+        settings.max_abandoned_taps,
     )?;
     let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
     tap.attach(&mut route, &bridge, privileges.uid)?;

@@ -207,3 +207,36 @@ fn abandoned_taps_are_bounded_per_user_and_others_are_never_touched() {
         );
     }
 }
+
+#[test]
+fn root_sets_the_limit_in_a_file_qemus_helper_never_reads() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file(
+        "bridge-helper.conf",
+        "# fewer\nmax-abandoned-taps 1\n",
+        0o644,
+    );
+    for round in 1..=3 {
+        let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
+        let reaped = run.stderr.contains("(at most 1 are kept)");
+        let fd = run.expect_tap();
+        make_persistent_as(&sb, &ns, &fd, NOBODY);
+        drop(fd);
+        assert_eq!(reaped, round > 1, "round {round}");
+        assert_eq!(persistent_taps(&ns).len(), 1, "round {round}");
+    }
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps lots\n", 0o644);
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+        .expect_refusal(
+            3,
+            "/etc/qemu/bridge-helper.conf:1: 'lots' is not a number from 0 to 1024",
+        );
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 2\n", 0o666);
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+        .expect_refusal(
+            3,
+            "/etc/qemu/bridge-helper.conf: writable by group or others",
+        );
+}

@@ -2,130 +2,79 @@
 //!
 //! Anyone holding a tap fd may set IFF_PERSIST without privilege; the tap
 //! then outlives the VM, still in the bridge. Each run removes the calling
-//! user's own abandoned ones beyond a small limit, oldest first. Only taps
-//! carrying our marker are considered: the alias needs CAP_NET_ADMIN to set
-//! or change, so a user can neither forge it onto an administrator's tap
-//! nor strip it from one of ours.
+//! user's own abandoned ones beyond a limit, oldest first. Only taps
+//! carrying the caller's marker are considered: the alias needs
+//! CAP_NET_ADMIN to set or change, so a user can neither forge it onto
+//! someone else's tap nor strip it from one of ours.
 //!
-//! Carrier off only makes a tap a suspect (its holder can turn carrier off
-//! while attached). It is proven abandoned by attaching to it: the kernel
-//! refuses a second attachment to a single-queue tap with EBUSY, so success
-//! means nothing held it, and from then on we do. Clearing IFF_PERSIST and
-//! closing then lets the kernel delete it; no index can go stale meanwhile.
+//! Abandoned means persistent with carrier off: the tun driver turns
+//! carrier off when its last fd detaches. A holder can also turn it off
+//! itself (TUNSETCARRIER), which declares its own tap abandoned. Removal is
+//! by interface index, never by name: an index is not reused, so whatever
+//! happens to names between the listing and the removal, only a tap that
+//! was listed as the caller's can go. (Proving detachment by attaching to
+//! the tap by name was tried and dropped: a name can change hands in
+//! between, and the attach would then touch someone else's tap.)
 #![forbid(unsafe_code)]
-
-use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 
 use crate::error::Error;
 use crate::escape::quote;
-use crate::netlink::{Link, Route};
-use crate::privs::TunDevice;
-use crate::sys::{self, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR};
+use crate::netlink::{Link, NlError, Route};
 
 /// The alias that marks a tap as made by this helper for `uid`.
 pub fn marker(uid: u32) -> Vec<u8> {
     format!("bridge-helper uid={uid}").into_bytes()
 }
 
-/// The user's taps that look abandoned (ours for this uid, persistent,
-/// carrier off), oldest first: interface indexes only grow.
-pub fn suspects(links: &[Link], uid: u32) -> Vec<&Link> {
+/// Which of `links` to remove so that at most `limit - 1` of the user's
+/// abandoned taps remain, leaving room for the one about to be made.
+/// Oldest first: interface indexes only grow.
+pub fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
     let mark = marker(uid);
-    let mut found: Vec<&Link> = links
+    let mut abandoned: Vec<&Link> = links
         .iter()
         .filter(|l| l.alias.as_deref() == Some(&mark[..]))
         .filter(|l| l.carrier == Some(false) && l.tun.as_ref().is_some_and(|t| t.persist))
         .collect();
-    found.sort_by_key(|l| l.index);
-    found
+    abandoned.sort_by_key(|l| l.index);
+    let excess = abandoned.len().saturating_sub(limit.saturating_sub(1));
+    abandoned.truncate(excess);
+    abandoned
 }
 
-/// Removes the oldest abandoned taps until at most `limit - 1` remain,
-/// leaving room for the one about to be made; says so on stderr for each.
-/// A setuid install can prove (and so remove) one tap per run; the rest
-/// wait for the next runs.
-pub fn reap(
-    route: &mut Route,
-    tun: &mut TunDevice,
-    uid: u32,
-    limit: usize,
-) -> Result<usize, Error> {
+/// Removes the excess and says so on stderr; returns how many went.
+pub fn reap(route: &mut Route, uid: u32, limit: usize) -> Result<usize, Error> {
     let links = route
         .tun_links()
         .map_err(|e| Error::kernel("listing tap devices", e))?;
-    let suspects = suspects(&links, uid);
-    let keep = limit.saturating_sub(1);
-    let mut believed = suspects.len();
     let mut removed = 0;
-    let mut spare = None;
-    for link in suspects {
-        if believed <= keep {
-            break;
-        }
-        let Some(fd) = spare.take().or_else(|| tun.spare()) else {
-            break;
-        };
-        // Removed, or still in use, or no longer what we listed: either
-        // way it no longer counts against the limit.
-        believed -= 1;
-        match claim(fd, link, route, uid) {
-            Claim::Removed => {
-                removed += 1;
-                crate::report::notice(&format!(
-                    "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
-                    quote(&link.name)
-                ));
+    for link in to_reap(&links, uid, limit) {
+        match route.delete(link.index) {
+            Ok(()) => removed += 1,
+            // Gone meanwhile: nothing left to do.
+            Err(NlError {
+                errno: Errno::ENODEV,
+                ..
+            }) => continue,
+            Err(e) => {
+                let what = format!("removing abandoned persistent tap {}", quote(&link.name));
+                return Err(Error::kernel(what, e));
             }
-            Claim::Kept(fd) => spare = fd,
         }
+        crate::report::notice(&format!(
+            "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
+            quote(&link.name)
+        ));
     }
     Ok(removed)
-}
-
-enum Claim {
-    Removed,
-    /// Not removed; the descriptor comes back if it is still unattached.
-    Kept(Option<OwnedFd>),
-}
-
-fn claim(fd: OwnedFd, link: &Link, route: &mut Route, uid: u32) -> Claim {
-    let tun = link.tun.clone().unwrap_or_default();
-    let mut flags = IFF_TAP;
-    if !tun.pi {
-        flags |= IFF_NO_PI;
-    }
-    if tun.vnet_hdr {
-        flags |= IFF_VNET_HDR;
-    }
-    match sys::tun_set_iff(fd.as_fd(), &link.name, flags) {
-        // EBUSY: a VM holds it. Anything else: gone or changed since the
-        // listing. Our descriptor stayed unattached either way.
-        Err(Errno::EBUSY) | Err(_) => return Claim::Kept(Some(fd)),
-        Ok(_) => {}
-    }
-    // Attached. Only if the name still means the tap we listed (same index,
-    // our marker) is it dropped; otherwise closing just detaches again.
-    let same = matches!(route.link(&link.name), Ok(Some(now))
-        if now.index == link.index && now.alias.as_deref() == Some(&marker(uid)[..]));
-    if same && sys::tun_set_persist(fd.as_fd(), false).is_ok() {
-        drop(fd);
-        return Claim::Removed;
-    }
-    Claim::Kept(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The suspects `reap` goes through when all are proven abandoned.
-    fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
-        let s = suspects(links, uid);
-        let excess = s.len().saturating_sub(limit.saturating_sub(1));
-        s.into_iter().take(excess).collect()
-    }
     use crate::netlink::TunInfo;
 
     fn tap(index: u32, alias: Option<&[u8]>, persist: bool, attached: u32) -> Link {

@@ -84,12 +84,7 @@ fn run() -> Result<(), Error> {
         Path::new(config::SETTINGS_FILE),
         defaults,
     )?;
-    leftovers::reap(
-        &mut route,
-        &mut privileges.tun,
-        privileges.uid,
-        settings.max_abandoned_taps,
-    )?;
+    leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
     let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
     tap.attach(&mut route, &bridge, privileges.uid)?;
     if request.hook == Some(TestHook::PauseBeforeSend) {

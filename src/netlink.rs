@@ -16,6 +16,7 @@ use crate::sys;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -170,6 +171,12 @@ impl Route {
         msg.attr(IFLA_ADDRESS, &setup.mac);
         msg.attr(IFLA_IFALIAS, setup.alias);
         msg.attr(IFLA_MASTER, &setup.master.to_ne_bytes());
+        self.exchange(msg, |_| {})
+    }
+
+    /// Removes a link by index (never by name, which can change hands).
+    pub fn delete(&mut self, index: u32) -> Result<(), NlError> {
+        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
         self.exchange(msg, |_| {})
     }
 

@@ -30,33 +30,20 @@ impl Dropped {
     }
 }
 
-/// Where /dev/net/tun descriptors come from. A setuid-root install opens
-/// two while still root, so a 0600 device works: one for the new tap, one
-/// spare for proving an abandoned tap detached (see leftovers). Otherwise
-/// they are opened when needed, as the caller.
+/// Where the tap's /dev/net/tun descriptor comes from: opened while still
+/// root when installed setuid root (so a 0600 device works), otherwise
+/// opened when needed, as the caller.
 pub struct TunDevice {
-    early: Vec<io::Result<OwnedFd>>,
-    on_demand: bool,
+    early: Option<io::Result<OwnedFd>>,
 }
 
 impl TunDevice {
     /// The descriptor for the new tap.
     pub fn for_tap(&mut self) -> Result<OwnedFd, Error> {
         self.early
-            .pop()
+            .take()
             .unwrap_or_else(open_tun)
             .map_err(|e| Error::TunDevice(e.to_string()))
-    }
-
-    /// Another descriptor, never the one the new tap still needs.
-    pub fn spare(&mut self) -> Option<OwnedFd> {
-        if self.on_demand {
-            open_tun().ok()
-        } else if self.early.len() > 1 {
-            self.early.pop().and_then(Result::ok)
-        } else {
-            None
-        }
     }
 
     /// Descriptors opened before `--fd` is checked: whatever numbers they
@@ -97,12 +84,7 @@ pub fn drop_to_caller() -> Result<Dropped, Error> {
 
     let setuid_root = uids.effective.is_root() && !uid.is_root();
     let tun = TunDevice {
-        early: if setuid_root {
-            vec![open_tun(), open_tun()]
-        } else {
-            Vec::new()
-        },
-        on_demand: !setuid_root,
+        early: setuid_root.then(open_tun),
     };
 
     let caps = sys::capget().map_err(|e| fail("capget", e))?;

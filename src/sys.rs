@@ -16,7 +16,6 @@ pub const IFF_PERSIST: i16 = 0x0800;
 
 // From <linux/if_tun.h> and <linux/sockios.h>.
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
-const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
 const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
 const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf;
 const TUNGETIFF: libc::Ioctl = 0x8004_54d2;
@@ -202,12 +201,6 @@ pub fn tun_get_iff(tun: BorrowedFd<'_>) -> Result<(Vec<u8>, i16), Errno> {
 pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: u32) -> Result<(), Errno> {
     // SAFETY: TUNSETOWNER takes the uid by value, not a pointer.
     check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, libc::c_ulong::from(uid)) })?;
-    Ok(())
-}
-
-pub fn tun_set_persist(tun: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
-    // SAFETY: TUNSETPERSIST takes its flag by value, not a pointer.
-    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, libc::c_ulong::from(on)) })?;
     Ok(())
 }
 

@@ -55,16 +55,11 @@ fn libvirt_order_and_qemu_sh_c_form() {
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     let helper = sb.install(HELPER, Mode::Setuid);
-    // libvirt: --use-vnet --br=BR --fd=N
-    let (ours, theirs) = socketpair();
-    clear_cloexec(std::os::fd::AsRawFd::as_raw_fd(&theirs));
-    let fd_arg = format!("--fd={}", std::os::fd::AsRawFd::as_raw_fd(&theirs));
-    let out = output(
-        sb.command(&ns, &helper, Jail::for_mode(Mode::Setuid))
-            .args(["--use-vnet", "--br=br0", &fd_arg]),
-    );
-    drop(theirs);
-    let fd = HelperRun::collect(out, ours).expect_tap();
+    // libvirt: --use-vnet --br=BR --fd=N (run_program appends --fd last).
+    let jail = Jail::for_mode(Mode::Setuid);
+    let fd = sb
+        .run_program(&ns, &helper, jail, &["--use-vnet", "--br=br0"], true)
+        .expect_tap();
     check_attached(&ns, &fd, 1500, i64::from(NOBODY));
     drop(fd);
     // QEMU with a helper= string that has spaces: sh -c "STRING --use-vnet --fd=N --br=BR".

@@ -19,6 +19,7 @@ const NLMSG_DONE: u16 = 3;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
+const RTM_NEWLINKPROP: u16 = 108;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
 const NLM_F_ACK: u16 = 0x4;
@@ -39,6 +40,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
+const NLA_F_NESTED: u16 = 0x8000;
 pub const IFF_UP: u32 = 0x1;
 
 const HDR: usize = 16;
@@ -149,6 +151,55 @@ impl Route {
         }
     }
 
+    /// Looks links up by alternative name, several per request: one entry
+    /// per name, `None` where no link has it. A kernel without altname
+    /// lookups (before 5.5) answers EINVAL.
+    pub fn links_by_altname(&mut self, names: &[Vec<u8>]) -> Result<Vec<Option<Link>>, NlError> {
+        let mut batch = Vec::new();
+        let first = self.seq.wrapping_add(1);
+        for name in names {
+            self.seq = self.seq.wrapping_add(1);
+            let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
+            msg.attr(IFLA_ALT_IFNAME, name);
+            msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+            batch.extend(msg.finish(self.seq));
+        }
+        self.send(&batch)?;
+        let mut found: Vec<Option<Result<Option<Link>, NlError>>> = vec![None; names.len()];
+        while found.iter().any(Option::is_none) {
+            let len = self.receive()?;
+            for (ty, _, seq, payload) in Messages(&self.buf[..len]) {
+                let slot = seq.wrapping_sub(first) as usize;
+                let Some(entry) = found.get_mut(slot) else {
+                    continue;
+                };
+                *entry = Some(match ty {
+                    NLMSG_ERROR => match ack(payload) {
+                        Err(NlError {
+                            errno: Errno::ENODEV,
+                            ..
+                        }) => Ok(None),
+                        Err(e) => Err(e),
+                        Ok(()) => Err(Errno::EPROTO.into()),
+                    },
+                    _ => Ok(Some(parse_link(payload))),
+                });
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    /// Gives the link called `name` the alternative name `altname`;
+    /// EEXIST if some link already has that name.
+    pub fn add_altname(&mut self, name: &[u8], altname: &[u8]) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, 0, 0, 0);
+        msg.attr(IFLA_IFNAME, name);
+        let list = msg.nest(IFLA_PROP_LIST | NLA_F_NESTED);
+        msg.attr(IFLA_ALT_IFNAME, altname);
+        msg.end_nest(list);
+        self.exchange(msg, |_| {})
+    }
+
     /// Every tun/tap interface in this network namespace.
     pub fn tun_links(&mut self) -> Result<Vec<Link>, NlError> {
         let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
@@ -185,43 +236,9 @@ impl Route {
     fn exchange(&mut self, mut msg: Message, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
         let bytes = msg.finish(self.seq);
-        let kernel = NetlinkAddr::new(0, 0);
+        self.send(&bytes)?;
         loop {
-            match socket::sendmsg(
-                self.fd.as_raw_fd(),
-                &[IoSlice::new(&bytes)],
-                &[],
-                MsgFlags::empty(),
-                Some(&kernel),
-            ) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(_) => break,
-            }
-        }
-        loop {
-            let (len, from_kernel) = {
-                let mut iov = [IoSliceMut::new(&mut self.buf)];
-                let got = loop {
-                    match socket::recvmsg::<NetlinkAddr>(
-                        self.fd.as_raw_fd(),
-                        &mut iov,
-                        None,
-                        MsgFlags::empty(),
-                    ) {
-                        Err(Errno::EINTR) => continue,
-                        other => break other?,
-                    }
-                };
-                if got.flags.contains(MsgFlags::MSG_TRUNC) {
-                    return Err(Errno::EMSGSIZE.into());
-                }
-                (got.bytes, got.address.is_some_and(|a| a.pid() == 0))
-            };
-            // Only the kernel can answer us; anything else is ignored.
-            if !from_kernel {
-                continue;
-            }
+            let len = self.receive()?;
             for (ty, flags, seq, payload) in Messages(&self.buf[..len]) {
                 if seq != self.seq {
                     continue;
@@ -236,6 +253,46 @@ impl Route {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), NlError> {
+        let kernel = NetlinkAddr::new(0, 0);
+        loop {
+            match socket::sendmsg(
+                self.fd.as_raw_fd(),
+                &[IoSlice::new(bytes)],
+                &[],
+                MsgFlags::empty(),
+                Some(&kernel),
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads the next datagram from the kernel into `buf`; anything sent
+    /// by another process is dropped, since only the kernel answers us.
+    fn receive(&mut self) -> Result<usize, NlError> {
+        loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf)];
+            let got = match socket::recvmsg::<NetlinkAddr>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                None,
+                MsgFlags::empty(),
+            ) {
+                Err(Errno::EINTR) => continue,
+                other => other?,
+            };
+            if got.flags.contains(MsgFlags::MSG_TRUNC) {
+                return Err(Errno::EMSGSIZE.into());
+            }
+            if got.address.is_some_and(|a| a.pid() == 0) {
+                return Ok(got.bytes);
             }
         }
     }

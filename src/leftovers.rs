@@ -22,6 +22,7 @@ use nix::errno::Errno;
 use crate::error::Error;
 use crate::escape::quote;
 use crate::netlink::{Link, NlError, Route};
+use crate::registry::{self, slot_name, Scan, BATCH};
 
 /// The alias that marks a tap as made by this helper for `uid`.
 pub fn marker(uid: u32) -> Vec<u8> {
@@ -44,31 +45,115 @@ pub fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
     abandoned
 }
 
-/// Removes the excess and says so on stderr; returns how many went.
-pub fn reap(route: &mut Route, uid: u32, limit: usize) -> Result<usize, Error> {
-    let links = route
-        .tun_links()
-        .map_err(|e| Error::kernel("listing tap devices", e))?;
-    let mut removed = 0;
-    for link in to_reap(&links, uid, limit) {
-        match route.delete(link.index) {
-            Ok(()) => removed += 1,
+/// How this run finds the caller's taps.
+#[derive(Debug)]
+pub enum Registry {
+    /// The caller's slots, as scanned (see [`crate::registry`]).
+    Slots(Scan),
+    /// A kernel without altname lookups (before 5.5): every tun device is
+    /// listed instead, and new taps get no slot.
+    Listing,
+}
+
+/// Removes the caller's abandoned taps beyond the limit, saying so on
+/// stderr, and returns what the new tap's slot is chosen from.
+pub fn reap(route: &mut Route, uid: u32, limit: usize) -> Result<Registry, Error> {
+    let mut registry = match scan(route, uid)? {
+        Some(scan) => Registry::Slots(scan),
+        None => Registry::Listing,
+    };
+    let doomed: Vec<(u32, Vec<u8>)> = {
+        let listed;
+        let links = match &registry {
+            Registry::Slots(scan) => &scan.links,
+            Registry::Listing => {
+                listed = route
+                    .tun_links()
+                    .map_err(|e| Error::kernel("listing tap devices", e))?;
+                &listed
+            }
+        };
+        to_reap(links, uid, limit)
+            .into_iter()
+            .map(|l| (l.index, l.name.clone()))
+            .collect()
+    };
+    for (index, name) in doomed {
+        match route.delete(index) {
+            Ok(()) => {}
             // Gone meanwhile: nothing left to do.
             Err(NlError {
                 errno: Errno::ENODEV,
                 ..
-            }) => continue,
+            }) => {}
             Err(e) => {
-                let what = format!("removing abandoned persistent tap {}", quote(&link.name));
+                let what = format!("removing abandoned persistent tap {}", quote(&name));
                 return Err(Error::kernel(what, e));
             }
         }
+        if let Registry::Slots(scan) = &mut registry {
+            scan.forget(index, uid);
+        }
         crate::report::notice(&format!(
             "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
-            quote(&link.name)
+            quote(&name)
         ));
     }
-    Ok(removed)
+    Ok(registry)
+}
+
+/// Scans the caller's slots; `None` if the kernel cannot look links up
+/// by altname.
+fn scan(route: &mut Route, uid: u32) -> Result<Option<Scan>, Error> {
+    let mut scan = Scan::default();
+    while !scan.done() {
+        let first = scan.next_slot();
+        let names: Vec<Vec<u8>> = (first..first + BATCH)
+            .map(|slot| slot_name(uid, slot))
+            .collect();
+        match route.links_by_altname(&names) {
+            Ok(found) => scan.record(found),
+            Err(NlError {
+                errno: Errno::EINVAL,
+                ..
+            }) if first == 0 => return Ok(None),
+            Err(e) => return Err(Error::kernel("looking up the caller's taps by altname", e)),
+        }
+    }
+    Ok(Some(scan))
+}
+
+/// Puts the new tap `name` in the caller's lowest free slot and returns
+/// the altname it now has, or `None` on a kernel without altnames.
+pub fn claim(
+    route: &mut Route,
+    name: &[u8],
+    uid: u32,
+    registry: &Registry,
+) -> Result<Option<Vec<u8>>, Error> {
+    let Registry::Slots(scan) = registry else {
+        return Ok(None);
+    };
+    for slot in scan.free_slots() {
+        let altname = slot_name(uid, slot);
+        match route.add_altname(name, &altname) {
+            Ok(()) => return Ok(Some(altname)),
+            // Taken since the scan by another run of the same user, or
+            // held above a gap the scan stopped at: try the next one.
+            Err(NlError {
+                errno: Errno::EEXIST,
+                ..
+            }) => continue,
+            Err(e) => {
+                let what = format!("{}: adding altname {}", quote(name), quote(&altname));
+                return Err(Error::kernel(what, e));
+            }
+        }
+    }
+    Err(Error::kernel(
+        format!("{}: adding an altname", quote(name)),
+        format!("all {} slots of uid {uid} are taken", registry::MAX_SLOTS),
+    ))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! Pure logic (no system calls, `#![forbid(unsafe_code)]`): [`args`],
 //! [`acl`], [`aclfile`] (behind its `Files` trait), [`ifname`], [`escape`],
-//! [`leftovers`]' selection, [`netlink`]'s message parsing.
+//! [`leftovers`]' selection, [`registry`], [`netlink`]'s message parsing.
 //! System code: [`sys`] holds every `unsafe` block; [`privs`], [`fdpass`],
 //! [`tap`] and [`netlink`]'s socket use it or nix's safe wrappers.
 
@@ -18,6 +18,7 @@ pub mod ifname;
 pub mod leftovers;
 pub mod netlink;
 pub mod privs;
+pub mod registry;
 pub mod report;
 pub mod settings;
 pub mod sys;

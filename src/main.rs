@@ -84,9 +84,9 @@ fn run() -> Result<(), Error> {
         Path::new(config::SETTINGS_FILE),
         defaults,
     )?;
-    leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
+    let registry = leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
     let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
-    tap.attach(&mut route, &bridge, privileges.uid)?;
+    tap.attach(&mut route, &bridge, privileges.uid, &registry)?;
     if request.hook == Some(TestHook::PauseBeforeSend) {
         report::notice(&format!("paused before sending {}", quote(&tap.name)));
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);

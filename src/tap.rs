@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use crate::config::TAP_PATTERN;
 use crate::error::Error;
 use crate::escape::quote;
-use crate::leftovers;
+use crate::leftovers::{self, Registry};
 use crate::netlink::{Link, Route, Setup, IFF_UP};
 use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR};
 
@@ -56,7 +56,13 @@ impl Tap {
 
     /// Owner, MTU, MAC, marker, bridge and link state, then reads it all
     /// back: the fd is only handed over if the tap is exactly as intended.
-    pub fn attach(&self, route: &mut Route, bridge: &Link, owner: u32) -> Result<(), Error> {
+    pub fn attach(
+        &self,
+        route: &mut Route,
+        bridge: &Link,
+        owner: u32,
+        registry: &Registry,
+    ) -> Result<(), Error> {
         // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
         // should its holder make it persistent.
         sys::tun_set_owner(self.fd.as_fd(), owner)
@@ -66,6 +72,8 @@ impl Tap {
         // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
         // any real NIC's, so adding a VM never changes the bridge's address.
         mac[0] = 0xfe;
+        // Findable by the caller's later runs before it is in the bridge.
+        let slot = leftovers::claim(route, &self.name, owner, registry)?;
         let alias = leftovers::marker(owner);
         let setup = Setup {
             mtu: bridge.mtu,
@@ -79,7 +87,7 @@ impl Tap {
                 e,
             )
         })?;
-        self.verify(route, bridge, &setup, owner)
+        self.verify(route, bridge, &setup, owner, slot.as_deref())
     }
 
     fn verify(
@@ -88,6 +96,7 @@ impl Tap {
         bridge: &Link,
         setup: &Setup<'_>,
         owner: u32,
+        slot: Option<&[u8]>,
     ) -> Result<(), Error> {
         let wrong = |what: &str| Err(Error::kernel(self.what("read back after setup"), what));
         let (name, flags) = sys::tun_get_iff(self.fd.as_fd())
@@ -113,6 +122,9 @@ impl Tap {
         }
         if link.address != setup.mac || link.alias.as_deref() != Some(setup.alias) {
             return wrong("address or marker not as set");
+        }
+        if slot.is_some_and(|s| !link.altnames.iter().any(|a| a == s)) {
+            return wrong("the altname that lists it for its owner is missing");
         }
         Ok(())
     }

@@ -591,6 +591,15 @@ fn sixty_four_helpers_at_once() {
         format!("{} br0", N / 2),
         "masters: {masters}"
     );
+    // Racing runs of one user each claimed a slot of their own, and
+    // together they filled slots 0..32 with no hole.
+    let slots = ns.exec(
+        "ip -o -d link show type tun | grep -o 'altname bridge-helper[^ ]*' | sort -t. -k3 -n | paste -sd' '",
+    );
+    let want: Vec<String> = (0..N / 2)
+        .map(|s| format!("altname bridge-helper.65534.{s}"))
+        .collect();
+    assert_eq!(slots.trim(), want.join(" "));
     drop(fds);
     assert_no_taps(&ns);
 }

@@ -6,6 +6,7 @@ use common::*;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::process::Output;
 
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
@@ -239,4 +240,153 @@ fn root_sets_the_limit_in_a_file_qemus_helper_never_reads() {
             3,
             "/etc/qemu/bridge-helper.conf: writable by group or others",
         );
+}
+
+fn altnames(ns: &NetNs, tap: &str) -> Vec<String> {
+    ns.ip(&["-d", "link", "show", "dev", tap])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("altname "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn ip_as_user(sb: &Sandbox, ns: &NetNs, args: &[&str]) -> Output {
+    output(
+        sb.command(ns, "/usr/sbin/ip", Jail::user(NOBODY))
+            .args(args),
+    )
+}
+
+#[test]
+fn each_tap_is_listed_for_its_owner_in_a_slot_the_owner_cannot_change() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let first = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let second = sb
+        .run_helper(&ns, Mode::FileCaps, &["--br=br0"])
+        .expect_tap();
+    let (a, _) = tun_get_iff(&first);
+    let (b, _) = tun_get_iff(&second);
+    assert_eq!(altnames(&ns, &a), ["bridge-helper.65534.0"]);
+    assert_eq!(altnames(&ns, &b), ["bridge-helper.65534.1"]);
+    for args in [
+        [
+            "link",
+            "property",
+            "del",
+            "dev",
+            &a,
+            "altname",
+            "bridge-helper.65534.0",
+        ],
+        [
+            "link",
+            "property",
+            "add",
+            "dev",
+            &a,
+            "altname",
+            "bridge-helper.65534.7",
+        ],
+        [
+            "link",
+            "property",
+            "add",
+            "dev",
+            "br0",
+            "altname",
+            "bridge-helper.65534.2",
+        ],
+    ] {
+        let out = ip_as_user(&sb, &ns, &args);
+        assert!(!out.status.success(), "a user ran ip {args:?}");
+    }
+    assert_eq!(altnames(&ns, &a), ["bridge-helper.65534.0"]);
+    // A closed tap frees its slot for the next one.
+    drop(first);
+    let third = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (c, _) = tun_get_iff(&third);
+    assert_eq!(altnames(&ns, &c), ["bridge-helper.65534.0"]);
+}
+
+#[test]
+fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 1\n", 0o644);
+    // The administrator's persistent tap, owned by the user and put in the
+    // user's slot 0 by hand, but without the marker: never removed.
+    let uid = NOBODY.to_string();
+    ns.ip(&[
+        "tuntap", "add", "dev", "admintap", "mode", "tap", "user", &uid,
+    ]);
+    ns.ip(&[
+        "link",
+        "property",
+        "add",
+        "dev",
+        "admintap",
+        "altname",
+        "bridge-helper.65534.0",
+    ]);
+    let held: Vec<OwnedFd> = (0..4)
+        .map(|_| sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap())
+        .collect();
+    let names: Vec<String> = held.iter().map(|fd| tun_get_iff(fd).0).collect();
+    for (slot, name) in (1..).zip(&names) {
+        assert_eq!(altnames(&ns, name), [format!("bridge-helper.65534.{slot}")]);
+    }
+    // Slots 1 and 2 empty when their VMs end; 3 and 4 are abandoned.
+    make_persistent_as(&sb, &ns, &held[2], NOBODY);
+    make_persistent_as(&sb, &ns, &held[3], NOBODY);
+    drop(held);
+
+    let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
+    for gone in &names[2..] {
+        assert!(
+            run.stderr.contains(&format!("removed '{gone}'")),
+            "{gone}: {}",
+            run.stderr
+        );
+    }
+    let fd = run.expect_tap();
+    let (new, _) = tun_get_iff(&fd);
+    assert_eq!(altnames(&ns, &new), ["bridge-helper.65534.1"]);
+    assert_eq!(persistent_taps(&ns), ["admintap"]);
+}
+
+#[test]
+fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
+    // The scan stops after four empty slots in a row. To hide a tap that
+    // way, the user must first have held the four below it at once.
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 1\n", 0o644);
+    let held: Vec<OwnedFd> = (0..5)
+        .map(|_| sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap())
+        .collect();
+    let hidden = tun_get_iff(&held[4]).0;
+    make_persistent_as(&sb, &ns, &held[4], NOBODY);
+    drop(held);
+
+    let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    let kept = run.expect_tap();
+    assert_eq!(
+        altnames(&ns, &tun_get_iff(&kept).0),
+        ["bridge-helper.65534.0"]
+    );
+    assert_eq!(persistent_taps(&ns), std::slice::from_ref(&hidden));
+
+    let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
+    assert!(
+        run.stderr.contains(&format!("removed '{hidden}'")),
+        "{}",
+        run.stderr
+    );
+    drop(run.expect_tap());
+    assert!(persistent_taps(&ns).is_empty());
 }

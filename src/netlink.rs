@@ -16,6 +16,7 @@ use crate::sys;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
@@ -182,7 +183,8 @@ impl Route {
                         Err(e) => Err(e),
                         Ok(()) => Err(Errno::EPROTO.into()),
                     },
-                    _ => Ok(Some(parse_link(payload))),
+                    RTM_NEWLINK => Ok(Some(parse_link(payload))),
+                    _ => Err(Errno::EPROTO.into()),
                 });
             }
         }

@@ -35,6 +35,9 @@ pub struct Request {
 pub enum TestHook {
     Panic,
     PauseBeforeSend,
+    /// After the scan and the tap, before its slot: the window in which a
+    /// user's other runs can change what the scan saw.
+    PauseBeforeClaim,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +128,7 @@ fn test_hook(arg: &[u8]) -> Option<TestHook> {
     match arg {
         b"--test-panic" => Some(TestHook::Panic),
         b"--test-pause" => Some(TestHook::PauseBeforeSend),
+        b"--test-pause-claim" => Some(TestHook::PauseBeforeClaim),
         _ => None,
     }
 }

@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use crate::error::Error;
 use crate::escape::quote;
 use crate::netlink::{Link, NlError, Route};
-use crate::registry::{self, slot_name, Scan, BATCH};
+use crate::registry::{slot_name, Scan, BATCH};
 
 /// The alias that marks a tap as made by this helper for `uid`.
 pub fn marker(uid: u32) -> Vec<u8> {
@@ -45,61 +45,119 @@ pub fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
     abandoned
 }
 
-/// How this run finds the caller's taps.
+/// How many times a run scans again when its user's other runs took every
+/// free slot it saw; a bound, so that no caller can make a run loop.
+const CLAIM_ROUNDS: usize = 64;
+
+/// The caller's taps as this run knows them, and the rule that bounds the
+/// abandoned ones.
 #[derive(Debug)]
-pub enum Registry {
-    /// The caller's slots, as scanned (see [`crate::registry`]).
-    Slots(Scan),
-    /// A kernel without altname lookups (before 5.5): every tun device is
-    /// listed instead, and new taps get no slot.
-    Listing,
+pub struct Registry {
+    uid: u32,
+    limit: usize,
+    /// The caller's slots as last scanned (see [`crate::registry`]), or
+    /// `None` on a kernel without altname lookups (before 5.5), where every
+    /// tun device is listed instead and new taps get no slot.
+    slots: Option<Scan>,
 }
 
 /// Removes the caller's abandoned taps beyond the limit, saying so on
 /// stderr, and returns what the new tap's slot is chosen from.
 pub fn reap(route: &mut Route, uid: u32, limit: usize) -> Result<Registry, Error> {
-    let mut registry = match scan(route, uid)? {
-        Some(scan) => Registry::Slots(scan),
-        None => Registry::Listing,
-    };
-    let doomed: Vec<(u32, Vec<u8>)> = {
-        let listed;
-        let links = match &registry {
-            Registry::Slots(scan) => &scan.links,
-            Registry::Listing => {
-                listed = route
-                    .tun_links()
-                    .map_err(|e| Error::kernel("listing tap devices", e))?;
-                &listed
-            }
-        };
-        to_reap(links, uid, limit)
-            .into_iter()
-            .map(|l| (l.index, l.name.clone()))
-            .collect()
-    };
-    for (index, name) in doomed {
-        match route.delete(index) {
-            Ok(()) => {}
-            // Gone meanwhile: nothing left to do.
-            Err(NlError {
-                errno: Errno::ENODEV,
-                ..
-            }) => {}
-            Err(e) => {
-                let what = format!("removing abandoned persistent tap {}", quote(&name));
-                return Err(Error::kernel(what, e));
-            }
-        }
-        if let Registry::Slots(scan) = &mut registry {
-            scan.forget(index, uid);
-        }
-        crate::report::notice(&format!(
-            "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
-            quote(&name)
-        ));
-    }
+    let slots = scan(route, uid)?;
+    let mut registry = Registry { uid, limit, slots };
+    registry.remove_excess(route)?;
     Ok(registry)
+}
+
+impl Registry {
+    fn remove_excess(&mut self, route: &mut Route) -> Result<(), Error> {
+        let (uid, limit) = (self.uid, self.limit);
+        let doomed: Vec<(u32, Vec<u8>)> = {
+            let listed;
+            let links = match &self.slots {
+                Some(scan) => &scan.links,
+                None => {
+                    listed = route
+                        .tun_links()
+                        .map_err(|e| Error::kernel("listing tap devices", e))?;
+                    &listed
+                }
+            };
+            to_reap(links, uid, limit)
+                .into_iter()
+                .map(|l| (l.index, l.name.clone()))
+                .collect()
+        };
+        for (index, name) in doomed {
+            match route.delete(index) {
+                Ok(()) => {}
+                // Gone meanwhile: nothing left to do.
+                Err(NlError {
+                    errno: Errno::ENODEV,
+                    ..
+                }) => {}
+                Err(e) => {
+                    let what = format!("removing abandoned persistent tap {}", quote(&name));
+                    return Err(Error::kernel(what, e));
+                }
+            }
+            if let Some(scan) = &mut self.slots {
+                scan.forget(index, uid);
+            }
+            crate::report::notice(&format!(
+                "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
+                quote(&name)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts the new tap `name` in the caller's lowest free slot and returns
+    /// the altname it now has, or `None` on a kernel without altnames.
+    ///
+    /// Only slots this run's scan saw free are tried. A slot past the
+    /// scan's end may lie above taps it never saw; were the tap put there,
+    /// a user who stalls some runs and lets others fill the low slots could
+    /// raise each new tap above the last abandoned ones, out of every later
+    /// scan's reach. When the user's other runs have taken every slot seen
+    /// free, the run scans (and reaps) again instead.
+    pub fn claim(&mut self, route: &mut Route, name: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        for _ in 0..CLAIM_ROUNDS {
+            let Some(seen) = &self.slots else {
+                return Ok(None);
+            };
+            for slot in seen.holes() {
+                let altname = slot_name(self.uid, slot);
+                match route.add_altname(name, &altname) {
+                    Ok(()) => return Ok(Some(altname)),
+                    // Taken since the scan by another run of the same user.
+                    Err(NlError {
+                        errno: Errno::EEXIST,
+                        ..
+                    }) => continue,
+                    Err(e) => {
+                        let what = format!("{}: adding altname {}", quote(name), quote(&altname));
+                        return Err(Error::kernel(what, e));
+                    }
+                }
+            }
+            self.slots = Some(scan(route, self.uid)?.ok_or_else(|| {
+                Error::kernel(
+                    "looking up the caller's taps by altname",
+                    "no longer supported",
+                )
+            })?);
+            self.remove_excess(route)?;
+        }
+        Err(Error::kernel(
+            format!("{}: adding an altname", quote(name)),
+            format!(
+                "uid {}'s other requests took every free slot {CLAIM_ROUNDS} times in a row",
+                self.uid
+            ),
+        ))
+    }
 }
 
 /// Scans the caller's slots; `None` if the kernel cannot look links up
@@ -121,39 +179,6 @@ fn scan(route: &mut Route, uid: u32) -> Result<Option<Scan>, Error> {
         }
     }
     Ok(Some(scan))
-}
-
-/// Puts the new tap `name` in the caller's lowest free slot and returns
-/// the altname it now has, or `None` on a kernel without altnames.
-pub fn claim(
-    route: &mut Route,
-    name: &[u8],
-    uid: u32,
-    registry: &Registry,
-) -> Result<Option<Vec<u8>>, Error> {
-    let Registry::Slots(scan) = registry else {
-        return Ok(None);
-    };
-    for slot in scan.free_slots() {
-        let altname = slot_name(uid, slot);
-        match route.add_altname(name, &altname) {
-            Ok(()) => return Ok(Some(altname)),
-            // Taken since the scan by another run of the same user, or
-            // held above a gap the scan stopped at: try the next one.
-            Err(NlError {
-                errno: Errno::EEXIST,
-                ..
-            }) => continue,
-            Err(e) => {
-                let what = format!("{}: adding altname {}", quote(name), quote(&altname));
-                return Err(Error::kernel(what, e));
-            }
-        }
-    }
-    Err(Error::kernel(
-        format!("{}: adding an altname", quote(name)),
-        format!("all {} slots of uid {uid} are taken", registry::MAX_SLOTS),
-    ))
 }
 
 #[cfg(test)]

@@ -84,15 +84,28 @@ fn run() -> Result<(), Error> {
         Path::new(config::SETTINGS_FILE),
         defaults,
     )?;
-    let registry = leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
+    let mut registry = leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
     let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
-    tap.attach(&mut route, &bridge, privileges.uid, &registry)?;
+    if request.hook == Some(TestHook::PauseBeforeClaim) {
+        pause(&format!(
+            "paused before claiming a slot for {}",
+            quote(&tap.name)
+        ));
+    }
+    // Findable by the caller's later runs before it is in the bridge.
+    let slot = registry.claim(&mut route, &tap.name)?;
+    tap.attach(&mut route, &bridge, privileges.uid, slot.as_deref())?;
     if request.hook == Some(TestHook::PauseBeforeSend) {
-        report::notice(&format!("paused before sending {}", quote(&tap.name)));
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        pause(&format!("paused before sending {}", quote(&tap.name)));
     }
     privs::drop_all()?;
     fdpass::send(socket, request.fd, tap.fd.as_fd())
+}
+
+/// A test-hooks stop: the test resumes the run with SIGCONT.
+fn pause(why: &str) {
+    report::notice(why);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
 }
 
 /// Turns the ACL's verdict on a bridge name into the run's outcome.

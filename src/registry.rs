@@ -85,16 +85,12 @@ impl Scan {
         self.links.retain(|l| l.index != index);
     }
 
-    /// Free slots, lowest first: the holes the scan saw, then the slots
-    /// past its end. Bounded so that no caller can make a run loop forever.
-    pub fn free_slots(&self) -> impl Iterator<Item = usize> + '_ {
-        let holes = self
-            .taken
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !**t)
-            .map(|(slot, _)| slot);
-        holes.chain(self.taken.len()..MAX_SLOTS)
+    /// The slots the scan saw free, lowest first. A finished scan ends in
+    /// [`GAP`] of them, so there is always a choice; slots past its end
+    /// are never offered (see `leftovers::Registry::claim`).
+    pub fn holes(&self) -> Vec<usize> {
+        let seen = self.taken.iter().enumerate();
+        seen.filter(|(_, t)| !**t).map(|(slot, _)| slot).collect()
     }
 }
 
@@ -131,7 +127,7 @@ mod tests {
     fn a_user_without_taps_costs_one_batch() {
         let s = scan(&[None; BATCH], 7);
         assert!(s.done());
-        assert_eq!(s.free_slots().next(), Some(0));
+        assert_eq!(s.holes(), [0, 1, 2, 3]);
     }
 
     #[test]
@@ -140,7 +136,7 @@ mod tests {
         layout.extend([None; GAP - 1]);
         let s = scan(&layout, 7);
         assert!(!s.done());
-        assert_eq!(s.free_slots().take(3).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(s.holes(), [1, 2, 4, 5, 6]);
         let mut s = s;
         s.record([None]);
         assert!(s.done());
@@ -151,7 +147,7 @@ mod tests {
     fn removed_taps_free_their_slots() {
         let mut s = scan(&[Some(10), Some(11), Some(12)], 7);
         s.forget(11, 7);
-        assert_eq!(s.free_slots().next(), Some(1));
+        assert_eq!(s.holes(), [1]);
         assert_eq!(s.links.len(), 2);
         s.forget(99, 7);
         assert_eq!(s.links.len(), 2);
@@ -163,7 +159,7 @@ mod tests {
         s.record([Some(link(10, 7, &[0, 1])), Some(link(10, 7, &[0, 1]))]);
         assert_eq!(s.links.len(), 1);
         s.forget(10, 7);
-        assert_eq!(s.free_slots().take(2).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(s.holes(), [0, 1]);
     }
 
     #[test]
@@ -171,6 +167,6 @@ mod tests {
         let mut s = Scan::default();
         s.record((0..MAX_SLOTS).map(|i| Some(link(i as u32 + 1, 7, &[i]))));
         assert!(s.done());
-        assert_eq!(s.free_slots().next(), None);
+        assert!(s.holes().is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use crate::config::TAP_PATTERN;
 use crate::error::Error;
 use crate::escape::quote;
-use crate::leftovers::{self, Registry};
+use crate::leftovers;
 use crate::netlink::{Link, Route, Setup, IFF_UP};
 use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR};
 
@@ -55,13 +55,14 @@ impl Tap {
     }
 
     /// Owner, MTU, MAC, marker, bridge and link state, then reads it all
-    /// back: the fd is only handed over if the tap is exactly as intended.
+    /// back, with the slot altname if it got one: the fd is only handed
+    /// over if the tap is exactly as intended.
     pub fn attach(
         &self,
         route: &mut Route,
         bridge: &Link,
         owner: u32,
-        registry: &Registry,
+        slot: Option<&[u8]>,
     ) -> Result<(), Error> {
         // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
         // should its holder make it persistent.
@@ -72,8 +73,6 @@ impl Tap {
         // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
         // any real NIC's, so adding a VM never changes the bridge's address.
         mac[0] = 0xfe;
-        // Findable by the caller's later runs before it is in the bridge.
-        let slot = leftovers::claim(route, &self.name, owner, registry)?;
         let alias = leftovers::marker(owner);
         let setup = Setup {
             mtu: bridge.mtu,
@@ -87,7 +86,7 @@ impl Tap {
                 e,
             )
         })?;
-        self.verify(route, bridge, &setup, owner, slot.as_deref())
+        self.verify(route, bridge, &setup, owner, slot)
     }
 
     fn verify(

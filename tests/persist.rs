@@ -305,6 +305,7 @@ fn each_tap_is_listed_for_its_owner_in_a_slot_the_owner_cannot_change() {
     assert_eq!(altnames(&ns, &a), ["bridge-helper.65534.0"]);
     // A closed tap frees its slot for the next one.
     drop(first);
+    wait_for_taps(&ns, &[&b]);
     let third = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let (c, _) = tun_get_iff(&third);
     assert_eq!(altnames(&ns, &c), ["bridge-helper.65534.0"]);
@@ -342,6 +343,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
     make_persistent_as(&sb, &ns, &held[2], NOBODY);
     make_persistent_as(&sb, &ns, &held[3], NOBODY);
     drop(held);
+    wait_for_taps(&ns, &[&names[2], &names[3]]);
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     for gone in &names[2..] {
@@ -371,6 +373,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     let hidden = tun_get_iff(&held[4]).0;
     make_persistent_as(&sb, &ns, &held[4], NOBODY);
     drop(held);
+    wait_for_taps(&ns, &[&hidden]);
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert!(run.stderr.is_empty(), "{}", run.stderr);

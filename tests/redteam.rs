@@ -259,3 +259,96 @@ fn a_small_stack_limit_gives_a_documented_status() {
     );
     run.expect_refusal(5, "RLIMIT_STACK is too small");
 }
+
+/// Starts the setuid helper with `--test-pause-claim`, returns it stopped
+/// after its scan and its tap, before it claims a slot.
+#[cfg(feature = "test-hooks")]
+fn stopped_before_claim(sb: &Sandbox, ns: &NetNs, helper: &std::path::Path) -> (Running, OwnedFd) {
+    let (ours, theirs) = socketpair();
+    clear_cloexec(theirs.as_raw_fd());
+    let mut cmd = sb.command(ns, helper, Jail::for_mode(Mode::Setuid));
+    cmd.args([
+        "--test-pause-claim",
+        "--br=br0",
+        &format!("--fd={}", theirs.as_raw_fd()),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let running = start(&mut cmd);
+    drop(theirs);
+    running.wait_stopped(std::time::Duration::from_secs(10));
+    (running, ours)
+}
+
+#[cfg(feature = "test-hooks")]
+fn resume(running: Running, ours: OwnedFd) -> HelperRun {
+    let pid = nix::unistd::Pid::from_raw(running.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = running.wait_within(std::time::Duration::from_secs(10));
+    HelperRun::collect(out, ours)
+}
+
+#[cfg(feature = "test-hooks")]
+fn slot_of(ns: &NetNs, fd: &OwnedFd) -> String {
+    let (name, _) = tun_get_iff(fd);
+    ns.ip(&["-d", "link", "show", "dev", &name])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("altname bridge-helper.65534."))
+        .unwrap_or_else(|| panic!("{name} has no slot"))
+        .to_string()
+}
+
+/// Finding (fixed): a run that claimed slots past the end of its own scan
+/// could be made to climb over hidden abandoned taps. Abandoned taps sit
+/// above four empty slots; five runs are stopped after their scans (which
+/// stop at that gap); four are let go and fill the gap; the fifth then got
+/// EEXIST on every slot up to the hidden taps and claimed the first one
+/// above them, so the user could pile up abandoned taps without limit
+/// while holding five at a time. Now a run only takes slots its scan saw
+/// free, and scans (and reaps) again when those are gone.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_stalled_run_cannot_climb_over_hidden_taps() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 1\n", 0o644);
+    let helper = sb.install(HELPER, Mode::Setuid);
+    // Slots 0-3 held, then closed; slots 4 and 5 made persistent: hidden.
+    let held: Vec<OwnedFd> = (0..6)
+        .map(|_| sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap())
+        .collect();
+    let hidden: Vec<String> = held[4..].iter().map(|fd| tun_get_iff(fd).0).collect();
+    for fd in &held[4..] {
+        persist_as_holder(&sb, &ns, fd, false);
+    }
+    drop(held);
+    wait_for_taps(&ns, &[&hidden[0], &hidden[1]]);
+
+    let stalled: Vec<(Running, OwnedFd)> = (0..5)
+        .map(|_| stopped_before_claim(&sb, &ns, &helper))
+        .collect();
+    let mut stalled = stalled.into_iter();
+    let (last, last_sock) = stalled.next().unwrap();
+    let fillers: Vec<OwnedFd> = stalled
+        .map(|(running, ours)| resume(running, ours).expect_tap())
+        .collect();
+    let mut filled: Vec<String> = fillers.iter().map(|fd| slot_of(&ns, fd)).collect();
+    filled.sort();
+    assert_eq!(filled, ["0", "1", "2", "3"]);
+
+    let run = resume(last, last_sock);
+    for tap in &hidden {
+        assert!(
+            run.stderr.contains(&format!("removed '{tap}'")),
+            "{tap}: {}",
+            run.stderr
+        );
+    }
+    let fd = run.expect_tap();
+    assert_eq!(
+        slot_of(&ns, &fd),
+        "4",
+        "the stalled run landed above the hidden taps"
+    );
+}

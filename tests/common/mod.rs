@@ -553,6 +553,23 @@ pub const IFF_NO_PI: i16 = 0x1000;
 pub const IFF_PERSIST: i16 = 0x0800;
 pub const IFF_VNET_HDR: i16 = 0x4000;
 
+/// Waits (briefly) until the namespace holds exactly the taps `keep`: a
+/// closed tap lingers while a child forked by a parallel test still holds
+/// a copy of its fd, until that child's exec closes it.
+pub fn wait_for_taps(ns: &NetNs, keep: &[&str]) {
+    let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    for _ in 0..100 {
+        let mut now = ns.taps();
+        now.sort();
+        if now == want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("taps {:?}, wanted {want:?}", ns.taps());
+}
+
 /// Waits (briefly) until no tap is left in the namespace.
 pub fn assert_no_taps(ns: &NetNs) {
     for _ in 0..50 {

@@ -8,13 +8,13 @@
 //! taps is then a scan of slots 0, 1, 2, … that ends after [`GAP`] empty
 //! slots in a row: its cost follows the caller's own taps, not the host's.
 //!
-//! A slot empties when its tap goes away with its last fd. A tap above a
-//! gap of [`GAP`] empty slots is not seen. Every slot below a new tap's
-//! was taken when the tap was made (slots are filled lowest first), so
-//! such a gap means the caller once held that many more taps at once and
-//! then let them go: what can hide is bounded by what the caller once
-//! held, and each tap made afterwards fills the gap from below until the
-//! scan sees past it again.
+//! A slot empties when its tap goes away with its last fd. Taps above a
+//! gap of [`GAP`] empty slots are not seen. A new tap only ever takes a
+//! slot its own run's scan saw free (see `leftovers::Registry::claim`), so
+//! every slot below it was looked at: to hide abandoned taps, a user must
+//! hold them and the [`GAP`] taps below at once, then close those. What can
+//! hide is bounded by what the user once held open, and repeated requests
+//! cannot add to it; it is found again when a scan next reaches it.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;

@@ -242,14 +242,6 @@ fn root_sets_the_limit_in_a_file_qemus_helper_never_reads() {
         );
 }
 
-fn altnames(ns: &NetNs, tap: &str) -> Vec<String> {
-    ns.ip(&["-d", "link", "show", "dev", tap])
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("altname "))
-        .map(str::to_string)
-        .collect()
-}
-
 fn ip_as_user(sb: &Sandbox, ns: &NetNs, args: &[&str]) -> Output {
     output(
         sb.command(ns, "/usr/sbin/ip", Jail::user(NOBODY))
@@ -268,8 +260,8 @@ fn each_tap_is_listed_for_its_owner_in_a_slot_the_owner_cannot_change() {
         .expect_tap();
     let (a, _) = tun_get_iff(&first);
     let (b, _) = tun_get_iff(&second);
-    assert_eq!(altnames(&ns, &a), ["bridge-helper.65534.0"]);
-    assert_eq!(altnames(&ns, &b), ["bridge-helper.65534.1"]);
+    assert_eq!(ns.altnames(&a), ["bridge-helper.65534.0"]);
+    assert_eq!(ns.altnames(&b), ["bridge-helper.65534.1"]);
     for args in [
         [
             "link",
@@ -302,13 +294,13 @@ fn each_tap_is_listed_for_its_owner_in_a_slot_the_owner_cannot_change() {
         let out = ip_as_user(&sb, &ns, &args);
         assert!(!out.status.success(), "a user ran ip {args:?}");
     }
-    assert_eq!(altnames(&ns, &a), ["bridge-helper.65534.0"]);
+    assert_eq!(ns.altnames(&a), ["bridge-helper.65534.0"]);
     // A closed tap frees its slot for the next one.
     drop(first);
     wait_for_taps(&ns, &[&b]);
     let third = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let (c, _) = tun_get_iff(&third);
-    assert_eq!(altnames(&ns, &c), ["bridge-helper.65534.0"]);
+    assert_eq!(ns.altnames(&c), ["bridge-helper.65534.0"]);
 }
 
 #[test]
@@ -337,7 +329,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
         .collect();
     let names: Vec<String> = held.iter().map(|fd| tun_get_iff(fd).0).collect();
     for (slot, name) in (1..).zip(&names) {
-        assert_eq!(altnames(&ns, name), [format!("bridge-helper.65534.{slot}")]);
+        assert_eq!(ns.altnames(name), [format!("bridge-helper.65534.{slot}")]);
     }
     // Slots 1 and 2 empty when their VMs end; 3 and 4 are abandoned.
     make_persistent_as(&sb, &ns, &held[2], NOBODY);
@@ -355,7 +347,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
     }
     let fd = run.expect_tap();
     let (new, _) = tun_get_iff(&fd);
-    assert_eq!(altnames(&ns, &new), ["bridge-helper.65534.1"]);
+    assert_eq!(ns.altnames(&new), ["bridge-helper.65534.1"]);
     assert_eq!(persistent_taps(&ns), ["admintap"]);
 }
 
@@ -379,7 +371,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     assert!(run.stderr.is_empty(), "{}", run.stderr);
     let kept = run.expect_tap();
     assert_eq!(
-        altnames(&ns, &tun_get_iff(&kept).0),
+        ns.altnames(&tun_get_iff(&kept).0),
         ["bridge-helper.65534.0"]
     );
     assert_eq!(persistent_taps(&ns), std::slice::from_ref(&hidden));

@@ -293,11 +293,10 @@ fn resume(running: Running, ours: OwnedFd) -> HelperRun {
 #[cfg(feature = "test-hooks")]
 fn slot_of(ns: &NetNs, fd: &OwnedFd) -> String {
     let (name, _) = tun_get_iff(fd);
-    ns.ip(&["-d", "link", "show", "dev", &name])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("altname bridge-helper.65534."))
+    ns.altnames(&name)
+        .iter()
+        .find_map(|a| a.strip_prefix("bridge-helper.65534.").map(str::to_string))
         .unwrap_or_else(|| panic!("{name} has no slot"))
-        .to_string()
 }
 
 /// Finding (fixed): a run that claimed slots past the end of its own scan

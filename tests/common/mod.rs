@@ -93,6 +93,15 @@ impl NetNs {
     }
 
     /// Names of all interfaces whose name starts with "tap".
+    /// The alternative names of `dev`, as `ip -d link show` lists them.
+    pub fn altnames(&self, dev: &str) -> Vec<String> {
+        self.ip(&["-d", "link", "show", "dev", dev])
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("altname "))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn taps(&self) -> Vec<String> {
         self.ip(&["-o", "link", "show"])
             .lines()

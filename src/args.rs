@@ -38,6 +38,9 @@ pub enum TestHook {
     /// After the scan and the tap, before its slot: the window in which a
     /// user's other runs can change what the scan saw.
     PauseBeforeClaim,
+    /// After choosing the tap's name, before creating it: the window in
+    /// which another run can take that name.
+    PauseBeforeCreate,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +132,7 @@ fn test_hook(arg: &[u8]) -> Option<TestHook> {
         b"--test-panic" => Some(TestHook::Panic),
         b"--test-pause" => Some(TestHook::PauseBeforeSend),
         b"--test-pause-claim" => Some(TestHook::PauseBeforeClaim),
+        b"--test-pause-create" => Some(TestHook::PauseBeforeCreate),
         _ => None,
     }
 }

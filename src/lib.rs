@@ -3,7 +3,8 @@
 //!
 //! Pure logic (no system calls, `#![forbid(unsafe_code)]`): [`args`],
 //! [`acl`], [`aclfile`] (behind its `Files` trait), [`ifname`], [`escape`],
-//! [`leftovers`]' selection, [`registry`], [`netlink`]'s message parsing.
+//! [`leftovers`]' selection, [`registry`], [`tapname`], [`netlink`]'s
+//! message parsing.
 //! System code: [`sys`] holds every `unsafe` block; [`privs`], [`fdpass`],
 //! [`tap`] and [`netlink`]'s socket use it or nix's safe wrappers.
 
@@ -23,3 +24,4 @@ pub mod report;
 pub mod settings;
 pub mod sys;
 pub mod tap;
+pub mod tapname;

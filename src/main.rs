@@ -85,7 +85,11 @@ fn run() -> Result<(), Error> {
         defaults,
     )?;
     let mut registry = leftovers::reap(&mut route, privileges.uid, settings.max_abandoned_taps)?;
-    let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet)?;
+    let name = privileges.lowered(|| tap::free_name(&route))?;
+    if request.hook == Some(TestHook::PauseBeforeCreate) {
+        pause("paused before creating the tap");
+    }
+    let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet, name.as_deref())?;
     if request.hook == Some(TestHook::PauseBeforeClaim) {
         pause(&format!(
             "paused before claiming a slot for {}",

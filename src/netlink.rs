@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -132,6 +132,11 @@ impl Route {
             seq: 0,
             buf: vec![0; 64 * 1024],
         })
+    }
+
+    /// The socket, for the interface ioctls that any socket takes.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Looks an interface up by name; `None` if there is none.

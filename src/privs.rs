@@ -28,6 +28,25 @@ impl Dropped {
             Err(Error::NoNetAdmin)
         }
     }
+
+    /// Runs `f` with CAP_NET_ADMIN still permitted but not effective, then
+    /// makes it effective again: for lookups that must not act with it.
+    pub fn lowered<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        let held = CapSets {
+            effective: if self.net_admin { NET_ADMIN } else { 0 },
+            permitted: if self.net_admin { NET_ADMIN } else { 0 },
+            inheritable: 0,
+        };
+        let fail = |e: nix::Error| Error::Privileges(format!("capset: {}", e.desc()));
+        sys::capset(&CapSets {
+            effective: 0,
+            ..held
+        })
+        .map_err(fail)?;
+        let out = f();
+        sys::capset(&held).map_err(fail)?;
+        Ok(out)
+    }
 }
 
 /// Where the tap's /dev/net/tun descriptor comes from: opened while still

@@ -13,6 +13,8 @@ pub const IFF_TAP: i16 = 0x0002;
 pub const IFF_NO_PI: i16 = 0x1000;
 pub const IFF_VNET_HDR: i16 = 0x4000;
 pub const IFF_PERSIST: i16 = 0x0800;
+/// TUNSETIFF fails with EBUSY if the name exists, rather than attaching.
+pub const IFF_TUN_EXCL: i16 = 0x8000_u16 as i16;
 
 // From <linux/if_tun.h> and <linux/sockios.h>.
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
@@ -20,6 +22,7 @@ const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
 const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf;
 const TUNGETIFF: libc::Ioctl = 0x8004_54d2;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
+const SIOCGIFINDEX: libc::Ioctl = 0x8933;
 
 /// `struct ifreq` as raw bytes: the name, then a 24-byte union of which we
 /// read only plain integers, so no union access is needed.
@@ -175,7 +178,26 @@ pub fn tun_features(tun: BorrowedFd<'_>) -> Result<u32, Errno> {
     Ok(features)
 }
 
-/// TUNSETIFF with a name pattern; returns the name the kernel chose.
+/// Whether an interface in the socket's network namespace has this name
+/// or altname. With CAP_NET_ADMIN effective, a miss also makes the kernel
+/// try to load a module `netdev-NAME`: call it without.
+pub fn name_in_use(sock: BorrowedFd<'_>, name: &[u8]) -> Result<bool, Errno> {
+    let mut req = IfReq::default();
+    if name.len() >= req.name.len() {
+        return Err(Errno::EINVAL);
+    }
+    req.name[..name.len()].copy_from_slice(name);
+    // SAFETY: SIOCGIFINDEX reads the NUL-terminated name of a struct ifreq
+    // (IfReq's 40 bytes) and writes an int into its union.
+    match check(unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFINDEX, &mut req) }) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENODEV) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// TUNSETIFF with a name or a name pattern; returns the name the kernel
+/// gave the interface.
 pub fn tun_set_iff(tun: BorrowedFd<'_>, pattern: &[u8], flags: i16) -> Result<Vec<u8>, Errno> {
     let mut req = IfReq::default();
     let len = pattern.len().min(15);

@@ -3,12 +3,15 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use nix::errno::Errno;
+
 use crate::config::TAP_PATTERN;
 use crate::error::Error;
 use crate::escape::quote;
 use crate::leftovers;
 use crate::netlink::{Link, Route, Setup, IFF_UP};
-use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR};
+use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR};
+use crate::tapname;
 
 /// The bridge to join, checked to exist and to be a Linux bridge.
 pub fn find_bridge(route: &mut Route, name: &[u8]) -> Result<Link, Error> {
@@ -33,15 +36,36 @@ pub struct Tap {
     flags: i16,
 }
 
-pub fn create(tun: OwnedFd, use_vnet: bool) -> Result<Tap, Error> {
+/// A `tapN` that no interface has: see [`tapname`]. `None` if the lookups
+/// failed or found no free number; the kernel then picks with `tap%d`.
+/// Call it with CAP_NET_ADMIN lowered (see [`sys::name_in_use`]).
+pub fn free_name(route: &Route) -> Option<Vec<u8>> {
+    tapname::search(|n| sys::name_in_use(route.socket(), &tapname::name(n)))
+        .ok()
+        .flatten()
+        .map(tapname::name)
+}
+
+/// Creates the tap, named `name` if it is still free, else by the
+/// kernel's `tap%d`.
+pub fn create(tun: OwnedFd, use_vnet: bool, name: Option<&[u8]>) -> Result<Tap, Error> {
     let features =
         sys::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e.desc()))?;
     let mut flags = IFF_TAP | IFF_NO_PI;
     if use_vnet && features & (IFF_VNET_HDR as u16 as u32) != 0 {
         flags |= IFF_VNET_HDR;
     }
-    let name = sys::tun_set_iff(tun.as_fd(), TAP_PATTERN, flags)
-        .map_err(|e| Error::kernel("creating a tap (TUNSETIFF)", e.desc()))?;
+    let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e.desc());
+    // IFF_TUN_EXCL: a name that exists by now (another run took it) fails
+    // with EBUSY; without it, TUNSETIFF would attach to that interface.
+    let named = name.map(|n| sys::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
+    let name = match named {
+        Some(Ok(name)) => name,
+        None | Some(Err(Errno::EBUSY)) => {
+            sys::tun_set_iff(tun.as_fd(), TAP_PATTERN, flags | IFF_TUN_EXCL).map_err(failed)?
+        }
+        Some(Err(e)) => return Err(failed(e)),
+    };
     Ok(Tap {
         fd: tun,
         name,

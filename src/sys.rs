@@ -19,8 +19,9 @@ pub const IFF_TUN_EXCL: i16 = 0x8000_u16 as i16;
 // From <linux/if_tun.h> and <linux/sockios.h>.
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
-const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf;
-const TUNGETIFF: libc::Ioctl = 0x8004_54d2;
+// The request type is signed on musl and unsigned on glibc.
+const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf_u32 as libc::Ioctl;
+const TUNGETIFF: libc::Ioctl = 0x8004_54d2_u32 as libc::Ioctl;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const SIOCGIFINDEX: libc::Ioctl = 0x8933;
 
@@ -388,7 +389,7 @@ unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
 #[macro_export]
 macro_rules! run_before_std_init {
     ($name:ident = $f:path) => {
-        // SAFETY (of the section): glibc calls each .init_array entry as a
+        // SAFETY (of the section): the C library calls each .init_array entry as a
         // function, with (argc, argv, envp) that an `extern "C" fn()`
         // ignores; `$f` is such a function, and `#[used]` keeps the entry
         // through LTO and section garbage collection.

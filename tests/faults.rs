@@ -245,7 +245,7 @@ impl Bench {
 }
 
 /// Every system call of a normal run, and where `main` begins: before it
-/// run the dynamic loader, glibc's and Rust's start-up code.
+/// run the C library's and Rust's start-up code.
 struct Plan {
     calls: Vec<(String, usize)>,
     main_at: usize,
@@ -379,8 +379,8 @@ fn sigkill_at_every_syscall_leaves_no_tap() {
 }
 
 /// Judges an error injection: a clean exit, except that before `main` the
-/// dynamic loader, glibc and Rust's start-up code may die of SIGSEGV or
-/// SIGABRT (ld.so on a failed first mmap, glibc on a brk "error" the real
+/// C library's and Rust's start-up code may die of SIGSEGV or SIGABRT
+/// (musl's secure-mode check of fds 0-2, glibc on a brk "error" the real
 /// system call never returns, std aborting when it cannot check fds 0-2,
 /// ignore SIGPIPE or map its signal stack). No tap can exist then, and
 /// check_run still asserts that none does and that no fd was sent.

@@ -132,7 +132,12 @@ fn os(r: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+#[cfg(target_env = "musl")]
+type Resource = libc::c_int;
+#[cfg(not(target_env = "musl"))]
+type Resource = libc::__rlimit_resource_t;
+
+fn set_rlimit(resource: Resource, value: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: value,
         rlim_max: value,
@@ -349,7 +354,7 @@ fn bridge_names_that_are_not_interface_names() {
 // ---------------------------------------------------------------------------
 
 /// Closes the given descriptors in the child (Rust's runtime in the helper,
-/// and glibc for a setuid one, reopen 0-2 on /dev/null).
+/// and the C library for a setuid one, reopen 0-2 on /dev/null).
 fn close_fds(cmd: &mut Command, fds: &'static [RawFd]) {
     in_child(cmd, move || {
         for &fd in fds {

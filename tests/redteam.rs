@@ -170,7 +170,13 @@ fn persist_as_holder(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, carrier_off: bool) 
 fn still_attached(fd: &OwnedFd) -> bool {
     let mut ifr = [0u8; 40];
     // SAFETY: TUNGETIFF writes a 40-byte struct ifreq.
-    unsafe { libc::ioctl(fd.as_raw_fd(), 0x8004_54d2, ifr.as_mut_ptr()) == 0 }
+    unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            0x8004_54d2_u32 as libc::Ioctl,
+            ifr.as_mut_ptr(),
+        ) == 0
+    }
 }
 
 /// Finding: "carrier off" is not "nothing attached": a holder can turn its
@@ -237,10 +243,11 @@ fn a_small_stack_limit_gives_a_documented_status() {
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
-                // Below about 12-16 KiB (build-dependent, and shifted by
-                // where ASLR puts the stack top) glibc's start-up faults
-                // before any of the helper's code runs: 32 KiB keeps clear
-                // of that band and is still far below what the helper needs.
+                // Below a few KiB (8 for the musl build, 12-16 for a glibc
+                // one, shifted by where ASLR puts the stack top) the C
+                // library's start-up faults before any of the helper's code
+                // runs: 32 KiB keeps clear of that band and is still far
+                // below what the helper needs.
                 rlim_cur: 32 * 1024,
                 rlim_max: 32 * 1024,
             };

@@ -548,7 +548,13 @@ fn receive_all(sock: &OwnedFd) -> (Vec<OwnedFd>, usize, Vec<u8>) {
 pub fn tun_get_iff(fd: &OwnedFd) -> (String, i16) {
     let mut ifr = [0u8; 40];
     // SAFETY: TUNGETIFF writes a 40-byte struct ifreq.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x8004_54d2, ifr.as_mut_ptr()) };
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            0x8004_54d2_u32 as libc::Ioctl,
+            ifr.as_mut_ptr(),
+        )
+    };
     assert_eq!(r, 0, "TUNGETIFF: {}", io::Error::last_os_error());
     let end = ifr[..16].iter().position(|&b| b == 0).unwrap_or(16);
     (

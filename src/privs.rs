@@ -32,9 +32,10 @@ impl Dropped {
     /// Runs `f` with CAP_NET_ADMIN still permitted but not effective, then
     /// makes it effective again: for lookups that must not act with it.
     pub fn lowered<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        let kept = if self.net_admin { NET_ADMIN } else { 0 };
         let held = CapSets {
-            effective: if self.net_admin { NET_ADMIN } else { 0 },
-            permitted: if self.net_admin { NET_ADMIN } else { 0 },
+            effective: kept,
+            permitted: kept,
             inheritable: 0,
         };
         let fail = |e: nix::Error| Error::Privileges(format!("capset: {}", e.desc()));

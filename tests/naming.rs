@@ -60,33 +60,15 @@ fn with_gaps_the_name_is_free_and_follows_a_taken_one() {
 #[cfg(feature = "test-hooks")]
 #[test]
 fn a_name_taken_after_the_lookup_is_not_attached_to() {
-    use std::os::fd::AsRawFd;
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     admin_taps(&ns, 0..3);
     let helper = sb.install(HELPER, Mode::Setuid);
-    let (ours, theirs) = socketpair();
-    clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = sb.command(&ns, &helper, Jail::for_mode(Mode::Setuid));
-    cmd.args([
-        "--test-pause-create",
-        "--br=br0",
-        &format!("--fd={}", theirs.as_raw_fd()),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let running = start(&mut cmd);
-    drop(theirs);
-    running.wait_stopped(std::time::Duration::from_secs(10));
+    let (running, ours) = stopped_at(&sb, &ns, &helper, "--test-pause-create");
     // It chose tap3; the administrator takes it first.
     admin_taps(&ns, [3]);
-    let pid = nix::unistd::Pid::from_raw(running.pid());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let run = HelperRun::collect(
-        running.wait_within(std::time::Duration::from_secs(10)),
-        ours,
-    );
+    let run = resume(running, ours);
     assert!(
         run.stderr.contains("paused before creating"),
         "{}",

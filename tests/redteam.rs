@@ -273,28 +273,7 @@ fn a_small_stack_limit_gives_a_documented_status() {
 /// after its scan and its tap, before it claims a slot.
 #[cfg(feature = "test-hooks")]
 fn stopped_before_claim(sb: &Sandbox, ns: &NetNs, helper: &std::path::Path) -> (Running, OwnedFd) {
-    let (ours, theirs) = socketpair();
-    clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = sb.command(ns, helper, Jail::for_mode(Mode::Setuid));
-    cmd.args([
-        "--test-pause-claim",
-        "--br=br0",
-        &format!("--fd={}", theirs.as_raw_fd()),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let running = start(&mut cmd);
-    drop(theirs);
-    running.wait_stopped(std::time::Duration::from_secs(10));
-    (running, ours)
-}
-
-#[cfg(feature = "test-hooks")]
-fn resume(running: Running, ours: OwnedFd) -> HelperRun {
-    let pid = nix::unistd::Pid::from_raw(running.pid());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let out = running.wait_within(std::time::Duration::from_secs(10));
-    HelperRun::collect(out, ours)
+    stopped_at(sb, ns, helper, "--test-pause-claim")
 }
 
 #[cfg(feature = "test-hooks")]

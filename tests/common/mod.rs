@@ -724,6 +724,30 @@ impl Drop for Running {
     }
 }
 
+/// Starts a setuid copy `helper` (test-hooks build) with `hook`, one of
+/// its `--test-pause-*` options, on br0, and returns it once it has stopped
+/// itself there, with our end of its socket.
+pub fn stopped_at(sb: &Sandbox, ns: &NetNs, helper: &Path, hook: &str) -> (Running, OwnedFd) {
+    let (ours, theirs) = socketpair();
+    clear_cloexec(theirs.as_raw_fd());
+    let mut cmd = sb.command(ns, helper, Jail::for_mode(Mode::Setuid));
+    cmd.args([hook, "--br=br0", &format!("--fd={}", theirs.as_raw_fd())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let running = start(&mut cmd);
+    drop(theirs);
+    running.wait_stopped(std::time::Duration::from_secs(10));
+    (running, ours)
+}
+
+/// Lets a run stopped by `stopped_at` go on, and collects it.
+pub fn resume(running: Running, ours: OwnedFd) -> HelperRun {
+    let pid = nix::unistd::Pid::from_raw(running.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = running.wait_within(std::time::Duration::from_secs(10));
+    HelperRun::collect(out, ours)
+}
+
 /// `output` with a hang limit: stdout and stderr piped, killed and failed
 /// after `limit`.
 pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {

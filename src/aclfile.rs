@@ -6,14 +6,13 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::acl::{self, Directive, LineError, Rule};
 use crate::escape::Escaped;
+use crate::trust::Untrusted;
 
 /// How deep includes may nest below the main file. QEMU has no limit and
 /// recurses until it crashes on a cycle.
@@ -48,34 +47,47 @@ pub struct FileText {
     pub bytes: Vec<u8>,
 }
 
-#[derive(Debug)]
-pub enum OpenError {
-    /// ENOENT/ENOTDIR: an include of it is skipped, as QEMU does.
-    Missing,
-    /// EACCES: an include of it is skipped, which is what makes a
-    /// `root:GROUP 0640` include apply to members of GROUP only.
-    Unreadable,
-    /// The file exists but is not one we may trust.
-    Refused(String),
-    /// The process ran out of descriptors or memory: not the file's fault.
-    Resources(io::Error),
-    Io(io::Error),
-}
+pub use crate::trust::OpenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
     #[error("{0}: {1}")]
     Syntax(Origin, LineError),
+    #[error(
+        "{0}: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))"
+    )]
+    Missing(String),
+    #[error("{0}: not readable by the calling user")]
+    Unreadable(String),
     #[error("{0}: {1}")]
-    File(String, String),
+    Untrusted(String, Untrusted),
+    #[error("{0}: over the {MAX_BYTES}-byte limit for all ACL files together")]
+    TooBig(String),
+    #[error("{0}: {1}")]
+    Io(String, io::Error),
     #[error("{0}: include of {1} forms a cycle")]
     Cycle(Origin, String),
     #[error("{0}: includes nest deeper than {MAX_DEPTH} levels")]
     TooDeep(Origin),
     #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read")]
     TooMuch(Origin),
+    /// Out of descriptors or memory: the environment's fault, not the file's.
     #[error("{0}: {1}")]
-    Resources(String, String),
+    Resources(String, io::Error),
+}
+
+impl AclError {
+    /// The file `shown` (its path as written, escaped) could not be used.
+    pub fn opening(shown: String, e: OpenError) -> AclError {
+        match e {
+            OpenError::Missing => AclError::Missing(shown),
+            OpenError::Unreadable => AclError::Unreadable(shown),
+            OpenError::Refused(why) => AclError::Untrusted(shown, why),
+            OpenError::TooBig => AclError::TooBig(shown),
+            OpenError::Io(e) => AclError::Io(shown, e),
+            OpenError::Resources(e) => AclError::Resources(shown, e),
+        }
+    }
 }
 
 pub trait Files {
@@ -119,21 +131,10 @@ impl<F: Files> Walk<'_, F> {
         self.opened += 1;
         let text = match (self.files.read(path, self.budget), included_at) {
             (Ok(text), _) => text,
+            // What QEMU skips; the walk only says so behind trusted
+            // directories (see trust).
             (Err(OpenError::Missing | OpenError::Unreadable), Some(_)) => return Ok(()),
-            (Err(OpenError::Missing), None) => {
-                return Err(AclError::File(shown(), "does not exist".into()))
-            }
-            (Err(OpenError::Unreadable), None) => {
-                return Err(AclError::File(
-                    shown(),
-                    "not readable by the calling user".into(),
-                ))
-            }
-            (Err(OpenError::Refused(why)), _) => return Err(AclError::File(shown(), why)),
-            (Err(OpenError::Io(e)), _) => return Err(AclError::File(shown(), e.to_string())),
-            (Err(OpenError::Resources(e)), _) => {
-                return Err(AclError::Resources(shown(), e.to_string()))
-            }
+            (Err(e), _) => return Err(AclError::opening(shown(), e)),
         };
         if let Some(at) = included_at {
             if self.stack.contains(&text.id) {
@@ -182,111 +183,27 @@ fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
 }
 
 /// The real file system, read with whatever identity the process has now
-/// (the caller's, once privileges are dropped).
+/// (the caller's, once privileges are dropped), through the walk of
+/// [`crate::trust`]: only files nobody but root could have chosen.
 pub struct SystemFiles;
 
 impl Files for SystemFiles {
     fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
-        // O_NONBLOCK: a FIFO planted where an include points must not hang us
-        // before fstat can say it is not a regular file.
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT | libc::ENOTDIR) => OpenError::Missing,
-                Some(libc::EACCES) => OpenError::Unreadable,
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => OpenError::Resources(e),
-                _ => OpenError::Io(e),
-            })?;
-        let meta = file.metadata().map_err(OpenError::Io)?;
-        trusted(&meta).map_err(OpenError::Refused)?;
-        on_a_real_filesystem(&file).map_err(OpenError::Refused)?;
-        behind_root_only_directories(&file).map_err(OpenError::Refused)?;
+        let trusted = crate::trust::open(path)?;
         let mut bytes = Vec::new();
-        file.take(limit + 1)
+        trusted
+            .file
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(OpenError::Io)?;
         if bytes.len() as u64 > limit {
-            return Err(OpenError::Refused(format!(
-                "over the {MAX_BYTES}-byte limit for all ACL files together"
-            )));
+            return Err(OpenError::TooBig);
         }
         Ok(FileText {
-            id: (meta.dev(), meta.ino()),
+            id: trusted.id,
             bytes,
         })
     }
-}
-
-/// Only root may have written an ACL file: anyone else who can write one
-/// can grant themselves any bridge.
-fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.uid() != 0 {
-        return Err(format!("owned by uid {}, not root", meta.uid()));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by group or others (mode {:04o})",
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
-}
-
-/// Pseudo and user-mounted file systems whose files can look root-owned
-/// while their text is someone else's: /proc/self/comm of this very
-/// (non-dumpable, so root-owned) process is the name the caller ran it
-/// under, and a user's FUSE mount reports whatever owner it likes.
-fn on_a_real_filesystem(file: &File) -> Result<(), String> {
-    use nix::sys::statfs::{self, fstatfs};
-    let fs = fstatfs(file).map_err(|e| format!("fstatfs: {}", e.desc()))?;
-    let refused = [
-        statfs::PROC_SUPER_MAGIC,
-        statfs::SYSFS_MAGIC,
-        statfs::FUSE_SUPER_MAGIC,
-        statfs::CGROUP_SUPER_MAGIC,
-        statfs::CGROUP2_SUPER_MAGIC,
-        statfs::DEBUGFS_MAGIC,
-        statfs::TRACEFS_MAGIC,
-        statfs::SECURITYFS_MAGIC,
-        statfs::BPF_FS_MAGIC,
-        statfs::DEVPTS_SUPER_MAGIC,
-        statfs::NSFS_MAGIC,
-    ];
-    if refused.contains(&fs.filesystem_type()) {
-        return Err(
-            "on a pseudo or user-mounted file system, not one an administrator writes".into(),
-        );
-    }
-    Ok(())
-}
-
-/// Whoever can write a directory on the way to a file decides which file
-/// that is (by rename or symlink), whoever owns the file itself. So every
-/// directory above the file as opened must be root's and closed to group
-/// and others, as sshd's StrictModes asks of a home directory.
-fn behind_root_only_directories(file: &File) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let fd_link = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let real = std::fs::read_link(&fd_link)
-        .map_err(|e| format!("cannot tell where it is ({fd_link}: {e})"))?;
-    for dir in real.ancestors().skip(1) {
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| format!("{}: {e}", Escaped(dir.as_os_str().as_bytes())))?;
-        if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "lies in {}, which someone other than root can change (owner uid {}, mode {:04o})",
-                Escaped(dir.as_os_str().as_bytes()),
-                meta.uid(),
-                meta.mode() & 0o7777
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -316,8 +233,11 @@ mod tests {
             match self.0.get(path) {
                 None => Err(OpenError::Missing),
                 Some((_, Err("eacces"))) => Err(OpenError::Unreadable),
-                Some((_, Err(why))) => Err(OpenError::Refused(why.to_string())),
-                Some((_, Ok(t))) if t.len() as u64 > limit => Err(OpenError::Refused("big".into())),
+                Some((_, Err(_))) => Err(OpenError::Refused(Untrusted::FileOwner {
+                    at: path.to_path_buf(),
+                    uid: 1000,
+                })),
+                Some((_, Ok(t))) if t.len() as u64 > limit => Err(OpenError::TooBig),
                 Some((ino, Ok(t))) => Ok(FileText {
                     id: (1, *ino),
                     bytes: t.as_bytes().to_vec(),
@@ -382,10 +302,10 @@ mod tests {
         );
         let t = Tree::default()
             .file("/etc/qemu/bridge.conf", "allow all\ninclude inc.conf\n")
-            .broken("/etc/qemu/inc.conf", "owned by uid 1000, not root");
+            .broken("/etc/qemu/inc.conf", "not root's");
         assert_eq!(
             verdict(&t, "br0").unwrap_err(),
-            "/etc/qemu/inc.conf: owned by uid 1000, not root"
+            "/etc/qemu/inc.conf: owned by uid 1000, not root; fix: chown root /etc/qemu/inc.conf"
         );
     }
 

@@ -25,3 +25,4 @@ pub mod settings;
 pub mod sys;
 pub mod tap;
 pub mod tapname;
+pub mod trust;

@@ -31,15 +31,7 @@ pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Setti
     let text = match files.read(path, 64 * 1024) {
         Ok(text) => text,
         Err(OpenError::Missing) => return Ok(defaults),
-        Err(OpenError::Unreadable) => {
-            return Err(AclError::File(
-                shown(),
-                "not readable by the calling user".into(),
-            ))
-        }
-        Err(OpenError::Refused(why)) => return Err(AclError::File(shown(), why)),
-        Err(OpenError::Io(e)) => return Err(AclError::File(shown(), e.to_string())),
-        Err(OpenError::Resources(e)) => return Err(AclError::Resources(shown(), e.to_string())),
+        Err(e) => return Err(AclError::opening(shown(), e)),
     };
     parse(&text.bytes, defaults).map_err(|(line, e)| {
         AclError::Syntax(

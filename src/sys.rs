@@ -2,7 +2,8 @@
 //! the program is in this file, each with the reason it is sound; the rest
 //! of the program sees only safe functions.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -170,6 +171,45 @@ pub fn inherited_fd(fd: RawFd) -> Result<BorrowedFd<'static>, Errno> {
     // never closes a descriptor it did not open itself, so it stays open for
     // the rest of the process's life.
     Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// openat(2) of `name` in `dir` (or of an absolute `name` when `dir` is
+/// None), always close-on-exec.
+pub fn open_at(
+    dir: Option<BorrowedFd<'_>>,
+    name: &CStr,
+    flags: libc::c_int,
+) -> Result<OwnedFd, Errno> {
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: `name` is NUL-terminated and outlives the call, which only
+    // reads it; the flags take no mode argument (no O_CREAT).
+    let fd = check(unsafe { libc::openat(dirfd, name.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: openat just returned this descriptor: it is open and nothing
+    // else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The target of the symlink that `link` (an `O_PATH|O_NOFOLLOW`
+/// descriptor) is, read through that descriptor: no name is looked up.
+pub fn read_link(link: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat writes at most buf.len() bytes into `buf`, which
+    // is live and writable; the empty name (NUL-terminated) makes it read
+    // the link `link` refers to.
+    let n = unsafe {
+        libc::readlinkat(
+            link.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| Errno::last())?;
+    if n >= buf.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    buf.truncate(n);
+    Ok(buf)
 }
 
 pub fn tun_features(tun: BorrowedFd<'_>) -> Result<u32, Errno> {

@@ -49,7 +49,7 @@ impl Files for Tree {
         };
         let bytes = &self.0[index].1;
         if bytes.len() as u64 > limit {
-            return Err(OpenError::Refused("too big".into()));
+            return Err(OpenError::TooBig);
         }
         Ok(FileText {
             id: (1, index as u64),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use bridge_helper::acl::{self, Directive, Target, Verdict};
 use bridge_helper::aclfile::{self, FileText, Files, OpenError};
 use bridge_helper::ifname;
+use bridge_helper::trust::Untrusted;
 use libfuzzer_sys::fuzz_target;
 
 const MAIN: &str = "/etc/qemu/bridge.conf";
@@ -28,7 +29,7 @@ impl Files for Tree<'_> {
         } else if path == Path::new("/etc/qemu/eacces") {
             return Err(OpenError::Unreadable);
         } else if path == Path::new("/etc/qemu/refused") {
-            return Err(OpenError::Refused("not root's".into()));
+            return Err(OpenError::Refused(Untrusted::NotRegular));
         } else {
             match path
                 .strip_prefix("/etc/qemu")
@@ -42,7 +43,7 @@ impl Files for Tree<'_> {
         };
         let bytes = self.files[index];
         if bytes.len() as u64 > limit {
-            return Err(OpenError::Refused("too big".into()));
+            return Err(OpenError::TooBig);
         }
         Ok(FileText {
             id: (1, index as u64),

@@ -1,0 +1,544 @@
+//! Which files may speak for the administrator: the walk of an ACL path.
+//!
+//! An ACL file counts only if nobody but root could have chosen what it
+//! says. Whoever can change a directory on the way to a file decides which
+//! file the path names, so the decision is made on the path *as written*:
+//! this module looks each component up itself, from `/`, with
+//! `O_PATH|O_NOFOLLOW`, reads every symlink and follows it itself, and
+//! checks every object it meets before it looks anything up in it. The
+//! kernel's own resolution (`open(path)`, then a look at the real path)
+//! would let a user's directory on the way choose among root's files.
+//!
+//! The rule, for every directory a lookup happens in:
+//! - it is owned by root and not writable by group or others; or
+//! - it is owned by root, group- or world-writable and **sticky** (`/tmp`,
+//!   `/var/tmp`, NixOS's `/nix/store` 1775 root:nixbld, Guix's
+//!   `/gnu/store`). In a sticky directory only an entry's owner, the
+//!   directory's owner or root may rename or remove an entry, so a
+//!   root-owned entry there stays root's choice. The entry looked up in it
+//!   must therefore be owned by root, and, if it is not a directory, the
+//!   kernel must refuse hard links to other users' files
+//!   (`fs.protected_hardlinks = 1`): otherwise anyone who can write the
+//!   directory could have linked any root-owned file in under that name.
+//!   A name missing there is an error, not a skip: anyone who can write
+//!   the directory could create it.
+//!
+//! and for every object: not on procfs, sysfs, FUSE or another pseudo or
+//! user-mounted file system (a magic link such as `/proc/self/fd/N` only
+//! exists on procfs, so it never gets in). The file itself must be a
+//! regular file owned by root and not writable by group or others.
+//!
+//! Races: every directory a lookup happens in was checked through the
+//! descriptor the lookup uses, and only root can change what its entries
+//! are (in a sticky one, only root or the root-owned entry's owner, root).
+//! The file is checked through the descriptor it is read from. A read-only
+//! mount is not trust on its own: the same directory may be writable
+//! through another mount, so only owners and modes count.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::stat::{fstat, FileStat, SFlag};
+
+use crate::escape::Escaped;
+use crate::sys;
+
+/// How many symlinks one path may pass through, as the kernel allows.
+pub const MAX_SYMLINKS: usize = 40;
+
+/// A file the walk found trustworthy, open for reading.
+pub struct Trusted {
+    pub file: File,
+    /// (device, inode): what an include cycle is detected by.
+    pub id: (u64, u64),
+}
+
+#[derive(Debug)]
+pub enum OpenError {
+    /// ENOENT/ENOTDIR behind trusted directories: an include of it is
+    /// skipped, as QEMU does.
+    Missing,
+    /// EACCES behind trusted directories: an include of it is skipped,
+    /// which is what makes a `root:GROUP 0640` include apply to members of
+    /// GROUP only.
+    Unreadable,
+    /// Something on the way is not one we may trust.
+    Refused(Untrusted),
+    /// More than the reader's limit (set by whoever reads, not the walk).
+    TooBig,
+    /// The process ran out of descriptors or memory: not the file's fault.
+    Resources(io::Error),
+    Io(io::Error),
+}
+
+/// Why a path is not trusted, and what fixes it. Paths are the ones the
+/// walk reached (symlinks replaced by what they point to), so the fix names
+/// the object that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untrusted {
+    NotRegular,
+    FileOwner {
+        at: PathBuf,
+        uid: u32,
+    },
+    FileWritable {
+        at: PathBuf,
+        mode: u32,
+    },
+    /// A directory that is not root's, or writable by others without the
+    /// sticky bit.
+    Directory {
+        dir: PathBuf,
+        uid: u32,
+        mode: u32,
+    },
+    /// An entry of a writable sticky directory that is not root's.
+    StickyEntry {
+        at: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+        symlink: bool,
+    },
+    /// A non-directory in a writable sticky directory while the kernel
+    /// lets users hard-link others' files.
+    Linkable {
+        at: PathBuf,
+        dir: PathBuf,
+    },
+    /// A missing name in a directory others can write.
+    MissingInWritable {
+        at: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+    },
+    PseudoFs {
+        at: PathBuf,
+    },
+    Loop,
+}
+
+fn shown(p: &Path) -> Escaped<'_> {
+    Escaped(p.as_os_str().as_bytes())
+}
+
+/// `g-w`, `o-w` or `go-w`: what `chmod` needs to close `mode` to others.
+fn write_bits(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, false) => "g-w",
+        (false, true) => "o-w",
+        _ => "go-w",
+    }
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Untrusted::NotRegular => write!(f, "not a regular file"),
+            Untrusted::FileOwner { at, uid } => write!(
+                f,
+                "owned by uid {uid}, not root; fix: chown root {}",
+                shown(at)
+            ),
+            Untrusted::FileWritable { at, mode } => write!(
+                f,
+                "writable by group or others (mode {:04o}); fix: chmod {} {}",
+                mode & 0o7777,
+                write_bits(*mode),
+                shown(at)
+            ),
+            Untrusted::Directory { dir, uid, mode } => {
+                write!(
+                    f,
+                    "lies in {}, which someone other than root can change (owner uid {uid}, mode {:04o}); fix: ",
+                    shown(dir),
+                    mode & 0o7777
+                )?;
+                match (*uid != 0, mode & 0o022 != 0) {
+                    (true, true) => write!(
+                        f,
+                        "chown root {0} and chmod {1} {0}",
+                        shown(dir),
+                        write_bits(*mode)
+                    ),
+                    (true, false) => write!(f, "chown root {}", shown(dir)),
+                    _ => write!(f, "chmod {} {}", write_bits(*mode), shown(dir)),
+                }
+            }
+            Untrusted::StickyEntry {
+                at,
+                dir,
+                uid,
+                symlink,
+            } => write!(
+                f,
+                "{} is owned by uid {uid} in {}, where others can create entries; fix: chown {}root {0}, or keep the file in a directory only root can change",
+                shown(at),
+                shown(dir),
+                if *symlink { "-h " } else { "" }
+            ),
+            Untrusted::Linkable { at, dir } => write!(
+                f,
+                "{} lies in {}, which others can write, and fs.protected_hardlinks is off, so anyone there could have hard-linked a root-owned file in; fix: sysctl fs.protected_hardlinks=1, or keep the file in a directory only root can change",
+                shown(at),
+                shown(dir)
+            ),
+            Untrusted::MissingInWritable { at, dir, mode } => write!(
+                f,
+                "{} does not exist, and anyone who can write {} (mode {:04o}) could create it; fix: create it, owned by root, or include a file in a directory only root can change",
+                shown(at),
+                shown(dir),
+                mode & 0o7777
+            ),
+            Untrusted::PseudoFs { at } => write!(
+                f,
+                "{} is on a pseudo or user-mounted file system, not one an administrator writes",
+                shown(at)
+            ),
+            Untrusted::Loop => write!(
+                f,
+                "more than {MAX_SYMLINKS} symbolic links on the way (a loop?)"
+            ),
+        }
+    }
+}
+
+fn io_error(e: Errno) -> OpenError {
+    match e {
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM => OpenError::Resources(e.into()),
+        _ => OpenError::Io(e.into()),
+    }
+}
+
+/// A directory the walk has checked and may look names up in.
+struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// Group- or world-writable (and so, having passed, sticky).
+    open_to_others: bool,
+    mode: u32,
+}
+
+/// Walks `path` as written, from `/`, and opens the file it names if
+/// every step is trusted. A relative `path` is taken from `/`, never from
+/// the caller's working directory.
+pub fn open(path: &Path) -> Result<Trusted, OpenError> {
+    Walk {
+        fs_checked: Vec::new(),
+        hardlinks_protected: None,
+    }
+    .run(path)
+}
+
+struct Walk {
+    /// Devices whose file system type was already found acceptable: one
+    /// `fstatfs` per file system, not per component.
+    fs_checked: Vec<u64>,
+    hardlinks_protected: Option<bool>,
+}
+
+const O_LOOKUP: libc::c_int = libc::O_PATH | libc::O_NOFOLLOW;
+const O_READ: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+
+fn is(st: &FileStat, kind: SFlag) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == kind.bits()
+}
+
+impl Walk {
+    fn run(&mut self, path: &Path) -> Result<Trusted, OpenError> {
+        // Components still to walk, the next one last.
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        push_components(&mut pending, path.as_os_str().as_bytes());
+        let mut dir = self.root()?;
+        let mut links = 0;
+        while let Some(name) = pending.pop() {
+            match name.as_slice() {
+                b"." => continue,
+                b".." => {
+                    dir = self.parent(&dir)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let at = dir.path.join(std::ffi::OsStr::from_bytes(&name));
+            let cname = CString::new(name).map_err(|_| OpenError::Io(Errno::EINVAL.into()))?;
+            let last = pending.is_empty();
+            if last {
+                // The common case in one step: the file itself, opened for
+                // reading, checked through the descriptor that reads it.
+                match sys::open_at(Some(dir.fd.as_fd()), &cname, O_READ) {
+                    Ok(fd) => return self.file(&dir, &at, fd),
+                    // A symlink (O_NOFOLLOW), or not readable: look closer.
+                    Err(Errno::ELOOP | Errno::EACCES) => {}
+                    Err(e) => return Err(self.failed_lookup(&dir, at, e)),
+                }
+            }
+            let fd = sys::open_at(Some(dir.fd.as_fd()), &cname, O_LOOKUP)
+                .map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
+            let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
+            self.entry(&dir, &at, &st)?;
+            self.filesystem(fd.as_fd(), &st, &at)?;
+            if is(&st, SFlag::S_IFLNK) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(OpenError::Refused(Untrusted::Loop));
+                }
+                let target = sys::read_link(fd.as_fd()).map_err(io_error)?;
+                if target.first() == Some(&b'/') {
+                    dir = self.root()?;
+                }
+                push_components(&mut pending, &target);
+                if pending.is_empty() {
+                    // A link to "/": the walk ends on a directory.
+                    return Err(OpenError::Refused(Untrusted::NotRegular));
+                }
+            } else if is(&st, SFlag::S_IFDIR) {
+                if last {
+                    return Err(OpenError::Refused(Untrusted::NotRegular));
+                }
+                dir = directory(fd, at, &st)?;
+            } else if last {
+                // Reached only when the read-only open said EACCES.
+                file_itself(&at, &st)?;
+                return Err(OpenError::Unreadable);
+            } else {
+                // A file where a directory should be: ENOTDIR to the
+                // kernel, "missing" to QEMU; it is root's (checked above).
+                return Err(OpenError::Missing);
+            }
+        }
+        // The path named a directory ("/", "/etc/").
+        Err(OpenError::Refused(Untrusted::NotRegular))
+    }
+
+    fn root(&mut self) -> Result<Dir, OpenError> {
+        let fd = sys::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
+        let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
+        let at = PathBuf::from("/");
+        self.filesystem(fd.as_fd(), &st, &at)?;
+        directory(fd, at, &st)
+    }
+
+    /// `..`: the kernel's parent of the directory we are in (across a
+    /// mount point too), checked like any other directory.
+    fn parent(&mut self, dir: &Dir) -> Result<Dir, OpenError> {
+        let fd = sys::open_at(
+            Some(dir.fd.as_fd()),
+            c"..",
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(io_error)?;
+        let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
+        let at = dir
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        self.filesystem(fd.as_fd(), &st, &at)?;
+        directory(fd, at, &st)
+    }
+
+    /// The file at the end of the walk, open for reading.
+    fn file(&mut self, dir: &Dir, at: &Path, fd: OwnedFd) -> Result<Trusted, OpenError> {
+        let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
+        self.entry(dir, at, &st)?;
+        self.filesystem(fd.as_fd(), &st, at)?;
+        if !is(&st, SFlag::S_IFREG) {
+            return Err(OpenError::Refused(Untrusted::NotRegular));
+        }
+        file_itself(at, &st)?;
+        Ok(Trusted {
+            file: File::from(fd),
+            id: (st.st_dev, st.st_ino),
+        })
+    }
+
+    /// A lookup in `dir` failed: a skip only where nobody but root could
+    /// have made the name missing.
+    fn failed_lookup(&self, dir: &Dir, at: PathBuf, e: Errno) -> OpenError {
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR if dir.open_to_others => {
+                OpenError::Refused(Untrusted::MissingInWritable {
+                    at,
+                    dir: dir.path.clone(),
+                    mode: dir.mode,
+                })
+            }
+            Errno::ENOENT | Errno::ENOTDIR => OpenError::Missing,
+            Errno::EACCES => OpenError::Unreadable,
+            e => io_error(e),
+        }
+    }
+
+    /// What an entry of `dir` must be, given who else can write `dir`.
+    fn entry(&mut self, dir: &Dir, at: &Path, st: &FileStat) -> Result<(), OpenError> {
+        if !dir.open_to_others {
+            return Ok(());
+        }
+        if st.st_uid != 0 {
+            return Err(OpenError::Refused(Untrusted::StickyEntry {
+                at: at.to_path_buf(),
+                dir: dir.path.clone(),
+                uid: st.st_uid,
+                symlink: is(st, SFlag::S_IFLNK),
+            }));
+        }
+        // Directories cannot be hard-linked; anything else can, unless the
+        // kernel stops users linking files they do not own.
+        if !is(st, SFlag::S_IFDIR) && !self.hardlinks_protected() {
+            return Err(OpenError::Refused(Untrusted::Linkable {
+                at: at.to_path_buf(),
+                dir: dir.path.clone(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn hardlinks_protected(&mut self) -> bool {
+        *self.hardlinks_protected.get_or_insert_with(|| {
+            std::fs::read("/proc/sys/fs/protected_hardlinks")
+                .is_ok_and(|v| v.trim_ascii() == b"1" || v.trim_ascii() == b"2")
+        })
+    }
+
+    /// Pseudo and user-mounted file systems whose files can look root-owned
+    /// while their text is someone else's: /proc/self/comm of this very
+    /// (non-dumpable, so root-owned) process is the name the caller ran it
+    /// under, /proc/self/fd/N leads to whatever the caller holds, and a
+    /// user's FUSE mount reports whatever owner it likes.
+    fn filesystem(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        st: &FileStat,
+        at: &Path,
+    ) -> Result<(), OpenError> {
+        use nix::sys::statfs::{self, fstatfs};
+        if self.fs_checked.contains(&st.st_dev) {
+            return Ok(());
+        }
+        let fs = fstatfs(fd).map_err(io_error)?;
+        let refused = [
+            statfs::PROC_SUPER_MAGIC,
+            statfs::SYSFS_MAGIC,
+            statfs::FUSE_SUPER_MAGIC,
+            statfs::CGROUP_SUPER_MAGIC,
+            statfs::CGROUP2_SUPER_MAGIC,
+            statfs::DEBUGFS_MAGIC,
+            statfs::TRACEFS_MAGIC,
+            statfs::SECURITYFS_MAGIC,
+            statfs::BPF_FS_MAGIC,
+            statfs::DEVPTS_SUPER_MAGIC,
+            statfs::NSFS_MAGIC,
+        ];
+        if refused.contains(&fs.filesystem_type()) {
+            return Err(OpenError::Refused(Untrusted::PseudoFs {
+                at: at.to_path_buf(),
+            }));
+        }
+        self.fs_checked.push(st.st_dev);
+        Ok(())
+    }
+}
+
+/// A directory to look names up in: root's, and closed to others unless
+/// sticky.
+fn directory(fd: OwnedFd, path: PathBuf, st: &FileStat) -> Result<Dir, OpenError> {
+    let mode = st.st_mode & 0o7777;
+    let open_to_others = mode & 0o022 != 0;
+    let sticky = mode & libc::S_ISVTX != 0;
+    if st.st_uid != 0 || (open_to_others && !sticky) {
+        return Err(OpenError::Refused(Untrusted::Directory {
+            dir: path,
+            uid: st.st_uid,
+            mode,
+        }));
+    }
+    Ok(Dir {
+        fd,
+        path,
+        open_to_others,
+        mode,
+    })
+}
+
+/// Only root may have written an ACL file: anyone else who can write one
+/// can grant themselves any bridge.
+fn file_itself(at: &Path, st: &FileStat) -> Result<(), OpenError> {
+    if st.st_uid != 0 {
+        return Err(OpenError::Refused(Untrusted::FileOwner {
+            at: at.to_path_buf(),
+            uid: st.st_uid,
+        }));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(OpenError::Refused(Untrusted::FileWritable {
+            at: at.to_path_buf(),
+            mode: st.st_mode & 0o7777,
+        }));
+    }
+    Ok(())
+}
+
+/// Pushes the components of `path` so that the first is popped first.
+fn push_components(pending: &mut Vec<Vec<u8>>, path: &[u8]) {
+    pending.extend(
+        path.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(<[u8]>::to_vec),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_come_out_in_order_without_empty_ones() {
+        let mut p = Vec::new();
+        push_components(&mut p, b"//etc/./qemu//x.conf/");
+        let order: Vec<Vec<u8>> = p.into_iter().rev().collect();
+        assert_eq!(
+            order,
+            vec![
+                b"etc".to_vec(),
+                b".".to_vec(),
+                b"qemu".to_vec(),
+                b"x.conf".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn fixes_name_the_right_bits() {
+        let w = |mode| {
+            Untrusted::FileWritable {
+                at: "/etc/qemu/bridge.conf".into(),
+                mode,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            w(0o660),
+            "writable by group or others (mode 0660); fix: chmod g-w /etc/qemu/bridge.conf"
+        );
+        assert!(w(0o646).ends_with("chmod o-w /etc/qemu/bridge.conf"));
+        assert!(w(0o666).ends_with("chmod go-w /etc/qemu/bridge.conf"));
+        let d = |uid, mode| {
+            Untrusted::Directory {
+                dir: "/etc/qemu".into(),
+                uid,
+                mode,
+            }
+            .to_string()
+        };
+        assert!(d(1000, 0o755).ends_with("fix: chown root /etc/qemu"));
+        assert!(d(0, 0o775).ends_with("fix: chmod g-w /etc/qemu"));
+        assert!(d(1000, 0o777).ends_with("fix: chown root /etc/qemu and chmod go-w /etc/qemu"));
+    }
+}

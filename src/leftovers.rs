@@ -113,7 +113,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Puts the new tap `name` in the caller's lowest free slot and returns
+    /// Puts the new tap `name` (interface `index`) in the caller's lowest
+    /// free slot and returns
     /// the altname it now has, or `None` on a kernel without altnames.
     ///
     /// Only slots this run's scan saw free are tried. A slot past the
@@ -122,14 +123,19 @@ impl Registry {
     /// raise each new tap above the last abandoned ones, out of every later
     /// scan's reach. When the user's other runs have taken every slot seen
     /// free, the run scans (and reaps) again instead.
-    pub fn claim(&mut self, route: &mut Route, name: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    pub fn claim(
+        &mut self,
+        route: &mut Route,
+        index: u32,
+        name: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
         for _ in 0..CLAIM_ROUNDS {
             let Some(seen) = &self.slots else {
                 return Ok(None);
             };
             for slot in seen.holes() {
                 let altname = slot_name(self.uid, slot);
-                match route.add_altname(name, &altname) {
+                match route.add_altname(index, &altname) {
                     Ok(()) => return Ok(Some(altname)),
                     // Taken since the scan by another run of the same user.
                     Err(NlError {

@@ -89,7 +89,12 @@ fn run() -> Result<(), Error> {
     if request.hook == Some(TestHook::PauseBeforeCreate) {
         pause("paused before creating the tap");
     }
-    let tap = tap::create(privileges.tun.for_tap()?, request.use_vnet, name.as_deref())?;
+    let tap = tap::create(
+        &mut route,
+        privileges.tun.for_tap()?,
+        request.use_vnet,
+        name.as_deref(),
+    )?;
     if request.hook == Some(TestHook::PauseBeforeClaim) {
         pause(&format!(
             "paused before claiming a slot for {}",
@@ -97,7 +102,7 @@ fn run() -> Result<(), Error> {
         ));
     }
     // Findable by the caller's later runs before it is in the bridge.
-    let slot = registry.claim(&mut route, &tap.name)?;
+    let slot = registry.claim(&mut route, tap.index, &tap.name)?;
     tap.attach(&mut route, &bridge, privileges.uid, slot.as_deref())?;
     if request.hook == Some(TestHook::PauseBeforeSend) {
         pause(&format!("paused before sending {}", quote(&tap.name)));

@@ -81,7 +81,6 @@ pub struct TunInfo {
 /// What one RTM_SETLINK does to a new tap.
 pub struct Setup<'a> {
     pub mtu: u32,
-    pub mac: [u8; 6],
     pub master: u32,
     pub alias: &'a [u8],
 }
@@ -143,6 +142,15 @@ impl Route {
     pub fn link(&mut self, name: &[u8]) -> Result<Option<Link>, NlError> {
         let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
         msg.attr(IFLA_IFNAME, name);
+        self.get_link(msg)
+    }
+
+    /// Looks an interface up by index; `None` if there is none.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NlError> {
+        self.get_link(Message::new(RTM_GETLINK, NLM_F_REQUEST, index, 0, 0))
+    }
+
+    fn get_link(&mut self, mut msg: Message) -> Result<Option<Link>, NlError> {
         msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
         let mut found = None;
         match self.exchange(msg, |payload| {
@@ -196,11 +204,10 @@ impl Route {
         found.into_iter().flatten().collect()
     }
 
-    /// Gives the link called `name` the alternative name `altname`;
-    /// EEXIST if some link already has that name.
-    pub fn add_altname(&mut self, name: &[u8], altname: &[u8]) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, 0, 0, 0);
-        msg.attr(IFLA_IFNAME, name);
+    /// Gives the link `index` the alternative name `altname`; EEXIST if
+    /// some link already has that name.
+    pub fn add_altname(&mut self, index: u32, altname: &[u8]) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
         let list = msg.nest(IFLA_PROP_LIST | NLA_F_NESTED);
         msg.attr(IFLA_ALT_IFNAME, altname);
         msg.end_nest(list);
@@ -221,12 +228,18 @@ impl Route {
         Ok(links)
     }
 
-    /// Sets MTU, MAC, alias and master and brings the link up, in one request.
-    pub fn configure(&mut self, name: &[u8], setup: &Setup<'_>) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 0, IFF_UP, IFF_UP);
-        msg.attr(IFLA_IFNAME, name);
+    /// Sets MTU, alias and master of link `index` and brings it up,
+    /// in one request. By index, never by name: a rename racing with the
+    /// request (udev, an administrator) cannot redirect it.
+    pub fn configure(&mut self, index: u32, setup: &Setup<'_>) -> Result<(), NlError> {
+        let mut msg = Message::new(
+            RTM_SETLINK,
+            NLM_F_REQUEST | NLM_F_ACK,
+            index,
+            IFF_UP,
+            IFF_UP,
+        );
         msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
-        msg.attr(IFLA_ADDRESS, &setup.mac);
         msg.attr(IFLA_IFALIAS, setup.alias);
         msg.attr(IFLA_MASTER, &setup.master.to_ne_bytes());
         self.exchange(msg, |_| {})

@@ -23,6 +23,7 @@ const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
 // The request type is signed on musl and unsigned on glibc.
 const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf_u32 as libc::Ioctl;
 const TUNGETIFF: libc::Ioctl = 0x8004_54d2_u32 as libc::Ioctl;
+const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const SIOCGIFINDEX: libc::Ioctl = 0x8933;
 
@@ -277,6 +278,18 @@ pub fn tap_hwaddr(tun: BorrowedFd<'_>) -> Result<[u8; 6], Errno> {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&req.data[2..8]);
     Ok(mac)
+}
+
+/// Sets the tap's MAC address through its own descriptor (no name is
+/// looked up), while it is still down.
+pub fn tap_set_hwaddr(tun: BorrowedFd<'_>, mac: [u8; 6]) -> Result<(), Errno> {
+    let mut req = IfReq::default();
+    req.data[..2].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
+    req.data[2..8].copy_from_slice(&mac);
+    // SAFETY: on a tun fd, SIOCSIFHWADDR reads a struct ifreq whose union
+    // holds a sockaddr (family, then the address): IfReq's 40 bytes.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), SIOCSIFHWADDR, &mut req) })?;
+    Ok(())
 }
 
 fn name_of(req: &IfReq) -> Vec<u8> {

@@ -33,6 +33,9 @@ pub fn find_bridge(route: &mut Route, name: &[u8]) -> Result<Link, Error> {
 pub struct Tap {
     pub fd: OwnedFd,
     pub name: Vec<u8>,
+    /// What every request after creation names the tap by.
+    pub index: u32,
+    mac: [u8; 6],
     flags: i16,
 }
 
@@ -47,8 +50,18 @@ pub fn free_name(route: &Route) -> Option<Vec<u8>> {
 }
 
 /// Creates the tap, named `name` if it is still free, else by the
-/// kernel's `tap%d`.
-pub fn create(tun: OwnedFd, use_vnet: bool, name: Option<&[u8]>) -> Result<Tap, Error> {
+/// kernel's `tap%d`, and finds its interface index: every later request
+/// names the tap by that index, so a rename racing with the run (udev, an
+/// administrator) cannot send its configuration to whatever holds its name
+/// by then. No ioctl reports a tap's index, so the name is looked up once
+/// and the answer accepted only if it carries the address this fd has
+/// just set (the kernel's random one, made high with 0xfe).
+pub fn create(
+    route: &mut Route,
+    tun: OwnedFd,
+    use_vnet: bool,
+    name: Option<&[u8]>,
+) -> Result<Tap, Error> {
     let features =
         sys::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e.desc()))?;
     let mut flags = IFF_TAP | IFF_NO_PI;
@@ -66,9 +79,31 @@ pub fn create(tun: OwnedFd, use_vnet: bool, name: Option<&[u8]>) -> Result<Tap, 
         }
         Some(Err(e)) => return Err(failed(e)),
     };
+    let what = |doing: &str| format!("{}: {doing}", quote(&name));
+    let mut mac =
+        sys::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e.desc()))?;
+    // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
+    // any real NIC's, so adding a VM never changes the bridge's address.
+    mac[0] = 0xfe;
+    sys::tap_set_hwaddr(tun.as_fd(), mac)
+        .map_err(|e| Error::kernel(what("SIOCSIFHWADDR"), e.desc()))?;
+    let link = route
+        .link(&name)
+        .map_err(|e| Error::kernel(what("looking up its index"), e))?;
+    let index = match link {
+        Some(link) if link.address == mac && link.tun.is_some() => link.index,
+        _ => {
+            return Err(Error::kernel(
+                what("looking up its index"),
+                "the tap was renamed",
+            ))
+        }
+    };
     Ok(Tap {
         fd: tun,
         name,
+        index,
+        mac,
         flags,
     })
 }
@@ -92,19 +127,13 @@ impl Tap {
         // should its holder make it persistent.
         sys::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e.desc()))?;
-        let mut mac = sys::tap_hwaddr(self.fd.as_fd())
-            .map_err(|e| Error::kernel(self.what("SIOCGIFHWADDR"), e.desc()))?;
-        // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
-        // any real NIC's, so adding a VM never changes the bridge's address.
-        mac[0] = 0xfe;
         let alias = leftovers::marker(owner);
         let setup = Setup {
             mtu: bridge.mtu,
-            mac,
             master: bridge.index,
             alias: &alias,
         };
-        route.configure(&self.name, &setup).map_err(|e| {
+        route.configure(self.index, &setup).map_err(|e| {
             Error::kernel(
                 self.what(&format!("adding to bridge {}", quote(&bridge.name))),
                 e,
@@ -131,9 +160,12 @@ impl Tap {
             return wrong("unexpected tun flags");
         }
         let link = route
-            .link(&self.name)
+            .link_by_index(self.index)
             .map_err(|e| Error::kernel(self.what("reading back"), e))?
             .ok_or_else(|| Error::kernel(self.what("reading back"), "the tap disappeared"))?;
+        if link.name != self.name {
+            return wrong("the tap was renamed");
+        }
         let Some(tun) = &link.tun else {
             return wrong("not a tun device");
         };
@@ -143,7 +175,7 @@ impl Tap {
         if link.master != Some(bridge.index) || link.mtu != setup.mtu || link.flags & IFF_UP == 0 {
             return wrong("not up in the bridge with the bridge's MTU");
         }
-        if link.address != setup.mac || link.alias.as_deref() != Some(setup.alias) {
+        if link.address != self.mac || link.alias.as_deref() != Some(setup.alias) {
             return wrong("address or marker not as set");
         }
         if slot.is_some_and(|s| !link.altnames.iter().any(|a| a == s)) {

@@ -344,3 +344,43 @@ fn a_stalled_run_cannot_climb_over_hidden_taps() {
         "the stalled run landed above the hidden taps"
     );
 }
+
+/// Finding (fixed, issue 11): the tap was configured, given its slot
+/// altname and read back by name, so a rename between TUNSETIFF and those
+/// requests (a udev rule, an administrator) sent the bridge, MTU, alias
+/// and slot to whatever held the name by then. Now every request names
+/// the index the run chose for its tap before it existed.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_rename_during_the_run_cannot_redirect_the_configuration() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let helper = sb.install(HELPER, Mode::Setuid);
+    let (running, ours) = stopped_at(&sb, &ns, &helper, "--test-pause-claim");
+    let taps = ns.taps();
+    assert_eq!(taps.len(), 1, "{taps:?}");
+    let name = taps[0].clone();
+    ns.ip(&["link", "set", &name, "name", "renamed0"]);
+    ns.ip(&["tuntap", "add", "dev", &name, "mode", "tap"]);
+    let run = resume(running, ours);
+    assert!(run.fds.is_empty(), "a renamed tap was handed out");
+    assert_eq!(run.code, Some(8), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("read back after setup: the tap was renamed"),
+        "{}",
+        run.stderr
+    );
+    let impostor = ns.ip(&["-d", "link", "show", "dev", &name]);
+    assert!(
+        !impostor.contains("master") && impostor.contains("mtu 1500"),
+        "the impostor was configured: {impostor}"
+    );
+    assert!(
+        !impostor.contains("bridge-helper"),
+        "the impostor got the marker or a slot: {impostor}"
+    );
+    ns.ip(&["link", "del", &name]);
+    wait_for_taps(&ns, &[]);
+}

@@ -585,41 +585,28 @@ fn deviation_b_malformed_line_in_include_refuses_with_file_and_line() {
     let fx = Fixture::new(Mode::Setuid);
     // QEMU stops reading the include at the bad line and ignores the error:
     // the deny after it is lost and br0 is allowed.
-    let files = vec![
+    let hides_deny = vec![
         EtcFile::root(
             "qemu/bridge.conf",
             "allow br0\ninclude /etc/qemu/bad.conf\n",
         ),
         EtcFile::root("qemu/bad.conf", "# a comment\nbogus line\ndeny br0\n"),
     ];
-    let o = deviation(
-        &fx,
-        "b_bad_line_hides_later_deny",
-        &files,
-        b"br0",
-        Some(true),
-    );
-    assert!(
-        o.stderr.contains("/etc/qemu/bad.conf:2"),
-        "message should name FILE:LINE: {:?}",
-        o.stderr
-    );
-    let files = vec![
+    let too_long = vec![
         EtcFile::root("qemu/bridge.conf", "include /etc/qemu/bad.conf\n"),
         EtcFile::root("qemu/bad.conf", "allow br0\nallow br-sixteen-12345\n"),
     ];
-    let o = deviation(
-        &fx,
-        "b_too_long_name_in_include",
-        &files,
-        b"br0",
-        Some(true),
-    );
-    assert!(
-        o.stderr.contains("/etc/qemu/bad.conf:2"),
-        "message should name FILE:LINE: {:?}",
-        o.stderr
-    );
+    for (case, files) in [
+        ("b_bad_line_hides_later_deny", hides_deny),
+        ("b_too_long_name_in_include", too_long),
+    ] {
+        let o = deviation(&fx, case, &files, b"br0", Some(true));
+        assert!(
+            o.stderr.contains("/etc/qemu/bad.conf:2"),
+            "message should name FILE:LINE: {:?}",
+            o.stderr
+        );
+    }
 }
 
 #[test]

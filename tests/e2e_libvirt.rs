@@ -50,14 +50,7 @@ fn require_libvirt() {
         ok,
         "virsh is missing: install the Debian package libvirt-clients"
     );
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "qemu-system-x86_64 is missing: install the Debian package qemu-system-x86"
-    );
+    guest::require_qemu();
 }
 
 /// uid 65534's private session: HOME and XDG directories in the sandbox.

@@ -20,23 +20,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
-use guest::{helper_under_test, KillOnDrop, MARK_HOLDING, MARK_PING_OK};
+use guest::{helper_under_test, require_qemu, KillOnDrop, MARK_HOLDING, MARK_PING_OK};
 
-const QEMU: &str = "qemu-system-x86_64";
+const QEMU: &str = guest::QEMU;
 const BRIDGE_MTU: u32 = 1400;
 /// Generous for TCG on a busy 2-core machine; a boot normally takes ~7 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
-
-fn require_qemu() {
-    let ok = Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{QEMU} is missing: install the Debian package qemu-system-x86"
-    );
-}
 
 /// One test's world: a netns with `br0` (MTU 1400, address .1), a sandbox
 /// holding a setuid-root helper copy, kernel, initramfs and a directory

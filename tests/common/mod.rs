@@ -338,18 +338,9 @@ impl Sandbox {
         args: &[&str],
         fd_arg: bool,
     ) -> HelperRun {
-        let (ours, theirs) = socketpair();
         let mut cmd = self.command(ns, program, jail);
         cmd.args(args);
-        if fd_arg {
-            cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
-        }
-        clear_cloexec(theirs.as_raw_fd());
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = spawn(&mut cmd);
-        drop(theirs);
+        let (child, ours) = spawn_with_socket(&mut cmd, fd_arg);
         let out = child.wait_with_output().expect("wait");
         HelperRun::collect(out, ours)
     }
@@ -403,6 +394,23 @@ pub fn spawn(cmd: &mut Command) -> std::process::Child {
         }
     }
     panic!("spawn: executable stayed busy (ETXTBSY)");
+}
+
+/// Starts `cmd` (stdin null, output piped) with the far end of a fresh
+/// socketpair inherited, appended as `--fd=N` if `fd_arg`; returns the
+/// child and our end.
+pub fn spawn_with_socket(cmd: &mut Command, fd_arg: bool) -> (std::process::Child, OwnedFd) {
+    let (ours, theirs) = socketpair();
+    if fd_arg {
+        cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
+    }
+    clear_cloexec(theirs.as_raw_fd());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn(cmd);
+    drop(theirs);
+    (child, ours)
 }
 
 /// `Command::output` with the same retry.

@@ -41,6 +41,21 @@ pub fn helper_under_test() -> PathBuf {
     }
 }
 
+/// The QEMU the end-to-end tests boot the guest with.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Fails loudly unless [`QEMU`] runs.
+pub fn require_qemu() {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{QEMU} is missing: install the Debian package qemu-system-x86"
+    );
+}
+
 /// Kernel and initramfs, ready to boot.
 #[derive(Debug, Clone)]
 pub struct GuestImage {

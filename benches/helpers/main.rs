@@ -350,7 +350,7 @@ fn real_main() -> Res<()> {
     let out = report::render(
         &o,
         &progs,
-        report::Results {
+        &report::Results {
             started,
             load_at_start,
             notes,

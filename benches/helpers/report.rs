@@ -27,16 +27,7 @@ pub struct Results {
 }
 
 /// The report, as printed and saved.
-pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
-    let Results {
-        started,
-        load_at_start,
-        notes,
-        sanity_rows,
-        seq,
-        conc,
-        res,
-    } = results;
+pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
     let label = |r: Role| {
         progs
             .iter()
@@ -58,8 +49,8 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
                 format!("{acc} {a}")
             })
     );
-    let _ = writeln!(out, "## Machine\n\n{}", machine(&load_at_start));
-    for n in &notes {
+    let _ = writeln!(out, "## Machine\n\n{}", machine(&results.load_at_start));
+    for n in &results.notes {
         let _ = writeln!(out, "{n}\n");
     }
     let _ = writeln!(out, "## Programs\n");
@@ -102,7 +93,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
         out,
         "\nFirst-run check (tap on the bridge, up, bridge's MTU, MAC fe:…):\n"
     );
-    for (l, m, s) in &sanity_rows {
+    for (l, m, s) in &results.sanity_rows {
         let _ = writeln!(out, "- {l} [{}]: {s}", m.short());
     }
 
@@ -121,7 +112,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for (level, r) in &seq {
+    for (level, r) in &results.seq {
         let _ = writeln!(out, "\n### {level} taps already on the bridge\n");
         row(&mut out, &header);
         row(&mut out, &vec!["---".into(); header.len()]);
@@ -166,7 +157,9 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
     row(&mut out, &vec!["---".into(); 8]);
     let med = |v: &[f64]| stats(v).map(|s| s.med);
     let get_conc = |level: usize, role: Role, mode: Mode| {
-        conc.iter()
+        results
+            .conc
+            .iter()
             .find(|c| c.0 == level && c.2 == role && c.3 == mode)
             .map(|c| (c.1, &c.4))
     };
@@ -241,7 +234,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
     for &level in &o.taps {
         for mode in Mode::ALL {
             for p in progs {
-                if let Some(r) = res.get(&(level, p.role, mode)) {
+                if let Some(r) = results.res.get(&(level, p.role, mode)) {
                     row(
                         &mut out,
                         &[
@@ -257,8 +250,8 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
                 }
             }
             if let (Some(a), Some(b)) = (
-                res.get(&(level, Role::Ours, mode)),
-                res.get(&(level, Role::Reference, mode)),
+                results.res.get(&(level, Role::Ours, mode)),
+                results.res.get(&(level, Role::Reference, mode)),
             ) {
                 row(
                     &mut out,
@@ -292,7 +285,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
             Some(false) => "FAIL",
             None => "n/a",
         };
-        for (level, r) in &seq {
+        for (level, r) in &results.seq {
             let level = *level;
             let s = |role, mode| r.get(&(role, mode)).map(|v| summarize(v));
             let fr = |mode, f: fn(Stats) -> f64| {
@@ -344,8 +337,8 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
             }
             for mode in Mode::ALL {
                 let (a, b) = (
-                    res.get(&(level, Role::Ours, mode)),
-                    res.get(&(level, Role::Reference, mode)),
+                    results.res.get(&(level, Role::Ours, mode)),
+                    results.res.get(&(level, Role::Reference, mode)),
                 );
                 let sc = a.and_then(|a| a.syscalls).zip(b.and_then(|b| b.syscalls));
                 row(
@@ -368,7 +361,12 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
                     ],
                 );
             }
-            let mine = || conc.iter().filter(|c| c.0 == level && c.2 == Role::Ours);
+            let mine = || {
+                results
+                    .conc
+                    .iter()
+                    .filter(|c| c.0 == level && c.2 == Role::Ours)
+            };
             let k = mine().map(|c| c.1).next().unwrap_or(0);
             let f: usize = mine().flat_map(|c| c.4.iter()).map(|c| c.fails).sum();
             let d = mine()
@@ -387,7 +385,8 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
             );
         }
     }
-    let total_fails: usize = seq
+    let total_fails: usize = results
+        .seq
         .iter()
         .flat_map(|(_, r)| r.values())
         .flatten()
@@ -398,7 +397,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: Results) -> Res<String> {
         "\nEvery received fd was checked with TUNGETIFF (must be a tap) and closed; link counts in the \
          namespace were checked to return to their baseline after every sequential phase and every \
          concurrent round. Failed sequential runs in total: {total_fails}. Bench wall time: {:.0} s.",
-        started.elapsed().as_secs_f64()
+        results.started.elapsed().as_secs_f64()
     );
     let _ = writeln!(
         out,

@@ -29,10 +29,9 @@ mod helperrun;
 
 use std::path::Path;
 
-use common::{Mode, NetNs, NOBODY};
+use common::{Mode, NetNs, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, NOBODY};
 use helperrun::*;
 
-const QEMU_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
 const OURS: &str = common::HELPER;
 
 const BR0: &str = "br0"; // MTU 1400
@@ -41,19 +40,6 @@ const BR15: &str = "br-fifteen-1234"; // 15 bytes, MTU 1280
 const BR16: &str = "br-sixteen-12345"; // 16 bytes: no such interface can exist
 const VETH: &str = "v0"; // an interface that is not a bridge
 const NOSUCH: &str = "nosuch0";
-
-/// IFF_TAP | IFF_NO_PI and IFF_VNET_HDR.
-const IFF_TAP: u16 = 0x0002;
-const IFF_NO_PI: u16 = 0x1000;
-const IFF_VNET_HDR: u16 = 0x4000;
-
-fn require_root_and_qemu() {
-    common::require_root();
-    assert!(
-        Path::new(QEMU_HELPER).exists(),
-        "{QEMU_HELPER} is missing: install the Debian package qemu-system-common"
-    );
-}
 
 /// Both helpers, installed the same way, and a namespace with the bridges.
 struct Fixture {
@@ -64,7 +50,8 @@ struct Fixture {
 
 impl Fixture {
     fn new(install: Mode) -> Fixture {
-        require_root_and_qemu();
+        common::require_root();
+        let reference = common::qemu_reference_helper();
         let ns = NetNs::new();
         ns.add_bridge(BR0, 1400);
         ns.add_bridge(BR1, 1500);
@@ -72,7 +59,7 @@ impl Fixture {
         ns.ip(&["link", "add", VETH, "type", "veth", "peer", "name", "v1"]);
         Fixture {
             ns,
-            qemu: Installed::new(QEMU_HELPER, install),
+            qemu: Installed::new(reference, install),
             ours: Installed::new(OURS, install),
         }
     }
@@ -370,6 +357,29 @@ fn same_corpus() -> Vec<Same> {
     v
 }
 
+/// Issue 13: with bridge-helper's package installed, QEMU's helper is
+/// diverted and bridge-helper sits at its path; the reference must be the
+/// diverted file, and a copy of bridge-helper in its place is refused
+/// (byte for byte the one under test, or told apart by its --help).
+#[test]
+fn the_reference_check_refuses_bridge_helper_in_qemus_place() {
+    let real = common::qemu_reference_helper();
+    assert_eq!(
+        common::sys::check_qemu_helper(&real, Path::new(OURS)),
+        Ok(())
+    );
+    let sb = common::Sandbox::new();
+    let fake = sb.dir.join("qemu-bridge-helper");
+    common::sh("cp", &[OURS, fake.to_str().unwrap()]);
+    let why = common::sys::check_qemu_helper(&fake, Path::new(OURS)).unwrap_err();
+    assert!(why.contains("is a copy of bridge-helper"), "{why}");
+    let why = common::sys::check_qemu_helper(&fake, Path::new("/bin/true")).unwrap_err();
+    assert!(
+        why.contains("does not answer --help as QEMU's helper does"),
+        "{why}"
+    );
+}
+
 #[test]
 fn same_decision_and_tap_for_the_hand_written_corpus() {
     let fx = Fixture::new(Mode::Setuid);
@@ -575,41 +585,28 @@ fn deviation_b_malformed_line_in_include_refuses_with_file_and_line() {
     let fx = Fixture::new(Mode::Setuid);
     // QEMU stops reading the include at the bad line and ignores the error:
     // the deny after it is lost and br0 is allowed.
-    let files = vec![
+    let hides_deny = vec![
         EtcFile::root(
             "qemu/bridge.conf",
             "allow br0\ninclude /etc/qemu/bad.conf\n",
         ),
         EtcFile::root("qemu/bad.conf", "# a comment\nbogus line\ndeny br0\n"),
     ];
-    let o = deviation(
-        &fx,
-        "b_bad_line_hides_later_deny",
-        &files,
-        b"br0",
-        Some(true),
-    );
-    assert!(
-        o.stderr.contains("/etc/qemu/bad.conf:2"),
-        "message should name FILE:LINE: {:?}",
-        o.stderr
-    );
-    let files = vec![
+    let too_long = vec![
         EtcFile::root("qemu/bridge.conf", "include /etc/qemu/bad.conf\n"),
         EtcFile::root("qemu/bad.conf", "allow br0\nallow br-sixteen-12345\n"),
     ];
-    let o = deviation(
-        &fx,
-        "b_too_long_name_in_include",
-        &files,
-        b"br0",
-        Some(true),
-    );
-    assert!(
-        o.stderr.contains("/etc/qemu/bad.conf:2"),
-        "message should name FILE:LINE: {:?}",
-        o.stderr
-    );
+    for (case, files) in [
+        ("b_bad_line_hides_later_deny", hides_deny),
+        ("b_too_long_name_in_include", too_long),
+    ] {
+        let o = deviation(&fx, case, &files, b"br0", Some(true));
+        assert!(
+            o.stderr.contains("/etc/qemu/bad.conf:2"),
+            "message should name FILE:LINE: {:?}",
+            o.stderr
+        );
+    }
 }
 
 #[test]

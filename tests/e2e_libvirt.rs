@@ -22,21 +22,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
-use guest::{KillOnDrop, MARK_PING_OK};
+use guest::{helper_under_test, KillOnDrop, MARK_PING_OK};
 
 const LIBVIRTD: &str = "/usr/sbin/libvirtd";
 const VIRSH: &str = "virsh";
 const URI: &str = "qemu:///session";
-const QEMU_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
 const BRIDGE_MTU: u32 = 1400;
 const DOMAIN_TIMEOUT: Duration = Duration::from_secs(150);
-
-fn helper_under_test() -> &'static str {
-    match std::env::var("BH_E2E_HELPER").as_deref() {
-        Ok("qemu") => QEMU_HELPER,
-        _ => common::HELPER,
-    }
-}
 
 fn require_libvirt() {
     assert!(
@@ -58,14 +50,7 @@ fn require_libvirt() {
         ok,
         "virsh is missing: install the Debian package libvirt-clients"
     );
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "qemu-system-x86_64 is missing: install the Debian package qemu-system-x86"
-    );
+    guest::require_qemu();
 }
 
 /// uid 65534's private session: HOME and XDG directories in the sandbox.
@@ -405,7 +390,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         assert!(link.contains(" master br0 "), "{link}");
         assert!(link.contains(&format!(" mtu {BRIDGE_MTU} ")), "{link}");
         assert!(link.contains("link/ether fe:"), "{link}");
-        if helper_under_test() == common::HELPER {
+        if helper_under_test() == Path::new(common::HELPER) {
             assert!(
                 link.contains(&format!("alias bridge-helper uid={NOBODY}")),
                 "tap not made by our helper: {link}"

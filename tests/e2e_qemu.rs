@@ -15,36 +15,17 @@ mod guest;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
-use guest::{KillOnDrop, MARK_HOLDING, MARK_PING_OK};
+use guest::{helper_under_test, require_qemu, KillOnDrop, MARK_HOLDING, MARK_PING_OK};
 
-const QEMU: &str = "qemu-system-x86_64";
-const QEMU_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const QEMU: &str = guest::QEMU;
 const BRIDGE_MTU: u32 = 1400;
 /// Generous for TCG on a busy 2-core machine; a boot normally takes ~7 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
-
-fn helper_under_test() -> &'static str {
-    match std::env::var("BH_E2E_HELPER").as_deref() {
-        Ok("qemu") => QEMU_HELPER,
-        _ => common::HELPER,
-    }
-}
-
-fn require_qemu() {
-    let ok = Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{QEMU} is missing: install the Debian package qemu-system-x86"
-    );
-}
 
 /// One test's world: a netns with `br0` (MTU 1400, address .1), a sandbox
 /// holding a setuid-root helper copy, kernel, initramfs and a directory
@@ -224,7 +205,7 @@ fn assert_tap_was_right(seen: &[SeenTap], ctx: &str) {
         "tap MAC does not start with fe: {t:?}"
     );
     // Our helper labels its taps; QEMU's does not. Proves which one ran.
-    if helper_under_test() == common::HELPER {
+    if helper_under_test() == Path::new(common::HELPER) {
         assert!(
             t.alias.starts_with(&format!("bridge-helper uid={NOBODY}")),
             "tap not made by our helper (alias {:?}): {t:?}",

@@ -118,7 +118,7 @@ fn check_run(ns: &NetNs, run: HelperRun) -> Vec<String> {
     } else if run.code.is_some() && fds != 0 {
         bad.push(format!("status {:?} yet {fds} fds were sent", run.code));
     }
-    if run.code == Some(error_status::INTERNAL) {
+    if run.code == Some(i32::from(bridge_helper::error::status::INTERNAL)) {
         bad.push(format!(
             "status 70 (a panic or internal error): {}",
             run.stderr.trim()
@@ -141,10 +141,6 @@ fn check_run(ns: &NetNs, run: HelperRun) -> Vec<String> {
     bad
 }
 
-mod error_status {
-    pub const INTERNAL: i32 = 70;
-}
-
 /// One helper run under strace (as root, in the namespace) with the given
 /// strace options; None if it hung.
 fn strace_run(
@@ -153,21 +149,14 @@ fn strace_run(
     helper: &Path,
     strace_args: &[String],
 ) -> Option<HelperRun> {
-    let (ours, theirs) = socketpair();
     let mut cmd = sb.command(ns, "strace", Jail::root());
     // What a hostile caller would set: it must make no difference.
     cmd.env("RUST_BACKTRACE", "full");
     cmd.args(["-f", "-qq"])
         .args(strace_args)
         .arg(helper)
-        .args(["--use-vnet", "--br=br0"])
-        .arg(format!("--fd={}", theirs.as_raw_fd()));
-    clear_cloexec(theirs.as_raw_fd());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn(&mut cmd);
-    drop(theirs);
+        .args(["--use-vnet", "--br=br0"]);
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
     let out = wait_within(child, RUN_LIMIT)?;
     Some(HelperRun::collect(out, ours))
 }
@@ -444,18 +433,11 @@ fn setuid_run(
     helper: &Path,
     delay: Option<Duration>,
 ) -> (HelperRun, Duration) {
-    let (ours, theirs) = socketpair();
     let mut cmd = sb.command(ns, helper, Jail::for_mode(Mode::Setuid));
-    cmd.args(["--use-vnet", "--br=br0"])
-        .arg(format!("--fd={}", theirs.as_raw_fd()));
-    clear_cloexec(theirs.as_raw_fd());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["--use-vnet", "--br=br0"]);
     // spawn returns once the helper has been exec'd.
-    let mut child = spawn(&mut cmd);
+    let (mut child, ours) = spawn_with_socket(&mut cmd, true);
     let t0 = Instant::now();
-    drop(theirs);
     if let Some(delay) = delay {
         while t0.elapsed() < delay {
             std::hint::spin_loop();

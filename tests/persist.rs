@@ -8,8 +8,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Output;
 
-const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
-const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
 const OTHER_USER: u32 = 65533;
 
 /// As `uid` (inside the namespace), sets IFF_PERSIST on a tap fd we hold:
@@ -20,7 +18,7 @@ fn make_persistent_as(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, uid: u32) {
     // SAFETY: one ioctl with an integer argument between fork and exec.
     unsafe {
         cmd.pre_exec(
-            move || match libc::ioctl(raw, TUNSETPERSIST, 1 as libc::c_ulong) {
+            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
                 0 => Ok(()),
                 _ => Err(io::Error::last_os_error()),
             },
@@ -47,7 +45,7 @@ fn attach_by_name_as(sb: &Sandbox, ns: &NetNs, name: &str, uid: u32) -> io::Resu
     unsafe {
         cmd.pre_exec(move || {
             let fd = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR);
-            if fd < 0 || libc::ioctl(fd, TUNSETIFF, ifr.as_mut_ptr()) < 0 {
+            if fd < 0 || libc::ioctl(fd, libc::TUNSETIFF, ifr.as_mut_ptr()) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -94,11 +92,7 @@ fn another_user_cannot_attach_to_an_abandoned_tap() {
 #[test]
 fn qemus_own_helper_has_the_hole() {
     // The reason for all of this: QEMU's helper leaves the tap unowned.
-    let reference = "/usr/lib/qemu/qemu-bridge-helper";
-    assert!(
-        std::path::Path::new(reference).exists(),
-        "{reference} is missing: install qemu-system-common (.ci/run does)"
-    );
+    let reference = qemu_reference_helper();
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");

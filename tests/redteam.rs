@@ -10,9 +10,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 
-const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
-const TUNSETCARRIER: libc::Ioctl = 0x4004_54e2;
-
 /// A directory in the sandbox that the (unprivileged) caller owns.
 fn user_dir(sb: &Sandbox, name: &str) -> std::path::PathBuf {
     let dir = sb.dir.join(name);
@@ -127,28 +124,13 @@ fn a_datagram_fd_is_refused_before_it_can_be_repointed() {
 
 /// How many fds are queued on a datagram socket (non-blocking).
 fn pending_fds(sock: &OwnedFd) -> usize {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut n = 0;
     loop {
         let mut buf = [0u8; 16];
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-        let Ok(msg) = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        ) else {
+        let Ok(msg) = sys::recv_with_fds(sock.as_raw_fd(), &mut buf, true) else {
             return n;
         };
-        for c in msg.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(v) = c {
-                n += v.len();
-                for fd in v {
-                    let _ = nix::unistd::close(fd);
-                }
-            }
-        }
+        n += msg.fds.len(); // and closes them
     }
 }
 
@@ -161,8 +143,8 @@ fn persist_as_holder(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, carrier_off: bool) 
     unsafe {
         cmd.pre_exec(move || {
             let off: libc::c_int = 0;
-            if libc::ioctl(raw, TUNSETPERSIST, 1 as libc::c_ulong) != 0
-                || (carrier_off && libc::ioctl(raw, TUNSETCARRIER, &off) != 0)
+            if libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) != 0
+                || (carrier_off && libc::ioctl(raw, libc::TUNSETCARRIER, &off) != 0)
             {
                 return Err(io::Error::last_os_error());
             }
@@ -173,15 +155,7 @@ fn persist_as_holder(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, carrier_off: bool) 
 }
 
 fn still_attached(fd: &OwnedFd) -> bool {
-    let mut ifr = [0u8; 40];
-    // SAFETY: TUNGETIFF writes a 40-byte struct ifreq.
-    unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            0x8004_54d2_u32 as libc::Ioctl,
-            ifr.as_mut_ptr(),
-        ) == 0
-    }
+    sys::tun_iff(fd.as_raw_fd()).is_ok()
 }
 
 /// Finding: "carrier off" is not "nothing attached": a holder can turn its

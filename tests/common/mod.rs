@@ -5,12 +5,22 @@
 //! inside a private mount namespace whose /etc is a read-only overlay with
 //! the sandbox's `qemu/` on top, so the compiled-in /etc/qemu/bridge.conf is
 //! the test's file and the machine's /etc is never touched.
+//!
+//! What the benchmark needs too (the QEMU reference, tap flags, sockets,
+//! SCM_RIGHTS, the tun node and the overlay mount) is in `sys.rs`,
+//! re-exported here.
 #![allow(dead_code)]
+
+pub mod sys;
+#[allow(unused_imports)] // each test file uses some of them
+pub use sys::{
+    qemu_reference_helper, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR, NOBODY, QEMU_HELPER,
+};
 
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -18,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub const NOBODY: u32 = 65534;
 pub const HELPER: &str = env!("CARGO_BIN_EXE_bridge-helper");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -136,9 +145,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        sys::delete_netns(&self.name);
     }
 }
 
@@ -219,12 +226,9 @@ impl Sandbox {
     }
 
     /// Installs a copy of `binary` as `mode` requires; returns its path.
-    pub fn install(&self, binary: &str, mode: Mode) -> PathBuf {
-        let name = Path::new(binary)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    pub fn install(&self, binary: impl AsRef<Path>, mode: Mode) -> PathBuf {
+        let binary = binary.as_ref();
+        let name = binary.file_name().unwrap().to_string_lossy().into_owned();
         let path = self
             .dir
             .join("bin")
@@ -241,7 +245,12 @@ impl Sandbox {
             .arg(&path)
             .status()
             .map(|s| s.success());
-        assert!(matches!(ok, Ok(true)), "cp {binary} {}", path.display());
+        assert!(
+            matches!(ok, Ok(true)),
+            "cp {} {}",
+            binary.display(),
+            path.display()
+        );
         chown(&path, Some(0), Some(0)).unwrap();
         match mode {
             Mode::Root | Mode::Unprivileged => {
@@ -269,12 +278,7 @@ impl Sandbox {
     fn tun_node(&self) -> PathBuf {
         let path = self.dir.join("tun");
         if !path.exists() {
-            let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path; mknod only reads it.
-            let r =
-                unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) };
-            assert_eq!(r, 0, "mknod tun: {}", io::Error::last_os_error());
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+            sys::make_tun_node(&path).unwrap_or_else(|e| panic!("mknod tun: {e}"));
         }
         path
     }
@@ -302,30 +306,8 @@ impl Sandbox {
                     }
                 };
                 ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
-                ok(libc::unshare(libc::CLONE_NEWNS))?;
-                ok(libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
-                ok(libc::mount(
-                    c"overlay".as_ptr(),
-                    c"/etc".as_ptr(),
-                    c"overlay".as_ptr(),
-                    libc::MS_RDONLY,
-                    lower.as_ptr().cast(),
-                ))?;
-                if let Some(tun) = &tun {
-                    ok(libc::mount(
-                        tun.as_ptr(),
-                        c"/dev/net/tun".as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ))?;
-                }
+                sys::mount_private_etc(&lower, libc::MS_RDONLY, tun.as_deref())
+                    .map_err(|_| io::Error::last_os_error())?;
                 if let Some(uid) = jail.uid {
                     let gid = jail.gid.unwrap_or(uid);
                     ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
@@ -356,18 +338,9 @@ impl Sandbox {
         args: &[&str],
         fd_arg: bool,
     ) -> HelperRun {
-        let (ours, theirs) = socketpair();
         let mut cmd = self.command(ns, program, jail);
         cmd.args(args);
-        if fd_arg {
-            cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
-        }
-        clear_cloexec(theirs.as_raw_fd());
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = spawn(&mut cmd);
-        drop(theirs);
+        let (child, ours) = spawn_with_socket(&mut cmd, fd_arg);
         let out = child.wait_with_output().expect("wait");
         HelperRun::collect(out, ours)
     }
@@ -423,6 +396,23 @@ pub fn spawn(cmd: &mut Command) -> std::process::Child {
     panic!("spawn: executable stayed busy (ETXTBSY)");
 }
 
+/// Starts `cmd` (stdin null, output piped) with the far end of a fresh
+/// socketpair inherited, appended as `--fd=N` if `fd_arg`; returns the
+/// child and our end.
+pub fn spawn_with_socket(cmd: &mut Command, fd_arg: bool) -> (std::process::Child, OwnedFd) {
+    let (ours, theirs) = socketpair();
+    if fd_arg {
+        cmd.arg(format!("--fd={}", theirs.as_raw_fd()));
+    }
+    clear_cloexec(theirs.as_raw_fd());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn(cmd);
+    drop(theirs);
+    (child, ours)
+}
+
 /// `Command::output` with the same retry.
 pub fn output(cmd: &mut Command) -> Output {
     spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))
@@ -431,14 +421,7 @@ pub fn output(cmd: &mut Command) -> Output {
 }
 
 pub fn socketpair() -> (OwnedFd, OwnedFd) {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .expect("socketpair")
+    sys::socketpair().expect("socketpair")
 }
 
 pub fn clear_cloexec(fd: RawFd) {
@@ -511,62 +494,29 @@ impl HelperRun {
 
 /// Reads everything on the socket without blocking (the sender has exited).
 fn receive_all(sock: &OwnedFd) -> (Vec<OwnedFd>, usize, Vec<u8>) {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut fds = Vec::new();
     let mut cmsgs = 0;
     let mut data = Vec::new();
     loop {
         let mut buf = [0u8; 64];
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([RawFd; 8]);
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        let msg = match sys::recv_with_fds(sock.as_raw_fd(), &mut buf, true) {
             Ok(m) => m,
             Err(_) => break,
         };
         if msg.bytes == 0 {
             break;
         }
-        for c in msg.cmsgs().expect("cmsgs") {
-            cmsgs += 1;
-            if let ControlMessageOwned::ScmRights(v) = c {
-                // SAFETY: SCM_RIGHTS installed these descriptors for us.
-                fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
-        }
-        let n = msg.bytes;
-        data.extend_from_slice(&buf[..n]);
+        cmsgs += msg.cmsgs;
+        fds.extend(msg.fds);
+        data.extend_from_slice(&buf[..msg.bytes]);
     }
     (fds, cmsgs, data)
 }
 
 /// TUNGETIFF on a received fd: (name, flags).
 pub fn tun_get_iff(fd: &OwnedFd) -> (String, i16) {
-    let mut ifr = [0u8; 40];
-    // SAFETY: TUNGETIFF writes a 40-byte struct ifreq.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            0x8004_54d2_u32 as libc::Ioctl,
-            ifr.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0, "TUNGETIFF: {}", io::Error::last_os_error());
-    let end = ifr[..16].iter().position(|&b| b == 0).unwrap_or(16);
-    (
-        String::from_utf8_lossy(&ifr[..end]).into_owned(),
-        i16::from_ne_bytes([ifr[16], ifr[17]]),
-    )
+    sys::tun_iff(fd.as_raw_fd()).unwrap_or_else(|e| panic!("TUNGETIFF: {e}"))
 }
-
-pub const IFF_TAP: i16 = 0x0002;
-pub const IFF_NO_PI: i16 = 0x1000;
-pub const IFF_PERSIST: i16 = 0x0800;
-pub const IFF_VNET_HDR: i16 = 0x4000;
 
 /// Waits (briefly) until the namespace holds exactly the taps `keep`: a
 /// closed tap lingers while a child forked by a parallel test still holds

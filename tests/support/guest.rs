@@ -31,6 +31,31 @@ pub const MARK_DONE: &str = "BH-DONE";
 /// found in the modules' own `.modinfo` and loaded first.
 const ROOT_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 
+/// The helper the end-to-end tests give QEMU or libvirt: ours, or with
+/// `BH_E2E_HELPER=qemu` QEMU's own (to tell harness problems from helper
+/// problems), checked to be QEMU's wherever a dpkg diversion put it.
+pub fn helper_under_test() -> PathBuf {
+    match std::env::var("BH_E2E_HELPER").as_deref() {
+        Ok("qemu") => crate::common::qemu_reference_helper(),
+        _ => PathBuf::from(crate::common::HELPER),
+    }
+}
+
+/// The QEMU the end-to-end tests boot the guest with.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Fails loudly unless [`QEMU`] runs.
+pub fn require_qemu() {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{QEMU} is missing: install the Debian package qemu-system-x86"
+    );
+}
+
 /// Kernel and initramfs, ready to boot.
 #[derive(Debug, Clone)]
 pub struct GuestImage {

@@ -40,8 +40,9 @@ pub struct Installed {
 }
 
 impl Installed {
-    pub fn new(binary: &str, mode: common::Mode) -> Installed {
-        assert!(Path::new(binary).exists(), "{binary} is missing");
+    pub fn new(binary: impl AsRef<Path>, mode: common::Mode) -> Installed {
+        let binary = binary.as_ref();
+        assert!(binary.exists(), "{} is missing", binary.display());
         let sandbox = Sandbox::new();
         let path = sandbox.install(binary, mode);
         Installed {
@@ -98,7 +99,7 @@ pub struct Call {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapProps {
     /// TUNGETIFF flags (IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, IFF_PERSIST...).
-    pub flags: u16,
+    pub flags: i16,
     pub mtu: u32,
     pub mac_first_byte: u8,
     pub master: Option<String>,
@@ -241,7 +242,7 @@ fn inspect(ns: &NetNs, out: std::process::Output, ours: OwnedFd) -> Outcome {
             std::thread::sleep(Duration::from_millis(20));
         }
         outcome.tap = Some(TapProps {
-            flags: flags as u16,
+            flags,
             mtu: field(&detail, " mtu ")
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(0),

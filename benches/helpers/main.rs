@@ -1,0 +1,373 @@
+//! Side-by-side benchmark: `bridge-helper` against QEMU's `qemu-bridge-helper`.
+//!
+//! Run as root from the repository root (one command; figures side by side):
+//!
+//! ```text
+//! cargo bench --bench helpers
+//! cargo bench --bench helpers -- --n 200 --k 64 --rounds 3 --taps 0,100,1000
+//! ```
+//!
+//! What it does (see `bench/RESULTS.md` for the last results):
+//! - creates its own network namespace `bhbench-<pid>` with bridge `bhbr0` (deleted at the end,
+//!   also on error or panic); the machine's own interfaces are never touched;
+//! - prepares one private mount namespace (kept alive by an fd) in which `/etc` is an overlayfs
+//!   whose upper layer holds `qemu/bridge.conf` = `allow bhbr0`, and `/dev/net/tun` is a 0666
+//!   node bind-mounted over the host's (0600 here); the real `/etc` is never written;
+//! - copies each program into a 0755 temp dir as a setuid-root copy, a `cap_net_admin+ep` copy
+//!   and a plain copy; each run forks, joins the mount and network namespaces, drops to uid/gid
+//!   65534 (setuid and cap modes) and execs `HELPER --use-vnet --fd=N --br=bhbr0`;
+//! - times spawn -> fd received (recvmsg) and spawn -> exit (wait4), checks each fd with
+//!   TUNGETIFF, closes it, and checks that the taps vanished.
+//!
+//! The reference is QEMU's helper where `dpkg-divert --truename` says it is
+//! (bridge-helper's package diverts it), checked to really be QEMU's
+//! (`tests/common/sys.rs`, shared with the tests). The code: `setup` (the
+//! namespaces, install modes and programs), `drivers` (spawning, the
+//! sequential and concurrent phases, strace / time runs), `stats` and
+//! `report` (the tables).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod drivers;
+mod report;
+mod setup;
+mod stats;
+#[path = "../../tests/common/sys.rs"]
+mod sys;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use drivers::{
+    concurrent, resources, sanity, sequential, ConcRound, Ns, Resource, Rng, SeqResults,
+};
+use setup::{
+    add_taps, check_interrupted, chown_root, cstr, install, install_signal_handlers, ip, last_err,
+    link_count, make_mount_ns, open_ro, remove_stale, set_mode, tiny_elf, DirGuard, Mode,
+    NetnsGuard, Prog, Role,
+};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const BRIDGE: &str = "bhbr0";
+/// A Linux bridge takes at most 1023 ports (BR_MAX_PORTS 1024, port 0 reserved).
+const BRIDGE_MAX_PORTS: usize = 1023;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+struct Opts {
+    n: usize,
+    k: usize,
+    warmup: usize,
+    rounds: usize,
+    taps: Vec<usize>,
+    helper: Option<PathBuf>,
+    reference: PathBuf,
+    out: Option<PathBuf>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench helpers -- [--n N] [--k K] [--warmup W] \
+[--rounds R] [--taps 0,100,1000] [--helper PATH] [--reference PATH] [--out FILE | --no-save]";
+
+fn parse_opts() -> Res<Opts> {
+    let mut o = Opts {
+        n: 200,
+        k: 64,
+        warmup: 10,
+        rounds: 3,
+        taps: vec![0, 100, 1000],
+        helper: option_env!("CARGO_BIN_EXE_bridge-helper").map(PathBuf::from),
+        reference: PathBuf::from(sys::QEMU_HELPER),
+        out: Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bench/RESULTS.md"
+        ))),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--bench" => {} // passed by `cargo bench`; required (see real_main)
+            "--n" => o.n = val("--n")?.parse()?,
+            "--k" => o.k = val("--k")?.parse()?,
+            "--warmup" => o.warmup = val("--warmup")?.parse()?,
+            "--rounds" => o.rounds = val("--rounds")?.parse()?,
+            "--taps" => {
+                o.taps = val("--taps")?
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?;
+                o.taps.sort_unstable();
+                o.taps.dedup();
+            }
+            "--helper" => o.helper = Some(PathBuf::from(val("--helper")?)),
+            "--reference" => o.reference = PathBuf::from(val("--reference")?),
+            "--out" => o.out = Some(PathBuf::from(val("--out")?)),
+            "--no-save" => o.out = None,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    if o.n == 0 || o.k == 0 || o.rounds == 0 {
+        return Err("--n, --k and --rounds must be > 0".into());
+    }
+    Ok(o)
+}
+fn main() {
+    let code = match real_main() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main() -> Res<()> {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("helpers bench: run it with `cargo bench --bench helpers` (as root); nothing to do here");
+        return Ok(());
+    }
+    let o = parse_opts()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the benchmark must run as root (it creates a network namespace and setuid copies)"
+                .into(),
+        );
+    }
+    install_signal_handlers();
+    let started = Instant::now();
+    let load_at_start = fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let tmp = std::env::temp_dir();
+    remove_stale(&tmp);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let name = format!("bhbench-{pid}");
+
+    // temp dir (0755, root) with copies, overlay layers and the 0666 tun node
+    let dir = tmp.join(&name);
+    fs::create_dir(&dir)?;
+    let _dir_guard = DirGuard(dir.clone());
+    for sub in ["bin", "etc-upper", "etc-upper/qemu", "etc-work"] {
+        fs::create_dir(dir.join(sub))?;
+    }
+    for sub in ["", "bin", "etc-upper", "etc-upper/qemu"] {
+        set_mode(&dir.join(sub), 0o755)?;
+    }
+    let conf = dir.join("etc-upper/qemu/bridge.conf");
+    fs::write(&conf, format!("allow {BRIDGE}\n"))?;
+    chown_root(&conf)?;
+    set_mode(&conf, 0o644)?;
+    {
+        let d = cstr(dir.as_os_str().as_bytes())?;
+        // SAFETY: statvfs is plain old data and `d` a valid path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid path and out-pointer.
+        if unsafe { libc::statvfs(d.as_ptr(), &mut st) } != 0 {
+            return Err(last_err("statvfs"));
+        }
+        if st.f_flag & libc::ST_NOSUID != 0 {
+            return Err(format!(
+                "{} is on a nosuid mount: set TMPDIR elsewhere",
+                tmp.display()
+            )
+            .into());
+        }
+        sys::make_tun_node(&dir.join("tun")).map_err(|e| format!("mknod tun: {e}"))?;
+    }
+
+    // programs
+    let mut notes = Vec::new();
+    let mut progs = Vec::new();
+    let ours_path = o.helper.clone().filter(|p| p.exists());
+    // QEMU's helper is where a dpkg diversion put it, and must really be QEMU's.
+    let is_qemu = o.reference == Path::new(sys::QEMU_HELPER);
+    let reference = if is_qemu {
+        sys::qemu_helper_truename()?
+    } else {
+        o.reference.clone()
+    };
+    let ref_present = reference.exists();
+    if is_qemu && ref_present {
+        let ours = ours_path.as_deref().unwrap_or(Path::new(""));
+        sys::check_qemu_helper(&reference, ours)
+            .map_err(|why| format!("the reference is not QEMU's qemu-bridge-helper: {why}"))?;
+    }
+    match (&ours_path, ref_present) {
+        (Some(p), _) => progs.push(install(&dir, Role::Ours, "bridge-helper", p, None)?),
+        (None, true) => {
+            notes.push(format!(
+                "**bridge-helper binary not found ({}): its column is a STAND-IN running QEMU's helper**",
+                o.helper.as_ref().map_or("not built".into(), |p| p.display().to_string())
+            ));
+            progs.push(install(
+                &dir,
+                Role::Ours,
+                "bridge-helper [stand-in: QEMU]",
+                &reference,
+                None,
+            )?);
+        }
+        (None, false) => return Err("neither bridge-helper nor the reference helper found".into()),
+    }
+    if ref_present {
+        let ref_label = if is_qemu {
+            "qemu-bridge-helper".to_string()
+        } else {
+            format!("reference {}", reference.display())
+        };
+        progs.push(install(
+            &dir,
+            Role::Reference,
+            &ref_label,
+            &reference,
+            None,
+        )?);
+    } else {
+        notes.push(format!(
+            "**reference helper {} absent: no ratios**",
+            reference.display()
+        ));
+    }
+    if cfg!(target_arch = "x86_64") {
+        progs.push(install(
+            &dir,
+            Role::FloorStatic,
+            "floor: 129-byte static ELF, exit(0)",
+            Path::new("(generated)"),
+            Some(tiny_elf()),
+        )?);
+    }
+    progs.push(install(
+        &dir,
+        Role::FloorDyn,
+        "floor: /bin/true (dynamic glibc)",
+        Path::new("/bin/true"),
+        None,
+    )?);
+
+    // network namespace with a bridge
+    let status = Command::new("ip").args(["netns", "add", &name]).status()?;
+    if !status.success() {
+        return Err(format!("ip netns add {name} failed").into());
+    }
+    let _ns_guard = NetnsGuard(name.clone());
+    ip(&name, &["link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&name, &["link", "set", BRIDGE, "up"])?;
+    let ns = Ns {
+        mnt: make_mount_ns(&dir)?,
+        net: open_ro(&format!("/run/netns/{name}"))?,
+        devnull: open_ro("/dev/null")?,
+    };
+
+    eprintln!(
+        "bench: netns {name}, N={} K={} rounds={} warmup={} taps={:?}",
+        o.n, o.k, o.rounds, o.warmup, o.taps
+    );
+    let mut sanity_rows = Vec::new();
+    for p in progs.iter().filter(|p| p.role.is_helper()) {
+        for mode in Mode::ALL {
+            sanity_rows.push((p.label.clone(), mode, sanity(&ns, p, mode, &name)?));
+        }
+    }
+
+    let mut seq: Vec<(usize, SeqResults)> = Vec::new();
+    let mut conc: Vec<(usize, usize, Role, Mode, Vec<ConcRound>)> = Vec::new();
+    let mut res: BTreeMap<(usize, Role, Mode), Resource> = BTreeMap::new();
+    let mut have = 0;
+    for &level in &o.taps {
+        check_interrupted()?;
+        add_taps(&name, &dir, have, level)?;
+        have = have.max(level);
+        let t = Instant::now();
+        eprintln!("bench: {level} taps on the bridge: sequential runs");
+        seq.push((level, sequential(&ns, &progs, o.n, o.warmup, &name)?));
+        eprintln!(
+            "bench:   done in {:.1} s; concurrent runs",
+            t.elapsed().as_secs_f64()
+        );
+        let before = link_count(&name)?;
+        let k = o.k.min(BRIDGE_MAX_PORTS.saturating_sub(level));
+        if k < o.k {
+            notes.push(format!(
+                "At {level} taps the concurrent runs use K={k}, not {}: a bridge takes at most {BRIDGE_MAX_PORTS} ports.",
+                o.k
+            ));
+        }
+        let helpers: Vec<&Prog> = progs.iter().filter(|p| p.role.is_helper()).collect();
+        let mut rounds: BTreeMap<(Role, Mode), Vec<ConcRound>> = BTreeMap::new();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut order: Vec<(usize, Mode)> = (0..helpers.len())
+            .flat_map(|p| Mode::ALL.map(|m| (p, m)))
+            .collect();
+        for _ in 0..o.rounds {
+            rng.shuffle(&mut order);
+            for &(pi, mode) in &order {
+                {
+                    check_interrupted()?;
+                    let p = helpers[pi];
+                    rounds
+                        .entry((p.role, mode))
+                        .or_default()
+                        .push(concurrent(&ns, p, mode, k)?);
+                    let after = link_count(&name)?;
+                    if after != before {
+                        return Err(format!(
+                            "{} taps left behind after a concurrent round",
+                            after - before
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+        for ((role, mode), v) in rounds {
+            conc.push((level, k, role, mode, v));
+        }
+        eprintln!("bench:   strace / time runs");
+        for p in &progs {
+            for mode in Mode::ALL {
+                if p.role != Role::FloorDyn {
+                    res.insert((level, p.role, mode), resources(&ns, p, mode, &dir)?);
+                }
+            }
+        }
+    }
+
+    let out = report::render(
+        &o,
+        &progs,
+        &report::Results {
+            started,
+            load_at_start,
+            notes,
+            sanity_rows,
+            seq,
+            conc,
+            res,
+        },
+    )?;
+    println!("{out}");
+    if let Some(path) = &o.out {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(path, &out)?;
+        eprintln!("bench: results saved to {}", path.display());
+    }
+    drop(ns);
+    Ok(())
+}

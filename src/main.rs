@@ -52,7 +52,7 @@ fn run() -> Result<(), Error> {
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let request = match args::parse(&argv)? {
         Command::Help => return report::print(report::HELP),
-        Command::Version => return report::print(report::VERSION),
+        Command::Version => return report::print(&report::version()),
         Command::Attach(request) => request,
     };
     privileges.require_net_admin()?;

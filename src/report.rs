@@ -17,7 +17,16 @@ pub fn print(text: &str) -> Result<(), crate::error::Error> {
     Ok(())
 }
 
-pub const VERSION: &str = concat!("bridge-helper ", env!("CARGO_PKG_VERSION"), "\n");
+/// The version, then the paths compiled in (src/config.rs), which differ
+/// by distribution: what an administrator needs to know where to write.
+pub fn version() -> String {
+    format!(
+        "bridge-helper {}\nACL file: {}\nsettings file: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::config::ACL_FILE,
+        crate::config::SETTINGS_FILE
+    )
+}
 
 /// One fixed line for any panic: no message, location, backtrace or
 /// address (the default hook prints some and reads RUST_BACKTRACE).

@@ -224,7 +224,10 @@ fn help_and_version_need_no_privilege() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("bridge-helper {}\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "bridge-helper {}\nACL file: /etc/qemu/bridge.conf\nsettings file: /etc/qemu/bridge-helper.conf\n",
+            env!("CARGO_PKG_VERSION")
+        )
     );
     let out = std::process::Command::new(HELPER)
         .args(["--help", "--fd=3"])

@@ -1,0 +1,879 @@
+//! The Debian package as an administrator meets it: built with
+//! `scripts/build-deb` (cargo-deb, then lintian, which must report no
+//! error), installed with `dpkg -i`, used by QEMU through its own helper
+//! path (the diversion), removed with `dpkg -r` and purged with `dpkg -P`.
+//!
+//! dpkg never runs on the machine itself: each test makes a private mount
+//! namespace whose /usr, /etc and /var are overlays with a throwaway upper
+//! directory, and runs dpkg and everything else there. Whatever the
+//! package does is gone with the namespace, even when a test fails, and
+//! the other suites, which use /usr/lib/qemu/qemu-bridge-helper as their
+//! reference, never see it. They may run at the same time.
+//!
+//! Needs: cargo-deb (`scripts/build-deb --install-tools`), lintian, mandoc,
+//! groff, apparmor (for apparmor_parser), qemu-system-x86, and what the
+//! end-to-end guest needs (tests/support/guest.rs); scripts/install-test-deps
+//! installs them all. A missing one fails the test with its name.
+
+mod common;
+#[path = "support/guest.rs"]
+mod guest;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{clear_cloexec, socketpair, tun_get_iff, HelperRun, NetNs, NOBODY};
+
+const QEMU_PATH: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const OURS: &str = "/usr/libexec/bridge-helper/bridge-helper";
+const DIVERTED: &str = "/usr/lib/qemu/qemu-bridge-helper.distrib";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: install the Debian package {package} (scripts/install-test-deps)"
+    );
+}
+
+/// Builds and lints the package once per test binary: `scripts/build-deb`.
+fn deb() -> PathBuf {
+    static DEB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = DEB.get_or_init(|| {
+        common::require_root();
+        let started = Instant::now();
+        let out = Command::new(manifest_dir().join("scripts/build-deb"))
+            .current_dir(manifest_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/build-deb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/build-deb failed (it needs cargo-deb: `scripts/build-deb --install-tools`, and lintian: `scripts/install-test-deps`):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let path = manifest_dir().join(String::from_utf8_lossy(&out.stdout).trim());
+        eprintln!(
+            "built and linted {} ({} bytes) in {:.1} s",
+            path.display(),
+            fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(path)
+    });
+    match r {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// sha256, mode, owner, group and file capability of a path, as `sh` in
+/// some mount namespace sees it.
+fn identity_script(path: &str) -> String {
+    format!(
+        "sha256sum {path} | cut -d' ' -f1; stat -c '%f %U %G' {path}; getcap {path} | sed 's/^[^ ]* //'"
+    )
+}
+
+/// QEMU's helper as the machine has it, outside any test namespace.
+fn original_qemu_helper() -> String {
+    require("sha256sum", "coreutils");
+    require("getcap", "libcap2-bin");
+    assert!(
+        Path::new(QEMU_PATH).exists(),
+        "{QEMU_PATH} is missing: install the Debian package qemu-system-common"
+    );
+    let out = common::sh("sh", &["-c", &identity_script(QEMU_PATH)]);
+    assert!(
+        !fs::symlink_metadata(QEMU_PATH).unwrap().is_symlink(),
+        "{QEMU_PATH} on the machine is a symlink: is bridge-helper installed on the machine itself?"
+    );
+    out
+}
+
+/// A private mount namespace with overlays on /usr, /etc and /var, held by
+/// a sleeping process; removed with it.
+struct Root {
+    dir: PathBuf,
+    holder: Child,
+}
+
+/// What /dev/net/tun looks like inside the namespace.
+#[derive(Clone, Copy)]
+enum Tun {
+    /// A node of this mode bound over /dev/net/tun.
+    Mode(u32),
+}
+
+impl Root {
+    fn new(tun: Tun) -> Root {
+        common::require_root();
+        require("unshare", "util-linux");
+        require("nsenter", "util-linux");
+        require("dpkg", "dpkg");
+        let dir = std::env::temp_dir().join(format!(
+            "bht-pkg-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        for d in ["usr", "etc", "var"] {
+            fs::create_dir_all(dir.join(d).join("upper")).unwrap();
+            fs::create_dir_all(dir.join(d).join("work")).unwrap();
+        }
+        let Tun::Mode(mode) = tun;
+        let node = dir.join("tun");
+        common::sh(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "mknod {} c 10 200 && chmod {mode:o} {}",
+                    node.display(),
+                    node.display()
+                ),
+            ],
+        );
+        let d = dir.display();
+        let script = format!(
+            "set -e
+             for d in usr etc var; do
+               mount -t overlay overlay -o lowerdir=/$d,upperdir={d}/$d/upper,workdir={d}/$d/work /$d
+             done
+             mount --bind {d}/tun /dev/net/tun
+             echo ready
+             exec sleep 100000"
+        );
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn unshare");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().unwrap();
+            panic!(
+                "cannot make the overlay namespace (overlayfs over /usr, /etc, /var): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Root { dir, holder }
+    }
+
+    fn mnt_ns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/mnt", self.holder.id()))
+    }
+
+    /// Runs a shell script inside the namespace (as root).
+    fn sh(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--mount={}", self.mnt_ns().display()))
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter")
+    }
+
+    /// `sh` that must succeed; returns stdout and stderr together.
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "in the package namespace, `{script}` failed:\n{text}"
+        );
+        text
+    }
+
+    /// A Command that runs in `ns` and this mount namespace, as `uid` with
+    /// supplementary `groups` (or as root).
+    fn command(&self, ns: &NetNs, program: &str, uid: Option<u32>, groups: &[u32]) -> Command {
+        let mut cmd = Command::new(program);
+        let netns = fs::File::open(ns.netns_path()).expect("open netns");
+        let mnt = fs::File::open(self.mnt_ns()).expect("open mount namespace");
+        let groups: Vec<libc::gid_t> = groups.to_vec();
+        // SAFETY: the closure runs between fork and exec and only makes raw
+        // system calls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = |r: libc::c_int| {
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                };
+                ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+                ok(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                if let Some(uid) = uid {
+                    ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                    ok(libc::setresgid(uid, uid, uid))?;
+                    ok(libc::setresuid(uid, uid, uid))?;
+                }
+                Ok(())
+            });
+        }
+        cmd.current_dir("/");
+        cmd
+    }
+
+    /// Installs the package; returns dpkg's output.
+    fn install(&self) -> String {
+        let deb = deb();
+        self.ok(&format!("dpkg -i {} 2>&1", deb.display()))
+    }
+
+    fn identity(&self, path: &str) -> String {
+        self.ok(&identity_script(path))
+    }
+
+    /// Runs the helper at `path` as uid 65534 (with `groups`) for br0 in
+    /// `ns`, the way QEMU does.
+    fn run_helper(&self, ns: &NetNs, path: &str, groups: &[u32]) -> HelperRun {
+        let (ours, theirs) = socketpair();
+        clear_cloexec(theirs.as_raw_fd());
+        let mut cmd = self.command(ns, path, Some(NOBODY), groups);
+        cmd.args([
+            "--use-vnet".to_string(),
+            "--br=br0".to_string(),
+            format!("--fd={}", theirs.as_raw_fd()),
+        ]);
+        let out = common::output(cmd.stdin(Stdio::null()));
+        drop(theirs);
+        HelperRun::collect(out, ours)
+    }
+
+    /// A tap through `path`, checked to be bridge-helper's: owned by the
+    /// caller, in br0, with its marker.
+    fn attach(&self, ns: &NetNs, path: &str, groups: &[u32]) {
+        let fd = self.run_helper(ns, path, groups).expect_tap();
+        let (tap, _) = tun_get_iff(&fd);
+        let state = ns.tap_state(&tap);
+        assert_eq!(state.master, "br0", "{path}: {state:?}");
+        assert_eq!(state.owner, i64::from(NOBODY), "{path}: {state:?}");
+        let link = ns.ip(&["-o", "link", "show", "dev", &tap]);
+        assert!(
+            link.contains(&format!("bridge-helper uid={NOBODY}")),
+            "{path} did not run bridge-helper (no marker): {link}"
+        );
+        drop(fd);
+        common::wait_for_taps(ns, &[]);
+    }
+
+    /// Every non-directory path the installed package owns (dpkg -L).
+    fn package_files(&self) -> Vec<String> {
+        self.ok("dpkg -L bridge-helper")
+            .lines()
+            .filter(|l| l.starts_with('/') && l.len() > 1)
+            .map(str::to_owned)
+            .filter(|p| {
+                let out = self.sh(&format!("[ -d {p} ] && [ ! -L {p} ]"));
+                !out.status.success()
+            })
+            .collect()
+    }
+
+    /// After purge: QEMU's helper is back as it was, and nothing of ours.
+    fn assert_clean(&self, original: &str, files: &[String]) {
+        assert_eq!(
+            self.identity(QEMU_PATH),
+            original,
+            "QEMU's helper is not back as it was"
+        );
+        self.ok(&format!("[ ! -L {QEMU_PATH} ] && [ ! -e {DIVERTED} ]"));
+        let diversions = self.ok("dpkg-divert --list");
+        assert!(
+            !diversions.contains("bridge-helper"),
+            "a diversion is left: {diversions}"
+        );
+        let status = self.sh("dpkg-query -W -f='${db:Status-Status}' bridge-helper");
+        let status = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            status.is_empty() || status == "not-installed",
+            "dpkg still knows the package: {status}"
+        );
+        for f in files {
+            if f == QEMU_PATH {
+                continue;
+            }
+            let out = self.sh(&format!("[ -e {f} ] || [ -L {f} ]"));
+            assert!(!out.status.success(), "{f} is left after purge");
+        }
+        self.ok("[ ! -d /usr/libexec/bridge-helper ] && [ ! -d /usr/share/doc/bridge-helper ]");
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The mode bits (with file type) that `stat -c %f` prints, for a regular file.
+fn stat_line(mode: u32, user: &str, group: &str) -> String {
+    format!("{:x} {user} {group}", 0o100000 | mode)
+}
+
+fn ns_with_bridge() -> NetNs {
+    NetNs::with_bridge(1500)
+}
+
+/// Boots the test guest with QEMU as uid 65534, `-netdev bridge` without
+/// `helper=`: QEMU runs its compiled-in /usr/lib/qemu/qemu-bridge-helper.
+/// Returns the marker seen on the guest's tap.
+fn boot_with_qemus_default_helper(root: &Root, ns: &NetNs) -> String {
+    require("qemu-system-x86_64", "qemu-system-x86");
+    let image = guest::guest_image();
+    let out = root.dir.join("guest");
+    fs::create_dir_all(&out).unwrap();
+    fs::set_permissions(&root.dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let image = image.copy_to(&out);
+    std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+    ns.ip(&["addr", "add", "169.254.21.1/24", "dev", "br0"]);
+    let serial = out.join("serial.log");
+    let mut cmd = root.command(ns, "qemu-system-x86_64", Some(NOBODY), &[]);
+    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .args(["-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initrd)
+        .args([
+            "-append",
+            &guest::cmdline("169.254.21.2/24", "169.254.21.1", false),
+        ])
+        .args(["-netdev", "bridge,id=n0,br=br0"])
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .current_dir(&out)
+        .env("HOME", &out)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(out.join("qemu.stdout")).unwrap())
+        .stderr(fs::File::create(out.join("qemu.stderr")).unwrap());
+    let started = Instant::now();
+    let mut qemu = guest::KillOnDrop::new(common::spawn(&mut cmd), "qemu");
+    let mut marker = String::new();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while Instant::now() < deadline && qemu.is_running() {
+        if marker.is_empty() {
+            let links = Command::new("ip")
+                .args(["-n", &ns.name, "-o", "link", "show", "type", "tun"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if let Some(l) = links.lines().find(|l| l.contains(" master br0 ")) {
+                // `ip -o` joins a link's lines with a backslash.
+                let alias = l.split("alias ").nth(1).unwrap_or("(no alias)");
+                marker = alias.split('\\').next().unwrap_or("").trim().to_owned();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = qemu.wait_timeout(Duration::from_secs(5));
+    let read = |n: &str| fs::read_to_string(out.join(n)).unwrap_or_default();
+    let ctx = format!(
+        "\n--- serial ---\n{}\n--- qemu stderr ---\n{}",
+        guest::read_serial(&serial),
+        read("qemu.stderr")
+    );
+    assert!(status.is_some_and(|s| s.success()), "QEMU: {status:?}{ctx}");
+    assert!(
+        guest::read_serial(&serial).contains(guest::MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    eprintln!(
+        "QEMU with -netdev bridge (no helper=): guest pinged in {:.1} s, tap alias {marker:?}",
+        started.elapsed().as_secs_f64()
+    );
+    marker
+}
+
+#[test]
+fn installs_serves_qemu_through_its_own_path_and_uninstalls_to_the_byte() {
+    let original = original_qemu_helper();
+    // Debian's default /dev/net/tun: 0666, so the file capability is chosen.
+    let root = Root::new(Tun::Mode(0o666));
+    let started = Instant::now();
+    let log = root.install();
+    let installed = started.elapsed();
+    assert!(
+        log.contains("file capability cap_net_admin+ep"),
+        "postinst did not say what it chose:\n{log}"
+    );
+    let diversions = root.ok("dpkg-divert --list");
+    assert!(
+        diversions.contains(&format!(
+            "diversion of {QEMU_PATH} to {DIVERTED} by bridge-helper"
+        )),
+        "{diversions}"
+    );
+    assert_eq!(
+        root.ok(&format!("readlink {QEMU_PATH}")).trim(),
+        "../../libexec/bridge-helper/bridge-helper"
+    );
+    assert_eq!(
+        root.identity(DIVERTED),
+        original,
+        "QEMU's helper was changed when diverted"
+    );
+    let ours = root.identity(OURS);
+    let mode_line = ours.lines().nth(1).unwrap();
+    assert_eq!(mode_line, stat_line(0o755, "root", "root"), "{ours}");
+    assert_eq!(ours.lines().nth(2), Some("cap_net_admin=ep"), "{ours}");
+
+    // What an administrator finds.
+    let version = root.ok(&format!("{OURS} --version"));
+    assert!(
+        version.contains("ACL file: /etc/qemu/bridge.conf"),
+        "{version}"
+    );
+    assert!(
+        version.contains("settings file: /etc/qemu/bridge-helper.conf"),
+        "{version}"
+    );
+    for (page, file) in [
+        ("8 bridge-helper", "/usr/share/man/man8/bridge-helper.8.gz"),
+        ("5 bridge.conf", "/usr/share/man/man5/bridge.conf.5.gz"),
+        (
+            "5 bridge-helper.conf",
+            "/usr/share/man/man5/bridge-helper.conf.5.gz",
+        ),
+    ] {
+        assert_eq!(root.ok(&format!("man -w {page}")).trim(), file);
+    }
+    root.ok("[ ! -e /etc/qemu/bridge.conf ] && [ -f /usr/share/doc/bridge-helper/examples/bridge.conf ]");
+    root.ok("dpkg-query --control-show bridge-helper conffiles | grep -qx '/etc/qemu/bridge-helper.conf.*'");
+    let profile = root.ok("cat /etc/apparmor.d/abstractions/bridge-helper-libvirtd");
+    assert_eq!(
+        profile,
+        fs::read_to_string(manifest_dir().join("debian/apparmor-libvirtd")).unwrap()
+    );
+
+    // libvirt's compiled-in default is QEMU's path, so it runs us too.
+    let driver = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so";
+    if Path::new(driver).exists() {
+        root.ok(&format!("grep -q {QEMU_PATH} {driver}"));
+    }
+
+    // The administrator's ACL, then a tap through both paths, as uid 65534.
+    root.ok("mkdir -p /etc/qemu && echo 'allow br0' > /etc/qemu/bridge.conf && chmod 0644 /etc/qemu/bridge.conf");
+    let ns = ns_with_bridge();
+    root.attach(&ns, QEMU_PATH, &[]);
+    root.attach(&ns, OURS, &[]);
+    let marker = boot_with_qemus_default_helper(&root, &ns);
+    assert_eq!(
+        marker,
+        format!("bridge-helper uid={NOBODY}"),
+        "QEMU did not run bridge-helper"
+    );
+
+    let files = root.package_files();
+    let t = Instant::now();
+    let removed = root.ok("dpkg -r bridge-helper 2>&1");
+    assert_eq!(
+        root.identity(QEMU_PATH),
+        original,
+        "after dpkg -r:\n{removed}"
+    );
+    root.ok(&format!("[ ! -L {QEMU_PATH} ] && [ ! -e {OURS} ]"));
+    assert!(!root.ok("dpkg-divert --list").contains("bridge-helper"));
+    // The conffiles stay until purge, as dpkg does.
+    root.ok("[ -f /etc/qemu/bridge-helper.conf ]");
+    root.ok("dpkg -P bridge-helper 2>&1");
+    root.assert_clean(&original, &files);
+    // The administrator's ACL is theirs.
+    assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), "allow br0\n");
+    eprintln!(
+        "dpkg -i took {:.1} s, dpkg -r and -P {:.1} s",
+        installed.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn setuid_root_when_tun_is_0600_and_the_acl_is_left_alone() {
+    let original = original_qemu_helper();
+    let root = Root::new(Tun::Mode(0o600));
+    let acl = "# kept as written\nallow br0\n";
+    root.ok(&format!(
+        "mkdir -p /etc/qemu && printf '{}' > /etc/qemu/bridge.conf",
+        acl.replace('\n', "\\n")
+    ));
+    let log = root.install();
+    assert!(
+        log.contains("setuid root: /dev/net/tun is mode 600"),
+        "{log}"
+    );
+    let ours = root.identity(OURS);
+    assert_eq!(
+        ours.lines().nth(1).unwrap(),
+        stat_line(0o4755, "root", "root")
+    );
+    assert_eq!(ours.lines().nth(2), None, "a capability was set: {ours}");
+    assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), acl);
+    let ns = ns_with_bridge();
+    root.attach(&ns, QEMU_PATH, &[]);
+    let files = root.package_files();
+    root.ok("dpkg -r bridge-helper && dpkg -P bridge-helper");
+    root.assert_clean(&original, &files);
+    assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), acl);
+}
+
+fn gid_of(root: &Root, group: &str) -> u32 {
+    root.ok(&format!("getent group {group} | cut -d: -f3"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_statoverride_on_our_binary_is_kept_and_restricts_it_to_a_group() {
+    let original = original_qemu_helper();
+    let root = Root::new(Tun::Mode(0o666));
+    root.ok(&format!(
+        "groupadd --system bhvm && dpkg-statoverride --add root bhvm 4710 {OURS}"
+    ));
+    let gid = gid_of(&root, "bhvm");
+    let log = root.install();
+    assert!(log.contains("keeping the dpkg-statoverride"), "{log}");
+    let ours = root.identity(OURS);
+    assert_eq!(
+        ours.lines().nth(1).unwrap(),
+        stat_line(0o4710, "root", "bhvm")
+    );
+    assert_eq!(
+        ours.lines().nth(2),
+        None,
+        "a capability was set over the override: {ours}"
+    );
+    root.ok("echo 'allow br0' > /etc/qemu/bridge.conf 2>/dev/null || (mkdir -p /etc/qemu && echo 'allow br0' > /etc/qemu/bridge.conf)");
+    let ns = ns_with_bridge();
+    // Outside the group: cannot even run it.
+    let mut cmd = root.command(&ns, QEMU_PATH, Some(NOBODY), &[]);
+    let err = common::try_start(cmd.arg("--help").stdout(Stdio::null()))
+        .err()
+        .expect("a user outside the group ran the helper");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    // In the group: works through QEMU's path.
+    root.attach(&ns, QEMU_PATH, &[gid]);
+    let files = root.package_files();
+    root.ok("dpkg -P bridge-helper");
+    root.assert_clean(&original, &files);
+}
+
+#[test]
+fn a_statoverride_on_qemus_path_carries_over_and_stays_with_qemus_helper() {
+    let root = Root::new(Tun::Mode(0o666));
+    root.ok(&format!(
+        "groupadd --system bhvm && dpkg-statoverride --update --add root bhvm 4750 {QEMU_PATH}"
+    ));
+    let before = root.identity(QEMU_PATH);
+    assert_eq!(
+        before.lines().nth(1).unwrap(),
+        stat_line(0o4750, "root", "bhvm")
+    );
+    let log = root.install();
+    assert!(log.contains("applied it to"), "{log}");
+    assert_eq!(
+        root.identity(OURS).lines().nth(1).unwrap(),
+        stat_line(0o4750, "root", "bhvm"),
+        "installing us widened who may run the helper at QEMU's path"
+    );
+    assert_eq!(root.identity(DIVERTED), before);
+    let files = root.package_files();
+    root.ok("dpkg -P bridge-helper");
+    root.assert_clean(&before, &files);
+}
+
+#[test]
+fn without_setcap_it_falls_back_to_setuid_and_says_so() {
+    let original = original_qemu_helper();
+    let root = Root::new(Tun::Mode(0o666));
+    root.ok("rm -f $(command -v setcap) $(command -v getcap); ! command -v setcap");
+    let log = root.install();
+    assert!(
+        log.contains("setcap was not found; install libcap2-bin"),
+        "{log}"
+    );
+    assert_eq!(
+        root.ok(&format!("stat -c '%a %U' {OURS}")).trim(),
+        "4755 root"
+    );
+    root.ok("mkdir -p /etc/qemu && echo 'allow br0' > /etc/qemu/bridge.conf");
+    let ns = ns_with_bridge();
+    root.attach(&ns, QEMU_PATH, &[]);
+    root.ok("dpkg -P bridge-helper");
+    // getcap is gone here, so compare what is left of the identity.
+    let now = root.ok(&format!(
+        "sha256sum {QEMU_PATH} | cut -d' ' -f1; stat -c '%f %U %G' {QEMU_PATH}"
+    ));
+    assert!(original.starts_with(&now), "{original} vs {now}");
+}
+
+#[test]
+fn an_old_diversion_is_moved_and_a_foreign_one_stops_the_install() {
+    let original = original_qemu_helper();
+    // Left by an older layout of this package (installed or not).
+    let root = Root::new(Tun::Mode(0o600));
+    let old = "/usr/lib/qemu/qemu-bridge-helper.old";
+    root.ok(&format!(
+        "dpkg-divert --package bridge-helper --add --rename --divert {old} {QEMU_PATH}"
+    ));
+    let log = root.install();
+    assert!(log.contains("moving the diversion"), "{log}");
+    assert_eq!(root.identity(DIVERTED), original);
+    root.ok(&format!("[ ! -e {old} ]"));
+    let files = root.package_files();
+    root.ok("dpkg -P bridge-helper");
+    root.assert_clean(&original, &files);
+    drop(root);
+
+    // Someone else's diversion: refused before anything is unpacked.
+    let root = Root::new(Tun::Mode(0o600));
+    let other = "/usr/lib/qemu/qemu-bridge-helper.other";
+    root.ok(&format!(
+        "dpkg-divert --package someone-else --add --rename --divert {other} {QEMU_PATH}"
+    ));
+    let out = root.sh(&format!("dpkg -i {} 2>&1", deb().display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "installed over a foreign diversion:\n{text}"
+    );
+    assert!(
+        text.contains("already diverted by the package 'someone-else'"),
+        "{text}"
+    );
+    assert_eq!(root.identity(other), original);
+    root.ok(&format!("[ ! -e {QEMU_PATH} ] && [ ! -e {OURS} ]"));
+    assert!(root
+        .ok("dpkg-divert --list")
+        .contains(&format!("{QEMU_PATH} to {other} by someone-else")));
+}
+
+#[test]
+fn qemu_installed_after_us_lands_beside_us_and_comes_back_on_removal() {
+    let original = original_qemu_helper();
+    let root = Root::new(Tun::Mode(0o600));
+    // Take qemu-system-common's files out of the way as dpkg would before
+    // a first install, then install it again after us (its .deb rebuilt
+    // from this machine's files by dpkg-repack is not available; dpkg
+    // --unpack of the cached archive is what apt does).
+    let version = root.ok("dpkg-query -W -f='${Version}' qemu-system-common");
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-deb");
+    fs::create_dir_all(&cache).unwrap();
+    let have = fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("qemu-system-common_")
+        });
+    if !have {
+        let out = Command::new("apt-get")
+            .args(["download", "-q", &format!("qemu-system-common={version}")])
+            .current_dir(&cache)
+            .output()
+            .expect("apt-get");
+        assert!(
+            out.status.success(),
+            "apt-get download qemu-system-common={version} failed (needs Debian's package lists: apt-get update): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let qemu_deb = fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".deb"))
+        .unwrap();
+    root.ok("dpkg --remove --force-depends qemu-system-common >/dev/null 2>&1");
+    root.ok(&format!("[ ! -e {QEMU_PATH} ]"));
+    root.install();
+    root.ok(&format!("[ ! -e {DIVERTED} ] && [ -L {QEMU_PATH} ]"));
+    root.ok(&format!("dpkg -i {} >/dev/null 2>&1", qemu_deb.display()));
+    // dpkg put QEMU's helper at the diverted name, ours stays at its path.
+    assert_eq!(
+        root.identity(DIVERTED).lines().next(),
+        original.lines().next()
+    );
+    root.ok(&format!("[ -L {QEMU_PATH} ]"));
+    let ns = ns_with_bridge();
+    root.ok("mkdir -p /etc/qemu && echo 'allow br0' > /etc/qemu/bridge.conf");
+    root.attach(&ns, QEMU_PATH, &[]);
+    root.ok("dpkg -P bridge-helper");
+    assert_eq!(
+        root.identity(QEMU_PATH).lines().next(),
+        original.lines().next()
+    );
+}
+
+/// The AppArmor snippet, read inside Debian's own profile for libvirtd
+/// (from libvirt-daemon-system, downloaded, never installed), parses; so
+/// does that profile when the package is gone; and a broken copy does not,
+/// so the check is not vacuous. Parse only: these machines have no
+/// AppArmor in the kernel, so what it allows at run time is untested.
+#[test]
+fn apparmor_profile_text_parses_inside_libvirts_profile() {
+    common::require_root();
+    require("apparmor_parser", "apparmor");
+    require("dpkg-deb", "dpkg");
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libvirt-apparmor");
+    let profile_dir = cache.join("x/etc/apparmor.d");
+    if !profile_dir.join("usr.sbin.libvirtd").exists() {
+        fs::create_dir_all(&cache).unwrap();
+        let out = Command::new("apt-get")
+            .args(["download", "-q", "libvirt-daemon-system"])
+            .current_dir(&cache)
+            .output()
+            .expect("apt-get");
+        assert!(
+            out.status.success(),
+            "apt-get download libvirt-daemon-system failed (needs Debian's package lists: apt-get update): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::sh(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "cd {} && dpkg-deb -x libvirt-daemon-system_*.deb x",
+                    cache.display()
+                ),
+            ],
+        );
+    }
+    let base = std::env::temp_dir().join(format!("bht-aa-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    common::sh(
+        "cp",
+        &["-a", "/etc/apparmor.d/.", &base.display().to_string()],
+    );
+    common::sh(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", profile_dir.display()),
+            &base.display().to_string(),
+        ],
+    );
+    fs::create_dir_all(base.join("local")).unwrap();
+    let parse = |what: &str| -> Output {
+        let out = Command::new("apparmor_parser")
+            .args(["-Q", "-K", "--base"])
+            .arg(&base)
+            .arg(base.join(what))
+            .output()
+            .unwrap();
+        out
+    };
+    let line = "include if exists <abstractions/bridge-helper-libvirtd>\n";
+    fs::write(base.join("local/usr.sbin.libvirtd"), line).unwrap();
+    let snippet = fs::read_to_string(manifest_dir().join("debian/apparmor-libvirtd")).unwrap();
+    assert!(
+        snippet.contains(line.trim_end()),
+        "the documented line is not in the snippet's comment"
+    );
+    fs::write(base.join("abstractions/bridge-helper-libvirtd"), &snippet).unwrap();
+    let out = parse("usr.sbin.libvirtd");
+    assert!(
+        out.status.success(),
+        "libvirtd's profile with our snippet does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pre = Command::new("apparmor_parser")
+        .args(["-p", "--base"])
+        .arg(&base)
+        .arg(base.join("usr.sbin.libvirtd"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&pre.stdout);
+    assert!(
+        text.contains("profile bridge_helper") && text.contains("network netlink raw"),
+        "the snippet was not read into the profile"
+    );
+    // Package removed: the include finds nothing and the profile still loads.
+    fs::remove_file(base.join("abstractions/bridge-helper-libvirtd")).unwrap();
+    let out = parse("usr.sbin.libvirtd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not vacuous: a broken snippet fails.
+    fs::write(
+        base.join("abstractions/bridge-helper-libvirtd"),
+        snippet.replace("network netlink raw,", "network netlink raw"),
+    )
+    .unwrap();
+    let out = parse("usr.sbin.libvirtd");
+    assert!(!out.status.success(), "a broken snippet parsed");
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    require("mandoc", "mandoc");
+    require("groff", "groff-base");
+    for page in ["bridge-helper.8", "bridge.conf.5", "bridge-helper.conf.5"] {
+        let path = manifest_dir().join("man").join(page);
+        let out = Command::new("mandoc")
+            .args(["-T", "lint", "-W", "warning"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "mandoc -T lint {page}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("groff")
+            .args(["-ww", "-man", "-Tutf8", "-z"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff -ww {page}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = fs::metadata(&path).unwrap();
+        assert!(meta.size() > 1000, "{page} is a stub");
+    }
+}

@@ -20,10 +20,10 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use bridge_helper::acl::{self, Directive, LineError, Rule, Target, Verdict};
-use bridge_helper::aclfile::{self, AclError, FileText, Files, OpenError};
-use bridge_helper::args::{self, UsageError};
-use bridge_helper::ifname::{self, Invalid};
+use bridge_helper::policy::acl::{self, Directive, LineError, Rule, Target, Verdict};
+use bridge_helper::policy::acl_files::{self, ConfigError, FileText, Files, OpenError};
+use bridge_helper::policy::args::{self, UsageError};
+use bridge_helper::policy::ifname::{self, Invalid};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -58,7 +58,7 @@ impl Files for Tree {
     }
 }
 
-fn verdict(rules: &[Rule<aclfile::Origin>], bridge: &[u8]) -> bool {
+fn verdict(rules: &[Rule<acl_files::Origin>], bridge: &[u8]) -> bool {
     matches!(acl::decide(rules, bridge), Verdict::Allowed(_))
 }
 
@@ -455,7 +455,7 @@ proptest! {
             }
         }
         let tree = byte_tree(&text);
-        match aclfile::load(&tree, Path::new(MAIN)) {
+        match acl_files::load(&tree, Path::new(MAIN)) {
             Ok(rules) => {
                 for b in BRIDGES {
                     let _ = acl::decide(&rules, b.as_bytes());
@@ -555,7 +555,7 @@ proptest! {
             (MAIN.into(), main.join("\n").into_bytes()),
             ("/etc/qemu/inc.conf".into(), inc.join("\n").into_bytes()),
         ]);
-        let rules = aclfile::load(&tree, Path::new(MAIN)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let rules = acl_files::load(&tree, Path::new(MAIN)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(matches!(acl::decide(&rules, who.as_bytes()), Verdict::Denied(_)));
     }
 
@@ -574,7 +574,7 @@ proptest! {
         ] {
             prop_assert_eq!(
                 args::parse(&args).err(),
-                Some(UsageError::BadBridge(bridge_helper::escape::quote(&long), Invalid::TooLong(long.len())))
+                Some(UsageError::BadBridge(bridge_helper::report::escape::quote(&long), Invalid::TooLong(long.len())))
             );
         }
         // As an ACL name (bytes that would split or end the line aside).
@@ -586,7 +586,7 @@ proptest! {
             let line = [cmd, &clean].concat();
             prop_assert_eq!(
                 acl::parse_line(&line),
-                Err(LineError::BadName(bridge_helper::escape::quote(&clean), Invalid::TooLong(clean.len())))
+                Err(LineError::BadName(bridge_helper::report::escape::quote(&clean), Invalid::TooLong(clean.len())))
             );
         }
         // CVE-2019-13164: a rule for the first 15 bytes does not match.
@@ -600,7 +600,7 @@ proptest! {
     /// QEMU's grammar means the same here as there.
     #[test]
     fn a_file_in_qemus_grammar_means_the_same_here(tree in qemu_tree()) {
-        let ours = aclfile::load(&tree, Path::new(MAIN));
+        let ours = acl_files::load(&tree, Path::new(MAIN));
         let q = qemu(&tree);
         match &ours {
             Ok(rules) => {
@@ -621,7 +621,7 @@ proptest! {
                 // or more than 64 files (QEMU: a crash or an endless walk).
                 let bounded = matches!(
                     e,
-                    AclError::Cycle(..) | AclError::TooDeep(_) | AclError::TooMuch(_)
+                    ConfigError::Cycle(..) | ConfigError::TooDeep(_) | ConfigError::TooMuch(_)
                 );
                 if !q.main_failed && !q.any_error && !q.runaway && !bounded {
                     let deviates = tree
@@ -649,7 +649,7 @@ fn model_sanity() {
         "QEMU reads the cut tail as a rule"
     );
     assert!(
-        aclfile::load(&tree, Path::new(MAIN)).is_err(),
+        acl_files::load(&tree, Path::new(MAIN)).is_err(),
         "we refuse it"
     );
 
@@ -659,12 +659,12 @@ fn model_sanity() {
         qemu_allows(&q.rules, b"br0"),
         "QEMU's deny names 'br0 # old'"
     );
-    assert!(aclfile::load(&tree, Path::new(MAIN)).is_err());
+    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
 
     let tree = Tree(vec![(MAIN.into(), b"allow\tbr0\n".to_vec())]);
     assert!(qemu_allows(&qemu(&tree).rules, b"br0"));
     assert!(verdict(
-        &aclfile::load(&tree, Path::new(MAIN)).unwrap(),
+        &acl_files::load(&tree, Path::new(MAIN)).unwrap(),
         b"br0"
     ));
 
@@ -673,13 +673,13 @@ fn model_sanity() {
         qemu(&tree).main_failed,
         "the first space splits: command 'allow\\tbr0'"
     );
-    assert!(aclfile::load(&tree, Path::new(MAIN)).is_err());
+    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
 
     // Vertical tab is not glib white space: QEMU reads the name "\vbr0"
     // (matching nothing); we refuse the name.
     let tree = Tree(vec![(MAIN.into(), b"allow \x0bbr0\n".to_vec())]);
     assert!(!qemu_allows(&qemu(&tree).rules, b"br0"));
-    assert!(aclfile::load(&tree, Path::new(MAIN)).is_err());
+    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
 
     // An error in an include: QEMU keeps what came before it, we refuse.
     let tree = Tree(vec![
@@ -692,5 +692,5 @@ fn model_sanity() {
     let q = qemu(&tree);
     assert!(!q.main_failed && q.any_error);
     assert_eq!(q.rules, vec![QRule::Allow(b"br0".to_vec())]);
-    assert!(aclfile::load(&tree, Path::new(MAIN)).is_err());
+    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
 }

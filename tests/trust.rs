@@ -811,7 +811,7 @@ mod model {
     }
 
     pub fn walk(path: &Path) -> Outcome {
-        use bridge_helper::trust::{open, OpenError};
+        use bridge_helper::system::trusted_files::{open, OpenError};
         use std::io::Read;
         match open(path) {
             Ok(mut t) => {

@@ -10,10 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use bridge_helper::acl::{self, Directive, Target, Verdict};
-use bridge_helper::aclfile::{self, FileText, Files, OpenError};
-use bridge_helper::ifname;
-use bridge_helper::trust::Untrusted;
+use bridge_helper::policy::acl::{self, Directive, Target, Verdict};
+use bridge_helper::policy::acl_files::{self, FileText, Files, OpenError};
+use bridge_helper::policy::ifname;
+use bridge_helper::system::trusted_files::Untrusted;
 use libfuzzer_sys::fuzz_target;
 
 const MAIN: &str = "/etc/qemu/bridge.conf";
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The whole tree, as the helper reads it.
     let tree = Tree { files };
-    let Ok(rules) = aclfile::load(&tree, Path::new(MAIN)) else {
+    let Ok(rules) = acl_files::load(&tree, Path::new(MAIN)) else {
         return;
     };
     let mut names: Vec<Vec<u8>> = vec![b"br0".to_vec(), b"0123456789abcdef".to_vec()];

@@ -5,8 +5,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use bridge_helper::args::{self, Command};
-use bridge_helper::ifname;
+use bridge_helper::policy::args::{self, Command};
+use bridge_helper::policy::ifname;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

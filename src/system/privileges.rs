@@ -1,5 +1,4 @@
 //! Giving up everything but CAP_NET_ADMIN before any user input is read.
-#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io;
@@ -7,20 +6,20 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::unistd::{getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
-use crate::error::Error;
-use crate::sys::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
+use crate::report::error::Error;
+use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
 
 const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
 
 /// What is left after the drop.
-pub struct Dropped {
+pub struct Caller {
     /// The real uid that ran us: whose ACL view and whose tap this is.
-    pub uid: u32,
+    pub uid: Uid,
     pub tun: TunDevice,
     net_admin: bool,
 }
 
-impl Dropped {
+impl Caller {
     pub fn require_net_admin(&self) -> Result<(), Error> {
         if self.net_admin {
             Ok(())
@@ -31,7 +30,7 @@ impl Dropped {
 
     /// Runs `f` with CAP_NET_ADMIN still permitted but not effective, then
     /// makes it effective again: for lookups that must not act with it.
-    pub fn lowered<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+    pub fn without_net_admin<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
         let kept = if self.net_admin { NET_ADMIN } else { 0 };
         let held = CapSets {
             effective: kept,
@@ -39,13 +38,13 @@ impl Dropped {
             inheritable: 0,
         };
         let fail = |e: nix::Error| Error::Privileges(format!("capset: {}", e.desc()));
-        sys::capset(&CapSets {
+        raw::capset(&CapSets {
             effective: 0,
             ..held
         })
         .map_err(fail)?;
         let out = f();
-        sys::capset(&held).map_err(fail)?;
+        raw::capset(&held).map_err(fail)?;
         Ok(out)
     }
 }
@@ -81,7 +80,7 @@ impl TunDevice {
 /// hand-over itself needs no privilege.
 pub fn drop_all() -> Result<(), Error> {
     let none = CapSets::default();
-    sys::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+    raw::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
     verify_caps(none)
 }
 
@@ -96,7 +95,7 @@ fn open_tun() -> io::Result<OwnedFd> {
 
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
 /// never given it), then checks that this is really so.
-pub fn drop_to_caller() -> Result<Dropped, Error> {
+pub fn drop_to_caller() -> Result<Caller, Error> {
     let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
     let uids = getresuid().map_err(|e| fail("getresuid", e))?;
     let gids = getresgid().map_err(|e| fail("getresgid", e))?;
@@ -107,27 +106,27 @@ pub fn drop_to_caller() -> Result<Dropped, Error> {
         early: setuid_root.then(open_tun),
     };
 
-    let caps = sys::capget().map_err(|e| fail("capget", e))?;
+    let caps = raw::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
-        sys::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
+        raw::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
     }
-    sys::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    raw::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
-    sys::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    raw::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     let want = CapSets {
         effective: keep,
         permitted: keep,
         inheritable: 0,
     };
-    sys::capset(&want).map_err(|e| fail("capset", e))?;
-    sys::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
-    sys::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+    raw::capset(&want).map_err(|e| fail("capset", e))?;
+    raw::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
+    raw::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
 
     verify(uid, gid, want)?;
-    Ok(Dropped {
-        uid: uid.as_raw(),
+    Ok(Caller {
+        uid,
         tun,
         net_admin: keep != 0,
     })
@@ -145,7 +144,7 @@ fn verify(uid: Uid, gid: Gid, want: CapSets) -> Result<(), Error> {
 }
 
 fn verify_caps(want: CapSets) -> Result<(), Error> {
-    let now = sys::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let now = raw::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
     if now != want {
         return Err(Error::Privileges(format!(
             "capabilities are {now:x?}, wanted {want:x?}"

@@ -4,13 +4,12 @@
 //! options, callers only ever use the `=` form, and a parser this small lets
 //! every refusal be one escaped line, with no terminal or environment probing
 //! inside a privileged process.
-#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::escape::quote;
-use crate::ifname;
+use crate::policy::ifname::{self, IfName};
+use crate::report::escape::quote;
 
 pub const USAGE: &str = "usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD";
 
@@ -24,7 +23,7 @@ pub enum Command {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
-    pub bridge: Vec<u8>,
+    pub bridge: IfName,
     pub fd: i32,
     pub use_vnet: bool,
     pub hook: Option<TestHook>,
@@ -103,9 +102,9 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     }
     let bridge = bridge.ok_or(UsageError::Missing("--br"))?;
     let fd = fd.ok_or(UsageError::Missing("--fd"))?;
-    ifname::validate(bridge).map_err(|why| UsageError::BadBridge(quote(bridge), why))?;
+    let bridge = IfName::new(bridge).map_err(|why| UsageError::BadBridge(quote(bridge), why))?;
     Ok(Command::Attach(Request {
-        bridge: bridge.to_vec(),
+        bridge,
         fd,
         use_vnet,
         hook,
@@ -157,7 +156,7 @@ mod tests {
 
     fn attach(bridge: &[u8], fd: i32, use_vnet: bool) -> Result<Command, UsageError> {
         Ok(Command::Attach(Request {
-            bridge: bridge.to_vec(),
+            bridge: IfName::new(bridge).unwrap(),
             fd,
             use_vnet,
             hook: None,

@@ -34,12 +34,11 @@
 //! The file is checked through the descriptor it is read from. A read-only
 //! mount is not trust on its own: the same directory may be writable
 //! through another mount, so only owners and modes count.
-#![forbid(unsafe_code)]
 
 use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -47,8 +46,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::sys::stat::{fstat, FileStat, SFlag};
 
-use crate::escape::Escaped;
-use crate::sys;
+use crate::policy::acl_files::{FileText, Files};
+use crate::report::escape::Escaped;
+use crate::system::raw;
 
 /// How many symlinks one path may pass through, as the kernel allows.
 pub const MAX_SYMLINKS: usize = 40;
@@ -272,14 +272,14 @@ impl Walk {
             if last {
                 // The common case in one step: the file itself, opened for
                 // reading, checked through the descriptor that reads it.
-                match sys::open_at(Some(dir.fd.as_fd()), &cname, O_READ) {
+                match raw::open_at(Some(dir.fd.as_fd()), &cname, O_READ) {
                     Ok(fd) => return self.file(&dir, &at, fd),
                     // A symlink (O_NOFOLLOW), or not readable: look closer.
                     Err(Errno::ELOOP | Errno::EACCES) => {}
                     Err(e) => return Err(self.failed_lookup(&dir, at, e)),
                 }
             }
-            let fd = sys::open_at(Some(dir.fd.as_fd()), &cname, O_LOOKUP)
+            let fd = raw::open_at(Some(dir.fd.as_fd()), &cname, O_LOOKUP)
                 .map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
             let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
             self.entry(&dir, &at, &st)?;
@@ -289,7 +289,7 @@ impl Walk {
                 if links > MAX_SYMLINKS {
                     return Err(OpenError::Refused(Untrusted::Loop));
                 }
-                let target = sys::read_link(fd.as_fd()).map_err(io_error)?;
+                let target = raw::read_link(fd.as_fd()).map_err(io_error)?;
                 if target.first() == Some(&b'/') {
                     dir = self.root()?;
                 }
@@ -318,7 +318,7 @@ impl Walk {
     }
 
     fn root(&mut self) -> Result<Dir, OpenError> {
-        let fd = sys::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
+        let fd = raw::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
         let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
         let at = PathBuf::from("/");
         self.filesystem(fd.as_fd(), &st, &at)?;
@@ -328,7 +328,7 @@ impl Walk {
     /// `..`: the kernel's parent of the directory we are in (across a
     /// mount point too), checked like any other directory.
     fn parent(&mut self, dir: &Dir) -> Result<Dir, OpenError> {
-        let fd = sys::open_at(
+        let fd = raw::open_at(
             Some(dir.fd.as_fd()),
             c"..",
             libc::O_PATH | libc::O_DIRECTORY,
@@ -492,6 +492,29 @@ fn push_components(pending: &mut Vec<Vec<u8>>, path: &[u8]) {
             .rev()
             .map(<[u8]>::to_vec),
     );
+}
+
+/// The real file system, read with whatever identity the process has now
+/// (the caller's, once privileges are dropped), through the walk above: only files nobody but root could have chosen.
+pub struct SystemFiles;
+
+impl Files for SystemFiles {
+    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
+        let trusted = open(path)?;
+        let mut bytes = Vec::new();
+        trusted
+            .file
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(OpenError::Io)?;
+        if bytes.len() as u64 > limit {
+            return Err(OpenError::TooBig);
+        }
+        Ok(FileText {
+            id: trusted.id,
+            bytes,
+        })
+    }
 }
 
 #[cfg(test)]

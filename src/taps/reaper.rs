@@ -15,24 +15,25 @@
 //! was listed as the caller's can go. (Proving detachment by attaching to
 //! the tap by name was tried and dropped: a name can change hands in
 //! between, and the attach would then touch someone else's tap.)
-#![forbid(unsafe_code)]
 
 use nix::errno::Errno;
 
-use crate::error::Error;
-use crate::escape::quote;
-use crate::netlink::{Link, NlError, Route};
-use crate::registry::{slot_name, Scan, BATCH};
+use crate::report::error::Error;
+use crate::report::escape::quote;
+use nix::unistd::Uid;
+
+use crate::system::netlink::{IfIndex, Link, NlError, Rtnetlink};
+use crate::taps::slots::{slot_name, Scan, BATCH};
 
 /// The alias that marks a tap as made by this helper for `uid`.
-pub fn marker(uid: u32) -> Vec<u8> {
+pub fn marker(uid: Uid) -> Vec<u8> {
     format!("bridge-helper uid={uid}").into_bytes()
 }
 
 /// Which of `links` to remove so that at most `limit - 1` of the user's
 /// abandoned taps remain, leaving room for the one about to be made.
 /// Oldest first: interface indexes only grow.
-pub fn to_reap(links: &[Link], uid: u32, limit: usize) -> Vec<&Link> {
+pub fn to_reap(links: &[Link], uid: Uid, limit: usize) -> Vec<&Link> {
     let mark = marker(uid);
     let mut abandoned: Vec<&Link> = links
         .iter()
@@ -52,10 +53,10 @@ const CLAIM_ROUNDS: usize = 64;
 /// The caller's taps as this run knows them, and the rule that bounds the
 /// abandoned ones.
 #[derive(Debug)]
-pub struct Registry {
-    uid: u32,
+pub struct CallerTaps {
+    uid: Uid,
     limit: usize,
-    /// The caller's slots as last scanned (see [`crate::registry`]), or
+    /// The caller's slots as last scanned (see [`crate::taps::slots`]), or
     /// `None` on a kernel without altname lookups (before 5.5), where every
     /// tun device is listed instead and new taps get no slot.
     slots: Option<Scan>,
@@ -63,17 +64,17 @@ pub struct Registry {
 
 /// Removes the caller's abandoned taps beyond the limit, saying so on
 /// stderr, and returns what the new tap's slot is chosen from.
-pub fn reap(route: &mut Route, uid: u32, limit: usize) -> Result<Registry, Error> {
+pub fn reap(route: &mut Rtnetlink, uid: Uid, limit: usize) -> Result<CallerTaps, Error> {
     let slots = scan(route, uid)?;
-    let mut registry = Registry { uid, limit, slots };
-    registry.remove_excess(route)?;
-    Ok(registry)
+    let mut own = CallerTaps { uid, limit, slots };
+    own.remove_excess(route)?;
+    Ok(own)
 }
 
-impl Registry {
-    fn remove_excess(&mut self, route: &mut Route) -> Result<(), Error> {
+impl CallerTaps {
+    fn remove_excess(&mut self, route: &mut Rtnetlink) -> Result<(), Error> {
         let (uid, limit) = (self.uid, self.limit);
-        let doomed: Vec<(u32, Vec<u8>)> = {
+        let doomed: Vec<(IfIndex, Vec<u8>)> = {
             let listed;
             let links = match &self.slots {
                 Some(scan) => &scan.links,
@@ -105,7 +106,7 @@ impl Registry {
             if let Some(scan) = &mut self.slots {
                 scan.forget(index, uid);
             }
-            crate::report::notice(&format!(
+            crate::report::output::notice(&format!(
                 "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
                 quote(&name)
             ));
@@ -125,8 +126,8 @@ impl Registry {
     /// free, the run scans (and reaps) again instead.
     pub fn claim(
         &mut self,
-        route: &mut Route,
-        index: u32,
+        route: &mut Rtnetlink,
+        index: IfIndex,
         name: &[u8],
     ) -> Result<Option<Vec<u8>>, Error> {
         for _ in 0..CLAIM_ROUNDS {
@@ -168,7 +169,7 @@ impl Registry {
 
 /// Scans the caller's slots; `None` if the kernel cannot look links up
 /// by altname.
-fn scan(route: &mut Route, uid: u32) -> Result<Option<Scan>, Error> {
+fn scan(route: &mut Rtnetlink, uid: Uid) -> Result<Option<Scan>, Error> {
     let mut scan = Scan::default();
     while !scan.done() {
         let first = scan.next_slot();
@@ -191,11 +192,11 @@ fn scan(route: &mut Route, uid: u32) -> Result<Option<Scan>, Error> {
 mod tests {
     use super::*;
 
-    use crate::netlink::TunInfo;
+    use crate::system::netlink::TunInfo;
 
     fn tap(index: u32, alias: Option<&[u8]>, persist: bool, attached: u32) -> Link {
         Link {
-            index,
+            index: IfIndex(index),
             name: format!("tap{index}").into_bytes(),
             alias: alias.map(<[u8]>::to_vec),
             carrier: Some(attached != 0),
@@ -210,8 +211,8 @@ mod tests {
 
     #[test]
     fn only_our_own_abandoned_taps_count() {
-        let ours = marker(1000);
-        let theirs = marker(1001);
+        let ours = marker(Uid::from_raw(1000));
+        let theirs = marker(Uid::from_raw(1001));
         let links = vec![
             tap(5, Some(&ours), true, 0),
             tap(3, Some(&ours), true, 0),
@@ -221,12 +222,15 @@ mod tests {
             tap(8, None, true, 0),          // the administrator's
             tap(9, Some(b"bridge-helper uid=10000"), true, 0),
         ];
-        let names = |v: Vec<&Link>| v.iter().map(|l| l.index).collect::<Vec<_>>();
+        let names = |v: Vec<&Link>| v.iter().map(|l| l.index.0).collect::<Vec<_>>();
 
-        assert_eq!(names(to_reap(&links, 1000, 4)), Vec::<u32>::new());
-        assert_eq!(names(to_reap(&links, 1000, 2)), vec![3]);
-        assert_eq!(names(to_reap(&links, 1000, 1)), vec![3, 5]);
-        assert_eq!(names(to_reap(&links, 1000, 0)), vec![3, 5]);
-        assert_eq!(names(to_reap(&links, 1001, 1)), vec![7]);
+        assert_eq!(
+            names(to_reap(&links, Uid::from_raw(1000), 4)),
+            Vec::<u32>::new()
+        );
+        assert_eq!(names(to_reap(&links, Uid::from_raw(1000), 2)), vec![3]);
+        assert_eq!(names(to_reap(&links, Uid::from_raw(1000), 1)), vec![3, 5]);
+        assert_eq!(names(to_reap(&links, Uid::from_raw(1000), 0)), vec![3, 5]);
+        assert_eq!(names(to_reap(&links, Uid::from_raw(1001), 1)), vec![7]);
     }
 }

@@ -1,5 +1,4 @@
 //! The caller's end of the hand-over: check `--fd`, then send one fd on it.
-#![forbid(unsafe_code)]
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -11,8 +10,8 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{fstat, SFlag};
 
-use crate::error::Error;
-use crate::sys;
+use crate::report::error::Error;
+use crate::system::raw;
 
 /// Proves that `--fd` is an open, connected Unix socket with a live peer,
 /// before anything is created; nothing is ever written to anything else.
@@ -26,7 +25,7 @@ pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
     if own.contains(&fd) {
         return Err(bad("not an open file descriptor"));
     }
-    let sock = sys::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
+    let sock = raw::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
     let st = fstat(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     if kind != SFlag::S_IFSOCK {

@@ -1,5 +1,4 @@
 //! Settings fixed when the binary is built, never by whoever runs it.
-#![forbid(unsafe_code)]
 
 /// The ACL file. Override at build time with `BRIDGE_HELPER_CONF=/path`,
 /// the counterpart of QEMU's `--sysconfdir`.
@@ -42,6 +41,3 @@ const fn parse_usize(s: &str) -> usize {
     }
     n
 }
-
-/// The name pattern for new taps, as QEMU's helper uses.
-pub const TAP_PATTERN: &[u8] = b"tap%d";

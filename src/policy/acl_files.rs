@@ -1,18 +1,19 @@
-//! Reading bridge.conf and its includes, as the calling user.
+//! Reading bridge.conf and its includes: the include walk, its limits and
+//! the errors a configuration file can have.
 //!
-//! File access sits behind [`Files`] so the include logic can be tested
-//! (and fuzzed) without touching the file system.
-#![forbid(unsafe_code)]
+//! File access sits behind [`Files`] (the real one is
+//! `system::trusted_files::SystemFiles`), so the include logic can be
+//! tested and fuzzed without touching the file system.
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::acl::{self, Directive, LineError, Rule};
-use crate::escape::Escaped;
-use crate::trust::Untrusted;
+use crate::policy::acl::{self, Directive, LineError, Rule};
+use crate::report::escape::Escaped;
+use crate::system::trusted_files::Untrusted;
 
 /// How deep includes may nest below the main file. QEMU has no limit and
 /// recurses until it crashes on a cycle.
@@ -47,10 +48,10 @@ pub struct FileText {
     pub bytes: Vec<u8>,
 }
 
-pub use crate::trust::OpenError;
+pub use crate::system::trusted_files::OpenError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AclError {
+pub enum ConfigError {
     #[error("{0}: {1}")]
     Syntax(Origin, LineError),
     #[error(
@@ -76,16 +77,16 @@ pub enum AclError {
     Resources(String, io::Error),
 }
 
-impl AclError {
+impl ConfigError {
     /// The file `shown` (its path as written, escaped) could not be used.
-    pub fn opening(shown: String, e: OpenError) -> AclError {
+    pub fn opening(shown: String, e: OpenError) -> ConfigError {
         match e {
-            OpenError::Missing => AclError::Missing(shown),
-            OpenError::Unreadable => AclError::Unreadable(shown),
-            OpenError::Refused(why) => AclError::Untrusted(shown, why),
-            OpenError::TooBig => AclError::TooBig(shown),
-            OpenError::Io(e) => AclError::Io(shown, e),
-            OpenError::Resources(e) => AclError::Resources(shown, e),
+            OpenError::Missing => ConfigError::Missing(shown),
+            OpenError::Unreadable => ConfigError::Unreadable(shown),
+            OpenError::Refused(why) => ConfigError::Untrusted(shown, why),
+            OpenError::TooBig => ConfigError::TooBig(shown),
+            OpenError::Io(e) => ConfigError::Io(shown, e),
+            OpenError::Resources(e) => ConfigError::Resources(shown, e),
         }
     }
 }
@@ -96,7 +97,7 @@ pub trait Files {
 }
 
 /// Loads the main file and everything it includes, in order.
-pub fn load(files: &impl Files, main: &Path) -> Result<Vec<Rule<Origin>>, AclError> {
+pub fn load(files: &impl Files, main: &Path) -> Result<Vec<Rule<Origin>>, ConfigError> {
     let mut walk = Walk {
         files,
         rules: Vec::new(),
@@ -118,14 +119,14 @@ struct Walk<'f, F> {
 }
 
 impl<F: Files> Walk<'_, F> {
-    fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<(), AclError> {
+    fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<(), ConfigError> {
         let shown = || Escaped(path.as_os_str().as_bytes()).to_string();
         if let Some(at) = included_at {
             if self.stack.len() > MAX_DEPTH {
-                return Err(AclError::TooDeep(at.clone()));
+                return Err(ConfigError::TooDeep(at.clone()));
             }
             if self.opened >= MAX_FILES {
-                return Err(AclError::TooMuch(at.clone()));
+                return Err(ConfigError::TooMuch(at.clone()));
             }
         }
         self.opened += 1;
@@ -134,11 +135,11 @@ impl<F: Files> Walk<'_, F> {
             // What QEMU skips; the walk only says so behind trusted
             // directories (see trust).
             (Err(OpenError::Missing | OpenError::Unreadable), Some(_)) => return Ok(()),
-            (Err(e), _) => return Err(AclError::opening(shown(), e)),
+            (Err(e), _) => return Err(ConfigError::opening(shown(), e)),
         };
         if let Some(at) = included_at {
             if self.stack.contains(&text.id) {
-                return Err(AclError::Cycle(at.clone(), shown()));
+                return Err(ConfigError::Cycle(at.clone(), shown()));
             }
         }
         self.budget = self.budget.saturating_sub(text.bytes.len() as u64);
@@ -149,7 +150,7 @@ impl<F: Files> Walk<'_, F> {
                 line: number,
             };
             match acl::parse_line(line) {
-                Err(e) => return Err(AclError::Syntax(origin, e)),
+                Err(e) => return Err(ConfigError::Syntax(origin, e)),
                 Ok(None) => {}
                 Ok(Some(Directive::Allow(target))) => self.rules.push(Rule {
                     origin,
@@ -182,34 +183,10 @@ fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
     }
 }
 
-/// The real file system, read with whatever identity the process has now
-/// (the caller's, once privileges are dropped), through the walk of
-/// [`crate::trust`]: only files nobody but root could have chosen.
-pub struct SystemFiles;
-
-impl Files for SystemFiles {
-    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
-        let trusted = crate::trust::open(path)?;
-        let mut bytes = Vec::new();
-        trusted
-            .file
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(OpenError::Io)?;
-        if bytes.len() as u64 > limit {
-            return Err(OpenError::TooBig);
-        }
-        Ok(FileText {
-            id: trusted.id,
-            bytes,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acl::{decide, Target, Verdict};
+    use crate::policy::acl::{decide, Target, Verdict};
     use std::collections::HashMap;
 
     /// An in-memory tree: path -> (inode, contents or an error kind).

@@ -6,13 +6,12 @@
 //! ```text
 //! max-abandoned-taps 4
 //! ```
-#![forbid(unsafe_code)]
 
 use std::path::Path;
 
-use crate::acl::LineError;
-use crate::aclfile::{AclError, Files, OpenError, Origin};
-use crate::escape::{quote, Escaped};
+use crate::policy::acl::LineError;
+use crate::policy::acl_files::{ConfigError, Files, OpenError, Origin};
+use crate::report::escape::{quote, Escaped};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -26,15 +25,15 @@ const MAX_LIMIT: usize = 1024;
 
 /// Reads the file if it exists (with the same trust rules as the ACL
 /// files); compiled-in defaults otherwise.
-pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Settings, AclError> {
+pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Settings, ConfigError> {
     let shown = || Escaped(path.as_os_str().as_encoded_bytes()).to_string();
     let text = match files.read(path, 64 * 1024) {
         Ok(text) => text,
         Err(OpenError::Missing) => return Ok(defaults),
-        Err(e) => return Err(AclError::opening(shown(), e)),
+        Err(e) => return Err(ConfigError::opening(shown(), e)),
     };
     parse(&text.bytes, defaults).map_err(|(line, e)| {
-        AclError::Syntax(
+        ConfigError::Syntax(
             Origin {
                 file: path.to_path_buf(),
                 line,
@@ -47,7 +46,7 @@ pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Setti
 /// Parses the file's text over `defaults`; errors carry the line number.
 pub fn parse(text: &[u8], defaults: Settings) -> Result<Settings, (usize, LineError)> {
     let mut settings = defaults;
-    for (number, line) in crate::acl::lines(text) {
+    for (number, line) in crate::policy::acl::lines(text) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let words: Vec<&[u8]> = line
             .split(|b| *b == b' ' || *b == b'\t')

@@ -9,7 +9,8 @@
 //! name is then still `tapN`, still unique, and at most one above the
 //! highest number in use. (So a user who holds the taps at the points the
 //! search looks at can choose the number of their next tap: SECURITY.md.)
-#![forbid(unsafe_code)]
+
+use crate::policy::ifname::IfName;
 
 /// What the kernel's pattern and our names share.
 pub const PREFIX: &str = "tap";
@@ -18,8 +19,14 @@ pub const PREFIX: &str = "tap";
 /// 32767 anyway: the search then costs at most 2 × 16 lookups.
 pub const MAX_NUMBER: u32 = (1 << 15) - 1;
 
-pub fn name(number: u32) -> Vec<u8> {
-    format!("{PREFIX}{number}").into_bytes()
+/// `tapN`: at most 13 bytes of letters and digits, always a valid name.
+pub fn name(number: u32) -> IfName {
+    IfName::new(format!("{PREFIX}{number}").as_bytes()).expect("tap and a u32 make a valid name")
+}
+
+/// The kernel's own pattern, `tap%d`, for when the search finds nothing.
+pub fn pattern() -> IfName {
+    IfName::new(format!("{PREFIX}%d").as_bytes()).expect("tap%d is a valid name")
 }
 
 /// Finds a free number, probing with `in_use`; `Ok(None)` if every number
@@ -53,6 +60,13 @@ pub fn search<E>(mut in_use: impl FnMut(u32) -> Result<bool, E>) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_valid_at_the_extremes() {
+        assert_eq!(name(0).as_bytes(), b"tap0");
+        assert_eq!(name(u32::MAX).as_bytes(), b"tap4294967295");
+        assert_eq!(pattern().as_bytes(), b"tap%d");
+    }
     use std::collections::BTreeSet;
     use std::convert::Infallible;
 
@@ -68,7 +82,7 @@ mod tests {
     #[test]
     fn an_empty_namespace_gets_tap0_in_one_lookup() {
         assert_eq!(run(&BTreeSet::new()), (Some(0), 1));
-        assert_eq!(name(0), b"tap0");
+        assert_eq!(name(0).as_bytes(), b"tap0");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! request. Netlink rather than ioctls on an AF_INET socket: it works on
 //! kernels without IPv4, reads back what an ioctl cannot (the tap's owner,
 //! persistence and carrier), and sets the alias that marks our taps.
-#![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -12,7 +11,7 @@ use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use crate::sys;
+use crate::system::raw;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -43,21 +42,36 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const NLA_F_NESTED: u16 = 0x8000;
 pub const IFF_UP: u32 = 0x1;
+/// ifinfomsg's family byte; AF_UNSPEC is 0 (checked below).
+const AF_UNSPEC: u8 = 0;
+const _: () = assert!(libc::AF_UNSPEC == 0);
 
 const HDR: usize = 16;
 const IFINFO: usize = 16;
 
+/// An interface index: how every request after a link's creation names
+/// it. Unlike a name, it cannot change hands while the link exists, and
+/// the kernel's own indexes only grow.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfIndex(pub u32);
+
+impl std::fmt::Display for IfIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One network interface as the kernel describes it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Link {
-    pub index: u32,
+    pub index: IfIndex,
     pub flags: u32,
     pub name: Vec<u8>,
     /// Alternative names (`ip link property add ... altname`), by which
     /// the kernel also finds the link.
     pub altnames: Vec<Vec<u8>>,
     pub mtu: u32,
-    pub master: Option<u32>,
+    pub master: Option<IfIndex>,
     pub kind: Option<Vec<u8>>,
     pub alias: Option<Vec<u8>>,
     pub address: Vec<u8>,
@@ -81,7 +95,7 @@ pub struct TunInfo {
 /// What one RTM_SETLINK does to a new tap.
 pub struct Setup<'a> {
     pub mtu: u32,
-    pub master: u32,
+    pub master: IfIndex,
     pub alias: &'a [u8],
 }
 
@@ -101,6 +115,8 @@ impl std::fmt::Display for NlError {
     }
 }
 
+impl std::error::Error for NlError {}
+
 impl From<Errno> for NlError {
     fn from(errno: Errno) -> Self {
         NlError {
@@ -110,14 +126,14 @@ impl From<Errno> for NlError {
     }
 }
 
-pub struct Route {
+pub struct Rtnetlink {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
 }
 
-impl Route {
-    pub fn open() -> Result<Route, NlError> {
+impl Rtnetlink {
+    pub fn open() -> Result<Rtnetlink, NlError> {
         let fd = socket::socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -125,8 +141,8 @@ impl Route {
             SockProtocol::NetlinkRoute,
         )?;
         // Older kernels lack extended acks; errors are then just less wordy.
-        let _ = sys::netlink_ext_ack(fd.as_fd());
-        Ok(Route {
+        let _ = raw::netlink_ext_ack(fd.as_fd());
+        Ok(Rtnetlink {
             fd,
             seq: 0,
             buf: vec![0; 64 * 1024],
@@ -146,8 +162,8 @@ impl Route {
     }
 
     /// Looks an interface up by index; `None` if there is none.
-    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NlError> {
-        self.get_link(Message::new(RTM_GETLINK, NLM_F_REQUEST, index, 0, 0))
+    pub fn link_by_index(&mut self, index: IfIndex) -> Result<Option<Link>, NlError> {
+        self.get_link(Message::new(RTM_GETLINK, NLM_F_REQUEST, index.0, 0, 0))
     }
 
     fn get_link(&mut self, mut msg: Message) -> Result<Option<Link>, NlError> {
@@ -206,8 +222,8 @@ impl Route {
 
     /// Gives the link `index` the alternative name `altname`; EEXIST if
     /// some link already has that name.
-    pub fn add_altname(&mut self, index: u32, altname: &[u8]) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
+    pub fn add_altname(&mut self, index: IfIndex, altname: &[u8]) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
         let list = msg.nest(IFLA_PROP_LIST | NLA_F_NESTED);
         msg.attr(IFLA_ALT_IFNAME, altname);
         msg.end_nest(list);
@@ -231,23 +247,23 @@ impl Route {
     /// Sets MTU, alias and master of link `index` and brings it up,
     /// in one request. By index, never by name: a rename racing with the
     /// request (udev, an administrator) cannot redirect it.
-    pub fn configure(&mut self, index: u32, setup: &Setup<'_>) -> Result<(), NlError> {
+    pub fn configure(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
         let mut msg = Message::new(
             RTM_SETLINK,
             NLM_F_REQUEST | NLM_F_ACK,
-            index,
+            index.0,
             IFF_UP,
             IFF_UP,
         );
         msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
         msg.attr(IFLA_IFALIAS, setup.alias);
-        msg.attr(IFLA_MASTER, &setup.master.to_ne_bytes());
+        msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
         self.exchange(msg, |_| {})
     }
 
     /// Removes a link by index (never by name, which can change hands).
-    pub fn delete(&mut self, index: u32) -> Result<(), NlError> {
-        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index, 0, 0);
+    pub fn delete(&mut self, index: IfIndex) -> Result<(), NlError> {
+        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
         self.exchange(msg, |_| {})
     }
 
@@ -326,6 +342,12 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// An attribute's length field. Ours are far below 64 KiB; one that were
+/// not would be sent as a length the kernel rejects, never wrapped.
+fn length(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -380,7 +402,7 @@ fn flag(v: &[u8]) -> bool {
 /// match for anything real (index 0, MTU 0, no master).
 pub fn parse_link(payload: &[u8]) -> Link {
     let mut link = Link {
-        index: u32_at(payload, 4).unwrap_or(0),
+        index: IfIndex(u32_at(payload, 4).unwrap_or(0)),
         flags: u32_at(payload, 8).unwrap_or(0),
         ..Link::default()
     };
@@ -388,7 +410,7 @@ pub fn parse_link(payload: &[u8]) -> Link {
         match ty {
             IFLA_IFNAME => link.name = cstr(v),
             IFLA_MTU => link.mtu = u32_at(v, 0).unwrap_or(0),
-            IFLA_MASTER => link.master = u32_at(v, 0),
+            IFLA_MASTER => link.master = u32_at(v, 0).map(IfIndex),
             IFLA_IFALIAS => link.alias = Some(cstr(v)),
             IFLA_ADDRESS => link.address = v.to_vec(),
             IFLA_CARRIER => link.carrier = Some(flag(v)),
@@ -421,7 +443,7 @@ fn parse_tun(data: &[u8]) -> TunInfo {
         match ty {
             1 => tun.owner = u32_at(v, 0),
             2 => tun.group = u32_at(v, 0),
-            3 => tun.tap = v.first() == Some(&(sys::IFF_TAP as u8)),
+            3 => tun.tap = v.first().map(|&t| i16::from(t)) == Some(raw::IFF_TAP),
             4 => tun.pi = flag(v),
             5 => tun.vnet_hdr = flag(v),
             6 => tun.persist = flag(v),
@@ -433,7 +455,7 @@ fn parse_tun(data: &[u8]) -> TunInfo {
 
 /// An NLMSG_ERROR payload: 0 is an acknowledgement.
 fn ack(payload: &[u8]) -> Result<(), NlError> {
-    let code = u32_at(payload, 0).map_or(-libc::EPROTO, |c| c as i32);
+    let code = u32_at(payload, 0).map_or(-libc::EPROTO, u32::cast_signed);
     if code == 0 {
         return Ok(());
     }
@@ -458,7 +480,7 @@ impl Message {
         b.extend_from_slice(&ty.to_ne_bytes());
         b.extend_from_slice(&flags.to_ne_bytes());
         b.extend_from_slice(&[0; 8]); // sequence (set by finish), port id 0
-        b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        b.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
         b.extend_from_slice(&index.to_ne_bytes());
         b.extend_from_slice(&ifi_flags.to_ne_bytes());
         b.extend_from_slice(&change.to_ne_bytes());
@@ -467,7 +489,7 @@ impl Message {
 
     fn attr(&mut self, ty: u16, value: &[u8]) {
         let len = 4 + value.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&length(len).to_ne_bytes());
         self.0.extend_from_slice(&ty.to_ne_bytes());
         self.0.extend_from_slice(value);
         self.0.resize(align4(self.0.len()), 0);
@@ -480,12 +502,12 @@ impl Message {
     }
 
     fn end_nest(&mut self, at: usize) {
-        let len = (self.0.len() - at) as u16;
+        let len = length(self.0.len() - at);
         self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
     fn finish(&mut self, seq: u32) -> Vec<u8> {
-        let len = self.0.len() as u32;
+        let len = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
         self.0[0..4].copy_from_slice(&len.to_ne_bytes());
         self.0[8..12].copy_from_slice(&seq.to_ne_bytes());
         std::mem::take(&mut self.0)
@@ -524,11 +546,11 @@ mod tests {
     #[test]
     fn parses_a_tap() {
         let link = parse_link(&tun_link_payload());
-        assert_eq!(link.index, 7);
+        assert_eq!(link.index, IfIndex(7));
         assert_eq!(link.name, b"tap0");
         assert_eq!(
             (link.mtu, link.master, link.flags & IFF_UP),
-            (1400, Some(3), IFF_UP)
+            (1400, Some(IfIndex(3)), IFF_UP)
         );
         assert_eq!(link.alias.as_deref(), Some(&b"bridge-helper uid=1000"[..]));
         assert_eq!(link.address, [0xfe, 1, 2, 3, 4, 5]);

@@ -1,15 +1,17 @@
 //! Every way a run can fail, and the exit status each class maps to.
-#![forbid(unsafe_code)]
 
-use crate::aclfile::AclError;
-use crate::args::{UsageError, USAGE};
+use crate::policy::acl_files::ConfigError;
+use nix::errno::Errno;
+
+use crate::policy::args::{UsageError, USAGE};
+use crate::system::netlink::NlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} ({USAGE})")]
     Usage(#[from] UsageError),
     #[error("{0}")]
-    AclConfig(#[from] AclError),
+    Config(#[from] ConfigError),
     #[error("access to bridge {bridge} denied by {rule}")]
     DeniedBy { bridge: String, rule: String },
     #[error(
@@ -31,7 +33,19 @@ pub enum Error {
     #[error("{0} is not a bridge (its kind is {1})")]
     NotABridge(String, String),
     #[error("{what}: {why}")]
-    Kernel { what: String, why: String },
+    Kernel {
+        what: String,
+        #[source]
+        why: KernelCause,
+    },
+    /// The tap is not what was set up (renamed under us, say): never
+    /// handed out.
+    #[error("{tap}: {step}: {what}")]
+    Mismatch {
+        tap: String,
+        step: &'static str,
+        what: &'static str,
+    },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
 }
@@ -52,22 +66,46 @@ impl Error {
     pub fn status(&self) -> u8 {
         match self {
             Error::Usage(_) => status::USAGE,
-            Error::AclConfig(AclError::Resources(..)) => status::INSTALLATION,
-            Error::AclConfig(_) => status::ACL_CONFIG,
+            Error::Config(ConfigError::Resources(..)) => status::INSTALLATION,
+            Error::Config(_) => status::ACL_CONFIG,
             Error::DeniedBy { .. } | Error::NotAllowed { .. } => status::DENIED,
             Error::NoNetAdmin | Error::TunDevice(_) | Error::Privileges(_) => status::INSTALLATION,
             Error::BadFd { .. } | Error::Send { .. } => status::FD,
             Error::NoBridge(_) | Error::NotABridge(..) => status::BRIDGE,
-            Error::Kernel { .. } => status::KERNEL,
+            Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,
             Error::Internal => status::INTERNAL,
         }
     }
 
     /// A kernel call that failed, naming what it was for.
-    pub fn kernel(what: impl Into<String>, why: impl std::fmt::Display) -> Error {
+    pub fn kernel(what: impl Into<String>, why: impl Into<KernelCause>) -> Error {
         Error::Kernel {
             what: what.into(),
-            why: why.to_string(),
+            why: why.into(),
         }
+    }
+}
+
+/// Why the kernel stopped a run, kept typed until it is printed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelCause {
+    #[error("{}", .0.desc())]
+    Errno(#[from] Errno),
+    #[error("{0}")]
+    Netlink(#[from] NlError),
+    /// An answer that is not what was asked for, or a limit reached.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl From<&str> for KernelCause {
+    fn from(why: &str) -> Self {
+        KernelCause::Unexpected(why.into())
+    }
+}
+
+impl From<String> for KernelCause {
+    fn from(why: String) -> Self {
+        KernelCause::Unexpected(why)
     }
 }

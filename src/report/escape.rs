@@ -1,5 +1,4 @@
 //! Making user-supplied bytes safe to echo on a terminal or in a log.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 

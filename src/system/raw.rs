@@ -7,22 +7,25 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+use nix::unistd::Uid;
+
+use crate::policy::ifname::IfName;
+
 pub const CAP_SETPCAP: u32 = 8;
 pub const CAP_NET_ADMIN: u32 = 12;
 
+// The tun flags as the ifreq's `short` field takes them. libc has them as
+// `c_int`; the tests below check that the values agree.
 pub const IFF_TAP: i16 = 0x0002;
 pub const IFF_NO_PI: i16 = 0x1000;
 pub const IFF_VNET_HDR: i16 = 0x4000;
 pub const IFF_PERSIST: i16 = 0x0800;
 /// TUNSETIFF fails with EBUSY if the name exists, rather than attaching.
-pub const IFF_TUN_EXCL: i16 = 0x8000_u16 as i16;
+pub const IFF_TUN_EXCL: i16 = 0x8000_u16.cast_signed();
 
-// From <linux/if_tun.h> and <linux/sockios.h>.
-const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
-const TUNSETOWNER: libc::Ioctl = 0x4004_54cc;
-// The request type is signed on musl and unsigned on glibc.
-const TUNGETFEATURES: libc::Ioctl = 0x8004_54cf_u32 as libc::Ioctl;
-const TUNGETIFF: libc::Ioctl = 0x8004_54d2_u32 as libc::Ioctl;
+use libc::{TUNGETFEATURES, TUNGETIFF, TUNSETIFF, TUNSETOWNER};
+// libc has these as `c_ulong`, which is not the ioctl request type on musl
+// (`c_int`); the tests below check the values.
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const SIOCGIFINDEX: libc::Ioctl = 0x8933;
@@ -34,6 +37,22 @@ const SIOCGIFINDEX: libc::Ioctl = 0x8933;
 struct IfReq {
     name: [u8; 16],
     data: [u8; 24],
+}
+
+/// `check` for the `long` that `syscall(2)` returns.
+fn check_long(ret: libc::c_long) -> Result<libc::c_int, Errno> {
+    check(libc::c_int::try_from(ret).unwrap_or(-1))
+}
+
+impl IfReq {
+    /// An ifreq naming `name`, NUL-terminated: an IfName is at most 15
+    /// bytes, so it always fits whole.
+    fn named(name: &IfName) -> IfReq {
+        let mut req = IfReq::default();
+        let name = name.as_bytes();
+        req.name[..name.len()].copy_from_slice(name);
+        req
+    }
 }
 
 fn check(ret: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -77,7 +96,7 @@ pub fn capget() -> Result<CapSets, Errno> {
     // SAFETY: version 3 takes a header and an array of two data structs,
     // both live, writable and laid out as the kernel expects (repr(C)).
     let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    check(ret as libc::c_int)?;
+    check_long(ret)?;
     let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
     Ok(CapSets {
         effective: join(data[0].effective, data[1].effective),
@@ -91,7 +110,13 @@ pub fn capset(sets: &CapSets) -> Result<(), Errno> {
         version: CAP_VERSION_3,
         pid: 0,
     };
-    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let split = |v: u64| {
+        let [a, b, c, d, e, f, g, h] = v.to_le_bytes();
+        (
+            u32::from_le_bytes([a, b, c, d]),
+            u32::from_le_bytes([e, f, g, h]),
+        )
+    };
     let (e0, e1) = split(sets.effective);
     let (p0, p1) = split(sets.permitted);
     let (i0, i1) = split(sets.inheritable);
@@ -109,7 +134,7 @@ pub fn capset(sets: &CapSets) -> Result<(), Errno> {
     ];
     // SAFETY: as in capget; the kernel only reads `data`.
     let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    check(ret as libc::c_int)?;
+    check_long(ret)?;
     Ok(())
 }
 
@@ -223,12 +248,8 @@ pub fn tun_features(tun: BorrowedFd<'_>) -> Result<u32, Errno> {
 /// Whether an interface in the socket's network namespace has this name
 /// or altname. With CAP_NET_ADMIN effective, a miss also makes the kernel
 /// try to load a module `netdev-NAME`: call it without.
-pub fn name_in_use(sock: BorrowedFd<'_>, name: &[u8]) -> Result<bool, Errno> {
-    let mut req = IfReq::default();
-    if name.len() >= req.name.len() {
-        return Err(Errno::EINVAL);
-    }
-    req.name[..name.len()].copy_from_slice(name);
+pub fn name_in_use(sock: BorrowedFd<'_>, name: &IfName) -> Result<bool, Errno> {
+    let mut req = IfReq::named(name);
     // SAFETY: SIOCGIFINDEX reads the NUL-terminated name of a struct ifreq
     // (IfReq's 40 bytes) and writes an int into its union.
     match check(unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFINDEX, &mut req) }) {
@@ -240,10 +261,8 @@ pub fn name_in_use(sock: BorrowedFd<'_>, name: &[u8]) -> Result<bool, Errno> {
 
 /// TUNSETIFF with a name or a name pattern; returns the name the kernel
 /// gave the interface.
-pub fn tun_set_iff(tun: BorrowedFd<'_>, pattern: &[u8], flags: i16) -> Result<Vec<u8>, Errno> {
-    let mut req = IfReq::default();
-    let len = pattern.len().min(15);
-    req.name[..len].copy_from_slice(&pattern[..len]);
+pub fn tun_set_iff(tun: BorrowedFd<'_>, pattern: &IfName, flags: i16) -> Result<Vec<u8>, Errno> {
+    let mut req = IfReq::named(pattern);
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes, which
     // IfReq is) through the pointer.
@@ -262,9 +281,15 @@ pub fn tun_get_iff(tun: BorrowedFd<'_>) -> Result<(Vec<u8>, i16), Errno> {
     ))
 }
 
-pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: u32) -> Result<(), Errno> {
+pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: Uid) -> Result<(), Errno> {
     // SAFETY: TUNSETOWNER takes the uid by value, not a pointer.
-    check(unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, libc::c_ulong::from(uid)) })?;
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            TUNSETOWNER,
+            libc::c_ulong::from(uid.as_raw()),
+        )
+    })?;
     Ok(())
 }
 
@@ -363,13 +388,17 @@ fn exit_now(line: &[u8]) -> ! {
     // integer and does not return.
     unsafe {
         libc::write(2, line.as_ptr().cast(), line.len());
-        libc::_exit(libc::c_int::from(crate::error::status::INSTALLATION))
+        libc::_exit(libc::c_int::from(
+            crate::report::error::status::INSTALLATION,
+        ))
     }
 }
 
 /// Asks the kernel for extended acknowledgements (an error string with a
 /// failed request) without the request echoed back.
 pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
+    const INT_LEN: libc::socklen_t = 4;
+    const _: () = assert!(std::mem::size_of::<libc::c_int>() == 4);
     const SOL_NETLINK: libc::c_int = 270;
     const NETLINK_CAP_ACK: libc::c_int = 10;
     const NETLINK_EXT_ACK: libc::c_int = 11;
@@ -383,7 +412,7 @@ pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
                 SOL_NETLINK,
                 opt,
                 (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                INT_LEN,
             )
         })?;
     }
@@ -450,4 +479,29 @@ macro_rules! run_before_std_init {
         #[link_section = ".init_array"]
         static $name: extern "C" fn() = $f;
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_kernel_constants_are_libcs() {
+        for (ours, theirs) in [
+            (IFF_TAP, libc::IFF_TAP),
+            (IFF_NO_PI, libc::IFF_NO_PI),
+            (IFF_VNET_HDR, libc::IFF_VNET_HDR),
+            (IFF_PERSIST, libc::IFF_PERSIST),
+            (IFF_TUN_EXCL, libc::IFF_TUN_EXCL),
+        ] {
+            assert_eq!(i32::from(ours.cast_unsigned()), theirs);
+        }
+        for (ours, theirs) in [
+            (SIOCSIFHWADDR, libc::SIOCSIFHWADDR),
+            (SIOCGIFHWADDR, libc::SIOCGIFHWADDR),
+            (SIOCGIFINDEX, libc::SIOCGIFINDEX),
+        ] {
+            assert_eq!(libc::c_ulong::try_from(ours), Ok(theirs));
+        }
+    }
 }

@@ -1,5 +1,4 @@
 //! Everything the program prints, and the panic hook.
-#![forbid(unsafe_code)]
 
 use std::io::Write;
 
@@ -12,7 +11,7 @@ pub fn notice(line: &str) {
 
 /// For --help and --version: stdout, and success whether or not anyone
 /// reads it.
-pub fn print(text: &str) -> Result<(), crate::error::Error> {
+pub fn print(text: &str) -> Result<(), crate::report::error::Error> {
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
 }
@@ -23,8 +22,8 @@ pub fn version() -> String {
     format!(
         "bridge-helper {}\nACL file: {}\nsettings file: {}\n",
         env!("CARGO_PKG_VERSION"),
-        crate::config::ACL_FILE,
-        crate::config::SETTINGS_FILE
+        crate::policy::compiled::ACL_FILE,
+        crate::policy::compiled::SETTINGS_FILE
     )
 }
 

@@ -10,16 +10,17 @@
 //!
 //! A slot empties when its tap goes away with its last fd. Taps above a
 //! gap of [`GAP`] empty slots are not seen. A new tap only ever takes a
-//! slot its own run's scan saw free (see `leftovers::Registry::claim`), so
+//! slot its own run's scan saw free (see `reaper::CallerTaps::claim`), so
 //! every slot below it was looked at: to hide abandoned taps, a user must
 //! hold them and the [`GAP`] taps below at once, then close those. What can
 //! hide is bounded by what the user once held open, and repeated requests
 //! cannot add to it; it is found again when a scan next reaches it.
-#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 
-use crate::netlink::Link;
+use nix::unistd::Uid;
+
+use crate::system::netlink::{IfIndex, Link};
 
 /// Consecutive empty slots that end a scan.
 pub const GAP: usize = 4;
@@ -33,7 +34,7 @@ pub const MAX_SLOTS: usize = 1 << 16;
 
 /// The altname that puts a tap in `uid`'s slot `slot`. At 16 bytes or
 /// more it can never clash with a primary interface name (at most 15).
-pub fn slot_name(uid: u32, slot: usize) -> Vec<u8> {
+pub fn slot_name(uid: Uid, slot: usize) -> Vec<u8> {
     format!("bridge-helper.{uid}.{slot}").into_bytes()
 }
 
@@ -44,7 +45,7 @@ pub struct Scan {
     taken: Vec<bool>,
     /// The links found, each once even if it holds several slots.
     pub links: Vec<Link>,
-    seen: BTreeSet<u32>,
+    seen: BTreeSet<IfIndex>,
 }
 
 impl Scan {
@@ -73,7 +74,7 @@ impl Scan {
     }
 
     /// Marks the slots of links that have since been removed as free.
-    pub fn forget(&mut self, index: u32, uid: u32) {
+    pub fn forget(&mut self, index: IfIndex, uid: Uid) {
         let Some(link) = self.links.iter().find(|l| l.index == index) else {
             return;
         };
@@ -87,7 +88,7 @@ impl Scan {
 
     /// The slots the scan saw free, lowest first. A finished scan ends in
     /// [`GAP`] of them, so there is always a choice; slots past its end
-    /// are never offered (see `leftovers::Registry::claim`).
+    /// are never offered (see `reaper::CallerTaps::claim`).
     pub fn holes(&self) -> Vec<usize> {
         let seen = self.taken.iter().enumerate();
         seen.filter(|(_, t)| !**t).map(|(slot, _)| slot).collect()
@@ -100,8 +101,11 @@ mod tests {
 
     fn link(index: u32, uid: u32, slots: &[usize]) -> Link {
         Link {
-            index,
-            altnames: slots.iter().map(|&s| slot_name(uid, s)).collect(),
+            index: IfIndex(index),
+            altnames: slots
+                .iter()
+                .map(|&s| slot_name(Uid::from_raw(uid), s))
+                .collect(),
             ..Link::default()
         }
     }
@@ -118,9 +122,9 @@ mod tests {
 
     #[test]
     fn names_never_clash_with_interface_names() {
-        assert_eq!(slot_name(0, 0), b"bridge-helper.0.0");
-        assert!(slot_name(0, 0).len() >= 16);
-        assert!(slot_name(u32::MAX, MAX_SLOTS).len() < 128);
+        assert_eq!(slot_name(Uid::from_raw(0), 0), b"bridge-helper.0.0");
+        assert!(slot_name(Uid::from_raw(0), 0).len() >= 16);
+        assert!(slot_name(Uid::from_raw(u32::MAX), MAX_SLOTS).len() < 128);
     }
 
     #[test]
@@ -146,10 +150,10 @@ mod tests {
     #[test]
     fn removed_taps_free_their_slots() {
         let mut s = scan(&[Some(10), Some(11), Some(12)], 7);
-        s.forget(11, 7);
+        s.forget(IfIndex(11), Uid::from_raw(7));
         assert_eq!(s.holes(), [1]);
         assert_eq!(s.links.len(), 2);
-        s.forget(99, 7);
+        s.forget(IfIndex(99), Uid::from_raw(7));
         assert_eq!(s.links.len(), 2);
     }
 
@@ -158,14 +162,14 @@ mod tests {
         let mut s = Scan::default();
         s.record([Some(link(10, 7, &[0, 1])), Some(link(10, 7, &[0, 1]))]);
         assert_eq!(s.links.len(), 1);
-        s.forget(10, 7);
+        s.forget(IfIndex(10), Uid::from_raw(7));
         assert_eq!(s.holes(), [0, 1]);
     }
 
     #[test]
     fn scans_end() {
         let mut s = Scan::default();
-        s.record((0..MAX_SLOTS).map(|i| Some(link(i as u32 + 1, 7, &[i]))));
+        s.record((0..MAX_SLOTS).map(|i| Some(link(u32::try_from(i).unwrap() + 1, 7, &[i]))));
         assert!(s.done());
         assert!(s.holes().is_empty());
     }

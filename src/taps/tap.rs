@@ -1,20 +1,22 @@
 //! Creating the tap and putting it on the bridge.
-#![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::config::TAP_PATTERN;
-use crate::error::Error;
-use crate::escape::quote;
-use crate::leftovers;
-use crate::netlink::{Link, Route, Setup, IFF_UP};
-use crate::sys::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR};
-use crate::tapname;
+use crate::policy::ifname::IfName;
+use crate::report::error::Error;
+use crate::report::escape::quote;
+use crate::taps::reaper;
+use nix::unistd::Uid;
+
+use crate::system::netlink::{IfIndex, Link, Rtnetlink, Setup, IFF_UP};
+use crate::system::raw::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR};
+use crate::taps::naming;
 
 /// The bridge to join, checked to exist and to be a Linux bridge.
-pub fn find_bridge(route: &mut Route, name: &[u8]) -> Result<Link, Error> {
+pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> {
+    let name = name.as_bytes();
     let link = route
         .link(name)
         .map_err(|e| Error::kernel(format!("looking up bridge {}", quote(name)), e))?
@@ -34,19 +36,19 @@ pub struct Tap {
     pub fd: OwnedFd,
     pub name: Vec<u8>,
     /// What every request after creation names the tap by.
-    pub index: u32,
+    pub index: IfIndex,
     mac: [u8; 6],
     flags: i16,
 }
 
-/// A `tapN` that no interface has: see [`tapname`]. `None` if the lookups
+/// A `tapN` that no interface has: see [`naming`]. `None` if the lookups
 /// failed or found no free number; the kernel then picks with `tap%d`.
-/// Call it with CAP_NET_ADMIN lowered (see [`sys::name_in_use`]).
-pub fn free_name(route: &Route) -> Option<Vec<u8>> {
-    tapname::search(|n| sys::name_in_use(route.socket(), &tapname::name(n)))
+/// Call it with CAP_NET_ADMIN lowered (see [`raw::name_in_use`]).
+pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
+    naming::search(|n| raw::name_in_use(route.socket(), &naming::name(n)))
         .ok()
         .flatten()
-        .map(tapname::name)
+        .map(naming::name)
 }
 
 /// Creates the tap, named `name` if it is still free, else by the
@@ -57,46 +59,47 @@ pub fn free_name(route: &Route) -> Option<Vec<u8>> {
 /// and the answer accepted only if it carries the address this fd has
 /// just set (the kernel's random one, made high with 0xfe).
 pub fn create(
-    route: &mut Route,
+    route: &mut Rtnetlink,
     tun: OwnedFd,
     use_vnet: bool,
-    name: Option<&[u8]>,
+    name: Option<&IfName>,
 ) -> Result<Tap, Error> {
     let features =
-        sys::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e.desc()))?;
+        raw::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e))?;
     let mut flags = IFF_TAP | IFF_NO_PI;
-    if use_vnet && features & (IFF_VNET_HDR as u16 as u32) != 0 {
+    if use_vnet && features & u32::from(IFF_VNET_HDR.cast_unsigned()) != 0 {
         flags |= IFF_VNET_HDR;
     }
-    let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e.desc());
+    let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e);
     // IFF_TUN_EXCL: a name that exists by now (another run took it) fails
     // with EBUSY; without it, TUNSETIFF would attach to that interface.
-    let named = name.map(|n| sys::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
+    let named = name.map(|n| raw::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
     let name = match named {
         Some(Ok(name)) => name,
         None | Some(Err(Errno::EBUSY)) => {
-            sys::tun_set_iff(tun.as_fd(), TAP_PATTERN, flags | IFF_TUN_EXCL).map_err(failed)?
+            raw::tun_set_iff(tun.as_fd(), &naming::pattern(), flags | IFF_TUN_EXCL)
+                .map_err(failed)?
         }
         Some(Err(e)) => return Err(failed(e)),
     };
     let what = |doing: &str| format!("{}: {doing}", quote(&name));
     let mut mac =
-        sys::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e.desc()))?;
+        raw::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
     // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
     // any real NIC's, so adding a VM never changes the bridge's address.
     mac[0] = 0xfe;
-    sys::tap_set_hwaddr(tun.as_fd(), mac)
-        .map_err(|e| Error::kernel(what("SIOCSIFHWADDR"), e.desc()))?;
+    raw::tap_set_hwaddr(tun.as_fd(), mac).map_err(|e| Error::kernel(what("SIOCSIFHWADDR"), e))?;
     let link = route
         .link(&name)
         .map_err(|e| Error::kernel(what("looking up its index"), e))?;
     let index = match link {
         Some(link) if link.address == mac && link.tun.is_some() => link.index,
         _ => {
-            return Err(Error::kernel(
-                what("looking up its index"),
-                "the tap was renamed",
-            ))
+            return Err(Error::Mismatch {
+                tap: quote(&name),
+                step: "looking up its index",
+                what: "the tap was renamed",
+            })
         }
     };
     Ok(Tap {
@@ -118,16 +121,16 @@ impl Tap {
     /// over if the tap is exactly as intended.
     pub fn attach(
         &self,
-        route: &mut Route,
+        route: &mut Rtnetlink,
         bridge: &Link,
-        owner: u32,
+        owner: Uid,
         slot: Option<&[u8]>,
     ) -> Result<(), Error> {
         // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
         // should its holder make it persistent.
-        sys::tun_set_owner(self.fd.as_fd(), owner)
-            .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e.desc()))?;
-        let alias = leftovers::marker(owner);
+        raw::tun_set_owner(self.fd.as_fd(), owner)
+            .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
+        let alias = reaper::marker(owner);
         let setup = Setup {
             mtu: bridge.mtu,
             master: bridge.index,
@@ -144,15 +147,21 @@ impl Tap {
 
     fn verify(
         &self,
-        route: &mut Route,
+        route: &mut Rtnetlink,
         bridge: &Link,
         setup: &Setup<'_>,
-        owner: u32,
+        owner: Uid,
         slot: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let wrong = |what: &str| Err(Error::kernel(self.what("read back after setup"), what));
-        let (name, flags) = sys::tun_get_iff(self.fd.as_fd())
-            .map_err(|e| Error::kernel(self.what("TUNGETIFF"), e.desc()))?;
+        let wrong = |what: &'static str| {
+            Err(Error::Mismatch {
+                tap: quote(&self.name),
+                step: "read back after setup",
+                what,
+            })
+        };
+        let (name, flags) = raw::tun_get_iff(self.fd.as_fd())
+            .map_err(|e| Error::kernel(self.what("TUNGETIFF"), e))?;
         if name != self.name {
             return wrong("the tap was renamed");
         }
@@ -169,7 +178,7 @@ impl Tap {
         let Some(tun) = &link.tun else {
             return wrong("not a tun device");
         };
-        if tun.owner != Some(owner) || tun.persist || !tun.tap {
+        if tun.owner != Some(owner.as_raw()) || tun.persist || !tun.tap {
             return wrong("owner or persistence not as set");
         }
         if link.master != Some(bridge.index) || link.mtu != setup.mtu || link.flags & IFF_UP == 0 {

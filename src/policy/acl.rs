@@ -3,10 +3,9 @@
 //! Line splitting follows qemu-bridge-helper byte for byte, so every file it
 //! accepts means the same here; where it would silently misread a line we
 //! refuse the line instead (see "Deviations" in the README).
-#![forbid(unsafe_code)]
 
-use crate::escape::quote;
-use crate::ifname;
+use crate::policy::ifname;
+use crate::report::escape::quote;
 
 /// qemu-bridge-helper reads lines with a 4096-byte buffer: anything longer
 /// is split, and the tail parsed as a line of its own.

@@ -1,0 +1,47 @@
+//! Stops in a run that only a `test-hooks` build has (`--test-panic`,
+//! `--test-pause*`), so that tests can race the helper at a known point or
+//! read `/proc/PID/status`. One call per stage in `main`; a release build
+//! compiles it to nothing.
+
+use crate::policy::args::TestHook;
+
+/// Where a test may stop a run.
+pub enum Stage<'a> {
+    /// Privileged, nothing read yet but the arguments: `--test-panic`.
+    Privileged,
+    /// The tap's name is chosen, the tap not yet created.
+    BeforeCreate,
+    /// The tap exists, its slot is not yet claimed.
+    BeforeClaim(&'a [u8]),
+    /// The tap is configured, its fd not yet sent.
+    BeforeSend(&'a [u8]),
+}
+
+/// Panics or stops (SIGSTOP; the test resumes with SIGCONT) if `hook`
+/// asks for `stage`.
+#[cfg(feature = "test-hooks")]
+pub fn checkpoint(hook: Option<TestHook>, stage: Stage<'_>) {
+    use crate::report::escape::quote;
+    let why = match (hook, stage) {
+        // An address in the message: the panic hook must print none of it.
+        (Some(TestHook::Panic), Stage::Privileged) => {
+            panic!("forced by --test-panic at {:p}", &hook)
+        }
+        (Some(TestHook::PauseBeforeCreate), Stage::BeforeCreate) => {
+            "paused before creating the tap".to_string()
+        }
+        (Some(TestHook::PauseBeforeClaim), Stage::BeforeClaim(tap)) => {
+            format!("paused before claiming a slot for {}", quote(tap))
+        }
+        (Some(TestHook::PauseBeforeSend), Stage::BeforeSend(tap)) => {
+            format!("paused before sending {}", quote(tap))
+        }
+        _ => return,
+    };
+    crate::report::output::notice(&why);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn checkpoint(_: Option<TestHook>, _: Stage<'_>) {}

@@ -851,3 +851,112 @@ proptest::proptest! {
         }
     }
 }
+
+/// An include the caller cannot read is skipped, as QEMU does, only when
+/// its permissions refuse the caller. A security module's refusal is not a
+/// skip: otherwise a user who can enter a stricter AppArmor profile before
+/// running the setuid helper (`aa-exec`) could skip root's deny. This
+/// kernel has no AppArmor; Landlock refuses an open the same way (and, like
+/// AppArmor, not `faccessat`), so a root run under a Landlock ruleset that
+/// leaves out the deny file stands in for it.
+#[test]
+fn a_deny_refused_by_a_security_module_is_not_skipped() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br-bob", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow all\ninclude /etc/qemu/deny.conf\n").etc_file(
+        "deny.conf",
+        "deny br-bob\n",
+        0o644,
+    );
+    let run = |landlocked: bool| {
+        let helper = sb.install(HELPER, Mode::Root);
+        let (ours, theirs) = socketpair();
+        clear_cloexec(theirs.as_raw_fd());
+        let mut cmd = sb.command(&ns, &helper, Jail::root());
+        cmd.arg("--br=br-bob")
+            .arg(format!("--fd={}", theirs.as_raw_fd()));
+        if landlocked {
+            landlock_reads(
+                &mut cmd,
+                &[
+                    "/usr",
+                    "/dev",
+                    "/proc",
+                    "/sys",
+                    "/tmp",
+                    "/etc/qemu/bridge.conf",
+                ],
+            );
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = spawn(&mut cmd);
+        drop(theirs);
+        HelperRun::collect(child.wait_with_output().expect("wait"), ours)
+    };
+    // Without the module, root's deny holds.
+    refused(&ns, &run(false), 4, "denied by /etc/qemu/deny.conf:1");
+    let r = run(true);
+    refused(
+        &ns,
+        &r,
+        3,
+        "/etc/qemu/deny.conf: /etc/qemu/deny.conf could not be read although its permissions allow the calling user to read it: a security module",
+    );
+    // The permissions' own refusal is still a skip (the group trick).
+    sb.etc_file("deny.conf", "deny br-bob\n", 0o600);
+    let nobody = |sb: &Sandbox| sb.run_helper(&ns, Mode::Setuid, &["--br=br-bob"]);
+    granted(&ns, nobody(&sb), "br-bob");
+}
+
+/// Restricts file reads of the command to `allowed` (and what lies beneath
+/// them) with Landlock, after no_new_privs, between fork and exec.
+fn landlock_reads(cmd: &mut std::process::Command, allowed: &[&str]) {
+    const CREATE_RULESET: libc::c_long = 444;
+    const ADD_RULE: libc::c_long = 445;
+    const RESTRICT_SELF: libc::c_long = 446;
+    const RULE_PATH_BENEATH: libc::c_long = 1;
+    const READ_FILE: u64 = 1 << 2;
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let paths: Vec<CString> = allowed.iter().map(|p| CString::new(*p).unwrap()).collect();
+    // SAFETY: runs between fork and exec; only raw system calls on data
+    // prepared before the fork, with pointers to live, correctly laid out
+    // structures.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return fail();
+            }
+            let handled: u64 = READ_FILE;
+            let ruleset = libc::syscall(CREATE_RULESET, &handled, 8usize, 0u32);
+            if ruleset < 0 {
+                return fail();
+            }
+            for path in &paths {
+                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return fail();
+                }
+                let rule = PathBeneath {
+                    allowed_access: READ_FILE,
+                    parent_fd: fd,
+                };
+                if libc::syscall(ADD_RULE, ruleset, RULE_PATH_BENEATH, &rule, 0u32) != 0 {
+                    return fail();
+                }
+                libc::close(fd);
+            }
+            if libc::syscall(RESTRICT_SELF, ruleset, 0u32) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+}

@@ -121,6 +121,11 @@ pub enum Untrusted {
     PseudoFs {
         at: PathBuf,
     },
+    /// Unreadable to the caller although its permissions allow reading:
+    /// a security module's doing, which must not turn into a skip.
+    Mediated {
+        at: PathBuf,
+    },
     Loop,
 }
 
@@ -199,6 +204,11 @@ impl fmt::Display for Untrusted {
             Untrusted::PseudoFs { at } => write!(
                 f,
                 "{} is on a pseudo or user-mounted file system, not one an administrator writes",
+                shown(at)
+            ),
+            Untrusted::Mediated { at } => write!(
+                f,
+                "{} could not be read although its permissions allow the calling user to read it: a security module (AppArmor, SELinux, Landlock) refused, and an include refused that way is not skipped; fix: let that module's policy allow reading it",
                 shown(at)
             ),
             Untrusted::Loop => write!(
@@ -305,8 +315,11 @@ impl Walk {
                 dir = directory(fd, at, &st)?;
             } else if last {
                 // Reached only when the read-only open said EACCES.
+                if !is(&st, SFlag::S_IFREG) {
+                    return Err(OpenError::Refused(Untrusted::NotRegular));
+                }
                 file_itself(&at, &st)?;
-                return Err(OpenError::Unreadable);
+                return Err(unreadable(&dir, &cname, at));
             } else {
                 // A file where a directory should be: ENOTDIR to the
                 // kernel, "missing" to QEMU; it is root's (checked above).
@@ -442,6 +455,28 @@ impl Walk {
         }
         self.fs_checked.push(st.st_dev);
         Ok(())
+    }
+}
+
+/// The file's permissions (mode bits and ACL, as `faccessat` weighs them)
+/// refuse the caller: an include of it may be skipped, which is what a
+/// `root:GROUP 0640` include relies on. If they allow reading it and the
+/// open was refused all the same, a security module refused it, perhaps
+/// one the caller chose (an AppArmor profile entered with `aa-exec` before
+/// running this program); skipping would let the caller skip a deny.
+fn unreadable(dir: &Dir, name: &CString, at: PathBuf) -> OpenError {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{faccessat, AccessFlags};
+    let by_permissions = faccessat(
+        Some(dir.fd.as_raw_fd()),
+        name.as_c_str(),
+        AccessFlags::R_OK,
+        AtFlags::AT_EACCESS,
+    );
+    match by_permissions {
+        Err(Errno::EACCES) => OpenError::Unreadable,
+        Ok(()) => OpenError::Refused(Untrusted::Mediated { at }),
+        Err(e) => io_error(e),
     }
 }
 

@@ -71,7 +71,8 @@ fn run() -> Result<(), Error> {
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
-    let rules = acl_files::load(&SystemFiles, Path::new(compiled::ACL_FILE))?;
+    let files = SystemFiles::default();
+    let rules = acl_files::load(&files, Path::new(compiled::ACL_FILE))?;
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
     let asked = request.bridge.as_bytes();
@@ -86,7 +87,8 @@ fn run() -> Result<(), Error> {
     let defaults = settings::Settings {
         max_abandoned_taps: compiled::MAX_ABANDONED,
     };
-    let settings = settings::load(&SystemFiles, Path::new(compiled::SETTINGS_FILE), defaults)?;
+    let settings = settings::load(&files, Path::new(compiled::SETTINGS_FILE), defaults)?;
+    drop(files);
     let mut own_taps = reaper::reap(&mut route, caller.uid, settings.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);

@@ -35,6 +35,7 @@
 //! mount is not trust on its own: the same directory may be writable
 //! through another mount, so only owners and modes count.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
@@ -42,6 +43,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::sys::stat::{fstat, FileStat, SFlag};
@@ -239,19 +241,27 @@ struct Dir {
 /// every step is trusted. A relative `path` is taken from `/`, never from
 /// the caller's working directory.
 pub fn open(path: &Path) -> Result<Trusted, OpenError> {
-    Walk {
-        fs_checked: Vec::new(),
-        hardlinks_protected: None,
-    }
-    .run(path)
+    Walk::default().run(path)
 }
 
+/// What one run's walks share: the ACL, its includes and the settings file
+/// mostly live in one directory.
+#[derive(Default)]
 struct Walk {
     /// Devices whose file system type was already found acceptable: one
     /// `fstatfs` per file system, not per component.
     fs_checked: Vec<u64>,
     hardlinks_protected: Option<bool>,
+    root: Option<Rc<Dir>>,
+    /// Directories a file was looked up in, checked, by their real path.
+    /// Only root can change what is in them, so a later walk may start
+    /// there as soundly as this one went on from them.
+    parents: Vec<Rc<Dir>>,
 }
+
+/// Checked directories kept open at once, so a long include list cannot
+/// use up the caller's descriptor limit.
+const KEPT_DIRS: usize = 3;
 
 const O_LOOKUP: libc::c_int = libc::O_PATH | libc::O_NOFOLLOW;
 const O_READ: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
@@ -265,9 +275,18 @@ impl Walk {
         // Components still to walk, the next one last.
         let mut pending: Vec<Vec<u8>> = Vec::new();
         push_components(&mut pending, path.as_os_str().as_bytes());
-        let mut dir = self.root()?;
+        let mut dir = match self.kept_parent(&pending) {
+            Some(parent) => {
+                pending.truncate(1);
+                parent
+            }
+            None => self.root()?,
+        };
         let mut links = 0;
         while let Some(name) = pending.pop() {
+            if links == 0 && pending.is_empty() {
+                self.keep(&dir);
+            }
             match name.as_slice() {
                 b"." => continue,
                 b".." => {
@@ -312,7 +331,7 @@ impl Walk {
                 if last {
                     return Err(OpenError::Refused(Untrusted::NotRegular));
                 }
-                dir = directory(fd, at, &st)?;
+                dir = Rc::new(directory(fd, at, &st)?);
             } else if last {
                 // Reached only when the read-only open said EACCES.
                 if !is(&st, SFlag::S_IFREG) {
@@ -330,17 +349,41 @@ impl Walk {
         Err(OpenError::Refused(Untrusted::NotRegular))
     }
 
-    fn root(&mut self) -> Result<Dir, OpenError> {
+    /// The kept directory that `components` (the path as written, the
+    /// file's name first to pop) names as its file's parent, if the path
+    /// is plain (no `.` or `..`) and that directory was walked before.
+    fn kept_parent(&self, components: &[Vec<u8>]) -> Option<Rc<Dir>> {
+        let (_, parent) = components.split_first()?;
+        if parent.iter().any(|c| c == b"." || c == b"..") {
+            return None;
+        }
+        let mut written = PathBuf::from("/");
+        written.extend(parent.iter().rev().map(|c| std::ffi::OsStr::from_bytes(c)));
+        self.parents.iter().find(|d| d.path == written).cloned()
+    }
+
+    fn keep(&mut self, dir: &Rc<Dir>) {
+        if self.parents.len() < KEPT_DIRS && !self.parents.iter().any(|d| d.path == dir.path) {
+            self.parents.push(Rc::clone(dir));
+        }
+    }
+
+    fn root(&mut self) -> Result<Rc<Dir>, OpenError> {
+        if let Some(root) = &self.root {
+            return Ok(Rc::clone(root));
+        }
         let fd = raw::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
         let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
         let at = PathBuf::from("/");
         self.filesystem(fd.as_fd(), &st, &at)?;
-        directory(fd, at, &st)
+        let root = Rc::new(directory(fd, at, &st)?);
+        self.root = Some(Rc::clone(&root));
+        Ok(root)
     }
 
     /// `..`: the kernel's parent of the directory we are in (across a
     /// mount point too), checked like any other directory.
-    fn parent(&mut self, dir: &Dir) -> Result<Dir, OpenError> {
+    fn parent(&mut self, dir: &Dir) -> Result<Rc<Dir>, OpenError> {
         let fd = raw::open_at(
             Some(dir.fd.as_fd()),
             c"..",
@@ -353,7 +396,7 @@ impl Walk {
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         self.filesystem(fd.as_fd(), &st, &at)?;
-        directory(fd, at, &st)
+        Ok(Rc::new(directory(fd, at, &st)?))
     }
 
     /// The file at the end of the walk, open for reading.
@@ -530,12 +573,18 @@ fn push_components(pending: &mut Vec<Vec<u8>>, path: &[u8]) {
 }
 
 /// The real file system, read with whatever identity the process has now
-/// (the caller's, once privileges are dropped), through the walk above: only files nobody but root could have chosen.
-pub struct SystemFiles;
+/// (the caller's, once privileges are dropped), through the walk above:
+/// only files nobody but root could have chosen. One value serves the
+/// files of one run and keeps a few checked directories open between
+/// them; drop it when they are read.
+#[derive(Default)]
+pub struct SystemFiles {
+    walk: RefCell<Walk>,
+}
 
 impl Files for SystemFiles {
     fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
-        let trusted = open(path)?;
+        let trusted = self.walk.borrow_mut().run(path)?;
         let mut bytes = Vec::new();
         trusted
             .file

@@ -17,7 +17,9 @@
 //!   and a plain copy; each run forks, joins the mount and network namespaces, drops to uid/gid
 //!   65534 (setuid and cap modes) and execs `HELPER --use-vnet --fd=N --br=bhbr0`;
 //! - times spawn -> fd received (recvmsg) and spawn -> exit (wait4), checks each fd with
-//!   TUNGETIFF, closes it, and checks that the taps vanished.
+//!   TUNGETIFF, closes it, and checks that the taps vanished;
+//! - runs a no-checks floor beside them (`benches/floor.c`, built with musl-gcc: the kernel's
+//!   work and nothing else) and prints every ratio against it as well as against QEMU's helper.
 //!
 //! The reference is QEMU's helper where `dpkg-divert --truename` says it is
 //! (bridge-helper's package diverts it), checked to really be QEMU's
@@ -45,9 +47,9 @@ use drivers::{
     concurrent, resources, sanity, sequential, ConcRound, Ns, Resource, Rng, SeqResults,
 };
 use setup::{
-    add_taps, check_interrupted, chown_root, cstr, install, install_signal_handlers, ip, last_err,
-    link_count, make_mount_ns, open_ro, remove_stale, set_mode, tiny_elf, DirGuard, Mode,
-    NetnsGuard, Prog, Role,
+    add_taps, build_floor, check_interrupted, chown_root, cstr, install, install_signal_handlers,
+    ip, last_err, link_count, make_mount_ns, open_ro, remove_stale, set_mode, tiny_elf, DirGuard,
+    Mode, NetnsGuard, Prog, Role,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -242,6 +244,14 @@ fn real_main() -> Res<()> {
             reference.display()
         ));
     }
+    let floor = build_floor(&dir)?;
+    progs.push(install(
+        &dir,
+        Role::FloorWork,
+        "floor: the kernel's work only (benches/floor.c, static musl)",
+        &floor,
+        None,
+    )?);
     if cfg!(target_arch = "x86_64") {
         progs.push(install(
             &dir,

@@ -102,7 +102,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
         "\n## Sequential runs, N={} each after {} warm-up, interleaved (µs; nearest-rank percentiles)\n\n\
          `fd` = spawn → fd received; `exit` = spawn → reaped; `cpu` = child user+sys (wait4); \
          `rss` = ru_maxrss KiB (includes the forked bench image: compare with the floors); \
-         ratios are bridge-helper / qemu-bridge-helper.",
+         ratios are bridge-helper / qemu-bridge-helper, and bridge-helper / the no-checks floor.",
         o.n, o.warmup
     );
     let header: Vec<String> = [
@@ -127,6 +127,11 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
             }
             if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::Reference)) {
                 let mut c = vec![mode.short().to_string(), "**ratio**".into()];
+                c.extend(ratio_cells(&a, &b));
+                row(&mut out, &c);
+            }
+            if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::FloorWork)) {
+                let mut c = vec![mode.short().to_string(), "**ratio to the floor**".into()];
                 c.extend(ratio_cells(&a, &b));
                 row(&mut out, &c);
             }
@@ -165,7 +170,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
     };
     for &level in &o.taps {
         for mode in Mode::ALL {
-            for role in [Role::Ours, Role::Reference] {
+            for role in [Role::Ours, Role::Reference, Role::FloorWork] {
                 if let Some((k, v)) = get_conc(level, role, mode) {
                     let tot: Vec<f64> = v.iter().map(|c| c.total_us / 1e3).collect();
                     let fds: Vec<f64> = v.iter().map(|c| c.all_fds_us / 1e3).collect();
@@ -186,26 +191,28 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
                     );
                 }
             }
-            if let (Some((k, a)), Some((_, b))) = (
-                get_conc(level, Role::Ours, mode),
-                get_conc(level, Role::Reference, mode),
-            ) {
-                let t = |v: &Vec<ConcRound>| med(&v.iter().map(|c| c.total_us).collect::<Vec<_>>());
-                let f =
-                    |v: &Vec<ConcRound>| med(&v.iter().map(|c| c.all_fds_us).collect::<Vec<_>>());
-                row(
-                    &mut out,
-                    &[
-                        level.to_string(),
-                        k.to_string(),
-                        mode.short().into(),
-                        "**ratio**".into(),
-                        r2(ratio(t(a), t(b))),
-                        r2(ratio(f(a), f(b))),
-                        String::new(),
-                        String::new(),
-                    ],
-                );
+            for (against, name) in [
+                (Role::Reference, "**ratio**"),
+                (Role::FloorWork, "**ratio to the floor**"),
+            ] {
+                if let (Some((k, a)), Some((_, b))) = (
+                    get_conc(level, Role::Ours, mode),
+                    get_conc(level, against, mode),
+                ) {
+                    row(
+                        &mut out,
+                        &[
+                            level.to_string(),
+                            k.to_string(),
+                            mode.short().into(),
+                            name.into(),
+                            r2(ratio(conc_total(a), conc_total(b))),
+                            r2(ratio(conc_fds(a), conc_fds(b))),
+                            String::new(),
+                            String::new(),
+                        ],
+                    );
+                }
             }
         }
     }
@@ -385,6 +392,9 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
             );
         }
     }
+    if has_ref {
+        targets_near_the_floor(&mut out, results);
+    }
     let total_fails: usize = results
         .seq
         .iter()
@@ -409,6 +419,85 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
          each (program, mode) once in a fixed-seed shuffled order; the floors run the same spawn path."
     );
     Ok(out)
+}
+
+fn conc_total(v: &[ConcRound]) -> Option<f64> {
+    stats(&v.iter().map(|c| c.total_us).collect::<Vec<_>>()).map(|s| s.med)
+}
+
+fn conc_fds(v: &[ConcRound]) -> Option<f64> {
+    stats(&v.iter().map(|c| c.all_fds_us).collect::<Vec<_>>()).map(|s| s.med)
+}
+
+/// Issue 17's targets: close to the no-checks floor, and well under QEMU's
+/// helper, alone and 64 at once.
+fn targets_near_the_floor(out: &mut String, results: &Results) {
+    let _ = writeln!(
+        out,
+        "\n## Targets (issue 17: close to the physical floor)\n"
+    );
+    row(
+        out,
+        &["target", "taps", "value", "verdict"].map(String::from),
+    );
+    row(out, &vec!["---".into(); 4]);
+    let verdict = |v: Option<f64>, limit: f64| match v {
+        Some(v) if v <= limit => "PASS",
+        Some(_) => "FAIL",
+        None => "n/a",
+    };
+    let mut line = |what: String, level: usize, v: Option<f64>, limit: f64| {
+        row(
+            out,
+            &[what, level.to_string(), r2(v), verdict(v, limit).into()],
+        );
+    };
+    for (level, r) in &results.seq {
+        let s = |role, mode| r.get(&(role, mode)).and_then(|v| summarize(v).fd);
+        for mode in Mode::ALL {
+            let (ours, floor, qemu) = (
+                s(Role::Ours, mode),
+                s(Role::FloorWork, mode),
+                s(Role::Reference, mode),
+            );
+            let m = mode.short();
+            let to =
+                |a: Option<Stats>, b: Option<Stats>, f: fn(Stats) -> f64| ratio(a.map(f), b.map(f));
+            line(
+                format!("median spawn→fd ≤ 1.10× the floor ({m})"),
+                *level,
+                to(ours, floor, |x| x.med),
+                1.10,
+            );
+            line(
+                format!("p99 spawn→fd ≤ 1.25× the floor ({m})"),
+                *level,
+                to(ours, floor, |x| x.p99),
+                1.25,
+            );
+            line(
+                format!("median spawn→fd ≤ 0.5× QEMU's helper ({m})"),
+                *level,
+                to(ours, qemu, |x| x.med),
+                0.5,
+            );
+        }
+        for mode in Mode::ALL {
+            let total = |role| {
+                results
+                    .conc
+                    .iter()
+                    .find(|c| c.0 == *level && c.2 == role && c.3 == mode)
+                    .and_then(|c| conc_total(&c.4))
+            };
+            line(
+                format!("concurrent total ≤ 0.8× QEMU's helper ({})", mode.short()),
+                *level,
+                ratio(total(Role::Ours), total(Role::Reference)),
+                0.8,
+            );
+        }
+    }
 }
 
 pub fn sh(cmd: &str, args: &[&str]) -> String {

@@ -52,13 +52,17 @@ impl Mode {
 pub enum Role {
     Ours,
     Reference,
+    /// The kernel's work and nothing else (benches/floor.c): what a helper
+    /// without ACL, checks or privilege handling would cost.
+    FloorWork,
     FloorStatic,
     FloorDyn,
 }
 
 impl Role {
+    /// Programs that make a tap and send its fd.
     pub fn is_helper(self) -> bool {
-        matches!(self, Role::Ours | Role::Reference)
+        matches!(self, Role::Ours | Role::Reference | Role::FloorWork)
     }
 }
 
@@ -296,6 +300,26 @@ pub fn set_cap_net_admin(p: &Path) -> Res<()> {
     Ok(())
 }
 
+/// Builds benches/floor.c, static with musl, into `dir`; returns its path.
+pub fn build_floor(dir: &Path) -> Res<PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/floor.c");
+    let out = dir.join("floor-work.build");
+    let built = Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .map_err(|e| {
+            format!(
+                "musl-gcc: {e}; the no-checks floor needs musl-tools (scripts/install-test-deps)"
+            )
+        })?;
+    if !built.success() {
+        return Err(format!("musl-gcc could not build {}", source.display()).into());
+    }
+    Ok(out)
+}
+
 /// A 129-byte static x86_64 ELF that calls exit(0): the floor of spawning itself.
 pub fn tiny_elf() -> Vec<u8> {
     let base: u64 = 0x40_0000;
@@ -370,6 +394,7 @@ pub fn install(
     let stem = match role {
         Role::Ours => "bh",
         Role::Reference => "qemu",
+        Role::FloorWork => "floor-work",
         Role::FloorStatic => "floor-static",
         Role::FloorDyn => "floor-dyn",
     };

@@ -40,13 +40,37 @@ fn run_as_nobody(
     mounts: Vec<Mount>,
     fd9: Option<&OwnedFd>,
 ) -> HelperRun {
+    run_with(sb, ns, bridge, &["--clear-groups"], mounts, fd9)
+}
+
+/// `run_as_nobody` with nobody's groups given as setpriv options.
+fn run_as(
+    sb: &Sandbox,
+    ns: &NetNs,
+    bridge: &str,
+    groups: &[&str],
+    mounts: Vec<Mount>,
+) -> HelperRun {
+    run_with(sb, ns, bridge, groups, mounts, None)
+}
+
+fn run_with(
+    sb: &Sandbox,
+    ns: &NetNs,
+    bridge: &str,
+    groups: &[&str],
+    mounts: Vec<Mount>,
+    fd9: Option<&OwnedFd>,
+) -> HelperRun {
     let helper = sb.install(HELPER, Mode::Setuid);
     let (ours, theirs) = socketpair();
     clear_cloexec(theirs.as_raw_fd());
     // Root sets the mounts up (pre_exec below), then setpriv becomes
     // nobody and execs the setuid copy, as a user would run it.
     let mut cmd = sb.command(ns, "setpriv", Jail::root());
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    cmd.args(["--reuid=65534", "--regid=65534"])
+        .args(groups)
+        .arg("--")
         .arg(&helper)
         .arg(format!("--br={bridge}"))
         .arg(format!("--fd={}", theirs.as_raw_fd()));
@@ -396,8 +420,19 @@ fn an_include_in_a_sticky_directory() {
     sb.acl(format!("allow br0\ninclude {}\n", inc.display()));
     let shown = inc.display().to_string();
 
+    // Even root's file is refused there: any user can rename a root-owned
+    // file into /var/tmp from a directory they can write (red team).
     write(&inc, "allow br1\n", 0, 0o644);
-    granted(&ns, run_as_nobody(&sb, &ns, "br1", vec![], None), "br1");
+    let run = run_as_nobody(&sb, &ns, "br1", vec![], None);
+    refused(
+        &ns,
+        &run,
+        3,
+        &format!(
+            "{shown}: {shown} is not a directory, and lies in {}, which anyone can write: a user can rename a root-owned file into it from a directory they can write; fix: keep the file in a root-owned directory",
+            tmp.display()
+        ),
+    );
 
     // Anyone could create the missing name: an error, not a skip.
     fs::remove_file(&inc).unwrap();
@@ -429,9 +464,11 @@ fn an_include_in_a_sticky_directory() {
     let run = run_as_nobody(&sb, &ns, "br1", vec![], None);
     refused(&ns, &run, 3, &format!("fix: chown -h root {shown}"));
 
-    // Root's link is fine, and root's directory in it too.
+    // Root's link can be renamed in just as well; root's directory cannot
+    // (moving a directory needs write permission on it).
     link("/etc/qemu/br1.conf", &inc, 0);
-    granted(&ns, run_as_nobody(&sb, &ns, "br1", vec![], None), "br1");
+    let run = run_as_nobody(&sb, &ns, "br1", vec![], None);
+    refused(&ns, &run, 3, "which anyone can write: a user can rename");
     fs::remove_file(&inc).unwrap();
     let sub = tmp.join("sub");
     mkdir(&sub, 0, 0, 0o755);
@@ -463,18 +500,19 @@ fn an_include_in_a_sticky_directory() {
     );
 }
 
-/// Where fs.protected_hardlinks is 0, a user can hard-link any root-owned
-/// file into a sticky directory they can write, where it is then "root's":
-/// non-directories there are refused unless the kernel forbids that.
-/// Directories cannot be hard-linked, so NixOS's store directories pass
-/// either way.
+/// In a group-writable sticky directory (a store, 1775 root:GROUP), where
+/// fs.protected_hardlinks is 0 a member can hard-link any root-owned file
+/// in, where it is then "root's": non-directories there are refused unless
+/// the kernel forbids that. Directories cannot be hard-linked, so NixOS's
+/// store directories pass either way. A caller in the group could rename
+/// a root file in, so for a member non-directories are refused too.
 #[test]
 fn files_in_writable_sticky_directories_need_protected_hardlinks() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
     let sb = Sandbox::new();
-    let tmp = sb.dir.join("vartmp");
-    mkdir(&tmp, 0, 0, 0o1777);
+    let tmp = sb.dir.join("store");
+    mkdir(&tmp, 0, 30000, 0o1775);
     let inc = tmp.join("inc.conf");
     write(&inc, "allow br1\n", 0, 0o644);
     sb.acl(format!("allow br0\ninclude {}\n", inc.display()));
@@ -515,6 +553,18 @@ fn files_in_writable_sticky_directories_need_protected_hardlinks() {
     fs::remove_file(sb.dir.join("other-name")).unwrap();
     let run = run_as_nobody(&sb, &ns, "br1", setting("0"), None);
     refused(&ns, &run, 3, "fs.protected_hardlinks is off");
+    // A caller in the store's group could have renamed a root file in.
+    let run = run_as(&sb, &ns, "br1", &["--groups=30000"], setting("1"));
+    refused(
+        &ns,
+        &run,
+        3,
+        &format!(
+            "{0}: {0} is not a directory, and lies in {1}, which group 30000, the caller's, can write",
+            inc.display(),
+            tmp.display()
+        ),
+    );
     // A directory in the sticky one is fine either way.
     let sub = tmp.join("sub");
     mkdir(&sub, 0, 0, 0o755);
@@ -674,7 +724,9 @@ mod model {
                 for (name, child) in entries {
                     create(&at.join(name), base, child);
                 }
-                chown(at, Some(*uid), Some(0)).unwrap();
+                // A group the test (root) is not in: a 1775 directory is
+                // then a store of someone else's builders.
+                chown(at, Some(*uid), Some(30000)).unwrap();
                 fs::set_permissions(at, fs::Permissions::from_mode(*mode)).unwrap();
             }
             Node::File { uid, mode } => {
@@ -744,8 +796,12 @@ mod model {
                 Node::File { uid, .. } => (*uid, false),
                 Node::Link(_) => (0, false),
             };
-            // Links are created by root (as the test runs) here.
-            if open && (uid != 0 || (!is_dir && !hardlinks_protected())) {
+            // Links are created by root (as the test runs) here. In a
+            // sticky directory others can write, only root's directories
+            // are surely root's choice; a file or link only where the
+            // directory is not world-writable and links are protected (the
+            // test, root, is not in the directories' group).
+            if open && (uid != 0 || (!is_dir && (dmode & 0o002 != 0 || !hardlinks_protected()))) {
                 return Some(Outcome::Refused);
             }
             let last = todo.iter().all(|n| n.is_empty());

@@ -114,6 +114,19 @@ pub enum Untrusted {
         at: PathBuf,
         dir: PathBuf,
     },
+    /// A non-directory in a sticky directory that anyone (`group` None),
+    /// or a group the caller belongs to, can write: it may have been
+    /// renamed in from elsewhere.
+    Planted {
+        at: PathBuf,
+        dir: PathBuf,
+        group: Option<u32>,
+    },
+    /// A name missing from an automount point: the mount may have failed.
+    NotMounted {
+        at: PathBuf,
+        dir: PathBuf,
+    },
     /// A missing name in a directory others can write.
     MissingInWritable {
         at: PathBuf,
@@ -196,6 +209,32 @@ impl fmt::Display for Untrusted {
                 shown(at),
                 shown(dir)
             ),
+            Untrusted::Planted {
+                at,
+                dir,
+                group: None,
+            } => write!(
+                f,
+                "{} is not a directory, and lies in {}, which anyone can write: a user can rename a root-owned file into it from a directory they can write; fix: keep the file in a root-owned directory",
+                shown(at),
+                shown(dir)
+            ),
+            Untrusted::Planted {
+                at,
+                dir,
+                group: Some(gid),
+            } => write!(
+                f,
+                "{} is not a directory, and lies in {}, which group {gid}, the caller's, can write: the caller could have renamed a root-owned file into it; fix: keep the file in a root-owned directory, or take the caller out of group {gid}",
+                shown(at),
+                shown(dir)
+            ),
+            Untrusted::NotMounted { at, dir } => write!(
+                f,
+                "{} is missing from {}, an automount point that is not mounted (the mount may have failed), so it cannot be skipped; fix: make the mount work, or keep the file on a file system that is always mounted",
+                shown(at),
+                shown(dir)
+            ),
             Untrusted::MissingInWritable { at, dir, mode } => write!(
                 f,
                 "{} does not exist, and anyone who can write {} (mode {:04o}) could create it; fix: create it, owned by root, or include a file in a directory only root can change",
@@ -235,6 +274,9 @@ struct Dir {
     /// Group- or world-writable (and so, having passed, sticky).
     open_to_others: bool,
     mode: u32,
+    gid: u32,
+    /// On an automounter's file system: a mount that did not happen.
+    autofs: bool,
 }
 
 /// Walks `path` as written, from `/`, and opens the file it names if
@@ -248,9 +290,12 @@ pub fn open(path: &Path) -> Result<Trusted, OpenError> {
 /// mostly live in one directory.
 #[derive(Default)]
 struct Walk {
-    /// Devices whose file system type was already found acceptable: one
-    /// `fstatfs` per file system, not per component.
-    fs_checked: Vec<u64>,
+    /// Devices whose file system type was already found acceptable, and
+    /// whether it is an automounter's: one `fstatfs` per file system, not
+    /// per component.
+    fs_checked: Vec<(u64, bool)>,
+    /// The caller's effective and supplementary groups, once asked.
+    groups: Option<Vec<u32>>,
     hardlinks_protected: Option<bool>,
     root: Option<Rc<Dir>>,
     /// Directories a file was looked up in, checked, by their real path.
@@ -308,11 +353,11 @@ impl Walk {
                     Err(e) => return Err(self.failed_lookup(&dir, at, e)),
                 }
             }
-            let fd = raw::open_at(Some(dir.fd.as_fd()), &cname, O_LOOKUP)
-                .map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
+            let fd =
+                look_up(&dir, &cname, last).map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
             let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
             self.entry(&dir, &at, &st)?;
-            self.filesystem(fd.as_fd(), &st, &at)?;
+            let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
             if is(&st, SFlag::S_IFLNK) {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -331,7 +376,7 @@ impl Walk {
                 if last {
                     return Err(OpenError::Refused(Untrusted::NotRegular));
                 }
-                dir = Rc::new(directory(fd, at, &st)?);
+                dir = Rc::new(directory(fd, at, &st, autofs)?);
             } else if last {
                 // Reached only when the read-only open said EACCES.
                 if !is(&st, SFlag::S_IFREG) {
@@ -375,8 +420,8 @@ impl Walk {
         let fd = raw::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
         let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
         let at = PathBuf::from("/");
-        self.filesystem(fd.as_fd(), &st, &at)?;
-        let root = Rc::new(directory(fd, at, &st)?);
+        let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
+        let root = Rc::new(directory(fd, at, &st, autofs)?);
         self.root = Some(Rc::clone(&root));
         Ok(root)
     }
@@ -395,8 +440,8 @@ impl Walk {
             .path
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-        self.filesystem(fd.as_fd(), &st, &at)?;
-        Ok(Rc::new(directory(fd, at, &st)?))
+        let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
+        Ok(Rc::new(directory(fd, at, &st, autofs)?))
     }
 
     /// The file at the end of the walk, open for reading.
@@ -418,6 +463,12 @@ impl Walk {
     /// have made the name missing.
     fn failed_lookup(&self, dir: &Dir, at: PathBuf, e: Errno) -> OpenError {
         match e {
+            Errno::ENOENT | Errno::ENOTDIR if dir.autofs => {
+                OpenError::Refused(Untrusted::NotMounted {
+                    at,
+                    dir: dir.path.clone(),
+                })
+            }
             Errno::ENOENT | Errno::ENOTDIR if dir.open_to_others => {
                 OpenError::Refused(Untrusted::MissingInWritable {
                     at,
@@ -444,22 +495,72 @@ impl Walk {
                 symlink: is(st, SFlag::S_IFLNK),
             }));
         }
-        // Directories cannot be hard-linked; anything else can, unless the
-        // kernel stops users linking files they do not own.
-        if !is(st, SFlag::S_IFDIR) && !self.hardlinks_protected() {
+        // A root-owned directory can only have been put there by root: moving
+        // a directory needs write permission on it (its ".." changes). A
+        // root-owned file or symlink can be brought in by anyone who can
+        // write here: renamed out of any directory they can write (a root
+        // file left in their home, say), or hard-linked unless the kernel
+        // forbids linking others' files.
+        if is(st, SFlag::S_IFDIR) {
+            return Ok(());
+        }
+        let planted = |group| {
+            Err(OpenError::Refused(Untrusted::Planted {
+                at: at.to_path_buf(),
+                dir: dir.path.clone(),
+                group,
+            }))
+        };
+        if dir.mode & 0o002 != 0 {
+            return planted(None);
+        }
+        // Group-writable only (NixOS's and Guix's stores): the group's
+        // members are the administrator's builders, as long as the caller
+        // is not one of them.
+        if !self.hardlinks_protected()? {
             return Err(OpenError::Refused(Untrusted::Linkable {
                 at: at.to_path_buf(),
                 dir: dir.path.clone(),
             }));
         }
+        if self.caller_in(dir.gid)? {
+            return planted(Some(dir.gid));
+        }
         Ok(())
     }
 
-    fn hardlinks_protected(&mut self) -> bool {
-        *self.hardlinks_protected.get_or_insert_with(|| {
-            std::fs::read("/proc/sys/fs/protected_hardlinks")
-                .is_ok_and(|v| v.trim_ascii() == b"1" || v.trim_ascii() == b"2")
-        })
+    fn hardlinks_protected(&mut self) -> Result<bool, OpenError> {
+        if let Some(known) = self.hardlinks_protected {
+            return Ok(known);
+        }
+        let protected = match std::fs::read("/proc/sys/fs/protected_hardlinks") {
+            Ok(v) => v.trim_ascii() == b"1" || v.trim_ascii() == b"2",
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                ) =>
+            {
+                return Err(OpenError::Resources(e))
+            }
+            // No procfs, or no such setting: assume the worst.
+            Err(_) => false,
+        };
+        self.hardlinks_protected = Some(protected);
+        Ok(protected)
+    }
+
+    fn caller_in(&mut self, gid: u32) -> Result<bool, OpenError> {
+        if self.groups.is_none() {
+            let mut groups: Vec<u32> = nix::unistd::getgroups()
+                .map_err(io_error)?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            groups.push(nix::unistd::getegid().as_raw());
+            self.groups = Some(groups);
+        }
+        Ok(self.groups.as_ref().is_some_and(|g| g.contains(&gid)))
     }
 
     /// Pseudo and user-mounted file systems whose files can look root-owned
@@ -472,10 +573,10 @@ impl Walk {
         fd: BorrowedFd<'_>,
         st: &FileStat,
         at: &Path,
-    ) -> Result<(), OpenError> {
+    ) -> Result<bool, OpenError> {
         use nix::sys::statfs::{self, fstatfs};
-        if self.fs_checked.contains(&st.st_dev) {
-            return Ok(());
+        if let Some(&(_, autofs)) = self.fs_checked.iter().find(|(dev, _)| *dev == st.st_dev) {
+            return Ok(autofs);
         }
         let fs = fstatfs(fd).map_err(io_error)?;
         let refused = [
@@ -496,8 +597,9 @@ impl Walk {
                 at: at.to_path_buf(),
             }));
         }
-        self.fs_checked.push(st.st_dev);
-        Ok(())
+        let autofs = fs.filesystem_type() == statfs::AUTOFS_SUPER_MAGIC;
+        self.fs_checked.push((st.st_dev, autofs));
+        Ok(autofs)
     }
 }
 
@@ -523,9 +625,24 @@ fn unreadable(dir: &Dir, name: &CString, at: PathBuf) -> OpenError {
     }
 }
 
+/// Opens `name` in `dir` without following it. A name with more path after
+/// it is first asked for as a directory: unlike a bare O_PATH lookup, that
+/// makes the automounter mount what lives there, instead of showing its
+/// empty mount point. Anything else (a symlink, a file where a directory
+/// should be) is then looked up as itself.
+fn look_up(dir: &Dir, name: &CString, last: bool) -> Result<OwnedFd, Errno> {
+    if !last {
+        match raw::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP | libc::O_DIRECTORY) {
+            Err(Errno::ENOTDIR) => {}
+            done => return done,
+        }
+    }
+    raw::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP)
+}
+
 /// A directory to look names up in: root's, and closed to others unless
 /// sticky.
-fn directory(fd: OwnedFd, path: PathBuf, st: &FileStat) -> Result<Dir, OpenError> {
+fn directory(fd: OwnedFd, path: PathBuf, st: &FileStat, autofs: bool) -> Result<Dir, OpenError> {
     let mode = st.st_mode & 0o7777;
     let open_to_others = mode & 0o022 != 0;
     let sticky = mode & libc::S_ISVTX != 0;
@@ -541,6 +658,8 @@ fn directory(fd: OwnedFd, path: PathBuf, st: &FileStat) -> Result<Dir, OpenError
         path,
         open_to_others,
         mode,
+        gid: st.st_gid,
+        autofs,
     })
 }
 
@@ -562,8 +681,13 @@ fn file_itself(at: &Path, st: &FileStat) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Pushes the components of `path` so that the first is popped first.
+/// Pushes the components of `path` so that the first is popped first. A
+/// trailing slash adds a `.`, so that, as for the kernel, the name before
+/// it must be a directory (`a.conf/` is ENOTDIR, not `a.conf`).
 fn push_components(pending: &mut Vec<Vec<u8>>, path: &[u8]) {
+    if path.ends_with(b"/") && path.iter().any(|&b| b != b'/') {
+        pending.push(b".".to_vec());
+    }
     pending.extend(
         path.split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
@@ -608,7 +732,7 @@ mod tests {
     #[test]
     fn components_come_out_in_order_without_empty_ones() {
         let mut p = Vec::new();
-        push_components(&mut p, b"//etc/./qemu//x.conf/");
+        push_components(&mut p, b"//etc/./qemu//x.conf");
         let order: Vec<Vec<u8>> = p.into_iter().rev().collect();
         assert_eq!(
             order,
@@ -619,6 +743,13 @@ mod tests {
                 b"x.conf".to_vec()
             ]
         );
+        // A trailing slash: what comes before it must be a directory.
+        let mut p = Vec::new();
+        push_components(&mut p, b"/etc/x.conf/");
+        assert_eq!(p, vec![b".".to_vec(), b"x.conf".to_vec(), b"etc".to_vec()]);
+        let mut p = Vec::new();
+        push_components(&mut p, b"/");
+        assert!(p.is_empty());
     }
 
     #[test]

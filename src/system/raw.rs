@@ -215,6 +215,19 @@ pub fn open_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A file system's type and mount flags (`statfs.f_type`, `f_flags`), as
+/// the kernel reports them: nix's `Statfs::flags` drops the flags it does
+/// not know, such as ST_NOSYMFOLLOW.
+pub fn fs_type_and_flags(fd: BorrowedFd<'_>) -> Result<(libc::c_ulong, libc::c_ulong), Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the whole struct statfs through the pointer,
+    // which points at enough writable memory for one.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    Ok((st.f_type, st.f_flags))
+}
+
 /// The target of the symlink that `link` (an `O_PATH|O_NOFOLLOW`
 /// descriptor) is, read through that descriptor: no name is looked up.
 pub fn read_link(link: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {

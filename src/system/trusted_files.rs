@@ -127,6 +127,10 @@ pub enum Untrusted {
         at: PathBuf,
         dir: PathBuf,
     },
+    /// A symlink on a file system mounted nosymfollow.
+    NoSymlinks {
+        at: PathBuf,
+    },
     /// A missing name in a directory others can write.
     MissingInWritable {
         at: PathBuf,
@@ -229,6 +233,11 @@ impl fmt::Display for Untrusted {
                 shown(at),
                 shown(dir)
             ),
+            Untrusted::NoSymlinks { at } => write!(
+                f,
+                "{} is a symbolic link on a file system mounted nosymfollow, which the kernel would not follow; fix: point the include at the file itself",
+                shown(at)
+            ),
             Untrusted::NotMounted { at, dir } => write!(
                 f,
                 "{} is missing from {}, an automount point that is not mounted (the mount may have failed), so it cannot be skipped; fix: make the mount work, or keep the file on a file system that is always mounted",
@@ -293,7 +302,7 @@ struct Walk {
     /// Devices whose file system type was already found acceptable, and
     /// whether it is an automounter's: one `fstatfs` per file system, not
     /// per component.
-    fs_checked: Vec<(u64, bool)>,
+    fs_checked: Vec<(u64, Fs)>,
     /// The caller's effective and supplementary groups, once asked.
     groups: Option<Vec<u32>>,
     hardlinks_protected: Option<bool>,
@@ -357,8 +366,14 @@ impl Walk {
                 look_up(&dir, &cname, last).map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
             let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
             self.entry(&dir, &at, &st)?;
-            let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
+            let fs = self.filesystem(fd.as_fd(), &st, &at)?;
             if is(&st, SFlag::S_IFLNK) {
+                // A mount flag, so not cached by device: a bind mount of
+                // the same file system may have it or not. Links are few.
+                let (_, flags) = raw::fs_type_and_flags(fd.as_fd()).map_err(io_error)?;
+                if flags & ST_NOSYMFOLLOW != 0 {
+                    return Err(OpenError::Refused(Untrusted::NoSymlinks { at }));
+                }
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(OpenError::Refused(Untrusted::Loop));
@@ -376,7 +391,7 @@ impl Walk {
                 if last {
                     return Err(OpenError::Refused(Untrusted::NotRegular));
                 }
-                dir = Rc::new(directory(fd, at, &st, autofs)?);
+                dir = Rc::new(directory(fd, at, &st, fs.autofs)?);
             } else if last {
                 // Reached only when the read-only open said EACCES.
                 if !is(&st, SFlag::S_IFREG) {
@@ -387,7 +402,7 @@ impl Walk {
             } else {
                 // A file where a directory should be: ENOTDIR to the
                 // kernel, "missing" to QEMU; it is root's (checked above).
-                return Err(OpenError::Missing);
+                return Err(self.failed_lookup(&dir, at, Errno::ENOTDIR));
             }
         }
         // The path named a directory ("/", "/etc/").
@@ -420,8 +435,8 @@ impl Walk {
         let fd = raw::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
         let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
         let at = PathBuf::from("/");
-        let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
-        let root = Rc::new(directory(fd, at, &st, autofs)?);
+        let fs = self.filesystem(fd.as_fd(), &st, &at)?;
+        let root = Rc::new(directory(fd, at, &st, fs.autofs)?);
         self.root = Some(Rc::clone(&root));
         Ok(root)
     }
@@ -440,8 +455,8 @@ impl Walk {
             .path
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-        let autofs = self.filesystem(fd.as_fd(), &st, &at)?;
-        Ok(Rc::new(directory(fd, at, &st, autofs)?))
+        let fs = self.filesystem(fd.as_fd(), &st, &at)?;
+        Ok(Rc::new(directory(fd, at, &st, fs.autofs)?))
     }
 
     /// The file at the end of the walk, open for reading.
@@ -477,6 +492,14 @@ impl Walk {
                 })
             }
             Errno::ENOENT | Errno::ENOTDIR => OpenError::Missing,
+            // In a directory others can write, nothing is skipped.
+            Errno::EACCES if dir.open_to_others => {
+                OpenError::Refused(Untrusted::MissingInWritable {
+                    at,
+                    dir: dir.path.clone(),
+                    mode: dir.mode,
+                })
+            }
             Errno::EACCES => OpenError::Unreadable,
             e => io_error(e),
         }
@@ -573,12 +596,12 @@ impl Walk {
         fd: BorrowedFd<'_>,
         st: &FileStat,
         at: &Path,
-    ) -> Result<bool, OpenError> {
-        use nix::sys::statfs::{self, fstatfs};
-        if let Some(&(_, autofs)) = self.fs_checked.iter().find(|(dev, _)| *dev == st.st_dev) {
-            return Ok(autofs);
+    ) -> Result<Fs, OpenError> {
+        use nix::sys::statfs;
+        if let Some(&(_, fs)) = self.fs_checked.iter().find(|(dev, _)| *dev == st.st_dev) {
+            return Ok(fs);
         }
-        let fs = fstatfs(fd).map_err(io_error)?;
+        let (kind, _) = raw::fs_type_and_flags(fd).map_err(io_error)?;
         let refused = [
             statfs::PROC_SUPER_MAGIC,
             statfs::SYSFS_MAGIC,
@@ -592,15 +615,29 @@ impl Walk {
             statfs::DEVPTS_SUPER_MAGIC,
             statfs::NSFS_MAGIC,
         ];
-        if refused.contains(&fs.filesystem_type()) {
+        if refused.iter().any(|magic| magic.0 == kind) {
             return Err(OpenError::Refused(Untrusted::PseudoFs {
                 at: at.to_path_buf(),
             }));
         }
-        let autofs = fs.filesystem_type() == statfs::AUTOFS_SUPER_MAGIC;
-        self.fs_checked.push((st.st_dev, autofs));
-        Ok(autofs)
+        let fs = Fs {
+            autofs: kind == statfs::AUTOFS_SUPER_MAGIC.0,
+        };
+        self.fs_checked.push((st.st_dev, fs));
+        Ok(fs)
     }
+}
+
+/// `<linux/statfs.h>`: a mount that the kernel follows no symlink on
+/// (Linux 5.10); neither libc nor nix names it yet.
+const ST_NOSYMFOLLOW: libc::c_ulong = 0x2000;
+
+/// What a walk needs to know of a file system (a superblock, so the same
+/// for every mount of it) it accepted.
+#[derive(Debug, Clone, Copy)]
+struct Fs {
+    /// An automounter's: a directory still on it did not mount.
+    autofs: bool,
 }
 
 /// The file's permissions (mode bits and ACL, as `faccessat` weighs them)

@@ -73,7 +73,7 @@ fn run_with(
         .arg("--")
         .arg(&helper)
         .arg(format!("--br={bridge}"))
-        .arg(format!("--fd={}", theirs.as_raw_fd()));
+        .arg(format!("--fd={}", socket_fd(&theirs, fd9.is_some())));
     let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let mounts: Vec<(CString, CString, bool)> = mounts
         .iter()
@@ -83,6 +83,7 @@ fn run_with(
         })
         .collect();
     let fd9 = fd9.map(|f| f.as_raw_fd());
+    let (sock, moved) = (theirs.as_raw_fd(), socket_fd(&theirs, fd9.is_some()));
     // SAFETY: runs between fork and exec; only raw system calls on data
     // prepared before the fork.
     unsafe {
@@ -113,6 +114,8 @@ fn run_with(
                 }
             }
             if let Some(fd) = fd9 {
+                // The socket first, out of the way, in case it is 9 itself.
+                ok(libc::dup2(sock, moved))?;
                 ok(libc::dup2(fd, 9))?;
             }
             Ok(())
@@ -125,6 +128,17 @@ fn run_with(
     drop(theirs);
     let out = child.wait_with_output().expect("wait");
     HelperRun::collect(out, ours)
+}
+
+/// The socket's number in the helper: its own, or a high one when
+/// descriptor 9 is taken for something else (the test's socket may
+/// happen to be 9, with other tests' descriptors open in this process).
+fn socket_fd(theirs: &OwnedFd, fd9_taken: bool) -> i32 {
+    if fd9_taken {
+        200
+    } else {
+        theirs.as_raw_fd()
+    }
 }
 
 fn granted(ns: &NetNs, run: HelperRun, bridge: &str) {

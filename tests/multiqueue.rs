@@ -229,8 +229,11 @@ fn every_queue_passes_traffic_to_a_peer_in_the_bridge() {
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     let peer = sb.run_helper(&ns, Mode::Root, &["--br=br0"]).expect_tap();
-    for mode in [Mode::Root, Mode::FileCaps] {
-        let run = sb.run_helper(&ns, mode, &["--queues=4", "--br=br0"]);
+    for mode in [Mode::Root, Mode::Setuid, Mode::FileCaps] {
+        let program = sb.install(HELPER, mode);
+        let mut jail = Jail::for_mode(mode);
+        jail.tun_0666 = true; // a setuid run needs it for more than one queue
+        let run = sb.run_program(&ns, &program, jail, &["--queues=4", "--br=br0"], true);
         assert_eq!((run.code, run.fds.len()), (Some(0), 4), "{}", run.stderr);
         for (k, q) in (1u8..).zip(&run.fds) {
             let f = frame(k);

@@ -13,7 +13,6 @@
     clippy::cast_sign_loss
 )]
 
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -92,19 +91,26 @@ fn run() -> Result<(), Error> {
     let mut own_taps = reaper::reap(&mut route, caller.uid, settings.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
-    let tap = tap::create(
+    // Every queue's descriptor first: a run that cannot have them all
+    // creates nothing.
+    let mut queues = caller.tun.for_queues(request.queues)?;
+    let more = queues.split_off(1);
+    let mut tap = tap::create(
         &mut route,
-        caller.tun.for_tap()?,
+        queues.pop().ok_or(Error::Internal)?,
         request.use_vnet,
+        !more.is_empty(),
         name.as_ref(),
     )?;
+    checkpoint(request.hook, Stage::BeforeQueues(&tap.name));
+    tap.add_queues(&mut route, more, caller.uid)?;
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
     // Findable by the caller's later runs before it is in the bridge.
     let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
     tap.attach(&mut route, &bridge, caller.uid, slot.as_deref())?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
-    fd_passing::send(socket, request.fd, tap.fd.as_fd())
+    fd_passing::send(socket, request.fd, &tap.fds())
 }
 
 /// Turns the ACL's verdict on a bridge name into the run's outcome.

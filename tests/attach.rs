@@ -216,7 +216,7 @@ fn help_and_version_need_no_privilege() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD"));
+        .contains("usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD"));
     let out = std::process::Command::new(HELPER)
         .arg("--version")
         .output()

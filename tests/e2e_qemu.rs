@@ -14,6 +14,7 @@ mod common;
 mod guest;
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,6 +88,25 @@ impl World {
             "bridge,id=n0,br=br0,helper={}",
             helper_spec.replace(',', ",,")
         );
+        self.launch(
+            &netdev,
+            "virtio-net-pci,netdev=n0,romfile=",
+            1,
+            hold,
+            |_| {},
+        )
+    }
+
+    /// Starts QEMU as uid 65534 inside the namespace with NIC `netdev` and
+    /// `device`, `smp` vCPUs, after `prepare` (which may pass descriptors).
+    fn launch(
+        &self,
+        netdev: &str,
+        device: &str,
+        smp: u32,
+        hold: bool,
+        prepare: impl FnOnce(&mut Command),
+    ) -> KillOnDrop {
         let append = guest::cmdline(
             &format!("169.254.{}.2/24", self.subnet),
             &format!("169.254.{}.1", self.subnet),
@@ -95,7 +115,8 @@ impl World {
         let mut jail = Jail::user(NOBODY);
         jail.tun_0666 = true; // as on a stock Debian system
         let mut cmd = self.sb.command(&self.ns, QEMU, jail);
-        cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1"])
+        cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256"])
+            .args(["-smp", &smp.to_string()])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -111,13 +132,14 @@ impl World {
             .arg("-initrd")
             .arg(&self.image.initrd)
             .args(["-append", &append])
-            .args(["-netdev", &netdev])
-            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            .args(["-netdev", netdev])
+            .args(["-device", device])
             .current_dir(&self.out)
             .env("HOME", &self.out)
             .stdin(Stdio::null())
             .stdout(fs::File::create(self.out.join("qemu.stdout")).unwrap())
             .stderr(fs::File::create(self.out.join("qemu.stderr")).unwrap());
+        prepare(&mut cmd);
         KillOnDrop::new(common::spawn(&mut cmd), "qemu")
     }
 
@@ -313,6 +335,96 @@ fn tap_disappears_when_qemu_is_killed_9() {
     eprintln!(
         "kill -9 of QEMU {pid}: tap {} removed by the kernel",
         seen.last().unwrap().name
+    );
+}
+
+/// Issue 16: a VMM that is not QEMU's `helper=` path. The client library
+/// gets a 4-queue tap from a setuid copy of our helper (run as uid 65534
+/// with a 0666 /dev/net/tun, as on Debian), and QEMU, as uid 65534,
+/// inherits the four fds: `-netdev tap,fds=A:B:C:D`, a multiqueue
+/// virtio-net and as many vCPUs as queues (the guest's driver enables one
+/// queue pair per vCPU at most). The guest must see four queues each way
+/// and ping across the bridge.
+#[test]
+fn guest_sees_four_queues_from_the_client_and_pings() {
+    const QUEUES: u16 = 4;
+    let w = World::new(14);
+    // Always ours: QEMU's helper has no --queues.
+    let helper = w.sb.install(common::HELPER, Mode::Setuid);
+    let mut jail = Jail::for_mode(Mode::Setuid);
+    jail.tun_0666 = true;
+    let asked = Instant::now();
+    let tap = bridge_helper_client::Helper::from_command(w.sb.command(&w.ns, &helper, jail))
+        .bridge("br0")
+        .vnet_hdr(true)
+        .queues(QUEUES)
+        .run()
+        .unwrap_or_else(|e| panic!("the client got no tap: {e}"));
+    let got_in = asked.elapsed();
+    let name = tap.name().to_string();
+    let details = w.ns.ip(&["-d", "link", "show", "dev", &name]);
+    assert!(details.contains("numqueues 4 "), "{details}");
+    let before = w.icmp_echos();
+    let started = Instant::now();
+    // The numbers are the same in QEMU: pass_to only makes them inheritable.
+    let list: Vec<String> = tap
+        .fds()
+        .iter()
+        .map(|fd| fd.as_raw_fd().to_string())
+        .collect();
+    let netdev = format!("tap,id=n0,vhost=off,fds={}", list.join(":"));
+    let device = format!(
+        "virtio-net-pci,netdev=n0,romfile=,mq=on,vectors={}",
+        2 * u32::from(QUEUES) + 2
+    );
+    let mut qemu = w.launch(&netdev, &device, u32::from(QUEUES), false, |cmd| {
+        assert_eq!(tap.pass_to(cmd).len(), list.len());
+    });
+    // QEMU has its own copies now: the tap lives exactly as long as QEMU.
+    drop(tap);
+    let seen = watch_taps(&w, &mut qemu, BOOT_TIMEOUT, |_| false);
+    let status = qemu.wait_timeout(Duration::from_secs(5));
+    let ctx = w.context();
+    let serial = guest::read_serial(&w.serial());
+    assert!(
+        status.is_some(),
+        "QEMU did not finish within {BOOT_TIMEOUT:?}{ctx}"
+    );
+    let queues = serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(guest::MARK_QUEUES))
+        .unwrap_or_else(|| panic!("the guest did not list its queues{ctx}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    let want: Vec<String> = (0..QUEUES)
+        .map(|q| format!("rx-{q}"))
+        .chain((0..QUEUES).map(|q| format!("tx-{q}")))
+        .collect();
+    assert_eq!(queues, want, "the guest's NIC queues{ctx}");
+    assert!(
+        serial.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    assert!(
+        status.unwrap().success(),
+        "QEMU exited with {status:?}{ctx}"
+    );
+    let after = w.icmp_echos();
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "ICMP {before:?} -> {after:?}{ctx}"
+    );
+    assert_tap_was_right(&seen, &ctx);
+    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "taps left after QEMU exited: {left:?}{ctx}"
+    );
+    eprintln!(
+        "client: {name} with {QUEUES} queues in {:.1} ms; guest saw {queues:?}, pinged (ICMP {before:?} -> {after:?}); {:.1} s",
+        got_in.as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64()
     );
 }
 

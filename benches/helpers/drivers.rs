@@ -23,12 +23,18 @@ fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
 
 /// Receives one byte and at most one SCM_RIGHTS fd. `Ok(None)` means EOF or no fd attached.
 fn recv_fd(sock: RawFd) -> Res<Option<OwnedFd>> {
+    Ok(recv_fds(sock)?.into_iter().next()) // extra fds are dropped (closed)
+}
+
+/// Receives one byte and its SCM_RIGHTS fds (all of a `--queues` run's).
+/// Empty means EOF or no fd attached.
+fn recv_fds(sock: RawFd) -> Res<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let msg = sys::recv_with_fds(sock, &mut byte, false).map_err(|e| format!("recvmsg: {e}"))?;
     if msg.bytes == 0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    Ok(msg.fds.into_iter().next()) // extra fds are dropped (closed)
+    Ok(msg.fds)
 }
 
 /// TUNGETIFF on the received fd: `Ok(name)` if it is a tap.
@@ -166,10 +172,21 @@ pub struct Run {
 /// One run: spawn, receive the fd, wait. Returns the run and the received fd (kept open so the
 /// caller can inspect the tap before it vanishes).
 pub fn run_once(ns: &Ns, prog: &Prog, mode: Mode) -> Res<(Run, Option<OwnedFd>)> {
+    let (run, fds) = run_queues(ns, prog, mode, 1)?;
+    Ok((run, fds.into_iter().next()))
+}
+
+/// One run with `--queues=Q` (none for 1): all Q fds must arrive in one
+/// message and name one tap.
+pub fn run_queues(ns: &Ns, prog: &Prog, mode: Mode, queues: u16) -> Res<(Run, Vec<OwnedFd>)> {
     let (mine, theirs) = socketpair()?;
+    let mut args = helper_args(theirs.as_raw_fd());
+    if queues > 1 {
+        args.insert(1, format!("--queues={queues}"));
+    }
     let plan = ExecPlan::new(
         &prog.copies[mode.idx()],
-        &helper_args(theirs.as_raw_fd()),
+        &args,
         mode.uid(),
         theirs.as_raw_fd(),
         prog.log_fd.as_raw_fd(),
@@ -178,14 +195,17 @@ pub fn run_once(ns: &Ns, prog: &Prog, mode: Mode) -> Res<(Run, Option<OwnedFd>)>
     let pid = fork_exec(ns, &plan)?;
     drop(theirs);
     let mut run = Run::default();
-    let mut tap = None;
+    let mut tap = Vec::new();
     if prog.role.is_helper() {
-        match recv_fd(mine.as_raw_fd()) {
-            Ok(Some(fd)) => {
+        match recv_fds(mine.as_raw_fd()) {
+            Ok(fds) if !fds.is_empty() => {
                 run.fd_us = Some(t0.elapsed().as_secs_f64() * 1e6);
-                tap = Some(fd);
+                if fds.len() != usize::from(queues) {
+                    run.err = Some(format!("{} fds for {queues} queues", fds.len()));
+                }
+                tap = fds;
             }
-            Ok(None) => run.err = Some("no fd received".into()),
+            Ok(_) => run.err = Some("no fd received".into()),
             Err(e) => run.err = Some(e.to_string()),
         }
     }
@@ -197,11 +217,18 @@ pub fn run_once(ns: &Ns, prog: &Prog, mode: Mode) -> Res<(Run, Option<OwnedFd>)>
     if !exit.ok && run.err.is_none() {
         run.err = Some(exit.status.clone());
     }
-    if let Some(fd) = &tap {
-        if let Err(e) = tap_name(fd.as_raw_fd()) {
+    let names: Result<HashSet<String>, String> =
+        tap.iter().map(|fd| tap_name(fd.as_raw_fd())).collect();
+    match names {
+        Err(e) => {
             run.ok = false;
             run.err = Some(e);
         }
+        Ok(names) if names.len() > 1 => {
+            run.ok = false;
+            run.err = Some(format!("queues of {} taps", names.len()));
+        }
+        Ok(_) => {}
     }
     if !exit.ok {
         if let Some(e) = &mut run.err {
@@ -272,6 +299,48 @@ pub fn sequential(ns: &Ns, progs: &[Prog], n: usize, warmup: usize, net: &str) -
         return Err(format!("{} links left behind after sequential runs", after - before).into());
     }
     Ok(res)
+}
+
+/// Our helper with `--queues=Q` against one queue, interleaved, in each
+/// mode: (mode, one-queue runs, Q-queue runs).
+pub type QueueResults = Vec<(Mode, Vec<Run>, Vec<Run>)>;
+
+pub fn multiqueue(
+    ns: &Ns,
+    prog: &Prog,
+    n: usize,
+    warmup: usize,
+    queues: u16,
+    net: &str,
+) -> Res<QueueResults> {
+    let before = link_count(net)?;
+    let mut out: QueueResults = Mode::ALL
+        .iter()
+        .map(|&m| (m, Vec::new(), Vec::new()))
+        .collect();
+    for i in 0..warmup + n {
+        check_interrupted()?;
+        for (mode, one, many) in &mut out {
+            for q in [1, queues] {
+                let (run, fds) = run_queues(ns, prog, *mode, q)?;
+                drop(fds);
+                if let Some(e) = &run.err {
+                    eprintln!("  --queues={q} [{}] failed: {e}", mode.short());
+                }
+                if i >= warmup {
+                    if q == 1 {
+                        one.push(run);
+                    } else {
+                        many.push(run);
+                    }
+                }
+            }
+        }
+    }
+    if link_count(net)? != before {
+        return Err("taps left behind after the multiqueue runs".into());
+    }
+    Ok(out)
 }
 
 pub struct ConcRound {

@@ -44,7 +44,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use drivers::{
-    concurrent, resources, sanity, sequential, ConcRound, Ns, Resource, Rng, SeqResults,
+    concurrent, multiqueue, resources, sanity, sequential, ConcRound, Ns, Resource, Rng, SeqResults,
 };
 use setup::{
     add_taps, build_floor, check_interrupted, chown_root, cstr, install, install_signal_handlers,
@@ -67,13 +67,15 @@ struct Opts {
     warmup: usize,
     rounds: usize,
     taps: Vec<usize>,
+    /// `--queues=Q` runs of bridge-helper against one queue; 0 or 1: none.
+    queues: u16,
     helper: Option<PathBuf>,
     reference: PathBuf,
     out: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench helpers -- [--n N] [--k K] [--warmup W] \
-[--rounds R] [--taps 0,100,1000] [--helper PATH] [--reference PATH] [--out FILE | --no-save]";
+[--rounds R] [--taps 0,100,1000] [--queues Q] [--helper PATH] [--reference PATH] [--out FILE | --no-save]";
 
 fn parse_opts() -> Res<Opts> {
     let mut o = Opts {
@@ -82,6 +84,7 @@ fn parse_opts() -> Res<Opts> {
         warmup: 10,
         rounds: 3,
         taps: vec![0, 100, 1000],
+        queues: 4,
         helper: option_env!("CARGO_BIN_EXE_bridge-helper").map(PathBuf::from),
         reference: PathBuf::from(sys::QEMU_HELPER),
         out: Some(PathBuf::from(concat!(
@@ -106,6 +109,7 @@ fn parse_opts() -> Res<Opts> {
                 o.taps.sort_unstable();
                 o.taps.dedup();
             }
+            "--queues" => o.queues = val("--queues")?.parse()?,
             "--helper" => o.helper = Some(PathBuf::from(val("--helper")?)),
             "--reference" => o.reference = PathBuf::from(val("--reference")?),
             "--out" => o.out = Some(PathBuf::from(val("--out")?)),
@@ -294,6 +298,19 @@ fn real_main() -> Res<()> {
         }
     }
 
+    // Before any tap is added: bridge-helper alone (QEMU's helper has no
+    // --queues), one queue and Q queues interleaved.
+    let mut queues = Vec::new();
+    if o.queues > 1 {
+        if let Some(ours) = progs
+            .iter()
+            .find(|p| p.role == Role::Ours && ours_path.is_some())
+        {
+            eprintln!("bench: --queues={} against one queue", o.queues);
+            queues = multiqueue(&ns, ours, o.n, o.warmup, o.queues, &name)?;
+        }
+    }
+
     let mut seq: Vec<(usize, SeqResults)> = Vec::new();
     let mut conc: Vec<(usize, usize, Role, Mode, Vec<ConcRound>)> = Vec::new();
     let mut res: BTreeMap<(usize, Role, Mode), Resource> = BTreeMap::new();
@@ -368,6 +385,7 @@ fn real_main() -> Res<()> {
             seq,
             conc,
             res,
+            queues,
         },
     )?;
     println!("{out}");

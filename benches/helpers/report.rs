@@ -7,7 +7,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::drivers::{ConcRound, Resource, SeqResults};
+use crate::drivers::{ConcRound, QueueResults, Resource, SeqResults};
 use crate::setup::{Mode, Prog, Role};
 use crate::stats::{r2, ratio, ratio_cells, row, stats, summarize, summary_cells, Stats};
 use crate::{Opts, Res, BRIDGE};
@@ -24,6 +24,8 @@ pub struct Results {
     pub seq: Vec<(usize, SeqResults)>,
     pub conc: Vec<ConcResults>,
     pub res: BTreeMap<(usize, Role, Mode), Resource>,
+    /// `--queues=Q` against one queue, bridge-helper only (empty: not run).
+    pub queues: QueueResults,
 }
 
 /// The report, as printed and saved.
@@ -135,6 +137,31 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
                 c.extend(ratio_cells(&a, &b));
                 row(&mut out, &c);
             }
+        }
+    }
+
+    if !results.queues.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### `--queues={}` against one queue, bridge-helper only, empty bridge\n\n\
+             Interleaved, N={} each; QEMU's helper has no `--queues`. The ratio is Q queues / one.\n",
+            o.queues, o.n
+        );
+        row(&mut out, &header);
+        row(&mut out, &vec!["---".into(); header.len()]);
+        for (mode, one, many) in &results.queues {
+            let (a, b) = (summarize(many), summarize(one));
+            for (q, s) in [(1, &b), (o.queues, &a)] {
+                let mut c = vec![
+                    mode.short().to_string(),
+                    format!("bridge-helper --queues={q}"),
+                ];
+                c.extend(summary_cells(s));
+                row(&mut out, &c);
+            }
+            let mut c = vec![mode.short().to_string(), "**ratio**".into()];
+            c.extend(ratio_cells(&a, &b));
+            row(&mut out, &c);
         }
     }
 

@@ -22,9 +22,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Command::Version) => assert_eq!(argv, [OsString::from("--version")]),
         Ok(Command::Attach(request)) => {
             // Success needs both options, a valid bridge and a plain fd number.
-            assert!(ifname::validate(&request.bridge).is_ok());
+            assert!(ifname::validate(request.bridge.as_bytes()).is_ok());
             assert!(request.fd >= 0);
-            let br = [b"--br=".as_slice(), &request.bridge].concat();
+            let br = [b"--br=".as_slice(), request.bridge.as_bytes()].concat();
             let fd = format!("--fd={}", request.fd);
             assert!(argv.iter().any(|a| a.as_encoded_bytes() == br));
             assert!(argv.iter().any(|a| {
@@ -39,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
                 request.use_vnet,
                 argv.iter().any(|a| a.as_encoded_bytes() == b"--use-vnet")
             );
+            assert!((1..=args::MAX_QUEUES).contains(&request.queues));
+            let asked = argv
+                .iter()
+                .any(|a| a.as_encoded_bytes().starts_with(b"--queues="));
+            assert!(asked || request.queues == 1);
             assert!(request.hook.is_none(), "test hooks in a fuzz build");
         }
         Err(e) => {

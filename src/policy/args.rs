@@ -11,7 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use crate::policy::ifname::{self, IfName};
 use crate::report::escape::quote;
 
-pub const USAGE: &str = "usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD";
+pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD";
+
+/// The most queues one run hands over. A tap takes up to 256 queues
+/// (MAX_TAP_QUEUES), but one SCM_RIGHTS message carries at most 253 fds
+/// (SCM_MAX_FD), and all of a run's fds travel in one message: QEMU and
+/// libvirt read exactly one, and a client must never see part of a tap.
+pub const MAX_QUEUES: u16 = 253;
 
 /// What the caller asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +32,8 @@ pub struct Request {
     pub bridge: IfName,
     pub fd: i32,
     pub use_vnet: bool,
+    /// 1 unless `--queues=N` asked for a multiqueue tap.
+    pub queues: u16,
     pub hook: Option<TestHook>,
 }
 
@@ -40,6 +48,9 @@ pub enum TestHook {
     /// After choosing the tap's name, before creating it: the window in
     /// which another run can take that name.
     PauseBeforeCreate,
+    /// After creating a multiqueue tap, before its owner and queues 2..N:
+    /// the window in which anyone may attach a queue by its name.
+    PauseBeforeQueues,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +67,12 @@ pub enum UsageError {
     BadBridge(String, ifname::Invalid),
     #[error("{0} takes no other arguments")]
     Alone(&'static str),
+    #[error(
+        "--queues={0}: not a number of queues (a plain decimal number from 1 to {MAX_QUEUES})"
+    )]
+    BadQueues(String),
+    #[error("--queues={0}: out of range: a tap's queues travel in one message of at most {MAX_QUEUES} fds")]
+    QueuesOutOfRange(String),
 }
 
 /// Parses everything after argv[0].
@@ -63,6 +80,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     let mut bridge = None;
     let mut fd = None;
     let mut use_vnet = false;
+    let mut queues = None;
     let mut hook = None;
     for arg in args {
         let arg = arg.as_bytes();
@@ -94,6 +112,10 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
             if fd.replace(parse_fd(value)?).is_some() {
                 return Err(UsageError::Repeated("--fd"));
             }
+        } else if let Some(value) = arg.strip_prefix(b"--queues=") {
+            if queues.replace(parse_queues(value)?).is_some() {
+                return Err(UsageError::Repeated("--queues"));
+            }
         } else if let Some(h) = test_hook(arg) {
             hook = Some(h);
         } else {
@@ -107,6 +129,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
         bridge,
         fd,
         use_vnet,
+        queues: queues.unwrap_or(1),
         hook,
     }))
 }
@@ -125,6 +148,23 @@ fn parse_fd(value: &[u8]) -> Result<i32, UsageError> {
         .ok_or_else(bad)
 }
 
+/// `--queues=N`: plain decimal, 1 to [`MAX_QUEUES`]. Kept apart from the
+/// parser so that any front end can call it.
+pub fn parse_queues(value: &[u8]) -> Result<u16, UsageError> {
+    // Digits only, as for --fd; a long run of them is out of range, not
+    // malformed, so that "--queues=99999999999" says what is wrong.
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(UsageError::BadQueues(quote(value)));
+    }
+    let n = value.iter().try_fold(0u16, |n, &d| {
+        n.checked_mul(10)?.checked_add(u16::from(d - b'0'))
+    });
+    match n {
+        Some(n @ 1..=MAX_QUEUES) => Ok(n),
+        _ => Err(UsageError::QueuesOutOfRange(quote(value))),
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 fn test_hook(arg: &[u8]) -> Option<TestHook> {
     match arg {
@@ -132,6 +172,7 @@ fn test_hook(arg: &[u8]) -> Option<TestHook> {
         b"--test-pause" => Some(TestHook::PauseBeforeSend),
         b"--test-pause-claim" => Some(TestHook::PauseBeforeClaim),
         b"--test-pause-create" => Some(TestHook::PauseBeforeCreate),
+        b"--test-pause-queues" => Some(TestHook::PauseBeforeQueues),
         _ => None,
     }
 }
@@ -159,6 +200,7 @@ mod tests {
             bridge: IfName::new(bridge).unwrap(),
             fd,
             use_vnet,
+            queues: 1,
             hook: None,
         }))
     }
@@ -271,6 +313,69 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn queues() {
+        let with = |q: &[u8]| {
+            run(&[
+                b"--use-vnet",
+                &[b"--queues=", q].concat(),
+                b"--br=br0",
+                b"--fd=3",
+            ])
+        };
+        let want = |n: u16| {
+            Ok(Command::Attach(Request {
+                bridge: IfName::new(b"br0").unwrap(),
+                fd: 3,
+                use_vnet: true,
+                queues: n,
+                hook: None,
+            }))
+        };
+        assert_eq!(with(b"1"), want(1));
+        assert_eq!(with(b"4"), want(4));
+        assert_eq!(with(b"0004"), want(4));
+        assert_eq!(with(b"253"), want(253));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+4",
+            b" 4",
+            b"4 ",
+            b"0x4",
+            b"4a",
+            b"\xff",
+            b"\xd9\xa4",
+        ] {
+            assert_eq!(with(bad), Err(UsageError::BadQueues(quote(bad))), "{bad:?}");
+        }
+        for big in [
+            &b"0"[..],
+            b"000",
+            b"254",
+            b"256",
+            b"65535",
+            b"65536",
+            b"99999999999999",
+        ] {
+            assert_eq!(
+                with(big),
+                Err(UsageError::QueuesOutOfRange(quote(big))),
+                "{big:?}"
+            );
+        }
+        assert_eq!(
+            run(&[b"--queues=2", b"--queues=2", b"--br=br0", b"--fd=3"]),
+            Err(UsageError::Repeated("--queues"))
+        );
+        assert_eq!(
+            run(&[b"--queues", b"2", b"--br=br0", b"--fd=3"]),
+            Err(UsageError::Unknown("'--queues'".into()))
+        );
+        // Without the option, a run is exactly today's: one queue.
+        assert_eq!(run(&[b"--br=br0", b"--fd=3"]), attach(b"br0", 3, false));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum Error {
     NoNetAdmin,
     #[error("cannot open /dev/net/tun: {0}")]
     TunDevice(String),
+    #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it as root only once, before it reads its arguments")]
+    QueuesNeedTun(u16),
+    #[error(
+        "--queues={queues}: RLIMIT_NOFILE ({limit}) leaves no room for {queues} tap descriptors"
+    )]
+    FdLimit { queues: u16, limit: u64 },
     #[error("cannot drop privileges: {0}")]
     Privileges(String),
     #[error("--fd={fd}: {why}")]
@@ -69,7 +75,11 @@ impl Error {
             Error::Config(ConfigError::Resources(..)) => status::INSTALLATION,
             Error::Config(_) => status::ACL_CONFIG,
             Error::DeniedBy { .. } | Error::NotAllowed { .. } => status::DENIED,
-            Error::NoNetAdmin | Error::TunDevice(_) | Error::Privileges(_) => status::INSTALLATION,
+            Error::NoNetAdmin
+            | Error::TunDevice(_)
+            | Error::QueuesNeedTun(_)
+            | Error::FdLimit { .. }
+            | Error::Privileges(_) => status::INSTALLATION,
             Error::BadFd { .. } | Error::Send { .. } => status::FD,
             Error::NoBridge(_) | Error::NotABridge(..) => status::BRIDGE,
             Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,

@@ -39,7 +39,7 @@ pub fn install_panic_hook() {
 pub const HELP: &str = "\
 bridge-helper: attach a VM's tap device to a host bridge
 
-usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD
+usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD
 
 Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
 and sends its file descriptor over the connected Unix socket FD. Only bridges
@@ -48,6 +48,8 @@ that the ACL file allows for the calling user can be joined.
   --br=BRIDGE   the bridge to join (at most 15 bytes)
   --fd=FD       an inherited, connected Unix socket to send the tap over
   --use-vnet    enable virtio-net headers (IFF_VNET_HDR) when the kernel can
+  --queues=N    a multiqueue tap: N fds (1 to 253) in one message; needs
+                /dev/net/tun usable by the caller when N > 1
   --help        this text;  --version  the version
 
 Exit status: 0 only when the tap was sent; 2 usage, 3 ACL file error,

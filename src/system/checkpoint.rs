@@ -11,6 +11,8 @@ pub enum Stage<'a> {
     Privileged,
     /// The tap's name is chosen, the tap not yet created.
     BeforeCreate,
+    /// The tap exists with its first queue only, and no owner yet.
+    BeforeQueues(&'a [u8]),
     /// The tap exists, its slot is not yet claimed.
     BeforeClaim(&'a [u8]),
     /// The tap is configured, its fd not yet sent.
@@ -29,6 +31,9 @@ pub fn checkpoint(hook: Option<TestHook>, stage: Stage<'_>) {
         }
         (Some(TestHook::PauseBeforeCreate), Stage::BeforeCreate) => {
             "paused before creating the tap".to_string()
+        }
+        (Some(TestHook::PauseBeforeQueues), Stage::BeforeQueues(tap)) => {
+            format!("paused before attaching queues to {}", quote(tap))
         }
         (Some(TestHook::PauseBeforeClaim), Stage::BeforeClaim(tap)) => {
             format!("paused before claiming a slot for {}", quote(tap))

@@ -66,12 +66,13 @@ pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
     Ok(sock)
 }
 
-/// Sends `tap` with one zero byte: exactly one fd in one SCM_RIGHTS
-/// message, the format QEMU and libvirt both expect. Never blocks (a
-/// caller's socket is fresh and empty; a full one is an error, not a
-/// hang) and never raises SIGPIPE.
-pub fn send(sock: BorrowedFd<'_>, fd: i32, tap: BorrowedFd<'_>) -> Result<(), Error> {
-    let fds = [tap.as_raw_fd()];
+/// Sends the tap's queues with one zero byte: all of them in one
+/// SCM_RIGHTS message, so that the caller gets the whole tap or nothing.
+/// With one queue, exactly one fd: the format QEMU and libvirt both
+/// expect. Never blocks (a caller's socket is fresh and empty; a full one
+/// is an error, not a hang) and never raises SIGPIPE.
+pub fn send(sock: BorrowedFd<'_>, fd: i32, queues: &[BorrowedFd<'_>]) -> Result<(), Error> {
+    let fds: Vec<RawFd> = queues.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {

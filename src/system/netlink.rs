@@ -90,6 +90,11 @@ pub struct TunInfo {
     pub pi: bool,
     pub vnet_hdr: bool,
     pub persist: bool,
+    pub multi_queue: bool,
+    /// Queues attached, and queues detached with TUNSETQUEUE (which still
+    /// hold the tap): only a kernel from 4.19 on reports them.
+    pub num_queues: Option<u32>,
+    pub num_disabled_queues: Option<u32>,
 }
 
 /// What one RTM_SETLINK does to a new tap.
@@ -447,6 +452,9 @@ fn parse_tun(data: &[u8]) -> TunInfo {
             4 => tun.pi = flag(v),
             5 => tun.vnet_hdr = flag(v),
             6 => tun.persist = flag(v),
+            7 => tun.multi_queue = flag(v),
+            8 => tun.num_queues = u32_at(v, 0),
+            9 => tun.num_disabled_queues = u32_at(v, 0),
             _ => {}
         }
     }
@@ -538,6 +546,9 @@ mod tests {
         m.attr(4, &[0]);
         m.attr(5, &[1]);
         m.attr(6, &[0]);
+        m.attr(7, &[1]);
+        m.attr(8, &4u32.to_ne_bytes());
+        m.attr(9, &0u32.to_ne_bytes());
         m.end_nest(data);
         m.end_nest(info);
         m.finish(1)[HDR..].to_vec()
@@ -559,6 +570,8 @@ mod tests {
         let tun = link.tun.unwrap();
         let got = (tun.owner, tun.tap, tun.pi, tun.vnet_hdr, tun.persist);
         assert_eq!(got, (Some(1000), true, false, true, false));
+        let queues = (tun.multi_queue, tun.num_queues, tun.num_disabled_queues);
+        assert_eq!(queues, (true, Some(4), Some(0)));
     }
 
     #[test]

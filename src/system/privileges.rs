@@ -65,6 +65,50 @@ impl TunDevice {
             .map_err(|e| Error::TunDevice(e.to_string()))
     }
 
+    /// One descriptor per queue of the new tap, all opened before the tap
+    /// is created, so that a run that cannot have them all creates nothing.
+    /// The first is [`TunDevice::for_tap`]'s; the others are opened as the
+    /// caller: installed setuid root, only the first could be opened as
+    /// root, before the arguments said how many were wanted, and reading
+    /// no user input while root matters more than multiqueue on a 0600
+    /// device.
+    pub fn for_queues(&mut self, queues: u16) -> Result<Vec<OwnedFd>, Error> {
+        if queues > 1 {
+            // Room for every queue plus the few descriptors a run holds
+            // (stdio, --fd, netlink): checked first for a clear line;
+            // EMFILE below is the kernel's own word on it.
+            const OWN: u64 = 8;
+            let limit = raw::nofile_limit()
+                .map_err(|e| Error::Privileges(format!("getrlimit: {}", e.desc())))?;
+            if limit < u64::from(queues) + OWN {
+                return Err(Error::FdLimit { queues, limit });
+            }
+        }
+        let setuid_early = self.early.is_some();
+        let mut fds = vec![self.for_tap()?];
+        for _ in 1..queues {
+            match open_tun() {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    let errno = e.raw_os_error().map(nix::errno::Errno::from_raw);
+                    return Err(match errno {
+                        Some(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)
+                            if setuid_early =>
+                        {
+                            Error::QueuesNeedTun(queues)
+                        }
+                        Some(nix::errno::Errno::EMFILE) => Error::FdLimit {
+                            queues,
+                            limit: raw::nofile_limit().unwrap_or(0),
+                        },
+                        _ => Error::TunDevice(e.to_string()),
+                    });
+                }
+            }
+        }
+        Ok(fds)
+    }
+
     /// Descriptors opened before `--fd` is checked: whatever numbers they
     /// got, the caller did not pass them.
     pub fn own_fds(&self) -> Vec<RawFd> {

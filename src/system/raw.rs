@@ -22,6 +22,8 @@ pub const IFF_VNET_HDR: i16 = 0x4000;
 pub const IFF_PERSIST: i16 = 0x0800;
 /// TUNSETIFF fails with EBUSY if the name exists, rather than attaching.
 pub const IFF_TUN_EXCL: i16 = 0x8000_u16.cast_signed();
+/// A tap whose every TUNSETIFF by name adds a queue (`--queues`).
+pub const IFF_MULTI_QUEUE: i16 = 0x0100;
 
 use libc::{TUNGETFEATURES, TUNGETIFF, TUNSETIFF, TUNSETOWNER};
 // libc has these as `c_ulong`, which is not the ioctl request type on musl
@@ -339,6 +341,17 @@ fn name_of(req: &IfReq) -> Vec<u8> {
     req.name[..end].to_vec()
 }
 
+/// The soft RLIMIT_NOFILE: every descriptor number must be below it.
+pub fn nofile_limit() -> Result<u64, Errno> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit through the pointer.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok(lim.rlim_cur)
+}
+
 /// Lets a write to a file over RLIMIT_FSIZE fail with EFBIG instead of
 /// killing the process with SIGXFSZ halfway through a message.
 pub fn ignore_sigxfsz() {
@@ -506,6 +519,7 @@ mod tests {
             (IFF_VNET_HDR, libc::IFF_VNET_HDR),
             (IFF_PERSIST, libc::IFF_PERSIST),
             (IFF_TUN_EXCL, libc::IFF_TUN_EXCL),
+            (IFF_MULTI_QUEUE, libc::IFF_MULTI_QUEUE),
         ] {
             assert_eq!(i32::from(ours.cast_unsigned()), theirs);
         }

@@ -1,6 +1,6 @@
 //! Creating the tap and putting it on the bridge.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -11,7 +11,9 @@ use crate::taps::reaper;
 use nix::unistd::Uid;
 
 use crate::system::netlink::{IfIndex, Link, Rtnetlink, Setup, IFF_UP};
-use crate::system::raw::{self, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR};
+use crate::system::raw::{
+    self, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR,
+};
 use crate::taps::naming;
 
 /// The bridge to join, checked to exist and to be a Linux bridge.
@@ -34,6 +36,8 @@ pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> 
 /// A tap that exists only as long as `fd` is open: never IFF_PERSIST.
 pub struct Tap {
     pub fd: OwnedFd,
+    /// Queues 2..N of a multiqueue tap (`--queues`); empty otherwise.
+    pub queues: Vec<OwnedFd>,
     pub name: Vec<u8>,
     /// What every request after creation names the tap by.
     pub index: IfIndex,
@@ -58,10 +62,13 @@ pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
 /// by then. No ioctl reports a tap's index, so the name is looked up once
 /// and the answer accepted only if it carries the address this fd has
 /// just set (the kernel's random one, made high with 0xfe).
+///
+/// With `multi_queue`, the tap takes more queues: see [`Tap::add_queues`].
 pub fn create(
     route: &mut Rtnetlink,
     tun: OwnedFd,
     use_vnet: bool,
+    multi_queue: bool,
     name: Option<&IfName>,
 ) -> Result<Tap, Error> {
     let features =
@@ -69,6 +76,15 @@ pub fn create(
     let mut flags = IFF_TAP | IFF_NO_PI;
     if use_vnet && features & u32::from(IFF_VNET_HDR.cast_unsigned()) != 0 {
         flags |= IFF_VNET_HDR;
+    }
+    if multi_queue {
+        if features & u32::from(IFF_MULTI_QUEUE.cast_unsigned()) == 0 {
+            return Err(Error::kernel(
+                "--queues",
+                "this kernel's tun driver has no multiqueue taps",
+            ));
+        }
+        flags |= IFF_MULTI_QUEUE;
     }
     let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e);
     // IFF_TUN_EXCL: a name that exists by now (another run took it) fails
@@ -104,6 +120,7 @@ pub fn create(
     };
     Ok(Tap {
         fd: tun,
+        queues: Vec::new(),
         name,
         index,
         mac,
@@ -114,6 +131,102 @@ pub fn create(
 impl Tap {
     fn what(&self, doing: &str) -> String {
         format!("{}: {doing}", quote(&self.name))
+    }
+
+    /// Every queue's descriptor, queue 1 first: what the caller gets.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        std::iter::once(&self.fd)
+            .chain(&self.queues)
+            .map(AsFd::as_fd)
+            .collect()
+    }
+
+    /// Attaches `more` as queues 2..N. A multiqueue tap takes a queue only
+    /// by name (TUNSETIFF without IFF_TUN_EXCL), which no other run does:
+    /// the name is this tap's while queue 1's fd holds it, and only
+    /// CAP_NET_ADMIN can rename it. Until the tap has an owner, though, any
+    /// user who can open /dev/net/tun may attach a queue by its name too,
+    /// so the owner is set first, and each queue must prove it is on this
+    /// tap (an address set through its fd shows on the tap's index), and
+    /// the kernel must count exactly N queues, none detached: no queue but
+    /// ours. On failure the tap is deleted at once: it may hold a queue
+    /// that is not ours, and must not wait for that queue's holder.
+    pub fn add_queues(
+        &mut self,
+        route: &mut Rtnetlink,
+        more: Vec<OwnedFd>,
+        owner: Uid,
+    ) -> Result<(), Error> {
+        if more.is_empty() {
+            return Ok(());
+        }
+        let added = self.try_add_queues(route, more, owner);
+        if added.is_err() {
+            let _ = route.delete(self.index);
+        }
+        added
+    }
+
+    fn try_add_queues(
+        &mut self,
+        route: &mut Rtnetlink,
+        more: Vec<OwnedFd>,
+        owner: Uid,
+    ) -> Result<(), Error> {
+        raw::tun_set_owner(self.fd.as_fd(), owner)
+            .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
+        let wrong = |what: &'static str| Error::Mismatch {
+            tap: quote(&self.name),
+            step: "attaching its queues",
+            what,
+        };
+        let name = IfName::new(&self.name).map_err(|_| wrong("the kernel gave it a bad name"))?;
+        for (k, fd) in (1u16..).zip(more) {
+            let got = raw::tun_set_iff(fd.as_fd(), &name, self.flags)
+                .map_err(|e| Error::kernel(self.what("attaching a queue (TUNSETIFF)"), e))?;
+            if got != self.name {
+                return Err(wrong("a queue went to another interface"));
+            }
+            // Unique per queue and never the tap's own address.
+            let mut marker = self.mac;
+            let [hi, lo] = k.to_be_bytes();
+            marker[4] ^= hi;
+            marker[5] ^= lo;
+            raw::tap_set_hwaddr(fd.as_fd(), marker)
+                .map_err(|e| Error::kernel(self.what("SIOCSIFHWADDR on a queue"), e))?;
+            let link = route
+                .link_by_index(self.index)
+                .map_err(|e| Error::kernel(self.what("reading back a queue"), e))?;
+            if link.map(|l| l.address) != Some(marker.to_vec()) {
+                return Err(wrong("a queue went to another interface"));
+            }
+            self.queues.push(fd);
+        }
+        raw::tap_set_hwaddr(self.fd.as_fd(), self.mac)
+            .map_err(|e| Error::kernel(self.what("SIOCSIFHWADDR"), e))?;
+        let link = route
+            .link_by_index(self.index)
+            .map_err(|e| Error::kernel(self.what("counting its queues"), e))?
+            .ok_or_else(|| {
+                Error::kernel(self.what("counting its queues"), "the tap disappeared")
+            })?;
+        if link.address != self.mac || !self.has_only_our_queues(&link) {
+            return Err(wrong("the kernel counts other queues than ours"));
+        }
+        Ok(())
+    }
+
+    /// The kernel's count of the tap's queues is exactly ours. For one
+    /// queue, a tap that is not multiqueue takes no second one anyway.
+    fn has_only_our_queues(&self, link: &Link) -> bool {
+        let Some(tun) = &link.tun else {
+            return false;
+        };
+        let ours = u32::try_from(self.queues.len() + 1).ok();
+        if self.queues.is_empty() {
+            return !tun.multi_queue;
+        }
+        tun.multi_queue && tun.num_queues == ours && tun.num_disabled_queues == Some(0)
     }
 
     /// Owner, MTU, MAC, marker, bridge and link state, then reads it all
@@ -160,13 +273,15 @@ impl Tap {
                 what,
             })
         };
-        let (name, flags) = raw::tun_get_iff(self.fd.as_fd())
-            .map_err(|e| Error::kernel(self.what("TUNGETIFF"), e))?;
-        if name != self.name {
-            return wrong("the tap was renamed");
-        }
-        if flags & (self.flags | IFF_PERSIST) != self.flags {
-            return wrong("unexpected tun flags");
+        for fd in self.fds() {
+            let (name, flags) =
+                raw::tun_get_iff(fd).map_err(|e| Error::kernel(self.what("TUNGETIFF"), e))?;
+            if name != self.name {
+                return wrong("the tap was renamed");
+            }
+            if flags & (self.flags | IFF_PERSIST) != self.flags {
+                return wrong("unexpected tun flags");
+            }
         }
         let link = route
             .link_by_index(self.index)
@@ -180,6 +295,9 @@ impl Tap {
         };
         if tun.owner != Some(owner.as_raw()) || tun.persist || !tun.tap {
             return wrong("owner or persistence not as set");
+        }
+        if !self.has_only_our_queues(&link) {
+            return wrong("the kernel counts other queues than ours");
         }
         if link.master != Some(bridge.index) || link.mtu != setup.mtu || link.flags & IFF_UP == 0 {
             return wrong("not up in the bridge with the bridge's MTU");

@@ -166,7 +166,8 @@ pub struct Received {
     pub cmsgs: usize,
 }
 
-/// One `recvmsg` on `sock` into `buf`, with room for 8 descriptors;
+/// One `recvmsg` on `sock` into `buf`, with room for 253 descriptors
+/// (SCM_MAX_FD: a whole `--queues` run);
 /// `dontwait` makes it non-blocking. Retries EINTR.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], dontwait: bool) -> io::Result<Received> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -174,7 +175,7 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], dontwait: bool) -> io::Result<
     if dontwait {
         flags |= MsgFlags::MSG_DONTWAIT;
     }
-    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
         match recvmsg::<()>(sock, &mut iov, Some(&mut space), flags) {

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 /// Markers the guest prints on its serial console.
 pub const MARK_INIT: &str = "BH-INIT";
 pub const MARK_NET_UP: &str = "BH-NET-UP";
+/// Followed by the NIC's queues as the guest's sysfs lists them.
+pub const MARK_QUEUES: &str = "BH-QUEUES";
 pub const MARK_PING_OK: &str = "BH-PING-OK";
 pub const MARK_PING_FAILED: &str = "BH-PING-FAILED";
 pub const MARK_HOLDING: &str = "BH-HOLDING";
@@ -372,6 +374,7 @@ ip link set lo up
 ip link set eth0 up
 ip addr add "$bhguest" dev eth0
 echo "BH-NET-UP $(cat /sys/class/net/eth0/address)"
+echo "BH-QUEUES $(ls /sys/class/net/eth0/queues | tr '\n' ' ')"
 ok=0
 i=0
 while [ $i -lt 10 ]; do

@@ -1,0 +1,333 @@
+//! Issue 16: `--queues=N` hands over N fds of one multiqueue tap, in one
+//! message, each a working queue; every hostile value is refused whole.
+mod common;
+use common::*;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+const IFF_MULTI_QUEUE: i16 = 0x0100;
+
+/// Asserts a multiqueue success: status 0, `n` fds in exactly one control
+/// message with one data byte, all queues of one tap in the bridge.
+fn expect_queues(run: HelperRun, ns: &NetNs, n: usize, vnet: bool, owner: i64) -> Vec<OwnedFd> {
+    assert_eq!(run.code, Some(0), "helper failed: {}", run.stderr);
+    assert_eq!(
+        (run.fds.len(), run.cmsgs),
+        (n, 1),
+        "want {n} fds in one message"
+    );
+    assert_eq!(run.data, [0], "one data byte");
+    let (name, _) = tun_get_iff(&run.fds[0]);
+    let mut want = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
+    if vnet {
+        want |= IFF_VNET_HDR;
+    }
+    for fd in &run.fds {
+        let (each, flags) = tun_get_iff(fd);
+        assert_eq!(each, name, "every fd is a queue of the one tap");
+        let mask = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_PERSIST | IFF_MULTI_QUEUE;
+        assert_eq!(flags & mask, want, "flags of {each}");
+    }
+    let st = ns.tap_state(&name);
+    assert_eq!(st.master, "br0");
+    assert_eq!(st.mtu, 1400);
+    assert_eq!(st.flags & 1, 1, "not up");
+    assert!(st.address.starts_with("fe:"), "{}", st.address);
+    assert_eq!(st.owner, owner);
+    assert_eq!(ns.taps(), vec![name.clone()]);
+    // The kernel's own count: N queues attached, none detached.
+    let details = ns.ip(&["-d", "link", "show", "dev", &name]);
+    assert!(details.contains("multi_queue"), "{details}");
+    assert!(details.contains(&format!("numqueues {n} ")), "{details}");
+    assert!(details.contains("numdisabled 0"), "{details}");
+    run.fds
+}
+
+fn mq_run(mode: Mode, jail_0666: bool, args: &[&str]) -> (NetNs, Sandbox, HelperRun) {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, mode);
+    let mut jail = Jail::for_mode(mode);
+    jail.tun_0666 |= jail_0666;
+    let run = sb.run_program(&ns, &program, jail, args, true);
+    (ns, sb, run)
+}
+
+#[test]
+fn root_gets_four_queues_of_one_tap() {
+    let (ns, _sb, run) = mq_run(Mode::Root, false, &["--use-vnet", "--queues=4", "--br=br0"]);
+    let fds = expect_queues(run, &ns, 4, true, 0);
+    drop(fds);
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn file_caps_get_queues() {
+    let (ns, _sb, run) = mq_run(Mode::FileCaps, false, &["--queues=3", "--br=br0"]);
+    drop(expect_queues(run, &ns, 3, false, i64::from(NOBODY)));
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn setuid_with_a_usable_tun_gets_queues() {
+    let (ns, _sb, run) = mq_run(
+        Mode::Setuid,
+        true,
+        &["--use-vnet", "--queues=2", "--br=br0"],
+    );
+    drop(expect_queues(run, &ns, 2, true, i64::from(NOBODY)));
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn setuid_with_a_0600_tun_refuses_more_than_one_queue() {
+    let (ns, _sb, run) = mq_run(Mode::Setuid, false, &["--queues=2", "--br=br0"]);
+    run.expect_refusal(5, "multiqueue needs /dev/net/tun usable by the caller");
+    assert_no_taps(&ns);
+    // One queue is today's run, which a 0600 device allows.
+    let (ns, _sb, run) = mq_run(Mode::Setuid, false, &["--queues=1", "--br=br0"]);
+    let fd = run.expect_tap();
+    assert_eq!(tun_get_iff(&fd).1 & IFF_MULTI_QUEUE, 0);
+    drop(fd);
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn one_queue_is_todays_run() {
+    let (ns, _sb, run) = mq_run(Mode::Root, false, &["--use-vnet", "--queues=1", "--br=br0"]);
+    let fd = run.expect_tap();
+    let (_, flags) = tun_get_iff(&fd);
+    assert_eq!(
+        flags & IFF_MULTI_QUEUE,
+        0,
+        "one queue is not a multiqueue tap"
+    );
+    drop(fd);
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn the_bound_is_one_message() {
+    let (ns, _sb, run) = mq_run(Mode::Root, false, &["--queues=253", "--br=br0"]);
+    drop(expect_queues(run, &ns, 253, false, 0));
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn hostile_values_are_refused_whole() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    for (args, text) in [
+        (
+            &["--queues=0", "--br=br0"][..],
+            "--queues='0': out of range",
+        ),
+        (
+            &["--queues=254", "--br=br0"],
+            "--queues='254': out of range",
+        ),
+        (&["--queues=256", "--br=br0"], "out of range"),
+        (
+            &["--queues=99999999999999999999", "--br=br0"],
+            "out of range",
+        ),
+        (&["--queues=-1", "--br=br0"], "not a number of queues"),
+        (&["--queues=0x4", "--br=br0"], "not a number of queues"),
+        (&["--queues=", "--br=br0"], "not a number of queues"),
+        (
+            &["--queues=4", "--queues=4", "--br=br0"],
+            "--queues given more than once",
+        ),
+        (&["--queues", "4", "--br=br0"], "unknown argument"),
+    ] {
+        for mode in [Mode::Root, Mode::Setuid, Mode::FileCaps] {
+            let run = sb.run_helper(&ns, mode, args);
+            run.expect_refusal(2, text);
+        }
+    }
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn a_small_rlimit_nofile_is_refused_before_any_tap() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    for mode in [Mode::Root, Mode::FileCaps] {
+        let program = sb.install(HELPER, mode);
+        let mut cmd = sb.command(&ns, &program, Jail::for_mode(mode));
+        cmd.args(["--queues=64", "--br=br0"]);
+        // SAFETY: setrlimit only, between fork and exec, on a struct
+        // prepared in the closure (no allocation).
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 32,
+                    rlim_max: 32,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (child, ours) = spawn_with_socket(&mut cmd, true);
+        let run = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+        run.expect_refusal(5, "--queues=64: RLIMIT_NOFILE (32) leaves no room");
+        assert_no_taps(&ns);
+    }
+}
+
+/// A broadcast frame of an experimental EtherType, marked with `k`.
+fn frame(k: u8) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0x51, k]);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(b"bridge-helper queue ");
+    f.push(k);
+    f.resize(60, 0);
+    f
+}
+
+/// Reads frames from `peer` until every marker in `want` was seen.
+fn read_markers(peer: &OwnedFd, mut want: Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    while !want.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "frames from queues {want:?} never reached the peer"
+        );
+        let mut pfd = libc::pollfd {
+            fd: peer.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(10_000);
+        // SAFETY: one pollfd, live for the call.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            continue;
+        }
+        // SAFETY: read into a live buffer of its stated length.
+        let n = unsafe { libc::read(peer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(n) = usize::try_from(n) else { continue };
+        let f = &buf[..n];
+        if n >= 15 && f[12..14] == [0x88, 0xb5] && f[6..11] == [0x02, 0, 0, 0, 0x51] {
+            want.retain(|&k| k != f[11]);
+        }
+    }
+}
+
+#[test]
+fn every_queue_passes_traffic_to_a_peer_in_the_bridge() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let peer = sb.run_helper(&ns, Mode::Root, &["--br=br0"]).expect_tap();
+    for mode in [Mode::Root, Mode::Setuid, Mode::FileCaps] {
+        let program = sb.install(HELPER, mode);
+        let mut jail = Jail::for_mode(mode);
+        jail.tun_0666 = true; // a setuid run needs it for more than one queue
+        let run = sb.run_program(&ns, &program, jail, &["--queues=4", "--br=br0"], true);
+        assert_eq!((run.code, run.fds.len()), (Some(0), 4), "{}", run.stderr);
+        for (k, q) in (1u8..).zip(&run.fds) {
+            let f = frame(k);
+            // SAFETY: write from a live buffer of its stated length.
+            let n = unsafe { libc::write(q.as_raw_fd(), f.as_ptr().cast(), f.len()) };
+            assert_eq!(usize::try_from(n).ok(), Some(f.len()), "write on queue {k}");
+        }
+        read_markers(&peer, vec![1, 2, 3, 4]);
+    }
+}
+
+/// What another local user can do to a multiqueue tap that has no owner
+/// yet: attach a queue by its name. Done from a thread that enters `ns`
+/// and becomes uid 65534 alone (raw setresuid is per thread).
+fn foreign_queue(ns: &NetNs, tap: &str) -> std::io::Result<OwnedFd> {
+    let netns = std::fs::File::open(ns.netns_path())?;
+    let name = tap.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: setns on a live fd; per-thread, and this thread ends here.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tun: OwnedFd = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?
+            .into();
+        let nobody = libc::c_long::from(NOBODY);
+        // SAFETY: the raw system call changes this thread's ids only.
+        if unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(tun)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+#[cfg(feature = "test-hooks")]
+fn a_queue_attached_by_someone_else_stops_the_run() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let helper = sb.install(HELPER, Mode::Root);
+    let (ours, theirs) = socketpair();
+    clear_cloexec(theirs.as_raw_fd());
+    let mut cmd = sb.command(&ns, &helper, Jail::root());
+    cmd.args([
+        "--test-pause-queues",
+        "--queues=4",
+        "--br=br0",
+        &format!("--fd={}", theirs.as_raw_fd()),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let running = start(&mut cmd);
+    drop(theirs);
+    running.wait_stopped(Duration::from_secs(10));
+    let taps = ns.taps();
+    assert_eq!(taps.len(), 1, "{taps:?}");
+    let intruder =
+        foreign_queue(&ns, &taps[0]).expect("an ownerless multiqueue tap takes anyone's queue");
+    let run = resume(running, ours);
+    // The pause's own line first, then the refusal.
+    assert_eq!((run.code, run.fds.len()), (Some(8), 0), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .ends_with("the kernel counts other queues than ours\n"),
+        "{}",
+        run.stderr
+    );
+    // Deleted, not left to the intruder's queue.
+    assert_no_taps(&ns);
+    assert!(common::sys::tun_iff(intruder.as_raw_fd()).is_err());
+}
+
+#[test]
+fn no_one_else_can_attach_once_the_tap_is_handed_over() {
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let run = sb.run_helper(&ns, Mode::Root, &["--queues=2", "--br=br0"]);
+    let fds = expect_queues(run, &ns, 2, false, 0);
+    let (name, _) = tun_get_iff(&fds[0]);
+    let e = foreign_queue(&ns, &name).expect_err("owned by root");
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+}

@@ -26,6 +26,9 @@ pub const MARK_PING_OK: &str = "BH-PING-OK";
 pub const MARK_PING_FAILED: &str = "BH-PING-FAILED";
 pub const MARK_HOLDING: &str = "BH-HOLDING";
 pub const MARK_DONE: &str = "BH-DONE";
+/// With `bhpeer=ADDR` on the command line, after the ping of `bhhost`.
+pub const MARK_PEER_REACHED: &str = "BH-PEER-REACHED";
+pub const MARK_PEER_UNREACHABLE: &str = "BH-PEER-UNREACHABLE";
 
 /// Modules the guest needs for a virtio-net-pci NIC; their dependencies are
 /// found in the modules' own `.modinfo` and loaded first.
@@ -417,6 +420,9 @@ while [ $i -lt 10 ]; do
     i=$((i+1))
 done
 if [ $ok = 1 ]; then echo BH-PING-OK; else echo BH-PING-FAILED; fi
+if [ -n "$bhpeer" ]; then
+    if ping -c 3 -W 2 "$bhpeer"; then echo BH-PEER-REACHED; else echo BH-PEER-UNREACHABLE; fi
+fi
 if [ "$bhhold" = 1 ]; then
     echo BH-HOLDING
     while true; do sleep 60; done

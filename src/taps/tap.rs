@@ -157,9 +157,9 @@ impl Tap {
                     .map_err(|e| Error::kernel(self.what("bringing it up"), e))?;
             }
         }
-        self.verify(route, bridge, &setup, owner, slot)?;
+        let link = self.verify(route, bridge, &setup, owner, slot)?;
         match port {
-            Some(port) => self.verify_port(route, port),
+            Some(port) => self.verify_port(route, &link, port),
             None => Ok(()),
         }
     }
@@ -193,7 +193,14 @@ impl Tap {
         Ok(())
     }
 
-    fn verify_port(&self, route: &mut Rtnetlink, port: &PortSettings) -> Result<(), Error> {
+    /// The port's options from the read-back `link`, its VLANs from the
+    /// kernel's VLAN database.
+    fn verify_port(
+        &self,
+        route: &mut Rtnetlink,
+        link: &Link,
+        port: &PortSettings,
+    ) -> Result<(), Error> {
         let wrong = |what: &'static str| {
             Err(Error::Mismatch {
                 tap: quote(&self.name),
@@ -201,11 +208,7 @@ impl Tap {
                 what,
             })
         };
-        let link = route
-            .link_by_index(self.index)
-            .map_err(|e| Error::kernel(self.what("reading back"), e))?
-            .ok_or_else(|| Error::kernel(self.what("reading back"), "the tap disappeared"))?;
-        let Some(info) = link.port else {
+        let Some(info) = &link.port else {
             return wrong("no bridge port options reported");
         };
         if port.isolated && info.isolated != Some(true) {
@@ -232,7 +235,7 @@ impl Tap {
         setup: &Setup<'_>,
         owner: Uid,
         slot: Option<&[u8]>,
-    ) -> Result<(), Error> {
+    ) -> Result<Link, Error> {
         let wrong = |what: &'static str| {
             Err(Error::Mismatch {
                 tap: quote(&self.name),
@@ -270,7 +273,7 @@ impl Tap {
         if slot.is_some_and(|s| !link.altnames.iter().any(|a| a == s)) {
             return wrong("the altname that lists it for its owner is missing");
         }
-        Ok(())
+        Ok(link)
     }
 }
 

@@ -105,16 +105,15 @@ fn run() -> Result<(), Error> {
     // names holds, and its real name must be allowed as well.
     let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
     let decision = policy.decide(&[asked, &bridge.name], &altnames)?;
-    authorize((decision.bridge, decision.verdict))?;
     let port = decision.port;
-    if let Some(rule) = port.filter(|p| p.settings.wants_vlans()) {
-        if bridge.vlan_filtering != Some(true) {
-            return Err(Error::NoVlanFiltering {
-                bridge: quote(&bridge.name),
-                rule: rule.origin.to_string(),
-                settings: rule.settings.to_string(),
-            });
-        }
+    let vlan_refusal = decision.vlan_refusal(bridge.vlan_filtering == Some(true));
+    authorize((decision.bridge, decision.verdict))?;
+    if let Some(rule) = vlan_refusal {
+        return Err(Error::NoVlanFiltering {
+            bridge: quote(&bridge.name),
+            rule: rule.origin.to_string(),
+            settings: rule.settings.to_string(),
+        });
     }
     let mut own_taps = reaper::reap(&mut route, caller.uid, policy.conf.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;

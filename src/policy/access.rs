@@ -353,6 +353,15 @@ pub struct Decision<'a, 'n> {
     pub port: Option<&'a PortRule>,
 }
 
+impl<'a> Decision<'a, '_> {
+    /// The port line that must refuse the run (status 7) on a bridge
+    /// whose VLAN filtering is `filtering`: VLAN settings are never
+    /// applied as an untagged port.
+    pub fn vlan_refusal(&self, filtering: bool) -> Option<&'a PortRule> {
+        self.port.filter(|p| p.settings.wants_vlans() && !filtering)
+    }
+}
+
 /// Everything a decision is made from: both files, the account names, and
 /// the caller. What a run and `--check` both decide with.
 #[derive(Debug, Clone)]

@@ -825,4 +825,82 @@ mod tests {
         assert_eq!(e.message.as_deref(), Some("Device is busy"));
         assert_eq!(ack(&0i32.to_ne_bytes()), Ok(()));
     }
+
+    #[test]
+    fn bridge_port_requests_and_answers() {
+        // AF_BRIDGE RTM_SETLINK: nested protinfo, then the VLAN list.
+        let mut m = Message::bridge(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 9);
+        let info = m.nest(IFLA_PROTINFO | NLA_F_NESTED);
+        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
+        m.end_nest(info);
+        let v = PortVlan {
+            vid: 20,
+            pvid: true,
+            untagged: true,
+        };
+        assert_eq!(
+            vlan_info(&v).to_vec(),
+            [6u16.to_ne_bytes(), 20u16.to_ne_bytes()].concat()
+        );
+        let bytes = m.finish(1);
+        assert_eq!(bytes[HDR], AF_BRIDGE);
+        assert_eq!(u32_at(&bytes, HDR + 4), Some(9));
+        let (ty, value) = Attrs(&bytes[HDR + IFINFO..]).next().unwrap();
+        assert_eq!(ty, IFLA_PROTINFO);
+        assert_eq!(
+            Attrs(value).collect::<Vec<_>>(),
+            vec![(IFLA_BRPORT_ISOLATED, &[1u8][..])]
+        );
+
+        // A port's slave data and a bridge's VLAN filtering.
+        let mut m = Message::new(16, 0, 9, 0, 0);
+        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
+        m.attr(IFLA_INFO_SLAVE_KIND, b"bridge\0");
+        let sd = m.nest(IFLA_INFO_SLAVE_DATA | NLA_F_NESTED);
+        m.attr(IFLA_BRPORT_LEARNING, &[0]);
+        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
+        m.end_nest(sd);
+        m.end_nest(li);
+        let link = parse_link(&m.finish(1)[HDR..]);
+        assert_eq!(
+            link.port,
+            Some(PortInfo {
+                isolated: Some(true),
+                learning: Some(false)
+            })
+        );
+        let mut m = Message::new(16, 0, 3, 0, 0);
+        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
+        m.attr(IFLA_INFO_KIND, b"bridge\0");
+        let d = m.nest(IFLA_INFO_DATA | NLA_F_NESTED);
+        m.attr(IFLA_BR_VLAN_FILTERING, &[1]);
+        m.end_nest(d);
+        m.end_nest(li);
+        let link = parse_link(&m.finish(1)[HDR..]);
+        assert_eq!(
+            (link.vlan_filtering, link.port, link.tun),
+            (Some(true), None, None)
+        );
+
+        // RTM_NEWVLAN entries: one VLAN, and a range.
+        let mut m = Message(Vec::new());
+        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
+        m.attr(BRIDGE_VLANDB_ENTRY_INFO, &vlan_info(&v));
+        m.end_nest(e);
+        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
+        m.attr(
+            BRIDGE_VLANDB_ENTRY_INFO,
+            &[0u16.to_ne_bytes(), 30u16.to_ne_bytes()].concat(),
+        );
+        m.attr(BRIDGE_VLANDB_ENTRY_RANGE, &32u16.to_ne_bytes());
+        m.end_nest(e);
+        let vids: Vec<(u16, bool)> = parse_vlans(&m.0).iter().map(|v| (v.vid, v.pvid)).collect();
+        assert_eq!(
+            vids,
+            vec![(20, true), (30, false), (31, false), (32, false)]
+        );
+        for cut in 0..m.0.len() {
+            let _ = parse_vlans(&m.0[..cut]);
+        }
+    }
 }

@@ -73,26 +73,7 @@ fn run() -> Result<(), Error> {
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
-    let rules = acl_files::load(&SystemFiles, Path::new(compiled::ACL_FILE))?;
-    let defaults = settings::Settings::with_limit(compiled::MAX_ABANDONED);
-    let conf = settings::load(&SystemFiles, Path::new(compiled::SETTINGS_FILE), defaults)?;
-    // Only a name needs the account files: numbers and plain bridge.conf
-    // setups read nothing more.
-    let names = if conf.names_accounts() {
-        accounts::load(&SystemFiles)?
-    } else {
-        Accounts::default()
-    };
-    let me = Identity {
-        uid: caller.uid.as_raw(),
-        gids: privileges::groups()?,
-    };
-    let policy = Policy {
-        acl: rules,
-        conf,
-        accounts: names,
-        me,
-    };
+    let policy = load_policy(caller.uid)?;
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
     let asked = request.bridge.as_bytes();
@@ -137,6 +118,32 @@ fn run() -> Result<(), Error> {
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
     fd_passing::send(socket, request.fd, tap.fd.as_fd())
+}
+
+/// Everything the decision needs, read as the caller: bridge.conf and its
+/// includes, bridge-helper.conf, the account files if a line names an
+/// account, and the caller's groups. What `--check` decides with too.
+fn load_policy(uid: nix::unistd::Uid) -> Result<Policy, Error> {
+    let acl = acl_files::load(&SystemFiles, Path::new(compiled::ACL_FILE))?;
+    let defaults = settings::Settings::with_limit(compiled::MAX_ABANDONED);
+    let conf = settings::load(&SystemFiles, Path::new(compiled::SETTINGS_FILE), defaults)?;
+    // Only a name needs the account files: numbers and plain bridge.conf
+    // setups read nothing more.
+    let accounts = if conf.names_accounts() {
+        accounts::load(&SystemFiles)?
+    } else {
+        Accounts::default()
+    };
+    let me = Identity {
+        uid: uid.as_raw(),
+        gids: privileges::groups()?,
+    };
+    Ok(Policy {
+        acl,
+        conf,
+        accounts,
+        me,
+    })
 }
 
 /// Turns the ACL's verdict on a bridge name into the run's outcome.

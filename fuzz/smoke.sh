@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded fuzz smoke for CI: builds both cargo-fuzz targets and runs each
+# Bounded fuzz smoke for CI: builds the cargo-fuzz targets and runs each
 # for FUZZ_SECONDS (default 30) seconds. Fails on any crash, leak, timeout
 # or build error. Stable toolchain: RUSTC_BOOTSTRAP=1 unlocks the
 # sanitizer flags cargo-fuzz passes; if the sanitizer build still fails,
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-30}"
-targets=(acl_parser args_parser)
+targets=(acl_parser args_parser helper_conf)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

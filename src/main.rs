@@ -16,7 +16,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use bridge_helper::policy::acl::{self, Verdict};
+use bridge_helper::policy::access::{Identity, Policy};
+use bridge_helper::policy::accounts::{self, Accounts};
+use bridge_helper::policy::acl::Verdict;
 use bridge_helper::policy::args::{self, Command};
 use bridge_helper::policy::{acl_files, compiled, settings};
 use bridge_helper::report::error::{self, Error};
@@ -70,25 +72,30 @@ fn run() -> Result<(), Error> {
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
-    let files = SystemFiles::default();
-    let rules = acl_files::load(&files, Path::new(compiled::ACL_FILE))?;
+    let policy = load_policy(caller.uid)?;
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
     let asked = request.bridge.as_bytes();
-    authorize(acl::decide_names(&rules, &[asked], &[]))?;
+    let first = policy.decide(&[asked], &[])?;
+    authorize((first.bridge, first.verdict))?;
 
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let bridge = tap::find_bridge(&mut route, &request.bridge)?;
     // The kernel finds a bridge by its altnames too: a deny of any of its
     // names holds, and its real name must be allowed as well.
     let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
-    authorize(acl::decide_names(&rules, &[asked, &bridge.name], &altnames))?;
-    let defaults = settings::Settings {
-        max_abandoned_taps: compiled::MAX_ABANDONED,
-    };
-    let settings = settings::load(&files, Path::new(compiled::SETTINGS_FILE), defaults)?;
-    drop(files);
-    let mut own_taps = reaper::reap(&mut route, caller.uid, settings.max_abandoned_taps)?;
+    let decision = policy.decide(&[asked, &bridge.name], &altnames)?;
+    let port = decision.port;
+    let vlan_refusal = decision.vlan_refusal(bridge.vlan_filtering == Some(true));
+    authorize((decision.bridge, decision.verdict))?;
+    if let Some(rule) = vlan_refusal {
+        return Err(Error::NoVlanFiltering {
+            bridge: quote(&bridge.name),
+            rule: rule.origin.to_string(),
+            settings: rule.settings.to_string(),
+        });
+    }
+    let mut own_taps = reaper::reap(&mut route, caller.uid, policy.conf.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
     // Every queue's descriptor first: a run that cannot have them all
@@ -107,10 +114,44 @@ fn run() -> Result<(), Error> {
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
     // Findable by the caller's later runs before it is in the bridge.
     let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
-    tap.attach(&mut route, &bridge, caller.uid, slot.as_deref())?;
+    tap.attach(
+        &mut route,
+        &bridge,
+        caller.uid,
+        slot.as_deref(),
+        port.map(|p| &p.settings),
+    )?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
     fd_passing::send(socket, request.fd, &tap.fds())
+}
+
+/// Everything the decision needs, read as the caller: bridge.conf and its
+/// includes, bridge-helper.conf, the account files if a line names an
+/// account, and the caller's groups. What `--check` decides with too.
+fn load_policy(uid: nix::unistd::Uid) -> Result<Policy, Error> {
+    // One walk for all the files: they share their directories.
+    let files = SystemFiles::default();
+    let acl = acl_files::load(&files, Path::new(compiled::ACL_FILE))?;
+    let defaults = settings::Settings::with_limit(compiled::MAX_ABANDONED);
+    let conf = settings::load(&files, Path::new(compiled::SETTINGS_FILE), defaults)?;
+    // Only a name needs the account files: numbers and plain bridge.conf
+    // setups read nothing more.
+    let accounts = if conf.names_accounts() {
+        accounts::load(&files)?
+    } else {
+        Accounts::default()
+    };
+    let me = Identity {
+        uid: uid.as_raw(),
+        gids: privileges::groups()?,
+    };
+    Ok(Policy {
+        acl,
+        conf,
+        accounts,
+        me,
+    })
 }
 
 /// Turns the ACL's verdict on a bridge name into the run's outcome.

@@ -1357,3 +1357,44 @@ fn extra_ours_sets_owner_and_alias() {
         o.tap_detail
     );
 }
+
+/// Issue 15: bridge-helper.conf is this helper's alone. With one present
+/// (grants, port lines), QEMU's helper decides exactly as without it; and
+/// port lines that need nothing this kernel lacks (isolation, learning)
+/// leave our decisions equal to QEMU's on every file of the corpus.
+#[test]
+fn a_bridge_helper_conf_never_changes_qemus_decisions() {
+    let fx = Fixture::new(Mode::Setuid);
+    let grants = EtcFile::root(
+        "qemu/bridge-helper.conf",
+        format!("allow all user={NOBODY}\nallow br1 group=0\nport br0 isolated\n"),
+    );
+    let ports_only = EtcFile::root(
+        "qemu/bridge-helper.conf",
+        format!("port br0 isolated\nport br1 user={NOBODY} learning=off isolated\n"),
+    );
+    let mut runs = 0;
+    for case in same_corpus() {
+        for br in case.bridges {
+            let c = call(Order::Qemu, br.as_bytes());
+            let plain = run_helper(&fx.ns, &fx.qemu.path, &case.files, &c);
+            let mut with = case.files.clone();
+            with.push(grants.clone());
+            let q = run_helper(&fx.ns, &fx.qemu.path, &with, &c);
+            let what = format!("{} --br={br}", case.name);
+            assert_eq!(
+                (plain.status, plain.tap.is_some()),
+                (q.status, q.tap.is_some()),
+                "QEMU's helper changed its decision with a bridge-helper.conf: {what}\n  without: {}\n  with: {}",
+                plain.describe(),
+                q.describe()
+            );
+            let mut with = case.files.clone();
+            with.push(ports_only.clone());
+            let o = run_helper(&fx.ns, &fx.ours.path, &with, &c);
+            assert_same(&format!("{what} (ours with port lines)"), &plain, &o);
+            runs += 1;
+        }
+    }
+    eprintln!("bridge-helper.conf present: {runs} inputs, QEMU's decisions unchanged");
+}

@@ -72,10 +72,13 @@ struct Opts {
     helper: Option<PathBuf>,
     reference: PathBuf,
     out: Option<PathBuf>,
+    /// Port settings for every run (bridge-helper.conf `port bhbr0 ...`).
+    port: Option<String>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench helpers -- [--n N] [--k K] [--warmup W] \
-[--rounds R] [--taps 0,100,1000] [--queues Q] [--helper PATH] [--reference PATH] [--out FILE | --no-save]";
+[--rounds R] [--taps 0,100,1000] [--queues Q] [--helper PATH] [--reference PATH] \
+[--out FILE | --no-save] [--port 'isolated learning=off']";
 
 fn parse_opts() -> Res<Opts> {
     let mut o = Opts {
@@ -91,6 +94,7 @@ fn parse_opts() -> Res<Opts> {
             env!("CARGO_MANIFEST_DIR"),
             "/bench/RESULTS.md"
         ))),
+        port: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -114,6 +118,7 @@ fn parse_opts() -> Res<Opts> {
             "--reference" => o.reference = PathBuf::from(val("--reference")?),
             "--out" => o.out = Some(PathBuf::from(val("--out")?)),
             "--no-save" => o.out = None,
+            "--port" => o.port = Some(val("--port")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -177,6 +182,14 @@ fn real_main() -> Res<()> {
     fs::write(&conf, format!("allow {BRIDGE}\n"))?;
     chown_root(&conf)?;
     set_mode(&conf, 0o644)?;
+    if let Some(port) = &o.port {
+        // Read by ours only: QEMU's helper never opens it.
+        let settings = dir.join("etc-upper/qemu/bridge-helper.conf");
+        fs::write(&settings, format!("port {BRIDGE} {port}\n"))?;
+        chown_root(&settings)?;
+        set_mode(&settings, 0o644)?;
+        println!("port settings for every run of ours: {port}");
+    }
     {
         let d = cstr(dir.as_os_str().as_bytes())?;
         // SAFETY: statvfs is plain old data and `d` a valid path.

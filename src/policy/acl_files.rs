@@ -72,6 +72,10 @@ pub enum ConfigError {
     TooDeep(Origin),
     #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read")]
     TooMuch(Origin),
+    #[error("{0}: a second port line for this user on this bridge (the first is {1}); keep one")]
+    DuplicatePort(Origin, Origin),
+    #[error("{0} and {1}: port lines that both apply to this caller disagree; add a user= line for this user or make them agree")]
+    PortConflict(Origin, Origin),
     /// Out of descriptors or memory: the environment's fault, not the file's.
     #[error("{0}: {1}")]
     Resources(String, io::Error),

@@ -6,6 +6,8 @@
 //! targets and the property tests.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod accounts;
 pub mod acl;
 pub mod acl_files;
 pub mod args;

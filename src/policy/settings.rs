@@ -5,19 +5,49 @@
 //!
 //! ```text
 //! max-abandoned-taps 4
+//! allow br-lab group=students
+//! port br-lab group=students isolated vlan=20
 //! ```
+//!
+//! The `allow` and `port` lines are [`access`]'s.
 
 use std::path::Path;
 
+use crate::policy::access::{self, Grant, Line, PortRule, Who};
 use crate::policy::acl::LineError;
 use crate::policy::acl_files::{ConfigError, Files, OpenError, Origin};
 use crate::report::escape::{quote, Escaped};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Abandoned persistent taps a user may leave before the oldest are
     /// removed (see leftovers).
     pub max_abandoned_taps: usize,
+    /// `allow BRIDGE|all user=|group=` lines, in file order.
+    pub grants: Vec<Grant>,
+    /// `port` lines, in file order.
+    pub ports: Vec<PortRule>,
+}
+
+impl Settings {
+    /// Only the compiled-in limit: no grants, no port settings.
+    pub fn with_limit(max_abandoned_taps: usize) -> Settings {
+        Settings {
+            max_abandoned_taps,
+            grants: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    /// Whether some line names a user or group by name, so that
+    /// /etc/passwd and /etc/group must be read.
+    pub fn names_accounts(&self) -> bool {
+        self.grants
+            .iter()
+            .map(|g| &g.who)
+            .chain(self.ports.iter().map(|p| &p.who))
+            .any(Who::needs_lookup)
+    }
 }
 
 /// The largest accepted limit: a bridge has at most 1024 ports anyway.
@@ -32,7 +62,7 @@ pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Setti
         Err(OpenError::Missing) => return Ok(defaults),
         Err(e) => return Err(ConfigError::opening(shown(), e)),
     };
-    parse(&text.bytes, defaults).map_err(|(line, e)| {
+    parse_in(path, &text.bytes, defaults).map_err(|(line, e)| {
         ConfigError::Syntax(
             Origin {
                 file: path.to_path_buf(),
@@ -45,6 +75,19 @@ pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Setti
 
 /// Parses the file's text over `defaults`; errors carry the line number.
 pub fn parse(text: &[u8], defaults: Settings) -> Result<Settings, (usize, LineError)> {
+    parse_in(
+        Path::new(crate::policy::compiled::SETTINGS_FILE),
+        text,
+        defaults,
+    )
+}
+
+/// [`parse`], with `path` as the file the lines' origins name.
+pub fn parse_in(
+    path: &Path,
+    text: &[u8],
+    defaults: Settings,
+) -> Result<Settings, (usize, LineError)> {
     let mut settings = defaults;
     for (number, line) in crate::policy::acl::lines(text) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -52,6 +95,16 @@ pub fn parse(text: &[u8], defaults: Settings) -> Result<Settings, (usize, LineEr
             .split(|b| *b == b' ' || *b == b'\t')
             .filter(|w| !w.is_empty())
             .collect();
+        if line.len() > crate::policy::acl::MAX_LINE {
+            return Err((number, LineError::TooLong(line.len())));
+        }
+        if line.contains(&0) {
+            return Err((number, LineError::Nul));
+        }
+        let origin = Origin {
+            file: path.to_path_buf(),
+            line: number,
+        };
         match words.as_slice() {
             [] => {}
             [first, ..] if first.starts_with(b"#") => {}
@@ -69,12 +122,44 @@ pub fn parse(text: &[u8], defaults: Settings) -> Result<Settings, (usize, LineEr
                         )),
                     ))?;
             }
-            _ => {
-                return Err((
-                    number,
-                    LineError::BadSetting(format!("unknown setting {}", quote(line))),
-                ))
-            }
+            words => match access::parse_words(words) {
+                Some(Ok(Line::Grant(target, who))) => {
+                    settings.grants.push(Grant {
+                        origin,
+                        target,
+                        who,
+                    });
+                }
+                Some(Ok(Line::Port(bridge, who, port))) => {
+                    if let Some(first) = settings
+                        .ports
+                        .iter()
+                        .find(|p| p.bridge == bridge && p.who == who)
+                    {
+                        return Err((
+                            number,
+                            LineError::BadSetting(format!(
+                                "a second port line for bridge {} and {who} (the first is line {}); keep one",
+                                quote(&bridge),
+                                first.origin.line
+                            )),
+                        ));
+                    }
+                    settings.ports.push(PortRule {
+                        origin,
+                        bridge,
+                        who,
+                        settings: port,
+                    });
+                }
+                Some(Err(e)) => return Err((number, e)),
+                None => {
+                    return Err((
+                        number,
+                        LineError::BadSetting(format!("unknown setting {}", quote(line))),
+                    ))
+                }
+            },
         }
     }
     Ok(settings)
@@ -86,22 +171,23 @@ mod tests {
 
     const DEFAULTS: Settings = Settings {
         max_abandoned_taps: 4,
+        grants: Vec::new(),
+        ports: Vec::new(),
     };
 
     #[test]
     fn settings_override_defaults() {
-        assert_eq!(parse(b"", DEFAULTS), Ok(DEFAULTS));
+        assert_eq!(parse(b"", DEFAULTS.clone()), Ok(DEFAULTS));
         assert_eq!(
-            parse(b"# comment\n\n  max-abandoned-taps\t9\r\n", DEFAULTS),
-            Ok(Settings {
-                max_abandoned_taps: 9
-            })
+            parse(
+                b"# comment\n\n  max-abandoned-taps\t9\r\n",
+                DEFAULTS.clone()
+            ),
+            Ok(Settings::with_limit(9))
         );
         assert_eq!(
-            parse(b"max-abandoned-taps 0\n", DEFAULTS),
-            Ok(Settings {
-                max_abandoned_taps: 0
-            })
+            parse(b"max-abandoned-taps 0\n", DEFAULTS.clone()),
+            Ok(Settings::with_limit(0))
         );
     }
 
@@ -117,9 +203,68 @@ mod tests {
         ] {
             let text = [b"# ok\n", bad].concat();
             assert!(
-                matches!(parse(&text, DEFAULTS), Err((2, LineError::BadSetting(_)))),
+                matches!(
+                    parse(&text, DEFAULTS.clone()),
+                    Err((2, LineError::BadSetting(_)))
+                ),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn rule_lines_keep_their_origins() {
+        let text = b"max-abandoned-taps 2\nallow br-lab group=students\n# c\nport br-lab group=students isolated vlan=20\nport br-lab isolated\n";
+        let s = parse_in(Path::new("/x.conf"), text, DEFAULTS.clone()).unwrap();
+        assert_eq!(s.max_abandoned_taps, 2);
+        assert_eq!(s.grants.len(), 1);
+        assert_eq!(s.grants[0].origin.to_string(), "/x.conf:2");
+        let lines: Vec<usize> = s.ports.iter().map(|p| p.origin.line).collect();
+        assert_eq!(lines, vec![4, 5]);
+        assert!(s.names_accounts());
+        let s = parse(b"port br0 user=1000 isolated\n", DEFAULTS.clone()).unwrap();
+        assert!(!s.names_accounts());
+    }
+
+    #[test]
+    fn the_same_port_line_twice_is_an_error_at_the_second() {
+        for text in [
+            &b"port br0 user=alice isolated\nport br0 user=alice vlan=3\n"[..],
+            b"port br0 isolated\n\nport br0 isolated\n",
+            b"port br0 group=7 isolated\nport br0 group=7\n",
+        ] {
+            let e = parse(text, DEFAULTS.clone()).unwrap_err();
+            assert!(e.0 >= 2, "{e:?}");
+            assert!(e.1.to_string().contains("the first is line 1"), "{e:?}");
+        }
+        // Other users, other bridges: fine.
+        assert!(parse(
+            b"port br0 user=alice isolated\nport br0 user=bob isolated\nport br1 user=alice\n",
+            DEFAULTS.clone()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn hostile_lines() {
+        for bad in [
+            &b"port br0 vlan=4095"[..],
+            b"port br0 vlan=0",
+            b"port br0 vlan=18446744073709551617",
+            b"allow br0 user=99999999999999999999999",
+            b"port br0 isolated\0",
+            b"allow br0 user=\x0balice",
+        ] {
+            let text = [b"# ok\n", bad].concat();
+            assert!(
+                matches!(parse(&text, DEFAULTS.clone()), Err((2, _))),
+                "{bad:?}"
+            );
+        }
+        let long = [b"port br0 ".to_vec(), b"isolated ".repeat(500)].concat();
+        assert!(matches!(
+            parse(&long, DEFAULTS.clone()),
+            Err((1, LineError::TooLong(_)))
+        ));
     }
 }

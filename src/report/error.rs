@@ -38,6 +38,14 @@ pub enum Error {
     NoBridge(String),
     #[error("{0} is not a bridge (its kind is {1})")]
     NotABridge(String, String),
+    /// A port line asks for VLANs on a bridge that cannot filter by
+    /// VLAN: attaching untagged would put the VM on every VLAN's traffic.
+    #[error("{rule}: {settings} needs VLAN filtering on bridge {bridge}, which is off; refused rather than attached untagged (ip link set {bridge} type bridge vlan_filtering 1)")]
+    NoVlanFiltering {
+        bridge: String,
+        rule: String,
+        settings: String,
+    },
     #[error("{what}: {why}")]
     Kernel {
         what: String,
@@ -81,7 +89,9 @@ impl Error {
             | Error::FdLimit { .. }
             | Error::Privileges(_) => status::INSTALLATION,
             Error::BadFd { .. } | Error::Send { .. } => status::FD,
-            Error::NoBridge(_) | Error::NotABridge(..) => status::BRIDGE,
+            Error::NoBridge(_) | Error::NotABridge(..) | Error::NoVlanFiltering { .. } => {
+                status::BRIDGE
+            }
             Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,
             Error::Internal => status::INTERNAL,
         }

@@ -20,6 +20,8 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWLINKPROP: u16 = 108;
+const RTM_NEWVLAN: u16 = 112;
+const RTM_GETVLAN: u16 = 114;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
 const NLM_F_ACK: u16 = 0x4;
@@ -35,8 +37,25 @@ const IFLA_EXT_MASK: u16 = 29;
 const IFLA_CARRIER: u16 = 33;
 const IFLA_PROP_LIST: u16 = 52;
 const IFLA_ALT_IFNAME: u16 = 53;
+const IFLA_PROTINFO: u16 = 12;
+const IFLA_AF_SPEC: u16 = 26;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+/// In a bridge's IFLA_INFO_DATA.
+const IFLA_BR_VLAN_FILTERING: u16 = 7;
+/// In IFLA_PROTINFO (AF_BRIDGE) and a port's IFLA_INFO_SLAVE_DATA.
+const IFLA_BRPORT_LEARNING: u16 = 8;
+const IFLA_BRPORT_ISOLATED: u16 = 33;
+/// In IFLA_AF_SPEC (AF_BRIDGE): struct bridge_vlan_info { u16 flags; u16 vid; }.
+const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
+const BRIDGE_VLAN_INFO_PVID: u16 = 1 << 1;
+const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 1 << 2;
+/// RTM_NEWVLAN's entries and what they hold.
+const BRIDGE_VLANDB_ENTRY: u16 = 1;
+const BRIDGE_VLANDB_ENTRY_INFO: u16 = 1;
+const BRIDGE_VLANDB_ENTRY_RANGE: u16 = 2;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -45,6 +64,9 @@ pub const IFF_UP: u32 = 0x1;
 /// ifinfomsg's family byte; AF_UNSPEC is 0 (checked below).
 const AF_UNSPEC: u8 = 0;
 const _: () = assert!(libc::AF_UNSPEC == 0);
+/// Bridge-port requests go to the bridge driver's handlers.
+const AF_BRIDGE: u8 = 7;
+const _: () = assert!(libc::AF_BRIDGE == 7);
 
 const HDR: usize = 16;
 const IFINFO: usize = 16;
@@ -79,6 +101,36 @@ pub struct Link {
     /// only CAP_NET_ADMIN can turn it on for a tap nobody holds.
     pub carrier: Option<bool>,
     pub tun: Option<TunInfo>,
+    /// For a bridge: whether it filters by VLAN (absent on kernels built
+    /// without VLAN filtering, which counts as no).
+    pub vlan_filtering: Option<bool>,
+    /// For a port of a bridge: its bridge-port options.
+    pub port: Option<PortInfo>,
+}
+
+/// A bridge port's options as the kernel reports them (IFLA_BRPORT_*).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub isolated: Option<bool>,
+    pub learning: Option<bool>,
+}
+
+/// What the bridge driver sets on a port, besides VLANs. `None` leaves an
+/// option as it is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PortSetup {
+    pub isolated: Option<bool>,
+    pub learning: Option<bool>,
+}
+
+/// One VLAN of a bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortVlan {
+    pub vid: u16,
+    /// Untagged frames from the port go to this VLAN.
+    pub pvid: bool,
+    /// Frames leave the port without a tag.
+    pub untagged: bool,
 }
 
 /// The tun driver's own attributes (IFLA_TUN_*).
@@ -266,6 +318,106 @@ impl Rtnetlink {
         self.exchange(msg, |_| {})
     }
 
+    /// Sets MTU, alias and master of link `index`, leaving it down: for a
+    /// port whose bridge-port options must be set before it passes
+    /// traffic (the kernel refuses them in the request that enslaves).
+    pub fn configure_down(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
+        msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
+        msg.attr(IFLA_IFALIAS, setup.alias);
+        msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
+        self.exchange(msg, |_| {})
+    }
+
+    /// Brings link `index` up.
+    pub fn set_up(&mut self, index: IfIndex) -> Result<(), NlError> {
+        let msg = Message::new(
+            RTM_SETLINK,
+            NLM_F_REQUEST | NLM_F_ACK,
+            index.0,
+            IFF_UP,
+            IFF_UP,
+        );
+        self.exchange(msg, |_| {})
+    }
+
+    /// Sets bridge-port options and adds VLANs to port `index`, in one
+    /// AF_BRIDGE RTM_SETLINK (the bridge driver handles IFLA_PROTINFO and
+    /// IFLA_AF_SPEC of one request together).
+    pub fn set_port(
+        &mut self,
+        index: IfIndex,
+        setup: &PortSetup,
+        add: &[PortVlan],
+    ) -> Result<(), NlError> {
+        let mut msg = Message::bridge(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0);
+        if setup.isolated.is_some() || setup.learning.is_some() {
+            // Without NLA_F_NESTED the bridge reads IFLA_PROTINFO as a
+            // port state, not as options.
+            let info = msg.nest(IFLA_PROTINFO | NLA_F_NESTED);
+            if let Some(on) = setup.isolated {
+                msg.attr(IFLA_BRPORT_ISOLATED, &[u8::from(on)]);
+            }
+            if let Some(on) = setup.learning {
+                msg.attr(IFLA_BRPORT_LEARNING, &[u8::from(on)]);
+            }
+            msg.end_nest(info);
+        }
+        if !add.is_empty() {
+            let spec = msg.nest(IFLA_AF_SPEC);
+            for v in add {
+                msg.attr(IFLA_BRIDGE_VLAN_INFO, &vlan_info(v));
+            }
+            msg.end_nest(spec);
+        }
+        self.exchange(msg, |_| {})
+    }
+
+    /// Removes VLANs from port `index` (AF_BRIDGE RTM_DELLINK, which on a
+    /// port deletes only the VLANs it names).
+    pub fn remove_vlans(&mut self, index: IfIndex, vids: &[u16]) -> Result<(), NlError> {
+        let mut msg = Message::bridge(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index.0);
+        let spec = msg.nest(IFLA_AF_SPEC);
+        for &vid in vids {
+            let v = PortVlan {
+                vid,
+                pvid: false,
+                untagged: false,
+            };
+            msg.attr(IFLA_BRIDGE_VLAN_INFO, &vlan_info(&v));
+        }
+        msg.end_nest(spec);
+        self.exchange(msg, |_| {})
+    }
+
+    /// The VLANs of port `index`, from the kernel's VLAN database
+    /// (RTM_GETVLAN filtered by ifindex, Linux 5.8 and later), sorted.
+    pub fn port_vlans(&mut self, index: IfIndex) -> Result<Vec<PortVlan>, NlError> {
+        let mut msg = Message(Vec::with_capacity(64));
+        msg.0.extend_from_slice(&0u32.to_ne_bytes());
+        msg.0.extend_from_slice(&RTM_GETVLAN.to_ne_bytes());
+        msg.0
+            .extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        msg.0.extend_from_slice(&[0; 8]);
+        // struct br_vlan_msg { u8 family; u8 pad; u16 pad; u32 ifindex; }
+        msg.0.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+        msg.0.extend_from_slice(&index.0.to_ne_bytes());
+        let mut vlans = Vec::new();
+        let mut wrong = false;
+        self.exchange_typed(msg, |ty, payload| {
+            if ty != RTM_NEWVLAN || u32_at(payload, 4) != Some(index.0) {
+                wrong = true;
+                return;
+            }
+            vlans.extend(parse_vlans(payload.get(8..).unwrap_or(&[])));
+        })?;
+        if wrong {
+            return Err(Errno::EPROTO.into());
+        }
+        vlans.sort_unstable();
+        Ok(vlans)
+    }
+
     /// Removes a link by index (never by name, which can change hands).
     pub fn delete(&mut self, index: IfIndex) -> Result<(), NlError> {
         let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
@@ -274,7 +426,16 @@ impl Rtnetlink {
 
     /// Sends one request and hands each reply's payload to `each`, until
     /// the acknowledgement, the end of a dump, or a single reply.
-    fn exchange(&mut self, mut msg: Message, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
+    fn exchange(&mut self, msg: Message, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
+        self.exchange_typed(msg, |_, payload| each(payload))
+    }
+
+    /// [`Self::exchange`], with each reply's message type.
+    fn exchange_typed(
+        &mut self,
+        mut msg: Message,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
         let bytes = msg.finish(self.seq);
         self.send(&bytes)?;
@@ -288,7 +449,7 @@ impl Rtnetlink {
                     NLMSG_ERROR => return ack(payload),
                     NLMSG_DONE => return Ok(()),
                     _ => {
-                        each(payload);
+                        each(ty, payload);
                         if flags & NLM_F_MULTI == 0 {
                             return Ok(());
                         }
@@ -406,6 +567,7 @@ fn flag(v: &[u8]) -> bool {
 /// kernel left out stay at their defaults, which no check accepts as a
 /// match for anything real (index 0, MTU 0, no master).
 pub fn parse_link(payload: &[u8]) -> Link {
+    let mut slave_kind = None;
     let mut link = Link {
         index: IfIndex(u32_at(payload, 4).unwrap_or(0)),
         flags: u32_at(payload, 8).unwrap_or(0),
@@ -428,7 +590,16 @@ pub fn parse_link(payload: &[u8]) -> Link {
                 for (ty, v) in Attrs(v) {
                     match ty {
                         IFLA_INFO_KIND => link.kind = Some(cstr(v)),
-                        IFLA_INFO_DATA => link.tun = Some(parse_tun(v)),
+                        IFLA_INFO_DATA => {
+                            link.tun = Some(parse_tun(v));
+                            link.vlan_filtering = Some(
+                                Attrs(v)
+                                    .find(|(ty, _)| *ty == IFLA_BR_VLAN_FILTERING)
+                                    .is_some_and(|(_, v)| flag(v)),
+                            );
+                        }
+                        IFLA_INFO_SLAVE_KIND => slave_kind = Some(cstr(v)),
+                        IFLA_INFO_SLAVE_DATA => link.port = Some(parse_port(v)),
                         _ => {}
                     }
                 }
@@ -439,7 +610,71 @@ pub fn parse_link(payload: &[u8]) -> Link {
     if link.kind.as_deref() != Some(b"tun") {
         link.tun = None;
     }
+    if link.kind.as_deref() != Some(b"bridge") {
+        link.vlan_filtering = None;
+    }
+    if slave_kind.as_deref() != Some(b"bridge") {
+        link.port = None;
+    }
     link
+}
+
+fn parse_port(data: &[u8]) -> PortInfo {
+    let mut port = PortInfo::default();
+    for (ty, v) in Attrs(data) {
+        match ty {
+            IFLA_BRPORT_ISOLATED => port.isolated = Some(flag(v)),
+            IFLA_BRPORT_LEARNING => port.learning = Some(flag(v)),
+            _ => {}
+        }
+    }
+    port
+}
+
+fn vlan_info(v: &PortVlan) -> [u8; 4] {
+    let mut flags = 0;
+    if v.pvid {
+        flags |= BRIDGE_VLAN_INFO_PVID;
+    }
+    if v.untagged {
+        flags |= BRIDGE_VLAN_INFO_UNTAGGED;
+    }
+    let mut b = [0; 4];
+    b[..2].copy_from_slice(&flags.to_ne_bytes());
+    b[2..].copy_from_slice(&v.vid.to_ne_bytes());
+    b
+}
+
+/// The entries of an RTM_NEWVLAN payload after its br_vlan_msg: each one
+/// VLAN, or a range of VLANs with the same flags.
+fn parse_vlans(attrs: &[u8]) -> Vec<PortVlan> {
+    let mut out = Vec::new();
+    for (ty, entry) in Attrs(attrs) {
+        if ty != BRIDGE_VLANDB_ENTRY {
+            continue;
+        }
+        let mut info = None;
+        let mut end = None;
+        for (ty, v) in Attrs(entry) {
+            match ty {
+                BRIDGE_VLANDB_ENTRY_INFO => info = Some((u16_at(v, 0), u16_at(v, 2))),
+                BRIDGE_VLANDB_ENTRY_RANGE => end = u16_at(v, 0),
+                _ => {}
+            }
+        }
+        let Some((Some(flags), Some(vid))) = info else {
+            continue;
+        };
+        // VLAN ids are 12 bits: a range past 4095 is not the kernel's.
+        for vid in vid..=end.unwrap_or(vid).min(4095) {
+            out.push(PortVlan {
+                vid,
+                pvid: flags & BRIDGE_VLAN_INFO_PVID != 0,
+                untagged: flags & BRIDGE_VLAN_INFO_UNTAGGED != 0,
+            });
+        }
+    }
+    out
 }
 
 fn parse_tun(data: &[u8]) -> TunInfo {
@@ -493,6 +728,13 @@ impl Message {
         b.extend_from_slice(&ifi_flags.to_ne_bytes());
         b.extend_from_slice(&change.to_ne_bytes());
         Message(b)
+    }
+
+    /// A request with family AF_BRIDGE, for the bridge driver.
+    fn bridge(ty: u16, flags: u16, index: u32) -> Message {
+        let mut m = Message::new(ty, flags, index, 0, 0);
+        m.0[HDR] = AF_BRIDGE;
+        m
     }
 
     fn attr(&mut self, ty: u16, value: &[u8]) {
@@ -595,5 +837,83 @@ mod tests {
         assert_eq!(e.errno, Errno::EBUSY);
         assert_eq!(e.message.as_deref(), Some("Device is busy"));
         assert_eq!(ack(&0i32.to_ne_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn bridge_port_requests_and_answers() {
+        // AF_BRIDGE RTM_SETLINK: nested protinfo, then the VLAN list.
+        let mut m = Message::bridge(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 9);
+        let info = m.nest(IFLA_PROTINFO | NLA_F_NESTED);
+        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
+        m.end_nest(info);
+        let v = PortVlan {
+            vid: 20,
+            pvid: true,
+            untagged: true,
+        };
+        assert_eq!(
+            vlan_info(&v).to_vec(),
+            [6u16.to_ne_bytes(), 20u16.to_ne_bytes()].concat()
+        );
+        let bytes = m.finish(1);
+        assert_eq!(bytes[HDR], AF_BRIDGE);
+        assert_eq!(u32_at(&bytes, HDR + 4), Some(9));
+        let (ty, value) = Attrs(&bytes[HDR + IFINFO..]).next().unwrap();
+        assert_eq!(ty, IFLA_PROTINFO);
+        assert_eq!(
+            Attrs(value).collect::<Vec<_>>(),
+            vec![(IFLA_BRPORT_ISOLATED, &[1u8][..])]
+        );
+
+        // A port's slave data and a bridge's VLAN filtering.
+        let mut m = Message::new(16, 0, 9, 0, 0);
+        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
+        m.attr(IFLA_INFO_SLAVE_KIND, b"bridge\0");
+        let sd = m.nest(IFLA_INFO_SLAVE_DATA | NLA_F_NESTED);
+        m.attr(IFLA_BRPORT_LEARNING, &[0]);
+        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
+        m.end_nest(sd);
+        m.end_nest(li);
+        let link = parse_link(&m.finish(1)[HDR..]);
+        assert_eq!(
+            link.port,
+            Some(PortInfo {
+                isolated: Some(true),
+                learning: Some(false)
+            })
+        );
+        let mut m = Message::new(16, 0, 3, 0, 0);
+        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
+        m.attr(IFLA_INFO_KIND, b"bridge\0");
+        let d = m.nest(IFLA_INFO_DATA | NLA_F_NESTED);
+        m.attr(IFLA_BR_VLAN_FILTERING, &[1]);
+        m.end_nest(d);
+        m.end_nest(li);
+        let link = parse_link(&m.finish(1)[HDR..]);
+        assert_eq!(
+            (link.vlan_filtering, link.port, link.tun),
+            (Some(true), None, None)
+        );
+
+        // RTM_NEWVLAN entries: one VLAN, and a range.
+        let mut m = Message(Vec::new());
+        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
+        m.attr(BRIDGE_VLANDB_ENTRY_INFO, &vlan_info(&v));
+        m.end_nest(e);
+        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
+        m.attr(
+            BRIDGE_VLANDB_ENTRY_INFO,
+            &[0u16.to_ne_bytes(), 30u16.to_ne_bytes()].concat(),
+        );
+        m.attr(BRIDGE_VLANDB_ENTRY_RANGE, &32u16.to_ne_bytes());
+        m.end_nest(e);
+        let vids: Vec<(u16, bool)> = parse_vlans(&m.0).iter().map(|v| (v.vid, v.pvid)).collect();
+        assert_eq!(
+            vids,
+            vec![(20, true), (30, false), (31, false), (32, false)]
+        );
+        for cut in 0..m.0.len() {
+            let _ = parse_vlans(&m.0[..cut]);
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use nix::unistd::{getresgid, getresuid, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::Error;
 use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
@@ -118,6 +118,23 @@ impl TunDevice {
             .map(AsRawFd::as_raw_fd)
             .collect()
     }
+}
+
+/// The caller's groups as the kernel reports them for this process, read
+/// after the drop (which changes the gids but keeps the supplementary
+/// list): real, effective and supplementary, for `group=` lines.
+pub fn groups() -> Result<Vec<u32>, Error> {
+    let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
+    let ids = getresgid().map_err(|e| fail("getresgid", e))?;
+    let mut gids: Vec<u32> = getgroups()
+        .map_err(|e| fail("getgroups", e))?
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
+    gids.extend([ids.real.as_raw(), ids.effective.as_raw()]);
+    gids.sort_unstable();
+    gids.dedup();
+    Ok(gids)
 }
 
 /// Gives up CAP_NET_ADMIN too, once nothing is left to configure: the

@@ -4,13 +4,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
+use crate::policy::access::PortSettings;
 use crate::policy::ifname::IfName;
 use crate::report::error::Error;
 use crate::report::escape::quote;
 use crate::taps::reaper;
 use nix::unistd::Uid;
 
-use crate::system::netlink::{IfIndex, Link, Rtnetlink, Setup, IFF_UP};
+use crate::system::netlink::{IfIndex, Link, PortSetup, PortVlan, Rtnetlink, Setup, IFF_UP};
 use crate::system::raw::{
     self, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR,
 };
@@ -229,15 +230,16 @@ impl Tap {
         tun.multi_queue && tun.num_queues == ours && tun.num_disabled_queues == Some(0)
     }
 
-    /// Owner, MTU, MAC, marker, bridge and link state, then reads it all
-    /// back, with the slot altname if it got one: the fd is only handed
-    /// over if the tap is exactly as intended.
+    /// Owner, MTU, MAC, marker, bridge, port settings and link state,
+    /// then reads it all back, with the slot altname if it got one: the fd
+    /// is only handed over if the tap is exactly as intended.
     pub fn attach(
         &self,
         route: &mut Rtnetlink,
         bridge: &Link,
         owner: Uid,
         slot: Option<&[u8]>,
+        port: Option<&PortSettings>,
     ) -> Result<(), Error> {
         // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
         // should its holder make it persistent.
@@ -249,13 +251,94 @@ impl Tap {
             master: bridge.index,
             alias: &alias,
         };
-        route.configure(self.index, &setup).map_err(|e| {
-            Error::kernel(
-                self.what(&format!("adding to bridge {}", quote(&bridge.name))),
-                e,
-            )
-        })?;
-        self.verify(route, bridge, &setup, owner, slot)
+        let adding = || self.what(&format!("adding to bridge {}", quote(&bridge.name)));
+        let port = port.filter(|p| !p.is_empty());
+        match port {
+            // As before port settings existed: one request.
+            None => route
+                .configure(self.index, &setup)
+                .map_err(|e| Error::kernel(adding(), e))?,
+            // Down until its settings hold: an isolated port must never
+            // pass a frame as a plain one.
+            Some(port) => {
+                route
+                    .configure_down(self.index, &setup)
+                    .map_err(|e| Error::kernel(adding(), e))?;
+                self.apply(route, port)?;
+                route
+                    .set_up(self.index)
+                    .map_err(|e| Error::kernel(self.what("bringing it up"), e))?;
+            }
+        }
+        let link = self.verify(route, bridge, &setup, owner, slot)?;
+        match port {
+            Some(port) => self.verify_port(route, &link, port),
+            None => Ok(()),
+        }
+    }
+
+    /// Options and VLANs in one request, then whatever VLAN the bridge
+    /// gave the port by default (its default PVID, normally 1) removed.
+    fn apply(&self, route: &mut Rtnetlink, port: &PortSettings) -> Result<(), Error> {
+        let setup = PortSetup {
+            isolated: port.isolated.then_some(true),
+            learning: port.learning,
+        };
+        let want = wanted_vlans(port);
+        route
+            .set_port(self.index, &setup, &want)
+            .map_err(|e| Error::kernel(self.what(&format!("setting port options {port}")), e))?;
+        if port.wants_vlans() {
+            let have = route
+                .port_vlans(self.index)
+                .map_err(|e| Error::kernel(self.what("reading its VLANs"), e))?;
+            let extra: Vec<u16> = have
+                .iter()
+                .map(|v| v.vid)
+                .filter(|vid| !want.iter().any(|w| w.vid == *vid))
+                .collect();
+            if !extra.is_empty() {
+                route
+                    .remove_vlans(self.index, &extra)
+                    .map_err(|e| Error::kernel(self.what("removing the default VLAN"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The port's options from the read-back `link`, its VLANs from the
+    /// kernel's VLAN database.
+    fn verify_port(
+        &self,
+        route: &mut Rtnetlink,
+        link: &Link,
+        port: &PortSettings,
+    ) -> Result<(), Error> {
+        let wrong = |what: &'static str| {
+            Err(Error::Mismatch {
+                tap: quote(&self.name),
+                step: "read back after setup",
+                what,
+            })
+        };
+        let Some(info) = &link.port else {
+            return wrong("no bridge port options reported");
+        };
+        if port.isolated && info.isolated != Some(true) {
+            return wrong("port isolation not as set");
+        }
+        if port.learning.is_some() && info.learning != port.learning {
+            return wrong("port learning not as set");
+        }
+        if port.wants_vlans() {
+            let have = route
+                .port_vlans(self.index)
+                .map_err(|e| Error::kernel(self.what("reading back its VLANs"), e))?;
+            if have != wanted_vlans(port) {
+                return wrong("port VLANs not as set");
+            }
+        }
+        Ok(())
     }
 
     fn verify(
@@ -265,7 +348,7 @@ impl Tap {
         setup: &Setup<'_>,
         owner: Uid,
         slot: Option<&[u8]>,
-    ) -> Result<(), Error> {
+    ) -> Result<Link, Error> {
         let wrong = |what: &'static str| {
             Err(Error::Mismatch {
                 tap: quote(&self.name),
@@ -308,6 +391,19 @@ impl Tap {
         if slot.is_some_and(|s| !link.altnames.iter().any(|a| a == s)) {
             return wrong("the altname that lists it for its owner is missing");
         }
-        Ok(())
+        Ok(link)
     }
+}
+
+/// The port's VLANs as the kernel lists them, sorted by id: `vlan=N` is
+/// PVID and untagged, `tagged=` ones neither.
+fn wanted_vlans(port: &PortSettings) -> Vec<PortVlan> {
+    port.vlans()
+        .into_iter()
+        .map(|(vid, native)| PortVlan {
+            vid,
+            pvid: native,
+            untagged: native,
+        })
+        .collect()
 }

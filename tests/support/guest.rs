@@ -28,10 +28,18 @@ pub const MARK_PING_OK: &str = "BH-PING-OK";
 pub const MARK_PING_FAILED: &str = "BH-PING-FAILED";
 pub const MARK_HOLDING: &str = "BH-HOLDING";
 pub const MARK_DONE: &str = "BH-DONE";
+/// With `bhpeer=ADDR` on the command line, after the ping of `bhhost`.
+pub const MARK_PEER_REACHED: &str = "BH-PEER-REACHED";
+pub const MARK_PEER_UNREACHABLE: &str = "BH-PEER-UNREACHABLE";
 
 /// Modules the guest needs for a virtio-net-pci NIC; their dependencies are
 /// found in the modules' own `.modinfo` and loaded first.
 const ROOT_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+
+/// Modules of the bridge guest (tests/vlan_guest.rs), which runs the
+/// helper itself on a bridge with VLAN filtering: this host's kernel has
+/// none, Debian's has. Kept apart from the NIC guest's, which needs none.
+const BRIDGE_MODULES: &[&str] = &["llc", "stp", "bridge", "8021q", "tun", "veth"];
 
 /// The helper the end-to-end tests give QEMU or libvirt: ours, or with
 /// `BH_E2E_HELPER=qemu` QEMU's own (to tell harness problems from helper
@@ -116,7 +124,8 @@ fn build_guest_image() -> Result<GuestImage, String> {
     // download at a time, the others wait and reuse it.
     let _lock = FileLock::new(&cache.join(".lock"))?;
     let kernel_dir = cache.join("kernel");
-    if !kernel_dir.join("READY").exists() {
+    // A cache from before the bridge modules were extracted is redone.
+    if !kernel_dir.join("READY").exists() || !kernel_dir.join("modules-bridge/order").exists() {
         fetch_kernel(&cache, &kernel_dir)?;
     }
     let kernel_package = fs::read_to_string(kernel_dir.join("PACKAGE"))
@@ -237,11 +246,43 @@ fn fetch_kernel(cache: &Path, kernel_dir: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     fs::write(staging.join("modules/order"), order.join("\n") + "\n").map_err(|e| e.to_string())?;
+    let bridge_dir = staging.join("modules-bridge");
+    fs::create_dir_all(&bridge_dir).map_err(|e| e.to_string())?;
+    let order = module_load_order(&index, BRIDGE_MODULES)?;
+    for name in &order {
+        let data = plain_module(&index[name])?;
+        fs::write(bridge_dir.join(format!("{name}.ko")), data).map_err(|e| e.to_string())?;
+    }
+    fs::write(bridge_dir.join("order"), order.join("\n") + "\n").map_err(|e| e.to_string())?;
     fs::write(staging.join("PACKAGE"), format!("{package}\n")).map_err(|e| e.to_string())?;
     fs::write(staging.join("READY"), b"").map_err(|e| e.to_string())?;
     fs::rename(&staging, kernel_dir).map_err(|e| e.to_string())?;
     let _ = fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// A module file as insmod takes it: plain ELF, or decompressed with the
+/// xz/zstd/gzip tool when the package compresses its modules.
+fn plain_module(path: &Path) -> Result<Vec<u8>, String> {
+    let data = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if data.starts_with(b"\x7fELF") {
+        return Ok(data);
+    }
+    let tool = match path.extension().and_then(|e| e.to_str()) {
+        Some("xz") => "xz",
+        Some("zst") => "zstd",
+        Some("gz") => "gzip",
+        _ => return Err(format!("{}: not an ELF module", path.display())),
+    };
+    let out = Command::new(tool)
+        .args(["-dc"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("{tool} -dc {}: {e} (install {tool})", path.display()))?;
+    if !out.status.success() || !out.stdout.starts_with(b"\x7fELF") {
+        return Err(format!("{tool} -dc {}: {}", path.display(), out.status));
+    }
+    Ok(out.stdout)
 }
 
 fn norm(name: &str) -> String {
@@ -344,7 +385,7 @@ fn find_static_busybox() -> Result<PathBuf, String> {
     })
 }
 
-fn elf_is_static(data: &[u8]) -> bool {
+pub fn elf_is_static(data: &[u8]) -> bool {
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
     if data.len() < 64 || !data.starts_with(b"\x7fELF\x02\x01") {
         return false;
@@ -382,6 +423,9 @@ while [ $i -lt 10 ]; do
     i=$((i+1))
 done
 if [ $ok = 1 ]; then echo BH-PING-OK; else echo BH-PING-FAILED; fi
+if [ -n "$bhpeer" ]; then
+    if ping -c 3 -W 2 "$bhpeer"; then echo BH-PEER-REACHED; else echo BH-PEER-UNREACHABLE; fi
+fi
 if [ "$bhhold" = 1 ]; then
     echo BH-HOLDING
     while true; do sleep 60; done
@@ -472,6 +516,57 @@ fn build_initramfs(busybox: &Path, modules: &Path, out: &Path) -> Result<(), Str
         );
     }
     fs::write(out, c.finish()).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// A guest of Debian's kernel with the bridge, 802.1Q, tun and veth
+/// modules, whose `/init` (busybox sh) is `init` and whose files include
+/// `extra` (path without leading `/`, mode, contents; parents created
+/// 0755, root-owned). Written to `out`. The root directory is made 0755:
+/// the initramfs's own is 1777, which the helper's trust walk would
+/// refuse for /etc/qemu behind it.
+pub fn bridge_guest(init: &str, extra: &[(&str, u32, Vec<u8>)], out: &Path) -> GuestImage {
+    let image = guest_image();
+    let modules = cache_dir().join("kernel/modules-bridge");
+    let busybox = find_static_busybox().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Cpio::new();
+    c.dir(".");
+    let mut dirs = BTreeSet::new();
+    for d in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
+        dirs.insert(d.to_owned());
+    }
+    for (path, _, _) in extra {
+        let mut at = Path::new(path).parent();
+        while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(p.to_string_lossy().into_owned());
+            at = p.parent();
+        }
+    }
+    // BTreeSet order puts every parent before its children.
+    for d in &dirs {
+        c.dir(d);
+    }
+    c.chardev("dev/console", 5, 1);
+    c.chardev("dev/null", 1, 3);
+    c.file("bin/busybox", 0o755, &fs::read(&busybox).unwrap());
+    c.file("init", 0o755, init.as_bytes());
+    for e in fs::read_dir(&modules).unwrap_or_else(|e| panic!("{}: {e}", modules.display())) {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        c.file(
+            &format!("lib/modules/{name}"),
+            0o644,
+            &fs::read(&p).unwrap(),
+        );
+    }
+    for (path, mode, data) in extra {
+        c.file(path, *mode, data);
+    }
+    fs::write(out, c.finish()).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    GuestImage {
+        kernel: image.kernel,
+        initrd: out.to_path_buf(),
+        kernel_package: image.kernel_package,
+    }
 }
 
 /// flock(2)-based exclusive lock, released on drop.

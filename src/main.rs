@@ -67,6 +67,9 @@ fn run() -> Result<(), Error> {
         Command::Help => return output::print(output::HELP),
         Command::Version => return output::print(&output::version()),
         Command::Attach(request) => request,
+        Command::Check(_) => {
+            return Err(args::UsageError::Unknown("'--check' (not yet)".into()).into())
+        }
     };
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);

@@ -22,9 +22,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Command::Version) => assert_eq!(argv, [OsString::from("--version")]),
         Ok(Command::Attach(request)) => {
             // Success needs both options, a valid bridge and a plain fd number.
-            assert!(ifname::validate(&request.bridge).is_ok());
+            assert!(ifname::validate(request.bridge.as_bytes()).is_ok());
             assert!(request.fd >= 0);
-            let br = [b"--br=".as_slice(), &request.bridge].concat();
+            let br = [b"--br=".as_slice(), request.bridge.as_bytes()].concat();
             let fd = format!("--fd={}", request.fd);
             assert!(argv.iter().any(|a| a.as_encoded_bytes() == br));
             assert!(argv.iter().any(|a| {
@@ -40,6 +40,13 @@ fuzz_target!(|data: &[u8]| {
                 argv.iter().any(|a| a.as_encoded_bytes() == b"--use-vnet")
             );
             assert!(request.hook.is_none(), "test hooks in a fuzz build");
+        }
+        Ok(Command::Check(check)) => {
+            assert!(argv.iter().any(|a| a.as_encoded_bytes() == b"--check"));
+            assert!(!argv.iter().any(|a| a.as_encoded_bytes().starts_with(b"--fd=")));
+            if let Some(bridge) = check.bridge {
+                assert!(ifname::validate(bridge.as_bytes()).is_ok());
+            }
         }
         Err(e) => {
             // Every refusal is printable as one line.

@@ -14,20 +14,17 @@
 )]
 
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::process::ExitCode;
 
-use bridge_helper::policy::acl::{self, Verdict};
 use bridge_helper::policy::args::{self, Command};
-use bridge_helper::policy::{acl_files, compiled, settings};
 use bridge_helper::report::error::{self, Error};
-use bridge_helper::report::escape::quote;
 use bridge_helper::report::output;
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
 use bridge_helper::system::{fd_passing, privileges, raw};
 use bridge_helper::taps::{reaper, tap};
+use bridge_helper::{check, steps};
 
 /// Allocation failure is an exit with status 5, never an abort.
 #[global_allocator]
@@ -53,6 +50,7 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(run).unwrap_or(Err(Error::Internal)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Internal) => ExitCode::from(error::status::INTERNAL),
+        Err(Error::Checked(status)) => ExitCode::from(status),
         Err(e) => {
             output::notice(&e.to_string());
             ExitCode::from(e.status())
@@ -66,30 +64,20 @@ fn run() -> Result<(), Error> {
     let request = match args::parse(&argv)? {
         Command::Help => return output::print(output::HELP),
         Command::Version => return output::print(&output::version()),
+        Command::Check(request) => return check::run(&caller, &request),
         Command::Attach(request) => request,
-        Command::Check(_) => {
-            return Err(args::UsageError::Unknown("'--check' (not yet)".into()).into())
-        }
     };
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
-    let rules = acl_files::load(&SystemFiles, Path::new(compiled::ACL_FILE))?;
+    let rules = steps::rules(&SystemFiles)?;
+    let who = steps::Who { uid: caller.uid };
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
-    let asked = request.bridge.as_bytes();
-    authorize(acl::decide_names(&rules, &[asked], &[]))?;
-
+    steps::access_by_name(&rules, who, &request.bridge)?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
-    let bridge = tap::find_bridge(&mut route, &request.bridge)?;
-    // The kernel finds a bridge by its altnames too: a deny of any of its
-    // names holds, and its real name must be allowed as well.
-    let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
-    authorize(acl::decide_names(&rules, &[asked, &bridge.name], &altnames))?;
-    let defaults = settings::Settings {
-        max_abandoned_taps: compiled::MAX_ABANDONED,
-    };
-    let settings = settings::load(&SystemFiles, Path::new(compiled::SETTINGS_FILE), defaults)?;
+    let access = steps::access(&rules, &mut route, who, &request.bridge)?;
+    let settings = steps::settings(&SystemFiles)?;
     let mut own_taps = reaper::reap(&mut route, caller.uid, settings.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
@@ -102,23 +90,8 @@ fn run() -> Result<(), Error> {
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
     // Findable by the caller's later runs before it is in the bridge.
     let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
-    tap.attach(&mut route, &bridge, caller.uid, slot.as_deref())?;
+    tap.attach(&mut route, &access.bridge, caller.uid, slot.as_deref())?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
     fd_passing::send(socket, request.fd, tap.fd.as_fd())
-}
-
-/// Turns the ACL's verdict on a bridge name into the run's outcome.
-fn authorize((bridge, verdict): (&[u8], Verdict<'_, acl_files::Origin>)) -> Result<(), Error> {
-    match verdict {
-        Verdict::Allowed(_) => Ok(()),
-        Verdict::Denied(rule) => Err(Error::DeniedBy {
-            bridge: quote(bridge),
-            rule: rule.to_string(),
-        }),
-        Verdict::NoAllow => Err(Error::NotAllowed {
-            bridge: quote(bridge),
-            file: compiled::ACL_FILE.into(),
-        }),
-    }
 }

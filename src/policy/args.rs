@@ -150,8 +150,8 @@ pub enum UsageError {
     Needs(&'static str, &'static str),
     #[error("--user={0}: only root may check for another user")]
     NotRoot(String),
-    #[error("--user={0}: no such user in /etc/passwd")]
-    NoUser(String),
+    #[error("{0} is not supported by this build yet")]
+    NotYet(&'static str),
 }
 
 /// clap's view of the grammar: built from [`OPTIONS`], with clap's own

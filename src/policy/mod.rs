@@ -12,3 +12,4 @@ pub mod args;
 pub mod compiled;
 pub mod ifname;
 pub mod settings;
+pub mod users;

@@ -13,3 +13,4 @@ pub mod privileges;
 #[allow(unsafe_code)]
 pub mod raw;
 pub mod trusted_files;
+pub mod users;

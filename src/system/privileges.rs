@@ -16,7 +16,33 @@ pub struct Caller {
     /// The real uid that ran us: whose ACL view and whose tap this is.
     pub uid: Uid,
     pub tun: TunDevice,
+    /// How this copy got its privilege, as the drop saw it.
+    pub install: Install,
     net_admin: bool,
+}
+
+/// How this copy is installed, from what the process started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Effective uid 0 for a caller that is not root.
+    SetuidRoot,
+    /// Started as root (or setuid root, run by root): nothing to tell.
+    RunByRoot,
+    /// CAP_NET_ADMIN permitted without uid 0: a file capability (or one
+    /// inherited through ambient capabilities).
+    Capability,
+    Neither,
+}
+
+impl std::fmt::Display for Install {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Install::SetuidRoot => "setuid root",
+            Install::RunByRoot => "run by root",
+            Install::Capability => "file capability cap_net_admin",
+            Install::Neither => "neither setuid root nor a file capability",
+        })
+    }
 }
 
 impl Caller {
@@ -65,6 +91,19 @@ impl TunDevice {
             .map_err(|e| Error::TunDevice(e.to_string()))
     }
 
+    /// Whether /dev/net/tun opens the way a run opens it (for --check):
+    /// the descriptor opened as root, or a fresh open as the caller,
+    /// closed at once.
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.early {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(Error::TunDevice(e.to_string())),
+            None => open_tun()
+                .map(drop)
+                .map_err(|e| Error::TunDevice(e.to_string())),
+        }
+    }
+
     /// Descriptors opened before `--fd` is checked: whatever numbers they
     /// got, the caller did not pass them.
     pub fn own_fds(&self) -> Vec<RawFd> {
@@ -108,6 +147,12 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
 
     let caps = raw::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;
+    let install = match (setuid_root, uid.is_root(), keep != 0) {
+        (true, _, _) => Install::SetuidRoot,
+        (false, true, _) => Install::RunByRoot,
+        (false, false, true) => Install::Capability,
+        (false, false, false) => Install::Neither,
+    };
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
         raw::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
     }
@@ -128,6 +173,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     Ok(Caller {
         uid,
         tun,
+        install,
         net_admin: keep != 0,
     })
 }

@@ -1,0 +1,332 @@
+//! `bridge-helper --check [--br=BRIDGE]`: what a run would decide for the
+//! caller, as a report on stdout, one fact a line, with nothing created,
+//! changed or sent.
+//!
+//! The order is a run's (`main.rs`), through the same [`steps`]: the
+//! privilege a run needs, the ACL files, the bridge's verdict, the
+//! settings, /dev/net/tun. The exit status is that of the first step a run
+//! would fail at, so for every outcome decided before a tap is made the
+//! check and the run agree. What only a run can find out (the `--fd`
+//! socket, the kernel refusing a tap, a full bridge) is said, not guessed.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::policy::acl::{Rule, Target};
+use crate::policy::acl_files::{FileText, Files, OpenError, Origin};
+use crate::policy::args::{CheckRequest, UsageError};
+use crate::policy::compiled;
+use crate::policy::settings::Settings;
+use crate::report::error::{status, Error};
+use crate::report::escape::{quote, Escaped};
+use crate::steps::{self, Who};
+use crate::system::netlink::{Link, Rtnetlink};
+use crate::system::privileges::Caller;
+use crate::system::trusted_files::SystemFiles;
+use crate::taps::reaper;
+
+/// Runs the check, prints the report, and returns the status a run would
+/// exit with (as [`Error::Checked`], already reported) or success.
+pub fn run(caller: &Caller, request: &CheckRequest) -> Result<(), Error> {
+    if let Some(user) = &request.user {
+        if !caller.uid.is_root() {
+            return Err(UsageError::NotRoot(quote(user)).into());
+        }
+        // Evaluating for another user needs that user's uid and groups for
+        // every file read; not built yet.
+        return Err(UsageError::NotYet("--user").into());
+    }
+    let mut report = Report::default();
+    let outcome = check(caller, request, &mut report);
+    let code = match &outcome {
+        Ok(()) => 0,
+        Err(e) => e.status(),
+    };
+    report.line(format!("exit status: {code}"));
+    let _ = std::io::stdout().write_all(report.text.as_bytes());
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Error::Internal) => Err(Error::Internal),
+        Err(e) => Err(Error::Checked(e.status())),
+    }
+}
+
+/// The report's lines, in order.
+#[derive(Default)]
+pub struct Report {
+    pub text: String,
+}
+
+impl Report {
+    pub fn line(&mut self, line: impl AsRef<str>) {
+        self.text.push_str(line.as_ref());
+        self.text.push('\n');
+    }
+}
+
+fn check(caller: &Caller, request: &CheckRequest, out: &mut Report) -> Result<(), Error> {
+    let who = Who { uid: caller.uid };
+    out.line(format!(
+        "bridge-helper {} check for uid {}{}",
+        env!("CARGO_PKG_VERSION"),
+        caller.uid,
+        user_name(caller.uid)
+    ));
+
+    // Installation: decided first by a run, too.
+    out.line(format!("installed: {}", caller.install));
+    let privilege = caller.require_net_admin();
+    out.line(match &privilege {
+        Ok(()) => "CAP_NET_ADMIN: a run gets it".into(),
+        Err(e) => format!("CAP_NET_ADMIN: a run does not get it: {e}"),
+    });
+    let tun = caller.tun.check();
+    out.line(match &tun {
+        Ok(()) => "/dev/net/tun: opens the way a run opens it".into(),
+        Err(e) => format!("/dev/net/tun: {e}"),
+    });
+
+    out.line(format!("ACL file: {}", compiled::ACL_FILE));
+    out.line(format!("settings file: {}", compiled::SETTINGS_FILE));
+    let files = Recording::new(&SystemFiles);
+    let rules = steps::rules(&files);
+    files.report(out);
+    if let Err(e) = &rules {
+        out.line(format!("ACL: {e}"));
+    }
+    let mut settings_files = Recording::new(&SystemFiles);
+    settings_files.optional = true;
+    let settings = steps::settings(&settings_files);
+    settings_files.report(out);
+    settings_lines(&settings, out);
+
+    let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
+    let bridges = route
+        .bridges()
+        .map_err(|e| Error::kernel("listing bridges", e))?;
+    let decided = match &rules {
+        Ok(rules) => Some(bridge_lines(rules, &mut route, who, &bridges, out)?),
+        Err(_) => {
+            for bridge in &bridges {
+                out.line(format!(
+                    "bridge {}: no verdict: the ACL files stop every run",
+                    quote(&bridge.name)
+                ));
+            }
+            None
+        }
+    };
+    if let Ok(rules) = &rules {
+        missing_bridge_lines(rules, &bridges, out);
+    }
+    abandoned_tap_lines(&mut route, caller, out);
+    out.line("not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
+
+    // The exit status: the first step a run fails at, in a run's order.
+    privilege?;
+    let rules = rules?;
+    match &request.bridge {
+        Some(asked) => {
+            let access = steps::access(&rules, &mut route, who, asked);
+            out.line(match &access {
+                Ok(a) => format!(
+                    "verdict: a run would attach a tap to {} (allowed by {})",
+                    quote(&a.bridge.name),
+                    a.rule
+                ),
+                Err(e) => format!("verdict: a run would stop: {e}"),
+            });
+            access?;
+        }
+        None => {
+            let allowed = decided.unwrap_or_default();
+            if allowed.is_empty() {
+                let stop = no_bridge_status(&rules, &bridges);
+                out.line(format!(
+                    "verdict: no bridge here that a run could attach uid {} to",
+                    caller.uid
+                ));
+                settings?;
+                tun?;
+                return Err(Error::Checked(stop));
+            }
+            let names: Vec<String> = allowed.iter().map(|n| quote(n)).collect();
+            out.line(format!(
+                "verdict: a run could attach to {}",
+                names.join(", ")
+            ));
+        }
+    }
+    settings?;
+    tun
+}
+
+/// A check cannot fail at a bridge in general: without `--br` it stops
+/// with the class that would stop this user's runs. A rule allowing a
+/// bridge that does not exist (libvirt's virbr0 before its network starts)
+/// is the likelier fix than a denial.
+fn no_bridge_status(rules: &[Rule<Origin>], bridges: &[Link]) -> u8 {
+    let allows_missing = rules
+        .iter()
+        .any(|r| r.allow && matches!(&r.target, Target::Bridge(name) if !exists(bridges, name)));
+    if allows_missing || bridges.is_empty() {
+        status::BRIDGE
+    } else {
+        status::DENIED
+    }
+}
+
+fn exists(bridges: &[Link], name: &[u8]) -> bool {
+    bridges
+        .iter()
+        .any(|b| b.name == name || b.altnames.iter().any(|a| a == name))
+}
+
+/// Every bridge in the namespace with the verdict a run reaches on it;
+/// returns the names of those allowed.
+fn bridge_lines(
+    rules: &[Rule<Origin>],
+    route: &mut Rtnetlink,
+    who: Who,
+    bridges: &[Link],
+    out: &mut Report,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut allowed = Vec::new();
+    if bridges.is_empty() {
+        out.line("bridges: none in this network namespace");
+    }
+    for bridge in bridges {
+        let Ok(name) = crate::policy::ifname::IfName::new(&bridge.name) else {
+            out.line(format!(
+                "bridge {}: a name a run cannot be asked for",
+                quote(&bridge.name)
+            ));
+            continue;
+        };
+        let verdict = match steps::access(rules, route, who, &name) {
+            Ok(access) => {
+                allowed.push(bridge.name.clone());
+                format!("allowed by {}", access.rule)
+            }
+            Err(Error::DeniedBy { rule, .. }) => format!("denied by {rule}"),
+            Err(Error::NotAllowed { .. }) => "denied: no rule allows it".into(),
+            // Gone between the listing and the lookup, or a kernel error.
+            Err(e) => e.to_string(),
+        };
+        out.line(format!("bridge {}: {verdict}", quote(&bridge.name)));
+    }
+    Ok(allowed)
+}
+
+/// Rules naming a bridge that is not in this namespace: a typo, or a
+/// bridge made later (libvirt's).
+fn missing_bridge_lines(rules: &[Rule<Origin>], bridges: &[Link], out: &mut Report) {
+    for rule in rules {
+        if let Target::Bridge(name) = &rule.target {
+            if !exists(bridges, name) {
+                out.line(format!(
+                    "rule {}: names bridge {}, which does not exist here",
+                    rule.origin,
+                    quote(name)
+                ));
+            }
+        }
+    }
+}
+
+/// The settings in force. Port settings (issue 15) get their lines here.
+fn settings_lines(settings: &Result<Settings, Error>, out: &mut Report) {
+    match settings {
+        Ok(s) => {
+            out.line(format!("max-abandoned-taps: {}", s.max_abandoned_taps));
+            port_settings_lines(s, out);
+        }
+        Err(e) => out.line(format!("settings: {e}")),
+    }
+}
+
+/// The port settings in force: what a run would set on the tap's bridge
+/// port, with the line that decides each.
+fn port_settings_lines(_settings: &Settings, out: &mut Report) {
+    out.line("port settings: none");
+}
+
+/// Taps this helper made for the caller that are persistent: they outlive
+/// the VM, and stay in the bridge.
+fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report) {
+    let Ok(taps) = route.tun_links() else {
+        out.line("warning: could not list tap devices");
+        return;
+    };
+    let mark = reaper::marker(caller.uid);
+    for tap in taps {
+        let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
+        if persistent && tap.alias.as_deref() == Some(&mark[..]) {
+            let state = if tap.carrier == Some(false) {
+                "abandoned (no process holds it)"
+            } else {
+                "held by a process"
+            };
+            out.line(format!(
+                "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root can 'ip link delete' it)",
+                quote(&tap.name),
+                caller.uid
+            ));
+        }
+    }
+}
+
+/// ` (NAME)` from /etc/passwd, or nothing.
+fn user_name(uid: nix::unistd::Uid) -> String {
+    crate::system::users::name_of_uid(uid)
+        .map(|n| format!(" ({})", Escaped(&n)))
+        .unwrap_or_default()
+}
+
+/// [`Files`] that remembers what each read found, for the report.
+struct Recording<'f, F> {
+    inner: &'f F,
+    /// A missing file is no fault (the settings file).
+    optional: bool,
+    seen: RefCell<Vec<(PathBuf, String)>>,
+}
+
+impl<'f, F: Files> Recording<'f, F> {
+    fn new(inner: &'f F) -> Self {
+        Recording {
+            inner,
+            optional: false,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn report(&self, out: &mut Report) {
+        for (path, what) in self.seen.borrow().iter() {
+            out.line(format!(
+                "file {}: {what}",
+                Escaped(path.as_os_str().as_bytes())
+            ));
+        }
+    }
+}
+
+impl<F: Files> Files for Recording<'_, F> {
+    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
+        let result = self.inner.read(path, limit);
+        let what = match &result {
+            Ok(_) => "trusted, read".to_string(),
+            Err(OpenError::Missing) if self.optional => {
+                "does not exist (optional: compiled-in defaults apply)".into()
+            }
+            Err(OpenError::Missing) => "does not exist".into(),
+            Err(OpenError::Unreadable) => "not readable by this user".into(),
+            Err(OpenError::Refused(why)) => format!("not trusted: {why}"),
+            Err(OpenError::TooBig) => "too big".into(),
+            Err(OpenError::Io(e) | OpenError::Resources(e)) => e.to_string(),
+        };
+        self.seen.borrow_mut().push((path.to_path_buf(), what));
+        result
+    }
+}

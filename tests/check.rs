@@ -1,0 +1,266 @@
+//! Issue 14: `--check [--br=BRIDGE]` states what a run would decide, line
+//! by line, and exits with the status a run would; nothing is created.
+mod common;
+use common::*;
+
+/// `--check ARGS` as `mode` would run it, with no --fd.
+fn check(sb: &Sandbox, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
+    let program = sb.install(HELPER, mode);
+    let mut all = vec!["--check"];
+    all.extend_from_slice(args);
+    let run = sb.run_program(ns, &program, Jail::for_mode(mode), &all, false);
+    assert!(run.fds.is_empty(), "--check sent an fd");
+    assert_no_taps(ns);
+    run
+}
+
+/// The report's lines, minus the first (version and uid).
+fn lines(run: &HelperRun) -> Vec<&str> {
+    run.stdout.lines().skip(1).collect()
+}
+
+fn has(run: &HelperRun, line: &str) {
+    assert!(
+        run.stdout.lines().any(|l| l == line),
+        "no line {line:?} in:\n{}",
+        run.stdout
+    );
+}
+
+fn lacks(run: &HelperRun, start: &str) {
+    assert!(
+        !run.stdout.lines().any(|l| l.starts_with(start)),
+        "unexpected {start:?} in:\n{}",
+        run.stdout
+    );
+}
+
+const NOT_CHECKED: &str = "not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port";
+
+#[test]
+fn typical_setup_whole_report() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ndeny br1\nallow virbr0\n");
+    let run = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        run.stdout.lines().next().unwrap(),
+        format!(
+            "bridge-helper {} check for uid 65534 (nobody)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(
+        lines(&run),
+        [
+            "installed: setuid root",
+            "CAP_NET_ADMIN: a run gets it",
+            "/dev/net/tun: opens the way a run opens it",
+            "ACL file: /etc/qemu/bridge.conf",
+            "settings file: /etc/qemu/bridge-helper.conf",
+            "file /etc/qemu/bridge.conf: trusted, read",
+            "file /etc/qemu/bridge-helper.conf: does not exist (optional: compiled-in defaults apply)",
+            "max-abandoned-taps: 4",
+            "port settings: none",
+            "bridge 'br0': allowed by /etc/qemu/bridge.conf:1",
+            "bridge 'br1': denied by /etc/qemu/bridge.conf:2",
+            "rule /etc/qemu/bridge.conf:3: names bridge 'virbr0', which does not exist here",
+            NOT_CHECKED,
+            "verdict: a run could attach to 'br0'",
+            "exit status: 0",
+        ]
+    );
+}
+
+#[test]
+fn with_br_ends_with_the_verdict_and_its_rule() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ndeny br1\nallow virbr0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(0));
+    has(
+        &r,
+        "verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1)",
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br1"]);
+    assert_eq!(r.code, Some(4));
+    assert_eq!(r.stderr, "", "the report says it on stdout");
+    has(&r, "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1");
+    has(&r, "exit status: 4");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=virbr0"]);
+    assert_eq!(r.code, Some(7));
+    has(&r, "verdict: a run would stop: bridge 'virbr0' does not exist; libvirt creates it when its network starts (virsh net-start default)");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br9"]);
+    assert_eq!(r.code, Some(4));
+    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br9 and bridge.conf(5)");
+}
+
+#[test]
+fn acl_missing_untrusted_malformed() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(3));
+    has(&r, "file /etc/qemu/bridge.conf: does not exist");
+    has(&r, "ACL: /etc/qemu/bridge.conf: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))");
+    has(&r, "bridge 'br0': no verdict: the ACL files stop every run");
+    has(&r, "exit status: 3");
+
+    sb.etc_file("bridge.conf", "allow br0\n", 0o666);
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(3));
+    has(&r, "file /etc/qemu/bridge.conf: not trusted: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
+    lacks(&r, "verdict:");
+
+    sb.acl("allow br0\nallow br0 extra\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(3));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ACL: /etc/qemu/bridge.conf:2: ")),
+        "{}",
+        r.stdout
+    );
+
+    sb.acl("include /etc/qemu/missing.conf\nallow br0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(0));
+    has(&r, "file /etc/qemu/missing.conf: does not exist");
+    has(&r, "bridge 'br0': allowed by /etc/qemu/bridge.conf:2");
+}
+
+#[test]
+fn each_install_mode() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let r = check(&sb, &ns, Mode::Root, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(&r, "installed: run by root");
+    let r = check(&sb, &ns, Mode::FileCaps, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(&r, "installed: file capability cap_net_admin");
+    has(&r, "CAP_NET_ADMIN: a run gets it");
+    has(&r, "/dev/net/tun: opens the way a run opens it");
+    let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
+    assert_eq!(r.code, Some(5), "{}", r.stdout);
+    has(&r, "installed: neither setuid root nor a file capability");
+    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'");
+    has(&r, "exit status: 5");
+}
+
+#[test]
+fn no_bridge_allowed_statuses() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("deny br0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    has(
+        &r,
+        "verdict: no bridge here that a run could attach uid 65534 to",
+    );
+    sb.acl("allow virbr0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(7), "{}", r.stdout);
+    has(&r, "bridge 'br0': denied: no rule allows it");
+}
+
+#[test]
+fn check_refuses_fd_and_user_for_non_root() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, Mode::Setuid);
+    let r = sb.run_program(
+        &ns,
+        &program,
+        Jail::for_mode(Mode::Setuid),
+        &["--check"],
+        true,
+    );
+    r.expect_refusal(2, "--fd cannot be used with --check");
+    let r = check(&sb, &ns, Mode::Setuid, &["--user=root"]);
+    r.expect_refusal(2, "--user='root': only root may check for another user");
+}
+
+#[test]
+fn names_in_the_report_are_escaped() {
+    let ns = NetNs::new();
+    ns.add_bridge("br\u{1b}x", 1500);
+    let sb = Sandbox::new();
+    sb.acl(b"allow all\nallow \xff\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, "bridge 'br\\x1bx': a name a run cannot be asked for");
+    has(
+        &r,
+        "rule /etc/qemu/bridge.conf:2: names bridge '\\xff', which does not exist here",
+    );
+    assert!(!r.stdout.contains('\u{1b}'));
+}
+
+/// The check and the real run agree on every outcome decided before a tap
+/// is made: same status, for each case and install mode.
+#[test]
+fn check_and_run_agree() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    ns.add_bridge("lan0", 1500);
+    ns.ip(&[
+        "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1",
+    ]);
+    ns.ip(&[
+        "link", "property", "add", "dev", "lan0", "altname", "altlan",
+    ]);
+    let sb = Sandbox::new();
+    let acls: &[&[u8]] = &[
+        b"allow br0\n",
+        b"allow all\n",
+        b"allow all\ndeny br1\n",
+        b"deny all\nallow br0\n",
+        b"allow lan0\n",
+        b"allow lan0\nallow altlan\n",
+        b"allow all\ndeny altlan\n",
+        b"allow dummy0\n",
+        b"allow br0 junk\n",
+        b"include /etc/qemu/nope.conf\nallow br0\n",
+        b"# nothing\n",
+    ];
+    let bridges = ["br0", "br1", "lan0", "altlan", "dummy0", "virbr0", "nope"];
+    let mut cases = 0;
+    for mode in [Mode::Setuid, Mode::FileCaps, Mode::Unprivileged] {
+        for acl in acls {
+            sb.acl(acl);
+            for br in bridges {
+                let arg = format!("--br={br}");
+                let real = sb.run_helper(&ns, mode, &[&arg]);
+                let real_code = real.code;
+                if real_code == Some(0) {
+                    drop(real.expect_tap());
+                    wait_for_taps(&ns, &[]);
+                }
+                let checked = check(&sb, &ns, mode, &[&arg]);
+                assert_eq!(
+                    checked.code,
+                    real_code,
+                    "{mode:?} {:?} {br}: run said {:?}, check said:\n{}",
+                    String::from_utf8_lossy(acl),
+                    real_code,
+                    checked.stdout
+                );
+                cases += 1;
+            }
+        }
+        // The ACL missing, and untrusted.
+        sb.etc_file("bridge.conf", "allow br0\n", 0o664);
+        let real = sb.run_helper(&ns, mode, &["--br=br0"]);
+        assert_eq!(check(&sb, &ns, mode, &["--br=br0"]).code, real.code);
+    }
+    assert!(cases >= 200, "{cases}");
+}

@@ -14,11 +14,12 @@
 )]
 
 use std::os::fd::AsFd;
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use bridge_helper::policy::args::{self, Command};
 use bridge_helper::report::error::{self, Error};
-use bridge_helper::report::output;
+use bridge_helper::report::{audit, output};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
@@ -47,7 +48,13 @@ extern "C" fn early_setup() {
 
 fn main() -> ExitCode {
     raw::ignore_sigxfsz();
-    match std::panic::catch_unwind(run).unwrap_or(Err(Error::Internal)) {
+    let mut audit = audit::Record::default();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
+        .unwrap_or(Err(Error::Internal));
+    if let Err(e) = &outcome {
+        audit.failed(e);
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Internal) => ExitCode::from(error::status::INTERNAL),
         Err(Error::Checked(status)) => ExitCode::from(status),
@@ -58,15 +65,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Error> {
+/// A run, in order. `audit` learns who asked for what as the run goes, and
+/// logs the outcome (see report::audit).
+fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
+    audit.caller(caller.uid);
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let request = match args::parse(&argv)? {
-        Command::Help => return output::print(output::HELP),
-        Command::Version => return output::print(&output::version()),
-        Command::Check(request) => return check::run(&caller, &request),
+        Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
+        Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
+        Command::Check(request) => {
+            audit.quiet();
+            return check::run(&caller, &request);
+        }
         Command::Attach(request) => request,
     };
+    audit.bridge(request.bridge.as_bytes());
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
@@ -93,5 +107,7 @@ fn run() -> Result<(), Error> {
     tap.attach(&mut route, &access.bridge, caller.uid, slot.as_deref())?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
+    // Before the fd leaves: once the caller has it, it may kill us.
+    audit.granted(&tap.name, &access.rule);
     fd_passing::send(socket, request.fd, tap.fd.as_fd())
 }

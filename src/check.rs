@@ -23,34 +23,87 @@ use crate::report::error::{status, Error};
 use crate::report::escape::{quote, Escaped};
 use crate::steps::{self, Who};
 use crate::system::netlink::{Link, Rtnetlink};
-use crate::system::privileges::Caller;
+use crate::system::privileges::{self, Caller};
 use crate::system::trusted_files::SystemFiles;
+use crate::system::users;
 use crate::taps::reaper;
+use nix::unistd::{Gid, Uid};
 
 /// Runs the check, prints the report, and returns the status a run would
 /// exit with (as [`Error::Checked`], already reported) or success.
-pub fn run(caller: &Caller, request: &CheckRequest) -> Result<(), Error> {
-    if let Some(user) = &request.user {
-        if !caller.uid.is_root() {
-            return Err(UsageError::NotRoot(quote(user)).into());
-        }
-        // Evaluating for another user needs that user's uid and groups for
-        // every file read; not built yet.
-        return Err(UsageError::NotYet("--user").into());
-    }
+pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
+    let root = caller.uid.is_root();
     let mut report = Report::default();
-    let outcome = check(caller, request, &mut report);
+    let install = match &request.user {
+        None => {
+            caller.settle()?;
+            Install {
+                how: caller.install,
+                from_file: false,
+                net_admin: caller.require_net_admin(),
+                tun: caller.tun.check(),
+            }
+        }
+        Some(spec) => {
+            if !root {
+                return Err(UsageError::NotRoot(quote(spec)).into());
+            }
+            let user = users::find(spec).ok_or_else(|| UsageError::NoUser(quote(spec)))?;
+            let groups = users::groups(&user);
+            let how = privileges::installed_binary();
+            let net_admin = match how {
+                privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
+                _ => Err(Error::NoNetAdmin),
+            };
+            // A setuid run opens /dev/net/tun as root, before its drop.
+            let early_tun = (how == privileges::Install::SetuidRoot).then(|| caller.tun.check());
+            let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+            caller.become_user(Uid::from_raw(user.uid), Gid::from_raw(user.gid), &gids)?;
+            let shown: Vec<String> = groups.iter().map(u32::to_string).collect();
+            report.line(format!(
+                "groups: {} (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
+                shown.join(", ")
+            ));
+            Install {
+                how,
+                from_file: true,
+                net_admin,
+                tun: early_tun.unwrap_or_else(|| caller.tun.check()),
+            }
+        }
+    };
+    let outcome = check(&caller, install, root, request, &mut report);
     let code = match &outcome {
         Ok(()) => 0,
         Err(e) => e.status(),
     };
     report.line(format!("exit status: {code}"));
-    let _ = std::io::stdout().write_all(report.text.as_bytes());
+    let text = format!("{}{}", header(&caller), report.text);
+    let _ = std::io::stdout().write_all(text.as_bytes());
     match outcome {
         Ok(()) => Ok(()),
         Err(Error::Internal) => Err(Error::Internal),
         Err(e) => Err(Error::Checked(e.status())),
     }
+}
+
+fn header(caller: &Caller) -> String {
+    format!(
+        "bridge-helper {} check for uid {}{}\n",
+        env!("CARGO_PKG_VERSION"),
+        caller.uid,
+        user_name(caller.uid)
+    )
+}
+
+/// What a run by the user checked for would start with.
+struct Install {
+    how: privileges::Install,
+    /// Told from the program file (root checking for another user), not
+    /// from how this process started.
+    from_file: bool,
+    net_admin: Result<(), Error>,
+    tun: Result<(), Error>,
 }
 
 /// The report's lines, in order.
@@ -66,23 +119,27 @@ impl Report {
     }
 }
 
-fn check(caller: &Caller, request: &CheckRequest, out: &mut Report) -> Result<(), Error> {
+fn check(
+    caller: &Caller,
+    install: Install,
+    root: bool,
+    request: &CheckRequest,
+    out: &mut Report,
+) -> Result<(), Error> {
     let who = Who { uid: caller.uid };
-    out.line(format!(
-        "bridge-helper {} check for uid {}{}",
-        env!("CARGO_PKG_VERSION"),
-        caller.uid,
-        user_name(caller.uid)
-    ));
-
     // Installation: decided first by a run, too.
-    out.line(format!("installed: {}", caller.install));
-    let privilege = caller.require_net_admin();
+    let from = if install.from_file {
+        " (from this program's file)"
+    } else {
+        ""
+    };
+    out.line(format!("installed: {}{from}", install.how));
+    let privilege = install.net_admin;
     out.line(match &privilege {
         Ok(()) => "CAP_NET_ADMIN: a run gets it".into(),
         Err(e) => format!("CAP_NET_ADMIN: a run does not get it: {e}"),
     });
-    let tun = caller.tun.check();
+    let tun = install.tun;
     out.line(match &tun {
         Ok(()) => "/dev/net/tun: opens the way a run opens it".into(),
         Err(e) => format!("/dev/net/tun: {e}"),
@@ -122,6 +179,9 @@ fn check(caller: &Caller, request: &CheckRequest, out: &mut Report) -> Result<()
         missing_bridge_lines(rules, &bridges, out);
     }
     abandoned_tap_lines(&mut route, caller, out);
+    if root {
+        helper_tap_lines(&mut route, &bridges, out);
+    }
     out.line("not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
 
     // The exit status: the first step a run fails at, in a run's order.
@@ -278,9 +338,51 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
     }
 }
 
+/// For root: every tap this helper made in the namespace, whose, where,
+/// and whether anything holds it.
+fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
+    let Ok(taps) = route.tun_links() else {
+        out.line("warning: could not list tap devices");
+        return;
+    };
+    let mut any = false;
+    for tap in &taps {
+        let Some(uid) = tap
+            .alias
+            .as_deref()
+            .and_then(|a| a.strip_prefix(b"bridge-helper uid="))
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .and_then(|u| u.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        any = true;
+        let bridge = tap
+            .master
+            .and_then(|m| bridges.iter().find(|b| b.index == m))
+            .map_or("no bridge".to_string(), |b| {
+                format!("bridge {}", quote(&b.name))
+            });
+        let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
+        let state = match (persistent, tap.carrier) {
+            (true, Some(false)) => "abandoned (persistent, nothing attached)",
+            (true, _) => "held (persistent)",
+            (false, _) => "held",
+        };
+        out.line(format!(
+            "helper tap {}: uid {uid}{}, {bridge}, {state}",
+            quote(&tap.name),
+            user_name(Uid::from_raw(uid))
+        ));
+    }
+    if !any {
+        out.line("helper taps: none in this network namespace");
+    }
+}
+
 /// ` (NAME)` from /etc/passwd, or nothing.
-fn user_name(uid: nix::unistd::Uid) -> String {
-    crate::system::users::name_of_uid(uid)
+fn user_name(uid: Uid) -> String {
+    users::name_of_uid(uid)
         .map(|n| format!(" ({})", Escaped(&n)))
         .unwrap_or_default()
 }

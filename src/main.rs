@@ -19,13 +19,16 @@ use std::process::ExitCode;
 
 use bridge_helper::policy::args::{self, Command};
 use bridge_helper::report::error::{self, Error};
+use bridge_helper::report::escape::quote;
 use bridge_helper::report::{audit, output};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
+use bridge_helper::system::users;
 use bridge_helper::system::{fd_passing, privileges, raw};
 use bridge_helper::taps::{reaper, tap};
 use bridge_helper::{check, steps};
+use nix::unistd::Uid;
 
 /// Allocation failure is an exit with status 5, never an abort.
 #[global_allocator]
@@ -76,11 +79,17 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
         Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
         Command::Check(request) => {
             audit.quiet();
-            return check::run(&caller, &request);
+            return check::run(caller, &request);
+        }
+        Command::RemoveAbandoned(user) => {
+            audit.quiet();
+            caller.settle()?;
+            return remove_abandoned(&caller, &user);
         }
         Command::Attach(request) => request,
     };
     audit.bridge(request.bridge.as_bytes());
+    caller.settle()?;
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
@@ -110,4 +119,24 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     // Before the fd leaves: once the caller has it, it may kill us.
     audit.granted(&tap.name, &access.rule);
     fd_passing::send(socket, request.fd, tap.fd.as_fd())
+}
+
+/// `--remove-abandoned --user=USER`: root only, for when a user's access
+/// is revoked.
+fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Error> {
+    if !caller.uid.is_root() {
+        return Err(args::UsageError::NotRoot(quote(spec)).into());
+    }
+    caller.require_net_admin()?;
+    let user = users::find(spec).ok_or_else(|| args::UsageError::NoUser(quote(spec)))?;
+    let uid = Uid::from_raw(user.uid);
+    let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
+    let removed = reaper::remove_all_abandoned(&mut route, uid)?;
+    let names: Vec<String> = removed.iter().map(|n| quote(n)).collect();
+    output::print(&format!(
+        "removed {} abandoned tap(s) of uid {uid}{}{}\n",
+        removed.len(),
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    ))
 }

@@ -8,9 +8,10 @@ fn check(sb: &Sandbox, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
     let program = sb.install(HELPER, mode);
     let mut all = vec!["--check"];
     all.extend_from_slice(args);
+    let before = ns.taps();
     let run = sb.run_program(ns, &program, Jail::for_mode(mode), &all, false);
     assert!(run.fds.is_empty(), "--check sent an fd");
-    assert_no_taps(ns);
+    assert_eq!(ns.taps(), before, "--check changed the taps");
     run
 }
 
@@ -187,7 +188,7 @@ fn check_refuses_fd_and_user_for_non_root() {
     );
     r.expect_refusal(2, "--fd cannot be used with --check");
     let r = check(&sb, &ns, Mode::Setuid, &["--user=root"]);
-    r.expect_refusal(2, "--user='root': only root may check for another user");
+    r.expect_refusal(2, "--user='root': only root may use --user");
 }
 
 #[test]
@@ -263,4 +264,118 @@ fn check_and_run_agree() {
         assert_eq!(check(&sb, &ns, mode, &["--br=br0"]).code, real.code);
     }
     assert!(cases >= 200, "{cases}");
+}
+
+/// Root, as `sudo -l -U`: the files are read with that user's uid and
+/// groups, so an include readable by the user's group counts and one only
+/// root can read is skipped.
+#[test]
+fn root_checks_for_another_user() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("include /etc/qemu/group.conf\ninclude /etc/qemu/root.conf\n");
+    sb.etc_file("group.conf", "allow br1\n", 0o640);
+    sb.etc_chown("group.conf", 0, NOBODY);
+    sb.etc_file("root.conf", "allow br0\n", 0o600);
+    let program = sb.install(HELPER, Mode::Setuid);
+    let as_root = |args: &[&str]| {
+        let r = sb.run_program(&ns, &program, Jail::root(), args, false);
+        assert!(r.fds.is_empty());
+        r
+    };
+    let r = as_root(&["--check", "--user=nobody"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let head: Vec<&str> = r.stdout.lines().take(5).collect();
+    assert_eq!(
+        head,
+        [
+            &*format!(
+                "bridge-helper {} check for uid 65534 (nobody)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "groups: 65534 (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
+            "installed: setuid root (from this program's file)",
+            "CAP_NET_ADMIN: a run gets it",
+            "/dev/net/tun: opens the way a run opens it",
+        ]
+    );
+    has(&r, "file /etc/qemu/group.conf: trusted, read");
+    has(&r, "file /etc/qemu/root.conf: not readable by this user");
+    has(&r, "bridge 'br0': denied: no rule allows it");
+    has(&r, "bridge 'br1': allowed by /etc/qemu/group.conf:1");
+    has(&r, "helper taps: none in this network namespace");
+    // The same user by uid, and asking for br0: what nobody's run gets.
+    let r = as_root(&["--check", "--user=65534", "--br=br0"]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+        .expect_refusal(4, "no rule");
+    // Root itself reads root.conf.
+    let r = as_root(&["--check"]);
+    has(&r, "bridge 'br0': allowed by /etc/qemu/root.conf:1");
+    let r = as_root(&["--check", "--user=no-such-user"]);
+    r.expect_refusal(2, "--user='no-such-user': no such user in /etc/passwd");
+}
+
+/// Root sees every tap the helper made, and removes a user's abandoned ones.
+#[test]
+fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let held = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let gone = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (held_name, _) = tun_get_iff(&held);
+    let (gone_name, _) = tun_get_iff(&gone);
+    let raw = gone.as_raw_fd();
+    let mut cmd = sb.command(&ns, "/bin/true", Jail::user(NOBODY));
+    // SAFETY: one ioctl with an integer argument between fork and exec.
+    unsafe {
+        cmd.pre_exec(
+            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            },
+        );
+    }
+    assert!(cmd.status().unwrap().success());
+    drop(gone);
+    let program = sb.install(HELPER, Mode::Setuid);
+    let r = sb.run_program(&ns, &program, Jail::root(), &["--check"], false);
+    has(
+        &r,
+        &format!("helper tap '{held_name}': uid 65534 (nobody), bridge 'br0', held"),
+    );
+    has(
+        &r,
+        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached)"),
+    );
+    // The user's own check warns about it.
+    let mine = check(&sb, &ns, Mode::Setuid, &[]);
+    assert!(
+        mine.stdout.contains(&format!(
+            "warning: tap '{gone_name}' of uid 65534 was made persistent and is abandoned"
+        )),
+        "{}",
+        mine.stdout
+    );
+    lacks(&mine, "helper tap");
+    // Only root may remove.
+    let r = sb.run_helper(&ns, Mode::Setuid, &["--remove-abandoned", "--user=nobody"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let r = sb.run_program(
+        &ns,
+        &program,
+        Jail::root(),
+        &["--remove-abandoned", "--user=nobody"],
+        false,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("removed 1 abandoned tap(s) of uid 65534: '{gone_name}'\n")
+    );
+    assert_eq!(ns.taps(), [held_name]);
 }

@@ -21,8 +21,7 @@ use clap::{Arg, ArgAction, ArgMatches};
 use crate::policy::ifname::{self, IfName};
 use crate::report::escape::quote;
 
-pub const USAGE: &str =
-    "usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER]";
+pub const USAGE: &str = "usage: bridge-helper [--use-vnet] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER] | --remove-abandoned --user=USER";
 
 /// One option of the grammar.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +59,7 @@ pub const OPTIONS: &[Opt] = &[
     value("--fd"),
     flag("--check"),
     value("--user"),
+    flag("--remove-abandoned"),
     flag("--help"),
     flag("--version"),
 ];
@@ -98,6 +98,9 @@ pub enum Command {
     Version,
     Attach(Request),
     Check(CheckRequest),
+    /// `--remove-abandoned --user=USER` (root only): removes the abandoned
+    /// persistent taps this helper made for USER.
+    RemoveAbandoned(Vec<u8>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -148,10 +151,10 @@ pub enum UsageError {
     Conflict(&'static str, &'static str),
     #[error("{0} needs {1}")]
     Needs(&'static str, &'static str),
-    #[error("--user={0}: only root may check for another user")]
+    #[error("--user={0}: only root may use --user")]
     NotRoot(String),
-    #[error("{0} is not supported by this build yet")]
-    NotYet(&'static str),
+    #[error("--user={0}: no such user in /etc/passwd")]
+    NoUser(String),
 }
 
 /// clap's view of the grammar: built from [`OPTIONS`], with clap's own
@@ -201,6 +204,15 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     let fd = value_of(&m, "--fd").map(parse_fd).transpose()?;
     let bridge = value_of(&m, "--br");
     let user = value_of(&m, "--user");
+    if given(&m, "--remove-abandoned") {
+        for other in ["--check", "--br", "--fd", "--use-vnet"] {
+            if given(&m, other) {
+                return Err(UsageError::Conflict(other, "--remove-abandoned"));
+            }
+        }
+        let user = user.ok_or(UsageError::Needs("--remove-abandoned", "--user"))?;
+        return Ok(Command::RemoveAbandoned(user.to_vec()));
+    }
     if given(&m, "--check") {
         if fd.is_some() {
             return Err(UsageError::Conflict("--fd", "--check"));
@@ -513,6 +525,18 @@ mod tests {
         assert_eq!(
             run(&[b"--br=x", b"--fd=3", b"--user=bob"]),
             Err(UsageError::Needs("--user", "--check"))
+        );
+        assert_eq!(
+            run(&[b"--user=bob", b"--remove-abandoned"]),
+            Ok(Command::RemoveAbandoned(b"bob".to_vec()))
+        );
+        assert_eq!(
+            run(&[b"--remove-abandoned"]),
+            Err(UsageError::Needs("--remove-abandoned", "--user"))
+        );
+        assert_eq!(
+            run(&[b"--remove-abandoned", b"--user=1", b"--check"]),
+            Err(UsageError::Conflict("--check", "--remove-abandoned"))
         );
         assert_eq!(
             run(&[b"--check", b"--help"]),

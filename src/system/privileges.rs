@@ -7,9 +7,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::unistd::{getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::Error;
-use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
+use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
 
 const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
+/// What becoming another user takes: kept, permitted only, by root
+/// callers alone, until the command line says whether root checks for
+/// another user (`--check --user`); see [`Caller::settle`].
+const BECOME: u64 = (1 << CAP_SETUID) | (1 << CAP_SETGID);
 
 /// What is left after the drop.
 pub struct Caller {
@@ -19,6 +23,8 @@ pub struct Caller {
     /// How this copy got its privilege, as the drop saw it.
     pub install: Install,
     net_admin: bool,
+    /// [`BECOME`], for a root caller until [`Caller::settle`].
+    spare: u64,
 }
 
 /// How this copy is installed, from what the process started with.
@@ -46,6 +52,49 @@ impl std::fmt::Display for Install {
 }
 
 impl Caller {
+    /// Gives up what only `--check --user` needs: every path but that one
+    /// calls this once the command line is parsed.
+    pub fn settle(&mut self) -> Result<(), Error> {
+        if self.spare == 0 {
+            return Ok(());
+        }
+        let kept = if self.net_admin { NET_ADMIN } else { 0 };
+        let want = CapSets {
+            effective: kept,
+            permitted: kept,
+            inheritable: 0,
+        };
+        raw::capset(&want).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+        self.spare = 0;
+        verify_caps(want)
+    }
+
+    /// Root only: becomes `uid` with primary group `gid` and the
+    /// supplementary `groups`, keeping no capability at all: what a check
+    /// for that user reads, it reads as that user.
+    pub fn become_user(&mut self, uid: Uid, gid: Gid, groups: &[Gid]) -> Result<(), Error> {
+        let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
+        if self.spare != BECOME {
+            return Err(Error::Privileges(
+                "becoming another user needs CAP_SETUID and CAP_SETGID".into(),
+            ));
+        }
+        raw::capset(&CapSets {
+            effective: BECOME,
+            permitted: BECOME,
+            inheritable: 0,
+        })
+        .map_err(|e| fail("capset", e))?;
+        nix::unistd::setgroups(groups).map_err(|e| fail("setgroups", e))?;
+        setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+        // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability.
+        setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+        self.spare = 0;
+        self.net_admin = false;
+        self.uid = uid;
+        verify(uid, gid, CapSets::default())
+    }
+
     pub fn require_net_admin(&self) -> Result<(), Error> {
         if self.net_admin {
             Ok(())
@@ -115,6 +164,29 @@ impl TunDevice {
     }
 }
 
+/// How the program file is installed, from its mode and file capability
+/// (for `--check --user`, where root's own start-up says nothing about a
+/// user's run).
+pub fn installed_binary() -> Install {
+    let exe = c"/proc/self/exe";
+    let setuid_root = std::fs::metadata("/proc/self/exe").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.mode() & 0o4000 != 0 && m.uid() == 0
+    });
+    // struct vfs_cap_data: le32 magic_etc, then le32 permitted (low word).
+    let capability = raw::xattr(exe, c"security.capability")
+        .and_then(|v| {
+            v.get(4..8)
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+        })
+        .is_some_and(|permitted| permitted & (1 << CAP_NET_ADMIN) != 0);
+    match (setuid_root, capability) {
+        (true, _) => Install::SetuidRoot,
+        (false, true) => Install::Capability,
+        (false, false) => Install::Neither,
+    }
+}
+
 /// Gives up CAP_NET_ADMIN too, once nothing is left to configure: the
 /// hand-over itself needs no privilege.
 pub fn drop_all() -> Result<(), Error> {
@@ -160,9 +232,14 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
     raw::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    let spare = if uid.is_root() {
+        caps.permitted & BECOME
+    } else {
+        0
+    };
     let want = CapSets {
         effective: keep,
-        permitted: keep,
+        permitted: keep | spare,
         inheritable: 0,
     };
     raw::capset(&want).map_err(|e| fail("capset", e))?;
@@ -175,6 +252,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         tun,
         install,
         net_admin: keep != 0,
+        spare,
     })
 }
 

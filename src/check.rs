@@ -179,6 +179,7 @@ fn check(
         missing_bridge_lines(rules, &bridges, out);
     }
     abandoned_tap_lines(&mut route, caller, out);
+    bridge_address_lines(&mut route, &bridges, out);
     if root {
         helper_tap_lines(&mut route, &bridges, out);
     }
@@ -335,6 +336,33 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
                 caller.uid
             ));
         }
+    }
+}
+
+/// A bridge whose address is one of its ports' most likely has none of its
+/// own and follows the lowest port address, which the holder of a tap can
+/// set. No netlink attribute says how a bridge's address was assigned, and
+/// sysfs may belong to another network namespace, so a bridge without
+/// ports, or with an address of its own equal to a port's, goes unnoticed.
+fn bridge_address_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
+    let Ok(links) = route.all_links() else {
+        return;
+    };
+    for bridge in bridges {
+        let Some(port) = links
+            .iter()
+            .find(|l| l.master == Some(bridge.index) && l.address == bridge.address)
+        else {
+            continue;
+        };
+        let mac: Vec<String> = bridge.address.iter().map(|b| format!("{b:02x}")).collect();
+        out.line(format!(
+            "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set {} address {}",
+            quote(&bridge.name),
+            quote(&port.name),
+            Escaped(&bridge.name),
+            mac.join(":")
+        ));
     }
 }
 

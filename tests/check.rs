@@ -379,3 +379,19 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
     );
     assert_eq!(ns.taps(), [held_name]);
 }
+
+#[test]
+fn a_bridge_following_its_ports_address_is_warned_about() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "address", "02:00:00:00:00:07"]);
+    ns.ip(&["link", "set", "v0", "master", "br0"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, "warning: bridge 'br0' has the address of its port 'v0': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set br0 address 02:00:00:00:00:07");
+    assert_eq!(r.code, Some(0));
+    ns.ip(&["link", "set", "br0", "address", "02:00:00:00:00:01"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    lacks(&r, "warning: bridge");
+}

@@ -246,6 +246,15 @@ impl Rtnetlink {
         Ok(links)
     }
 
+    /// Every interface in this network namespace.
+    pub fn all_links(&mut self) -> Result<Vec<Link>, NlError> {
+        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
+        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+        let mut links = Vec::new();
+        self.exchange(msg, |payload| links.push(parse_link(payload)))?;
+        Ok(links)
+    }
+
     fn links_of_kind(&mut self, kind: &[u8]) -> Result<Vec<Link>, NlError> {
         let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
         msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());

@@ -1,11 +1,13 @@
 //! Sending one datagram to syslog's /dev/log, and who our parent is.
 
+use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
 use crate::report::audit::status_name;
+use crate::system::raw;
 
 const DEV_LOG: &str = "/dev/log";
 
@@ -35,10 +37,13 @@ pub struct Parent {
 
 pub fn parent() -> Parent {
     let pid = nix::unistd::getppid().as_raw();
-    let mut text = Vec::new();
-    let comm = std::fs::File::open(format!("/proc/{pid}/status"))
-        .and_then(|f| f.take(4096).read_to_end(&mut text))
+    // The Name line comes first and is at most 15 bytes, escaped by the
+    // kernel to at most 4 each: one read of 128 bytes holds it.
+    let mut text = [0u8; 128];
+    let comm = CString::new(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|_| status_name(&text));
+        .and_then(|path| raw::open_at(None, &path, libc::O_RDONLY).ok())
+        .and_then(|fd| std::fs::File::from(fd).read(&mut text).ok())
+        .and_then(|n| status_name(text.get(..n)?));
     Parent { pid, comm }
 }

@@ -72,6 +72,9 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             }
         }
     };
+    // Everything from here only reads: with no capability left, nothing
+    // the check does can change what the caller could not change anyway.
+    privileges::drop_all()?;
     let outcome = check(&caller, install, root, request, &mut report);
     let code = match &outcome {
         Ok(()) => 0,

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::acl::{Rule, Target};
+use crate::policy::acl::{self, Rule, Target};
 use crate::policy::acl_files::{FileText, Files, OpenError, Origin};
 use crate::policy::args::{CheckRequest, UsageError};
 use crate::policy::compiled;
@@ -153,6 +153,7 @@ fn check(
     let files = Recording::new(&SystemFiles);
     let rules = steps::rules(&files);
     files.report(out);
+    files.syntax_errors(out);
     if let Err(e) = &rules {
         out.line(format!("ACL: {e}"));
     }
@@ -421,6 +422,8 @@ fn user_name(uid: Uid) -> String {
 /// [`Files`] that remembers what each read found, for the report.
 struct Recording<'f, F> {
     inner: &'f F,
+    /// The text of each file read, for every syntax error in it.
+    texts: RefCell<Vec<(PathBuf, Vec<u8>)>>,
     /// A missing file is no fault (the settings file).
     optional: bool,
     seen: RefCell<Vec<(PathBuf, String)>>,
@@ -430,8 +433,25 @@ impl<'f, F: Files> Recording<'f, F> {
     fn new(inner: &'f F) -> Self {
         Recording {
             inner,
+            texts: RefCell::new(Vec::new()),
             optional: false,
             seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Every syntax error in the ACL files read, not only the first one,
+    /// at which a run stops.
+    fn syntax_errors(&self, out: &mut Report) {
+        for (path, text) in self.texts.borrow().iter() {
+            for (line, bytes) in acl::lines(text) {
+                if let Err(e) = acl::parse_line(bytes) {
+                    let origin = Origin {
+                        file: path.clone(),
+                        line,
+                    };
+                    out.line(format!("syntax error: {origin}: {e}"));
+                }
+            }
         }
     }
 
@@ -449,7 +469,12 @@ impl<F: Files> Files for Recording<'_, F> {
     fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError> {
         let result = self.inner.read(path, limit);
         let what = match &result {
-            Ok(_) => "trusted, read".to_string(),
+            Ok(text) => {
+                self.texts
+                    .borrow_mut()
+                    .push((path.to_path_buf(), text.bytes.clone()));
+                "trusted, read".to_string()
+            }
             Err(OpenError::Missing) if self.optional => {
                 "does not exist (optional: compiled-in defaults apply)".into()
             }

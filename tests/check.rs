@@ -118,9 +118,17 @@ fn acl_missing_untrusted_malformed() {
     has(&r, "file /etc/qemu/bridge.conf: not trusted: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
     lacks(&r, "verdict:");
 
-    sb.acl("allow br0\nallow br0 extra\n");
+    sb.acl("allow br0\nallow br0 extra\nallow br0\nfrobnicate\n");
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     assert_eq!(r.code, Some(3));
+    let errors: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("syntax error: "))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", r.stdout);
+    assert!(errors[0].starts_with("syntax error: /etc/qemu/bridge.conf:2: "));
+    assert!(errors[1].starts_with("syntax error: /etc/qemu/bridge.conf:4: "));
     assert!(
         r.stdout
             .lines()

@@ -13,6 +13,11 @@
 //! - [`report`]: the one error type, its exit statuses, escaping, and the
 //!   one line a run prints.
 //!
+//!
+//! Beside them, [`steps`] holds the decisions a run takes before it
+//! creates anything, shared by `main.rs` and [`check`] (`--check`), so that
+//! the two cannot disagree.
+//!
 //! `unsafe` is denied here and in `main.rs`, and allowed only on
 //! `system::raw`.
 #![deny(unsafe_code)]
@@ -24,7 +29,9 @@
     clippy::cast_sign_loss
 )]
 
+pub mod check;
 pub mod policy;
 pub mod report;
+pub mod steps;
 pub mod system;
 pub mod taps;

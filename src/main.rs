@@ -13,22 +13,21 @@
     clippy::cast_sign_loss
 )]
 
-use std::path::Path;
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
-use bridge_helper::policy::access::{Identity, Policy};
-use bridge_helper::policy::accounts::{self, Accounts};
-use bridge_helper::policy::acl::Verdict;
 use bridge_helper::policy::args::{self, Command};
-use bridge_helper::policy::{acl_files, compiled, settings};
 use bridge_helper::report::error::{self, Error};
 use bridge_helper::report::escape::quote;
-use bridge_helper::report::output;
+use bridge_helper::report::{audit, output};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
+use bridge_helper::system::users;
 use bridge_helper::system::{fd_passing, privileges, raw};
 use bridge_helper::taps::{reaper, tap};
+use bridge_helper::{check, steps};
+use nix::unistd::Uid;
 
 /// Allocation failure is an exit with status 5, never an abort.
 #[global_allocator]
@@ -51,9 +50,16 @@ extern "C" fn early_setup() {
 
 fn main() -> ExitCode {
     raw::ignore_sigxfsz();
-    match std::panic::catch_unwind(run).unwrap_or(Err(Error::Internal)) {
+    let mut audit = audit::Record::default();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
+        .unwrap_or(Err(Error::Internal));
+    if let Err(e) = &outcome {
+        audit.failed(e);
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Internal) => ExitCode::from(error::status::INTERNAL),
+        Err(Error::Checked(status)) => ExitCode::from(status),
         Err(e) => {
             output::notice(&e.to_string());
             ExitCode::from(e.status())
@@ -61,40 +67,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Error> {
+/// A run, in order. `audit` learns who asked for what as the run goes, and
+/// logs the outcome (see report::audit).
+fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
+    audit.caller(caller.uid);
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let request = match args::parse(&argv)? {
-        Command::Help => return output::print(output::HELP),
-        Command::Version => return output::print(&output::version()),
+        Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
+        Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
+        Command::Check(request) => {
+            audit.quiet();
+            return check::run(caller, &request);
+        }
+        Command::RemoveAbandoned(user) => {
+            audit.quiet();
+            caller.settle()?;
+            return remove_abandoned(&caller, &user);
+        }
         Command::Attach(request) => request,
     };
+    audit.bridge(request.bridge.as_bytes());
+    caller.settle()?;
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;
-    let policy = load_policy(caller.uid)?;
+    // Everything the decision needs, read as the caller through one walk
+    // (the files share their directories).
+    let files = SystemFiles::default();
+    let rules = steps::rules(&files)?;
+    let conf = steps::settings(&files)?;
+    let policy = steps::policy(rules, conf, &files, caller.uid)?;
+    drop(files);
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
-    let asked = request.bridge.as_bytes();
-    let first = policy.decide(&[asked], &[])?;
-    authorize((first.bridge, first.verdict))?;
-
+    steps::access_by_name(&policy, &request.bridge)?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
-    let bridge = tap::find_bridge(&mut route, &request.bridge)?;
-    // The kernel finds a bridge by its altnames too: a deny of any of its
-    // names holds, and its real name must be allowed as well.
-    let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
-    let decision = policy.decide(&[asked, &bridge.name], &altnames)?;
-    let port = decision.port;
-    let vlan_refusal = decision.vlan_refusal(bridge.vlan_filtering == Some(true));
-    authorize((decision.bridge, decision.verdict))?;
-    if let Some(rule) = vlan_refusal {
-        return Err(Error::NoVlanFiltering {
-            bridge: quote(&bridge.name),
-            rule: rule.origin.to_string(),
-            settings: rule.settings.to_string(),
-        });
-    }
+    let access = steps::access(&policy, &mut route, &request.bridge)?;
     let mut own_taps = reaper::reap(&mut route, caller.uid, policy.conf.max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
@@ -116,55 +125,34 @@ fn run() -> Result<(), Error> {
     let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
     tap.attach(
         &mut route,
-        &bridge,
+        &access.bridge,
         caller.uid,
         slot.as_deref(),
-        port.map(|p| &p.settings),
+        access.port.as_ref().map(|p| &p.settings),
     )?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
+    // Before the fd leaves: once the caller has it, it may kill us.
+    audit.granted(&tap.name, &access.rule);
     fd_passing::send(socket, request.fd, &tap.fds())
 }
 
-/// Everything the decision needs, read as the caller: bridge.conf and its
-/// includes, bridge-helper.conf, the account files if a line names an
-/// account, and the caller's groups. What `--check` decides with too.
-fn load_policy(uid: nix::unistd::Uid) -> Result<Policy, Error> {
-    // One walk for all the files: they share their directories.
-    let files = SystemFiles::default();
-    let acl = acl_files::load(&files, Path::new(compiled::ACL_FILE))?;
-    let defaults = settings::Settings::with_limit(compiled::MAX_ABANDONED);
-    let conf = settings::load(&files, Path::new(compiled::SETTINGS_FILE), defaults)?;
-    // Only a name needs the account files: numbers and plain bridge.conf
-    // setups read nothing more.
-    let accounts = if conf.names_accounts() {
-        accounts::load(&files)?
-    } else {
-        Accounts::default()
-    };
-    let me = Identity {
-        uid: uid.as_raw(),
-        gids: privileges::groups()?,
-    };
-    Ok(Policy {
-        acl,
-        conf,
-        accounts,
-        me,
-    })
-}
-
-/// Turns the ACL's verdict on a bridge name into the run's outcome.
-fn authorize((bridge, verdict): (&[u8], Verdict<'_, acl_files::Origin>)) -> Result<(), Error> {
-    match verdict {
-        Verdict::Allowed(_) => Ok(()),
-        Verdict::Denied(rule) => Err(Error::DeniedBy {
-            bridge: quote(bridge),
-            rule: rule.to_string(),
-        }),
-        Verdict::NoAllow => Err(Error::NotAllowed {
-            bridge: quote(bridge),
-            file: compiled::ACL_FILE.into(),
-        }),
+/// `--remove-abandoned --user=USER`: root only, for when a user's access
+/// is revoked.
+fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Error> {
+    if !caller.uid.is_root() {
+        return Err(args::UsageError::NotRoot(quote(spec)).into());
     }
+    caller.require_net_admin()?;
+    let user = users::find(spec).ok_or_else(|| args::UsageError::NoUser(quote(spec)))?;
+    let uid = Uid::from_raw(user.uid);
+    let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
+    let removed = reaper::remove_all_abandoned(&mut route, uid)?;
+    let names: Vec<String> = removed.iter().map(|n| quote(n)).collect();
+    output::print(&format!(
+        "removed {} abandoned tap(s) of uid {uid}{}{}\n",
+        removed.len(),
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    ))
 }

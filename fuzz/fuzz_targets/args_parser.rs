@@ -46,6 +46,23 @@ fuzz_target!(|data: &[u8]| {
             assert!(asked || request.queues == 1);
             assert!(request.hook.is_none(), "test hooks in a fuzz build");
         }
+        Ok(Command::Check(check)) => {
+            assert!(argv.iter().any(|a| a.as_encoded_bytes() == b"--check"));
+            assert!(!argv
+                .iter()
+                .any(|a| a.as_encoded_bytes().starts_with(b"--fd=")));
+            if let Some(bridge) = check.bridge {
+                assert!(ifname::validate(bridge.as_bytes()).is_ok());
+            }
+        }
+        Ok(Command::RemoveAbandoned(user)) => {
+            assert!(argv
+                .iter()
+                .any(|a| a.as_encoded_bytes() == b"--remove-abandoned"));
+            assert!(argv
+                .iter()
+                .any(|a| a.as_encoded_bytes() == [b"--user=".as_slice(), &user].concat()));
+        }
         Err(e) => {
             // Every refusal is printable as one line.
             assert!(!e.to_string().contains('\n'));

@@ -1,17 +1,25 @@
-//! The command line, as QEMU and libvirt write it.
+//! The command line, as QEMU and libvirt write it, parsed with clap.
 //!
-//! Hand-written rather than clap: the grammar is three `--name[=value]`
-//! options, callers only ever use the `=` form, and a parser this small lets
-//! every refusal be one escaped line, with no terminal or environment probing
-//! inside a privileged process.
+//! clap is built with its `std` feature only: no colour, terminal-width or
+//! environment probing, no suggestions, no help rendering, inside a
+//! privileged process. clap decides whether the command line parses; every
+//! refusal is then stated by us, from the bytes of argv (escaped), never in
+//! clap's rendering of user input.
+//!
+//! The grammar is the table [`OPTIONS`]: `--name=value` only, any order,
+//! a flag marked `repeats` may be given again (QEMU appends its own
+//! `--use-vnet` to a helper string that may already carry one), every other
+//! option at most once. Adding an option is a row there and a line in
+//! [`parse`] reading it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, ArgMatches};
 
 use crate::policy::ifname::{self, IfName};
 use crate::report::escape::quote;
-
-pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD";
 
 /// The most queues one run hands over. A tap takes up to 256 queues
 /// (MAX_TAP_QUEUES), but one SCM_RIGHTS message carries at most 253 fds
@@ -19,12 +27,91 @@ pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRI
 /// libvirt read exactly one, and a client must never see part of a tap.
 pub const MAX_QUEUES: u16 = 253;
 
+pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER] | --remove-abandoned --user=USER";
+
+/// One option of the grammar.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
+    /// As written on the command line, `--` included.
+    pub name: &'static str,
+    /// Written `--name=VALUE` (never `--name VALUE`).
+    pub value: bool,
+    /// May be given more than once (flags only).
+    pub repeats: bool,
+}
+
+const fn flag(name: &'static str) -> Opt {
+    Opt {
+        name,
+        value: false,
+        repeats: false,
+    }
+}
+
+const fn value(name: &'static str) -> Opt {
+    Opt {
+        name,
+        value: true,
+        repeats: false,
+    }
+}
+
+pub const OPTIONS: &[Opt] = &[
+    Opt {
+        repeats: true,
+        ..flag("--use-vnet")
+    },
+    value("--br"),
+    value("--fd"),
+    value("--queues"),
+    flag("--check"),
+    value("--user"),
+    flag("--remove-abandoned"),
+    flag("--help"),
+    flag("--version"),
+];
+
+/// Fault points that only a `test-hooks` build recognises.
+#[cfg(feature = "test-hooks")]
+const TEST_OPTIONS: &[Opt] = &[
+    Opt {
+        repeats: true,
+        ..flag("--test-panic")
+    },
+    Opt {
+        repeats: true,
+        ..flag("--test-pause")
+    },
+    Opt {
+        repeats: true,
+        ..flag("--test-pause-claim")
+    },
+    Opt {
+        repeats: true,
+        ..flag("--test-pause-create")
+    },
+    Opt {
+        repeats: true,
+        ..flag("--test-pause-queues")
+    },
+];
+#[cfg(not(feature = "test-hooks"))]
+const TEST_OPTIONS: &[Opt] = &[];
+
+fn options() -> impl Iterator<Item = &'static Opt> {
+    OPTIONS.iter().chain(TEST_OPTIONS)
+}
+
 /// What the caller asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Help,
     Version,
     Attach(Request),
+    Check(CheckRequest),
+    /// `--remove-abandoned --user=USER` (root only): removes the abandoned
+    /// persistent taps this helper made for USER.
+    RemoveAbandoned(Vec<u8>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +122,15 @@ pub struct Request {
     /// 1 unless `--queues=N` asked for a multiqueue tap.
     pub queues: u16,
     pub hook: Option<TestHook>,
+}
+
+/// `--check [--br=BRIDGE] [--user=USER]`: what a run would decide, with
+/// nothing created, changed or sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CheckRequest {
+    pub bridge: Option<IfName>,
+    /// A user name or a decimal uid, as given (root only; resolved later).
+    pub user: Option<Vec<u8>>,
 }
 
 /// Fault points that only a `test-hooks` build recognises.
@@ -73,65 +169,169 @@ pub enum UsageError {
     BadQueues(String),
     #[error("--queues={0}: out of range: a tap's queues travel in one message of at most {MAX_QUEUES} fds")]
     QueuesOutOfRange(String),
+    #[error("{0} cannot be used with {1}")]
+    Conflict(&'static str, &'static str),
+    #[error("{0} needs {1}")]
+    Needs(&'static str, &'static str),
+    #[error("--user={0}: only root may use --user")]
+    NotRoot(String),
+    #[error("--user={0}: no such user in /etc/passwd")]
+    NoUser(String),
+}
+
+/// clap's view of the grammar: built from [`OPTIONS`], with clap's own
+/// --help, --version, help subcommand and positionals switched off.
+fn grammar() -> clap::Command {
+    let mut cmd = clap::Command::new("bridge-helper")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true);
+    for opt in options() {
+        let long = &opt.name[2..];
+        let arg = Arg::new(long).long(long);
+        cmd = cmd.arg(match (opt.value, opt.repeats) {
+            (true, _) => arg
+                .action(ArgAction::Set)
+                .require_equals(true)
+                .num_args(1)
+                .allow_hyphen_values(true)
+                .value_parser(clap::value_parser!(OsString)),
+            (false, true) => arg.action(ArgAction::Count),
+            (false, false) => arg.action(ArgAction::SetTrue),
+        });
+    }
+    cmd
 }
 
 /// Parses everything after argv[0].
 pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
-    let mut bridge = None;
-    let mut fd = None;
-    let mut use_vnet = false;
-    let mut queues = None;
-    let mut hook = None;
-    for arg in args {
-        let arg = arg.as_bytes();
-        if arg == b"--help" || arg == b"--version" {
+    let m = grammar()
+        .try_get_matches_from(args)
+        .map_err(|e| refusal(e.kind(), args))?;
+    for alone in ["--help", "--version"] {
+        if given(&m, alone) {
             // Alone only: a caller that passes --fd is waiting for an fd, and
             // exit status 0 must never mean success without one.
-            let name = if arg == b"--help" {
-                "--help"
-            } else {
-                "--version"
-            };
             if args.len() != 1 {
-                return Err(UsageError::Alone(name));
+                return Err(UsageError::Alone(alone));
             }
-            return Ok(if name == "--help" {
+            return Ok(if alone == "--help" {
                 Command::Help
             } else {
                 Command::Version
             });
-        } else if arg == b"--use-vnet" {
-            // QEMU appends its own --use-vnet to a helper string that may
-            // already carry one, so a repeat is normal.
-            use_vnet = true;
-        } else if let Some(value) = arg.strip_prefix(b"--br=") {
-            if bridge.replace(value).is_some() {
-                return Err(UsageError::Repeated("--br"));
-            }
-        } else if let Some(value) = arg.strip_prefix(b"--fd=") {
-            if fd.replace(parse_fd(value)?).is_some() {
-                return Err(UsageError::Repeated("--fd"));
-            }
-        } else if let Some(value) = arg.strip_prefix(b"--queues=") {
-            if queues.replace(parse_queues(value)?).is_some() {
-                return Err(UsageError::Repeated("--queues"));
-            }
-        } else if let Some(h) = test_hook(arg) {
-            hook = Some(h);
-        } else {
-            return Err(UsageError::Unknown(quote(arg)));
         }
+    }
+    let fd = value_of(&m, "--fd").map(parse_fd).transpose()?;
+    let queues = value_of(&m, "--queues").map(parse_queues).transpose()?;
+    let bridge = value_of(&m, "--br");
+    let user = value_of(&m, "--user");
+    if given(&m, "--remove-abandoned") {
+        for other in ["--check", "--br", "--fd", "--use-vnet", "--queues"] {
+            if given(&m, other) {
+                return Err(UsageError::Conflict(other, "--remove-abandoned"));
+            }
+        }
+        let user = user.ok_or(UsageError::Needs("--remove-abandoned", "--user"))?;
+        return Ok(Command::RemoveAbandoned(user.to_vec()));
+    }
+    if given(&m, "--check") {
+        if fd.is_some() {
+            return Err(UsageError::Conflict("--fd", "--check"));
+        }
+        if queues.is_some() {
+            return Err(UsageError::Conflict("--queues", "--check"));
+        }
+        return Ok(Command::Check(CheckRequest {
+            bridge: bridge.map(bridge_name).transpose()?,
+            user: user.map(<[u8]>::to_vec),
+        }));
+    }
+    if user.is_some() {
+        return Err(UsageError::Needs("--user", "--check"));
     }
     let bridge = bridge.ok_or(UsageError::Missing("--br"))?;
     let fd = fd.ok_or(UsageError::Missing("--fd"))?;
-    let bridge = IfName::new(bridge).map_err(|why| UsageError::BadBridge(quote(bridge), why))?;
     Ok(Command::Attach(Request {
-        bridge,
+        bridge: bridge_name(bridge)?,
         fd,
-        use_vnet,
+        use_vnet: given(&m, "--use-vnet"),
         queues: queues.unwrap_or(1),
-        hook,
+        hook: test_hook(&m),
     }))
+}
+
+fn given(m: &ArgMatches, name: &str) -> bool {
+    let id = &name[2..];
+    match options().find(|o| o.name == name) {
+        Some(Opt { value: true, .. }) => m.contains_id(id),
+        Some(Opt { repeats: true, .. }) => m.get_count(id) > 0,
+        Some(_) => m.get_flag(id),
+        None => false,
+    }
+}
+
+fn value_of<'m>(m: &'m ArgMatches, name: &str) -> Option<&'m [u8]> {
+    m.get_one::<OsString>(&name[2..])
+        .map(|v| OsStr::as_bytes(v))
+}
+
+fn bridge_name(value: &[u8]) -> Result<IfName, UsageError> {
+    IfName::new(value).map_err(|why| UsageError::BadBridge(quote(value), why))
+}
+
+/// clap's refusal, restated from argv: clap's kind says what went wrong,
+/// the bytes of argv say where (clap's own context would be a lossy UTF-8
+/// copy, and is not built without its error-context feature).
+fn refusal(kind: ErrorKind, args: &[OsString]) -> UsageError {
+    let found = match kind {
+        // A second occurrence of a once-only option.
+        ErrorKind::ArgumentConflict => first_repeat(args).or_else(|| first_unknown(args)),
+        // Not in the table, `--name VALUE` or `--name` without `=`, a
+        // value given to a flag, a positional, `--`.
+        ErrorKind::UnknownArgument
+        | ErrorKind::NoEquals
+        | ErrorKind::TooManyValues
+        | ErrorKind::InvalidSubcommand
+        | ErrorKind::InvalidValue => first_unknown(args).or_else(|| first_repeat(args)),
+        // Nothing else can come from this grammar (no required arguments,
+        // no UTF-8 values, no help or version rendering), but clap may grow
+        // kinds: still say which argument, never clap's text.
+        _ => first_unknown(args).or_else(|| first_repeat(args)),
+    };
+    found.unwrap_or_else(|| UsageError::Unknown(quote(args.first().map_or(b"", |a| a.as_bytes()))))
+}
+
+/// The first argument that is no option of the table as written.
+fn first_unknown(args: &[OsString]) -> Option<UsageError> {
+    args.iter()
+        .map(|a| a.as_bytes())
+        .find(|a| !options().any(|o| written_as(o, a)))
+        .map(|a| UsageError::Unknown(quote(a)))
+}
+
+/// The first once-only option given a second time.
+fn first_repeat(args: &[OsString]) -> Option<UsageError> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for a in args {
+        let Some(opt) = options().find(|o| written_as(o, a.as_bytes())) else {
+            continue;
+        };
+        if !opt.repeats && seen.contains(&opt.name) {
+            return Some(UsageError::Repeated(opt.name));
+        }
+        seen.push(opt.name);
+    }
+    None
+}
+
+fn written_as(opt: &Opt, arg: &[u8]) -> bool {
+    match arg.strip_prefix(opt.name.as_bytes()) {
+        Some(rest) if opt.value => rest.starts_with(b"="),
+        Some(rest) => rest.is_empty(),
+        None => false,
+    }
 }
 
 fn parse_fd(value: &[u8]) -> Result<i32, UsageError> {
@@ -166,19 +366,21 @@ pub fn parse_queues(value: &[u8]) -> Result<u16, UsageError> {
 }
 
 #[cfg(feature = "test-hooks")]
-fn test_hook(arg: &[u8]) -> Option<TestHook> {
-    match arg {
-        b"--test-panic" => Some(TestHook::Panic),
-        b"--test-pause" => Some(TestHook::PauseBeforeSend),
-        b"--test-pause-claim" => Some(TestHook::PauseBeforeClaim),
-        b"--test-pause-create" => Some(TestHook::PauseBeforeCreate),
-        b"--test-pause-queues" => Some(TestHook::PauseBeforeQueues),
-        _ => None,
-    }
+fn test_hook(m: &ArgMatches) -> Option<TestHook> {
+    [
+        ("--test-panic", TestHook::Panic),
+        ("--test-pause", TestHook::PauseBeforeSend),
+        ("--test-pause-claim", TestHook::PauseBeforeClaim),
+        ("--test-pause-create", TestHook::PauseBeforeCreate),
+        ("--test-pause-queues", TestHook::PauseBeforeQueues),
+    ]
+    .into_iter()
+    .find(|(name, _)| given(m, name))
+    .map(|(_, hook)| hook)
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn test_hook(_: &[u8]) -> Option<TestHook> {
+fn test_hook(_: &ArgMatches) -> Option<TestHook> {
     None
 }
 
@@ -376,6 +578,83 @@ mod tests {
         );
         // Without the option, a run is exactly today's: one queue.
         assert_eq!(run(&[b"--br=br0", b"--fd=3"]), attach(b"br0", 3, false));
+    }
+
+    #[test]
+    fn every_clap_refusal_is_restated_from_argv() {
+        let unknown = |a: &str| Err(UsageError::Unknown(a.into()));
+        assert_eq!(run(&[b"--br", b"br0"]), unknown("'--br'"));
+        assert_eq!(run(&[b"--br=br0", b"--fd"]), unknown("'--fd'"));
+        assert_eq!(
+            run(&[b"--use-vnet=1", b"--br=b"]),
+            unknown("'--use-vnet=1'")
+        );
+        assert_eq!(run(&[b"-h"]), unknown("'-h'"));
+        assert_eq!(run(&[b"--", b"--br=br0", b"--fd=3"]), unknown("'--'"));
+        assert_eq!(run(&[b"--br=br0", b"", b"--fd=3"]), unknown("''"));
+        assert_eq!(run(&[b"--\xff\x1b[2J"]), unknown("'--\\xff\\x1b[2J'"));
+        assert_eq!(
+            run(&[b"--check", b"--check"]),
+            Err(UsageError::Repeated("--check"))
+        );
+        assert_eq!(
+            run(&[b"--help", b"--help"]),
+            Err(UsageError::Repeated("--help"))
+        );
+        assert_eq!(
+            run(&[b"--br=", b"--fd=3"]),
+            Err(UsageError::BadBridge("''".into(), ifname::Invalid::Empty))
+        );
+        assert_eq!(
+            run(&[b"--br=br0", b"--fd="]),
+            Err(UsageError::BadFd("''".into()))
+        );
+        assert_eq!(run(&[b"--br=-x", b"--fd=3"]), attach(b"-x", 3, false));
+        assert_eq!(run(&[b"--br=a=b", b"--fd=3"]), attach(b"a=b", 3, false));
+    }
+
+    #[test]
+    fn check_grammar() {
+        let check = |bridge: Option<&[u8]>, user: Option<&[u8]>| {
+            Ok(Command::Check(CheckRequest {
+                bridge: bridge.map(|b| IfName::new(b).unwrap()),
+                user: user.map(<[u8]>::to_vec),
+            }))
+        };
+        assert_eq!(run(&[b"--check"]), check(None, None));
+        assert_eq!(run(&[b"--br=br0", b"--check"]), check(Some(b"br0"), None));
+        assert_eq!(
+            run(&[b"--check", b"--user=1000", b"--use-vnet", b"--br=x"]),
+            check(Some(b"x"), Some(b"1000"))
+        );
+        assert_eq!(
+            run(&[b"--check", b"--fd=3"]),
+            Err(UsageError::Conflict("--fd", "--check"))
+        );
+        assert_eq!(
+            run(&[b"--br=x", b"--fd=3", b"--user=bob"]),
+            Err(UsageError::Needs("--user", "--check"))
+        );
+        assert_eq!(
+            run(&[b"--user=bob", b"--remove-abandoned"]),
+            Ok(Command::RemoveAbandoned(b"bob".to_vec()))
+        );
+        assert_eq!(
+            run(&[b"--remove-abandoned"]),
+            Err(UsageError::Needs("--remove-abandoned", "--user"))
+        );
+        assert_eq!(
+            run(&[b"--remove-abandoned", b"--user=1", b"--check"]),
+            Err(UsageError::Conflict("--check", "--remove-abandoned"))
+        );
+        assert_eq!(
+            run(&[b"--check", b"--help"]),
+            Err(UsageError::Alone("--help"))
+        );
+        assert!(matches!(
+            run(&[b"--check", b"--br=a/b"]),
+            Err(UsageError::BadBridge(..))
+        ));
     }
 
     #[test]

@@ -14,3 +14,4 @@ pub mod args;
 pub mod compiled;
 pub mod ifname;
 pub mod settings;
+pub mod users;

@@ -12,12 +12,21 @@ pub enum Error {
     Usage(#[from] UsageError),
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("access to bridge {bridge} denied by {rule}")]
-    DeniedBy { bridge: String, rule: String },
+    #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={asked}")]
+    DeniedBy {
+        bridge: String,
+        rule: String,
+        /// The bridge as asked for, ready to paste after `--br=`.
+        asked: String,
+    },
     #[error(
-        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it"
+        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge-helper --check --br={asked} and bridge.conf(5)"
     )]
-    NotAllowed { bridge: String, file: String },
+    NotAllowed {
+        bridge: String,
+        file: String,
+        asked: String,
+    },
     #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'")]
     NoNetAdmin,
     #[error("cannot open /dev/net/tun: {0}")]
@@ -34,7 +43,7 @@ pub enum Error {
     BadFd { fd: i32, why: String },
     #[error("--fd={fd}: cannot send the tap: {why}")]
     Send { fd: i32, why: String },
-    #[error("bridge {0} does not exist")]
+    #[error("bridge {name} does not exist{hint}", name = .0, hint = libvirt_hint(.0))]
     NoBridge(String),
     #[error("{0} is not a bridge (its kind is {1})")]
     NotABridge(String, String),
@@ -62,6 +71,19 @@ pub enum Error {
     },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
+    /// `--check` has reported on stdout; exit with the status a run would.
+    #[error("")]
+    Checked(u8),
+}
+
+/// libvirt creates its `virbrN` bridges only when their network starts,
+/// the most common reason one is missing.
+fn libvirt_hint(quoted: &str) -> &'static str {
+    if quoted.starts_with("'virbr") {
+        "; libvirt creates it when its network starts (virsh net-start default)"
+    } else {
+        ""
+    }
 }
 
 /// Exit statuses, one per class of failure, as documented in the README.
@@ -94,6 +116,7 @@ impl Error {
             }
             Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,
             Error::Internal => status::INTERNAL,
+            Error::Checked(status) => *status,
         }
     }
 

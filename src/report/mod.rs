@@ -4,6 +4,7 @@
 //! `--version`, the panic hook).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod error;
 pub mod escape;
 pub mod output;

@@ -40,6 +40,8 @@ pub const HELP: &str = "\
 bridge-helper: attach a VM's tap device to a host bridge
 
 usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD
+       bridge-helper --check [--br=BRIDGE] [--user=USER]
+       bridge-helper --remove-abandoned --user=USER
 
 Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
 and sends its file descriptor over the connected Unix socket FD. Only bridges
@@ -50,9 +52,15 @@ that the ACL file allows for the calling user can be joined.
   --use-vnet    enable virtio-net headers (IFF_VNET_HDR) when the kernel can
   --queues=N    a multiqueue tap: N fds (1 to 253) in one message; needs
                 /dev/net/tun usable by the caller when N > 1
-  --help        this text;  --version  the version
+  --check       report what a run would decide for you (every bridge, or
+                BRIDGE), one fact a line; creates, changes and sends nothing
+  --user=USER   root only: --check, or --remove-abandoned, for USER
+  --remove-abandoned  root only: remove USER's abandoned persistent taps
+  --help        this text;  --version  the version and compiled-in paths
 
 Exit status: 0 only when the tap was sent; 2 usage, 3 ACL file error,
 4 access denied, 5 installation or environment, 6 bad --fd or sending failed,
 7 bridge missing or not a bridge, 8 kernel refused an operation, 70 bug.
+--check exits with the status a run would. Each request is logged to syslog
+(authpriv). See bridge-helper(8).
 ";

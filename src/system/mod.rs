@@ -12,4 +12,6 @@ pub mod netlink;
 pub mod privileges;
 #[allow(unsafe_code)]
 pub mod raw;
+pub mod syslog;
 pub mod trusted_files;
+pub mod users;

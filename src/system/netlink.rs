@@ -289,15 +289,37 @@ impl Rtnetlink {
 
     /// Every tun/tap interface in this network namespace.
     pub fn tun_links(&mut self) -> Result<Vec<Link>, NlError> {
+        let mut links = self.links_of_kind(b"tun")?;
+        // The kernel filters by kind, but check rather than trust it.
+        links.retain(|l| l.tun.is_some());
+        Ok(links)
+    }
+
+    /// Every bridge in this network namespace, in index order.
+    pub fn bridges(&mut self) -> Result<Vec<Link>, NlError> {
+        let mut links = self.links_of_kind(b"bridge")?;
+        links.retain(|l| l.kind.as_deref() == Some(b"bridge"));
+        links.sort_by_key(|l| l.index);
+        Ok(links)
+    }
+
+    /// Every interface in this network namespace.
+    pub fn all_links(&mut self) -> Result<Vec<Link>, NlError> {
+        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
+        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+        let mut links = Vec::new();
+        self.exchange(msg, |payload| links.push(parse_link(payload)))?;
+        Ok(links)
+    }
+
+    fn links_of_kind(&mut self, kind: &[u8]) -> Result<Vec<Link>, NlError> {
         let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
         msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
         let info = msg.nest(IFLA_LINKINFO);
-        msg.attr(IFLA_INFO_KIND, b"tun");
+        msg.attr(IFLA_INFO_KIND, kind);
         msg.end_nest(info);
         let mut links = Vec::new();
         self.exchange(msg, |payload| links.push(parse_link(payload)))?;
-        // The kernel filters by kind, but check rather than trust it.
-        links.retain(|l| l.tun.is_some());
         Ok(links)
     }
 

@@ -7,19 +7,94 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::Error;
-use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETPCAP};
+use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
 
 const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
+/// What becoming another user takes: kept, permitted only, by root
+/// callers alone, until the command line says whether root checks for
+/// another user (`--check --user`); see [`Caller::settle`].
+const BECOME: u64 = (1 << CAP_SETUID) | (1 << CAP_SETGID);
 
 /// What is left after the drop.
 pub struct Caller {
     /// The real uid that ran us: whose ACL view and whose tap this is.
     pub uid: Uid,
     pub tun: TunDevice,
+    /// How this copy got its privilege, as the drop saw it.
+    pub install: Install,
     net_admin: bool,
+    /// [`BECOME`], for a root caller until [`Caller::settle`].
+    spare: u64,
+}
+
+/// How this copy is installed, from what the process started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Effective uid 0 for a caller that is not root.
+    SetuidRoot,
+    /// Started as root (or setuid root, run by root): nothing to tell.
+    RunByRoot,
+    /// CAP_NET_ADMIN permitted without uid 0: a file capability (or one
+    /// inherited through ambient capabilities).
+    Capability,
+    Neither,
+}
+
+impl std::fmt::Display for Install {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Install::SetuidRoot => "setuid root",
+            Install::RunByRoot => "run by root",
+            Install::Capability => "file capability cap_net_admin",
+            Install::Neither => "neither setuid root nor a file capability",
+        })
+    }
 }
 
 impl Caller {
+    /// Gives up what only `--check --user` needs: every path but that one
+    /// calls this once the command line is parsed.
+    pub fn settle(&mut self) -> Result<(), Error> {
+        if self.spare == 0 {
+            return Ok(());
+        }
+        let kept = if self.net_admin { NET_ADMIN } else { 0 };
+        let want = CapSets {
+            effective: kept,
+            permitted: kept,
+            inheritable: 0,
+        };
+        raw::capset(&want).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+        self.spare = 0;
+        verify_caps(want)
+    }
+
+    /// Root only: becomes `uid` with primary group `gid` and the
+    /// supplementary `groups`, keeping no capability at all: what a check
+    /// for that user reads, it reads as that user.
+    pub fn become_user(&mut self, uid: Uid, gid: Gid, groups: &[Gid]) -> Result<(), Error> {
+        let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
+        if self.spare != BECOME {
+            return Err(Error::Privileges(
+                "becoming another user needs CAP_SETUID and CAP_SETGID".into(),
+            ));
+        }
+        raw::capset(&CapSets {
+            effective: BECOME,
+            permitted: BECOME,
+            inheritable: 0,
+        })
+        .map_err(|e| fail("capset", e))?;
+        nix::unistd::setgroups(groups).map_err(|e| fail("setgroups", e))?;
+        setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+        // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability.
+        setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+        self.spare = 0;
+        self.net_admin = false;
+        self.uid = uid;
+        verify(uid, gid, CapSets::default())
+    }
+
     pub fn require_net_admin(&self) -> Result<(), Error> {
         if self.net_admin {
             Ok(())
@@ -109,6 +184,19 @@ impl TunDevice {
         Ok(fds)
     }
 
+    /// Whether /dev/net/tun opens the way a run opens it (for --check):
+    /// the descriptor opened as root, or a fresh open as the caller,
+    /// closed at once.
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.early {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(Error::TunDevice(e.to_string())),
+            None => open_tun()
+                .map(drop)
+                .map_err(|e| Error::TunDevice(e.to_string())),
+        }
+    }
+
     /// Descriptors opened before `--fd` is checked: whatever numbers they
     /// got, the caller did not pass them.
     pub fn own_fds(&self) -> Vec<RawFd> {
@@ -135,6 +223,29 @@ pub fn groups() -> Result<Vec<u32>, Error> {
     gids.sort_unstable();
     gids.dedup();
     Ok(gids)
+}
+
+/// How the program file is installed, from its mode and file capability
+/// (for `--check --user`, where root's own start-up says nothing about a
+/// user's run).
+pub fn installed_binary() -> Install {
+    let exe = c"/proc/self/exe";
+    let setuid_root = std::fs::metadata("/proc/self/exe").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.mode() & 0o4000 != 0 && m.uid() == 0
+    });
+    // struct vfs_cap_data: le32 magic_etc, then le32 permitted (low word).
+    let capability = raw::xattr(exe, c"security.capability")
+        .and_then(|v| {
+            v.get(4..8)
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+        })
+        .is_some_and(|permitted| permitted & (1 << CAP_NET_ADMIN) != 0);
+    match (setuid_root, capability) {
+        (true, _) => Install::SetuidRoot,
+        (false, true) => Install::Capability,
+        (false, false) => Install::Neither,
+    }
 }
 
 /// Gives up CAP_NET_ADMIN too, once nothing is left to configure: the
@@ -169,6 +280,12 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
 
     let caps = raw::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;
+    let install = match (setuid_root, uid.is_root(), keep != 0) {
+        (true, _, _) => Install::SetuidRoot,
+        (false, true, _) => Install::RunByRoot,
+        (false, false, true) => Install::Capability,
+        (false, false, false) => Install::Neither,
+    };
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
         raw::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
     }
@@ -176,9 +293,14 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
     raw::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    let spare = if uid.is_root() {
+        caps.permitted & BECOME
+    } else {
+        0
+    };
     let want = CapSets {
         effective: keep,
-        permitted: keep,
+        permitted: keep | spare,
         inheritable: 0,
     };
     raw::capset(&want).map_err(|e| fail("capset", e))?;
@@ -189,7 +311,9 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     Ok(Caller {
         uid,
         tun,
+        install,
         net_admin: keep != 0,
+        spare,
     })
 }
 

@@ -11,6 +11,8 @@ use nix::unistd::Uid;
 
 use crate::policy::ifname::IfName;
 
+pub const CAP_SETGID: u32 = 6;
+pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;
 pub const CAP_NET_ADMIN: u32 = 12;
 
@@ -251,6 +253,24 @@ pub fn read_link(link: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
     }
     buf.truncate(n);
     Ok(buf)
+}
+
+/// The value of the extended attribute `name` of the file `path` leads to
+/// (at most 64 bytes: enough for `security.capability`), or `None`.
+pub fn xattr(path: &CStr, name: &CStr) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    // SAFETY: `path` and `name` are NUL-terminated; the kernel writes at
+    // most `buf.len()` bytes into `buf`, which outlives the call.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some(buf.get(..n)?.to_vec())
 }
 
 pub fn tun_features(tun: BorrowedFd<'_>) -> Result<u32, Errno> {

@@ -46,6 +46,30 @@ pub fn to_reap(links: &[Link], uid: Uid, limit: usize) -> Vec<&Link> {
     abandoned
 }
 
+/// Removes every abandoned tap this helper made for `uid` (root's
+/// `--remove-abandoned`, when access is revoked), found by a full listing:
+/// a slot scan stops at a gap. Returns the names removed.
+pub fn remove_all_abandoned(route: &mut Rtnetlink, uid: Uid) -> Result<Vec<Vec<u8>>, Error> {
+    let links = route
+        .tun_links()
+        .map_err(|e| Error::kernel("listing tap devices", e))?;
+    let mut removed = Vec::new();
+    for link in to_reap(&links, uid, 0) {
+        match route.delete(link.index) {
+            Ok(()) => removed.push(link.name.clone()),
+            Err(NlError {
+                errno: Errno::ENODEV,
+                ..
+            }) => {}
+            Err(e) => {
+                let what = format!("removing abandoned persistent tap {}", quote(&link.name));
+                return Err(Error::kernel(what, e));
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// How many times a run scans again when its user's other runs took every
 /// free slot it saw; a bound, so that no caller can make a run loop.
 const CLAIM_ROUNDS: usize = 64;

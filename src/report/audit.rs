@@ -1,0 +1,156 @@
+//! The audit trail: one syslog line per request (facility authpriv), like
+//! sudo's. Best effort by design: the line is sent without waiting, and
+//! nothing about the outcome depends on it (see SECURITY.md).
+//!
+//! Every field a user influences (their name, the parent's comm, the
+//! bridge, the refusal's text) is escaped, so no line can be forged inside
+//! another or carry terminal controls into a log viewer.
+
+use nix::unistd::Uid;
+
+use crate::policy::acl_files::Origin;
+use crate::report::error::Error;
+use crate::report::escape::{quote, Escaped};
+use crate::system::syslog;
+
+/// authpriv (10), as sudo and su log.
+const AUTHPRIV: u8 = 10 << 3;
+const NOTICE: u8 = 5;
+const INFO: u8 = 6;
+
+/// What the run has learnt so far, logged once.
+#[derive(Debug, Default)]
+pub struct Record {
+    uid: Option<Uid>,
+    bridge: Option<Vec<u8>>,
+    /// `--check`, `--help`, `--version`: not requests for a tap.
+    quiet: bool,
+    done: bool,
+}
+
+impl Record {
+    pub fn caller(&mut self, uid: Uid) {
+        self.uid = Some(uid);
+    }
+
+    pub fn bridge(&mut self, bridge: &[u8]) {
+        self.bridge = Some(bridge.to_vec());
+    }
+
+    /// Nothing of this run is logged.
+    pub fn quiet(&mut self) {
+        self.quiet = true;
+    }
+
+    /// The tap is ready and about to be sent: logged now, while this
+    /// process is still ours to finish.
+    pub fn granted(&mut self, tap: &[u8], rule: &Origin) {
+        self.log(INFO, &format!("tap={} granted by {rule}", quote(tap)));
+    }
+
+    /// The run failed with `e` (unless it was already logged as granted).
+    pub fn failed(&mut self, e: &Error) {
+        let what = match e {
+            Error::Internal => "internal error".to_string(),
+            e => one_line(&e.to_string()),
+        };
+        self.log(NOTICE, &format!("refused (status {}): {what}", e.status()));
+    }
+
+    fn log(&mut self, severity: u8, outcome: &str) {
+        if self.quiet || self.done {
+            return;
+        }
+        self.done = true;
+        let parent = syslog::parent();
+        let user = self.uid.and_then(crate::system::users::name_of_uid);
+        let line = line(
+            self.uid,
+            user.as_deref(),
+            parent.pid,
+            parent.comm.as_deref(),
+            self.bridge.as_deref(),
+            outcome,
+        );
+        syslog::send(&datagram(severity, std::process::id(), &line));
+    }
+}
+
+/// The message, without syslog's header.
+pub fn line(
+    uid: Option<Uid>,
+    user: Option<&[u8]>,
+    ppid: i32,
+    comm: Option<&[u8]>,
+    bridge: Option<&[u8]>,
+    outcome: &str,
+) -> String {
+    let uid = uid.map_or("?".to_string(), |u| u.to_string());
+    let user = user.map_or("?".to_string(), quote);
+    let comm = comm.map_or("?".to_string(), quote);
+    let bridge = bridge.map_or("?".to_string(), quote);
+    format!("uid={uid} user={user} ppid={ppid} comm={comm} bridge={bridge} {outcome}")
+}
+
+/// `<PRI>bridge-helper[PID]: LINE`, with no timestamp: the receiver
+/// (journald, rsyslog) stamps it on arrival, and a static binary has no
+/// time zone database to write syslog's local-time stamp with.
+pub fn datagram(severity: u8, pid: u32, line: &str) -> Vec<u8> {
+    format!("<{}>bridge-helper[{pid}]: {line}", AUTHPRIV | severity).into_bytes()
+}
+
+/// Error lines quote user bytes already; this only guarantees one line
+/// whatever a future message does.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                Escaped(c.to_string().as_bytes()).to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The process name from the text of /proc/PID/status (its `Name:` line).
+pub fn status_name(text: &[u8]) -> Option<Vec<u8>> {
+    text.split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Name:"))
+        .map(|n| n.strip_prefix(b"\t").unwrap_or(n).to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_escapes_every_user_field() {
+        let l = line(
+            Some(Uid::from_raw(1000)),
+            Some(b"al\nice"),
+            42,
+            Some(b"qemu\x1b[2J"),
+            Some(b"br\xff"),
+            &one_line("refused (status 4): x\ny"),
+        );
+        assert_eq!(
+            l,
+            "uid=1000 user='al\\nice' ppid=42 comm='qemu\\x1b[2J' bridge='br\\xff' refused (status 4): x\\ny"
+        );
+        assert_eq!(datagram(INFO, 7, "m"), b"<86>bridge-helper[7]: m".to_vec());
+        assert_eq!(
+            line(None, None, 1, None, None, "z"),
+            "uid=? user=? ppid=1 comm=? bridge=? z"
+        );
+    }
+
+    #[test]
+    fn name_from_proc_status() {
+        assert_eq!(
+            status_name(b"Name:\tqemu-system-x86\nUmask:\t0022\n").as_deref(),
+            Some(&b"qemu-system-x86"[..])
+        );
+        assert_eq!(status_name(b"State:\tR\n"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! The decisions a run takes before it creates anything, one function a
+//! step, shared by a run (`main.rs`) and `--check` ([`crate::check`]): a
+//! check cannot disagree with a run on any outcome decided here, because it
+//! runs this code.
+//!
+//! Where later grants and port settings (bridge-helper.conf) join the
+//! decision: [`access`] returns an [`Access`], the one value both paths
+//! read the verdict, its deciding line, and what a run would set on the
+//! port from.
+
+use std::path::Path;
+
+use nix::unistd::Uid;
+
+use crate::policy::access::{Identity, Policy, PortRule};
+use crate::policy::accounts::{self, Accounts};
+use crate::policy::acl::{Rule, Verdict};
+use crate::policy::acl_files::{self, Files, Origin};
+use crate::policy::ifname::IfName;
+use crate::policy::settings::{self, Settings};
+use crate::policy::{compiled, ifname};
+use crate::report::error::Error;
+use crate::report::escape::quote;
+use crate::system::netlink::{Link, Rtnetlink};
+use crate::system::privileges;
+use crate::taps::tap;
+
+/// The ACL file and everything it includes, read with `files` (as the
+/// caller: both paths call this after the privilege drop).
+pub fn rules(files: &impl Files) -> Result<Vec<Rule<Origin>>, Error> {
+    Ok(acl_files::load(files, Path::new(compiled::ACL_FILE))?)
+}
+
+/// This helper's settings and grants (bridge-helper.conf), compiled-in
+/// defaults where the file is silent.
+pub fn settings(files: &impl Files) -> Result<Settings, Error> {
+    let defaults = Settings::with_limit(compiled::MAX_ABANDONED);
+    Ok(settings::load(
+        files,
+        Path::new(compiled::SETTINGS_FILE),
+        defaults,
+    )?)
+}
+
+/// Everything the decision is made from, for the process's user now (the
+/// caller after the drop; the user checked for after `--check --user`):
+/// the account files only if a line names an account, and the groups as
+/// the kernel reports them for this process.
+pub fn policy(
+    acl: Vec<Rule<Origin>>,
+    conf: Settings,
+    files: &impl Files,
+    uid: Uid,
+) -> Result<Policy, Error> {
+    let accounts = if conf.names_accounts() {
+        accounts::load(files)?
+    } else {
+        Accounts::default()
+    };
+    let me = Identity {
+        uid: uid.as_raw(),
+        gids: privileges::groups()?,
+    };
+    Ok(Policy {
+        acl,
+        conf,
+        accounts,
+        me,
+    })
+}
+
+/// A bridge this user may join, and why.
+#[derive(Debug)]
+pub struct Access {
+    pub bridge: Link,
+    /// The line that allowed it.
+    pub rule: Origin,
+    /// The one port line that applies, if any: what a run sets on the
+    /// port, and the line that chose it.
+    pub port: Option<PortRule>,
+}
+
+/// Whether the policy's user may join the bridge asked for, as a run
+/// decides it: on the name alone first, so that a refused caller learns
+/// nothing about which bridges exist, then on the bridge the kernel finds
+/// by that name (it finds a bridge by its altnames too: a deny of any of
+/// its names holds, and its real name must be allowed as well). VLAN
+/// settings on a bridge that cannot filter VLANs stop the run here too.
+pub fn access(policy: &Policy, route: &mut Rtnetlink, asked: &IfName) -> Result<Access, Error> {
+    access_by_name(policy, asked)?;
+    let asked_bytes = asked.as_bytes();
+    let bridge = tap::find_bridge(route, asked)?;
+    let altnames: Vec<&[u8]> = bridge.altnames.iter().map(Vec::as_slice).collect();
+    let decision = policy.decide(&[asked_bytes, &bridge.name], &altnames)?;
+    let vlan_refusal = decision.vlan_refusal(bridge.vlan_filtering == Some(true));
+    let port = decision.port.cloned();
+    let rule = authorize((decision.bridge, decision.verdict), asked)?;
+    if let Some(rule) = vlan_refusal {
+        return Err(Error::NoVlanFiltering {
+            bridge: quote(&bridge.name),
+            rule: rule.origin.to_string(),
+            settings: rule.settings.to_string(),
+        });
+    }
+    Ok(Access { bridge, rule, port })
+}
+
+/// The first half of [`access`], on the name alone: a run takes it before
+/// it opens a netlink socket.
+pub fn access_by_name(policy: &Policy, asked: &IfName) -> Result<(), Error> {
+    let decision = policy.decide(&[asked.as_bytes()], &[])?;
+    authorize((decision.bridge, decision.verdict), asked).map(drop)
+}
+
+/// Turns the ACL's verdict on a bridge name into the run's outcome.
+fn authorize(
+    (name, verdict): (&[u8], Verdict<'_, Origin>),
+    asked: &IfName,
+) -> Result<Origin, Error> {
+    match verdict {
+        Verdict::Allowed(rule) => Ok(rule.clone()),
+        Verdict::Denied(rule) => Err(Error::DeniedBy {
+            bridge: quote(name),
+            rule: rule.to_string(),
+            asked: check_arg(asked),
+        }),
+        Verdict::NoAllow => Err(Error::NotAllowed {
+            bridge: quote(name),
+            file: compiled::ACL_FILE.into(),
+            asked: check_arg(asked),
+        }),
+    }
+}
+
+/// `--br=NAME` as the user would type it after `--check`; names are
+/// checked [`ifname`]s, so only the quoting of odd bytes matters.
+fn check_arg(asked: &IfName) -> String {
+    let bytes = asked.as_bytes();
+    if ifname::validate(bytes).is_ok()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(b))
+    {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        quote(bytes)
+    }
+}

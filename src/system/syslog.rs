@@ -1,0 +1,49 @@
+//! Sending one datagram to syslog's /dev/log, and who our parent is.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+
+use crate::report::audit::status_name;
+use crate::system::raw;
+
+const DEV_LOG: &str = "/dev/log";
+
+/// Sends `datagram` to /dev/log without waiting: a missing socket, a
+/// full one or a reader that never reads loses the line, never the run.
+pub fn send(datagram: &[u8]) {
+    let Ok(sock) = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return;
+    };
+    let Ok(addr) = UnixAddr::new(DEV_LOG) else {
+        return;
+    };
+    let _ = socket::sendto(sock.as_raw_fd(), datagram, &addr, MsgFlags::MSG_DONTWAIT);
+}
+
+/// The process that ran us.
+pub struct Parent {
+    pub pid: i32,
+    /// Its name as /proc/PID/status gives it (comm: the kernel's 15 bytes).
+    pub comm: Option<Vec<u8>>,
+}
+
+pub fn parent() -> Parent {
+    let pid = nix::unistd::getppid().as_raw();
+    // The Name line comes first and is at most 15 bytes, escaped by the
+    // kernel to at most 4 each: one read of 128 bytes holds it.
+    let mut text = [0u8; 128];
+    let comm = CString::new(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|path| raw::open_at(None, &path, libc::O_RDONLY).ok())
+        .and_then(|fd| std::fs::File::from(fd).read(&mut text).ok())
+        .and_then(|n| status_name(text.get(..n)?));
+    Parent { pid, comm }
+}

@@ -1,0 +1,110 @@
+//! Reading /etc/passwd for a user's name (see [`crate::policy::users`]).
+
+use std::io::Read;
+
+use nix::unistd::Uid;
+
+use crate::policy::users;
+use crate::system::raw;
+
+/// Enough for any real passwd file; more is not read.
+const LIMIT: u64 = 4 << 20;
+
+/// The whole file in about two reads: sized first, so that the buffer
+/// does not grow read by read (this runs on every request, for the log).
+fn read(path: &str) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    let size = file.metadata().ok()?.len().min(LIMIT);
+    let mut text = Vec::with_capacity(usize::try_from(size).ok()? + 1);
+    file.take(LIMIT).read_to_end(&mut text).ok()?;
+    Some(text)
+}
+
+/// The user `spec` (a name or a decimal uid) names in /etc/passwd.
+pub fn find(spec: &[u8]) -> Option<users::User> {
+    users::find(&read("/etc/passwd")?, spec)
+}
+
+/// `user`'s groups as /etc/group gives them, primary first.
+pub fn groups(user: &users::User) -> Vec<u32> {
+    users::groups_of(&read("/etc/group").unwrap_or_default(), user)
+}
+
+/// The caller's name, if /etc/passwd has one (read with the process's
+/// identity at the time: the caller's, after the drop). This runs on
+/// every request, for the log: the file is read in chunks into a buffer
+/// on the stack, and reading stops at the chunk that has the line, usually
+/// the first (one read, no allocation). Lines longer than the buffer end
+/// the search.
+pub fn name_of_uid(uid: Uid) -> Option<Vec<u8>> {
+    // openat: musl's open() adds an fcntl for O_CLOEXEC.
+    let fd = raw::open_at(None, c"/etc/passwd", libc::O_RDONLY).ok()?;
+    name_in(std::fs::File::from(fd), uid)
+}
+
+fn name_in(mut file: impl Read, uid: Uid) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 8192];
+    let (mut kept, mut total) = (0, 0u64);
+    loop {
+        let n = file.read(buf.get_mut(kept..)?).ok()?;
+        total += u64::try_from(n).ok()?;
+        if total > LIMIT {
+            return None;
+        }
+        let end = kept + n;
+        let whole = if n == 0 {
+            end
+        } else {
+            buf.get(..end)?
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+        };
+        if let Some(name) = users::name_of(buf.get(..whole)?, uid.as_raw()) {
+            return Some(name);
+        }
+        // At the end, or one line fills the whole buffer.
+        if n == 0 || (whole == 0 && end == buf.len()) {
+            return None;
+        }
+        buf.copy_within(whole..end, 0);
+        kept = end - whole;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most `step` bytes a read, as a pipe or a slow file may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn found_across_chunks_and_past_the_buffer() {
+        let mut text = Vec::new();
+        for i in 0..2000 {
+            text.extend_from_slice(
+                format!("user{i}:x:{}:100::/home:/bin/sh\n", 2000 + i).as_bytes(),
+            );
+        }
+        text.extend_from_slice(b"last:x:9:9::/:/bin/sh");
+        for step in [1, 7, 100, 8192, 1 << 20] {
+            let find = |uid| name_in(Trickle(&text, step), Uid::from_raw(uid));
+            assert_eq!(find(2000).as_deref(), Some(&b"user0"[..]), "{step}");
+            assert_eq!(find(3999).as_deref(), Some(&b"user1999"[..]), "{step}");
+            assert_eq!(find(9).as_deref(), Some(&b"last"[..]), "{step}");
+            assert_eq!(find(5), None, "{step}");
+        }
+        let long = [vec![b'x'; 9000], b":x:1:1::/:\n".to_vec()].concat();
+        assert_eq!(name_in(&long[..], Uid::from_raw(1)), None);
+    }
+}

@@ -1,0 +1,451 @@
+//! Issue 14: `--check [--br=BRIDGE]` states what a run would decide, line
+//! by line, and exits with the status a run would; nothing is created.
+mod common;
+use common::*;
+
+/// `--check ARGS` as `mode` would run it, with no --fd.
+fn check(sb: &Sandbox, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
+    let program = sb.install(HELPER, mode);
+    let mut all = vec!["--check"];
+    all.extend_from_slice(args);
+    let before = ns.taps();
+    let run = sb.run_program(ns, &program, Jail::for_mode(mode), &all, false);
+    assert!(run.fds.is_empty(), "--check sent an fd");
+    assert_eq!(ns.taps(), before, "--check changed the taps");
+    run
+}
+
+/// The report's lines, minus the first (version and uid).
+fn lines(run: &HelperRun) -> Vec<&str> {
+    run.stdout.lines().skip(1).collect()
+}
+
+fn has(run: &HelperRun, line: &str) {
+    assert!(
+        run.stdout.lines().any(|l| l == line),
+        "no line {line:?} in:\n{}",
+        run.stdout
+    );
+}
+
+fn lacks(run: &HelperRun, start: &str) {
+    assert!(
+        !run.stdout.lines().any(|l| l.starts_with(start)),
+        "unexpected {start:?} in:\n{}",
+        run.stdout
+    );
+}
+
+const NOT_CHECKED: &str = "not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port";
+
+#[test]
+fn typical_setup_whole_report() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ndeny br1\nallow virbr0\n");
+    let run = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        run.stdout.lines().next().unwrap(),
+        format!(
+            "bridge-helper {} check for uid 65534 (nobody)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(
+        lines(&run),
+        [
+            "installed: setuid root",
+            "CAP_NET_ADMIN: a run gets it",
+            "/dev/net/tun: opens the way a run opens it",
+            "ACL file: /etc/qemu/bridge.conf",
+            "settings file: /etc/qemu/bridge-helper.conf",
+            "file /etc/qemu/bridge.conf: trusted, read",
+            "file /etc/qemu/bridge-helper.conf: does not exist (optional: compiled-in defaults apply)",
+            "max-abandoned-taps: 4",
+            "port settings: none",
+            "bridge 'br0': allowed by /etc/qemu/bridge.conf:1",
+            "bridge 'br1': denied by /etc/qemu/bridge.conf:2",
+            "rule /etc/qemu/bridge.conf:3: names bridge 'virbr0', which does not exist here",
+            NOT_CHECKED,
+            "verdict: a run could attach to 'br0'",
+            "exit status: 0",
+        ]
+    );
+}
+
+#[test]
+fn with_br_ends_with_the_verdict_and_its_rule() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ndeny br1\nallow virbr0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(0));
+    has(
+        &r,
+        "verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1)",
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br1"]);
+    assert_eq!(r.code, Some(4));
+    assert_eq!(r.stderr, "", "the report says it on stdout");
+    has(&r, "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1");
+    has(&r, "exit status: 4");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=virbr0"]);
+    assert_eq!(r.code, Some(7));
+    has(&r, "verdict: a run would stop: bridge 'virbr0' does not exist; libvirt creates it when its network starts (virsh net-start default)");
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br9"]);
+    assert_eq!(r.code, Some(4));
+    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br9 and bridge.conf(5)");
+}
+
+#[test]
+fn acl_missing_untrusted_malformed() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(3));
+    has(&r, "file /etc/qemu/bridge.conf: does not exist");
+    has(&r, "ACL: /etc/qemu/bridge.conf: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))");
+    has(&r, "bridge 'br0': no verdict: the ACL files stop every run");
+    has(&r, "exit status: 3");
+
+    sb.etc_file("bridge.conf", "allow br0\n", 0o666);
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(3));
+    has(&r, "file /etc/qemu/bridge.conf: not trusted: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
+    lacks(&r, "verdict:");
+
+    sb.acl("allow br0\nallow br0 extra\nallow br0\nfrobnicate\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(3));
+    let errors: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("syntax error: "))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", r.stdout);
+    assert!(errors[0].starts_with("syntax error: /etc/qemu/bridge.conf:2: "));
+    assert!(errors[1].starts_with("syntax error: /etc/qemu/bridge.conf:4: "));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ACL: /etc/qemu/bridge.conf:2: ")),
+        "{}",
+        r.stdout
+    );
+
+    sb.acl("include /etc/qemu/missing.conf\nallow br0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(0));
+    has(&r, "file /etc/qemu/missing.conf: does not exist");
+    has(&r, "bridge 'br0': allowed by /etc/qemu/bridge.conf:2");
+}
+
+#[test]
+fn each_install_mode() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let r = check(&sb, &ns, Mode::Root, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(&r, "installed: run by root");
+    let r = check(&sb, &ns, Mode::FileCaps, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(&r, "installed: file capability cap_net_admin");
+    has(&r, "CAP_NET_ADMIN: a run gets it");
+    has(&r, "/dev/net/tun: opens the way a run opens it");
+    let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
+    assert_eq!(r.code, Some(5), "{}", r.stdout);
+    has(&r, "installed: neither setuid root nor a file capability");
+    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'");
+    has(&r, "exit status: 5");
+}
+
+#[test]
+fn no_bridge_allowed_statuses() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("deny br0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    has(
+        &r,
+        "verdict: no bridge here that a run could attach uid 65534 to",
+    );
+    sb.acl("allow virbr0\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(7), "{}", r.stdout);
+    has(&r, "bridge 'br0': denied: no rule allows it");
+}
+
+#[test]
+fn check_refuses_fd_and_user_for_non_root() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, Mode::Setuid);
+    let r = sb.run_program(
+        &ns,
+        &program,
+        Jail::for_mode(Mode::Setuid),
+        &["--check"],
+        true,
+    );
+    r.expect_refusal(2, "--fd cannot be used with --check");
+    let r = check(&sb, &ns, Mode::Setuid, &["--user=root"]);
+    r.expect_refusal(2, "--user='root': only root may use --user");
+}
+
+#[test]
+fn names_in_the_report_are_escaped() {
+    let ns = NetNs::new();
+    ns.add_bridge("br\u{1b}x", 1500);
+    let sb = Sandbox::new();
+    sb.acl(b"allow all\nallow \xff\n");
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, "bridge 'br\\x1bx': a name a run cannot be asked for");
+    has(
+        &r,
+        "rule /etc/qemu/bridge.conf:2: names bridge '\\xff', which does not exist here",
+    );
+    assert!(!r.stdout.contains('\u{1b}'));
+}
+
+/// The check and the real run agree on every outcome decided before a tap
+/// is made: same status, for each case and install mode.
+#[test]
+fn check_and_run_agree() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    ns.add_bridge("lan0", 1500);
+    ns.ip(&[
+        "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1",
+    ]);
+    ns.ip(&[
+        "link", "property", "add", "dev", "lan0", "altname", "altlan",
+    ]);
+    let sb = Sandbox::new();
+    let acls: &[&[u8]] = &[
+        b"allow br0\n",
+        b"allow all\n",
+        b"allow all\ndeny br1\n",
+        b"deny all\nallow br0\n",
+        b"allow lan0\n",
+        b"allow lan0\nallow altlan\n",
+        b"allow all\ndeny altlan\n",
+        b"allow dummy0\n",
+        b"allow br0 junk\n",
+        b"include /etc/qemu/nope.conf\nallow br0\n",
+        b"# nothing\n",
+    ];
+    let bridges = ["br0", "br1", "lan0", "altlan", "dummy0", "virbr0", "nope"];
+    let mut cases = 0;
+    for mode in [Mode::Setuid, Mode::FileCaps, Mode::Unprivileged] {
+        for acl in acls {
+            sb.acl(acl);
+            for br in bridges {
+                let arg = format!("--br={br}");
+                let real = sb.run_helper(&ns, mode, &[&arg]);
+                let real_code = real.code;
+                if real_code == Some(0) {
+                    drop(real.expect_tap());
+                    wait_for_taps(&ns, &[]);
+                }
+                let checked = check(&sb, &ns, mode, &[&arg]);
+                assert_eq!(
+                    checked.code,
+                    real_code,
+                    "{mode:?} {:?} {br}: run said {:?}, check said:\n{}",
+                    String::from_utf8_lossy(acl),
+                    real_code,
+                    checked.stdout
+                );
+                cases += 1;
+            }
+        }
+        // The ACL missing, and untrusted.
+        sb.etc_file("bridge.conf", "allow br0\n", 0o664);
+        let real = sb.run_helper(&ns, mode, &["--br=br0"]);
+        assert_eq!(check(&sb, &ns, mode, &["--br=br0"]).code, real.code);
+    }
+    assert!(cases >= 200, "{cases}");
+}
+
+/// Root, as `sudo -l -U`: the files are read with that user's uid and
+/// groups, so an include readable by the user's group counts and one only
+/// root can read is skipped.
+#[test]
+fn root_checks_for_another_user() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("include /etc/qemu/group.conf\ninclude /etc/qemu/root.conf\n");
+    sb.etc_file("group.conf", "allow br1\n", 0o640);
+    sb.etc_chown("group.conf", 0, NOBODY);
+    sb.etc_file("root.conf", "allow br0\n", 0o600);
+    let program = sb.install(HELPER, Mode::Setuid);
+    let as_root = |args: &[&str]| {
+        let r = sb.run_program(&ns, &program, Jail::root(), args, false);
+        assert!(r.fds.is_empty());
+        r
+    };
+    let r = as_root(&["--check", "--user=nobody"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let head: Vec<&str> = r.stdout.lines().take(5).collect();
+    assert_eq!(
+        head,
+        [
+            &*format!(
+                "bridge-helper {} check for uid 65534 (nobody)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "groups: 65534 (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
+            "installed: setuid root (from this program's file)",
+            "CAP_NET_ADMIN: a run gets it",
+            "/dev/net/tun: opens the way a run opens it",
+        ]
+    );
+    has(&r, "file /etc/qemu/group.conf: trusted, read");
+    has(&r, "file /etc/qemu/root.conf: not readable by this user");
+    has(&r, "bridge 'br0': denied: no rule allows it");
+    has(&r, "bridge 'br1': allowed by /etc/qemu/group.conf:1");
+    has(&r, "helper taps: none in this network namespace");
+    // The same user by uid, and asking for br0: what nobody's run gets.
+    let r = as_root(&["--check", "--user=65534", "--br=br0"]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+        .expect_refusal(4, "no rule");
+    // Root itself reads root.conf.
+    let r = as_root(&["--check"]);
+    has(&r, "bridge 'br0': allowed by /etc/qemu/root.conf:1");
+    let r = as_root(&["--check", "--user=no-such-user"]);
+    r.expect_refusal(2, "--user='no-such-user': no such user in /etc/passwd");
+}
+
+/// Root sees every tap the helper made, and removes a user's abandoned ones.
+#[test]
+fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let held = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let gone = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (held_name, _) = tun_get_iff(&held);
+    let (gone_name, _) = tun_get_iff(&gone);
+    let raw = gone.as_raw_fd();
+    let mut cmd = sb.command(&ns, "/bin/true", Jail::user(NOBODY));
+    // SAFETY: one ioctl with an integer argument between fork and exec.
+    unsafe {
+        cmd.pre_exec(
+            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            },
+        );
+    }
+    assert!(cmd.status().unwrap().success());
+    drop(gone);
+    let program = sb.install(HELPER, Mode::Setuid);
+    let r = sb.run_program(&ns, &program, Jail::root(), &["--check"], false);
+    has(
+        &r,
+        &format!("helper tap '{held_name}': uid 65534 (nobody), bridge 'br0', held"),
+    );
+    has(
+        &r,
+        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached)"),
+    );
+    // The user's own check warns about it.
+    let mine = check(&sb, &ns, Mode::Setuid, &[]);
+    assert!(
+        mine.stdout.contains(&format!(
+            "warning: tap '{gone_name}' of uid 65534 was made persistent and is abandoned"
+        )),
+        "{}",
+        mine.stdout
+    );
+    lacks(&mine, "helper tap");
+    // Only root may remove.
+    let r = sb.run_helper(&ns, Mode::Setuid, &["--remove-abandoned", "--user=nobody"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let r = sb.run_program(
+        &ns,
+        &program,
+        Jail::root(),
+        &["--remove-abandoned", "--user=nobody"],
+        false,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("removed 1 abandoned tap(s) of uid 65534: '{gone_name}'\n")
+    );
+    assert_eq!(ns.taps(), [held_name]);
+}
+
+#[test]
+fn a_bridge_following_its_ports_address_is_warned_about() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "address", "02:00:00:00:00:07"]);
+    ns.ip(&["link", "set", "v0", "master", "br0"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, "warning: bridge 'br0' has the address of its port 'v0': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set br0 address 02:00:00:00:00:07");
+    assert_eq!(r.code, Some(0));
+    ns.ip(&["link", "set", "br0", "address", "02:00:00:00:00:01"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    lacks(&r, "warning: bridge");
+}
+
+/// Issue 15's lines: the grants and port settings of bridge-helper.conf,
+/// which line chose them, and a name that resolves to no one.
+#[test]
+fn grants_and_port_settings_with_their_lines() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n").etc_file(
+        "bridge-helper.conf",
+        "allow br1 user=65534\nport br0 user=65534 isolated\nport br1 user=no-such-user isolated\n",
+        0o644,
+    );
+    let run = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    has(&run, "file /etc/qemu/bridge-helper.conf: trusted, read");
+    has(
+        &run,
+        "port settings: 2 port line(s); each bridge below says which applies",
+    );
+    has(&run, "bridge 'br0': allowed by /etc/qemu/bridge.conf:1");
+    has(
+        &run,
+        "bridge 'br0': port: isolated, chosen by /etc/qemu/bridge-helper.conf:2",
+    );
+    has(
+        &run,
+        "bridge 'br1': allowed by /etc/qemu/bridge-helper.conf:1",
+    );
+    lacks(&run, "bridge 'br1': port:");
+    assert!(
+        run.stdout.lines().any(
+            |l| l.starts_with("warning: /etc/qemu/bridge-helper.conf:3: ")
+                && l.ends_with(
+                    "does not resolve in /etc/passwd or /etc/group; the line matches no one"
+                )
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(
+        &run,
+        "verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1), port: isolated, chosen by /etc/qemu/bridge-helper.conf:2",
+    );
+}

@@ -37,24 +37,83 @@ fn first(entries: &[(Vec<u8>, u32)], name: &[u8]) -> Option<u32> {
     entries.iter().find(|(n, _)| n == name).map(|&(_, id)| id)
 }
 
-/// `name:password:ID:...` lines; anything else (comments, NIS `+`/`-`
-/// entries, a malformed line) names nobody and is skipped, so one bad
-/// line cannot take every other account with it.
+/// One line of /etc/passwd or /etc/group: the name, the id, and the
+/// fourth field (a user's primary gid; a group's member list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub name: &'a [u8],
+    pub id: u32,
+    pub fourth: &'a [u8],
+}
+
+/// The `name:password:ID:...` lines of either file. Anything else
+/// (comments, NIS `+`/`-` entries, a malformed line) names nobody and is
+/// skipped, so one bad line cannot take every other account with it.
+pub fn entries(text: &[u8]) -> impl Iterator<Item = Entry<'_>> {
+    text.split(|&b| b == b'\n').filter_map(|line| {
+        let mut fields = line.split(|&b| b == b':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let id = number(fields.next()?)?;
+        let fourth = fields.next().unwrap_or_default();
+        let valid_name = !name.is_empty()
+            && !name.starts_with(b"+")
+            && !name.starts_with(b"-")
+            && !name.starts_with(b"#");
+        valid_name.then_some(Entry { name, id, fourth })
+    })
+}
+
+/// Every name and its id, in file order.
 pub fn parse(text: &[u8]) -> Vec<(Vec<u8>, u32)> {
-    text.split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let mut fields = line.split(|&b| b == b':');
-            let name = fields.next()?;
-            let _password = fields.next()?;
-            let id = fields.next()?;
-            let valid_name = !name.is_empty()
-                && !name.starts_with(b"+")
-                && !name.starts_with(b"-")
-                && !name.starts_with(b"#");
-            (valid_name).then_some(())?;
-            Some((name.to_vec(), number(id)?))
+    entries(text).map(|e| (e.name.to_vec(), e.id)).collect()
+}
+
+/// The name of `uid` in the text of /etc/passwd: the first line for it.
+pub fn name_of(passwd: &[u8], uid: u32) -> Option<Vec<u8>> {
+    entries(passwd)
+        .find(|e| e.id == uid)
+        .map(|e| e.name.to_vec())
+}
+
+/// A user as /etc/passwd has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The user `spec` names in the text of /etc/passwd: a decimal uid, or
+/// else a name; the first line wins, as with getpwnam(3).
+pub fn find_user(passwd: &[u8], spec: &[u8]) -> Option<User> {
+    let by_uid = number(spec);
+    entries(passwd).find_map(|e| {
+        let hit = match by_uid {
+            Some(want) => e.id == want,
+            None => e.name == spec,
+        };
+        hit.then_some(())?;
+        Some(User {
+            name: e.name.to_vec(),
+            uid: e.id,
+            gid: number(e.fourth)?,
         })
-        .collect()
+    })
+}
+
+/// The groups the text of /etc/group gives `user` (lines listing the name
+/// as a member), with the primary group first. Only /etc/group: PAM or
+/// sssd may give a login others.
+pub fn groups_of(group: &[u8], user: &User) -> Vec<u32> {
+    let mut gids = vec![user.gid];
+    for e in entries(group) {
+        let member = e.fourth.split(|&b| b == b',').any(|m| m == user.name);
+        if member && !gids.contains(&e.id) {
+            gids.push(e.id);
+        }
+    }
+    gids
 }
 
 /// A user or group id as written: decimal digits only, and never
@@ -120,6 +179,31 @@ mod tests {
         assert_eq!(accounts.user(b"bob"), None);
         assert_eq!(accounts.group(b"students"), Some(500));
         assert_eq!(accounts.group(b"alice"), None);
+    }
+
+    #[test]
+    fn users_by_name_or_uid_and_their_groups() {
+        let passwd = b"root:x:0:0::/:/bin/sh\nalice:x:1000:100::/:/bin/sh\n";
+        let alice = User {
+            name: b"alice".to_vec(),
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(find_user(passwd, b"alice"), Some(alice.clone()));
+        assert_eq!(find_user(passwd, b"1000"), Some(alice.clone()));
+        assert_eq!(find_user(passwd, b"bob"), None);
+        assert_eq!(find_user(passwd, b"7"), None);
+        assert_eq!(find_user(passwd, b""), None);
+        let group = b"users:x:100:\nkvm:x:36:bob,alice\nwheel:x:10:alicex\nbad\n";
+        assert_eq!(groups_of(group, &alice), [100, 36]);
+        assert_eq!(name_of(passwd, 1000).as_deref(), Some(&b"alice"[..]));
+        assert_eq!(name_of(passwd, 5), None);
+        // One reading of the files: a uid written 01000 is 1000, as
+        // getpwuid(3) (strtoul) reads it.
+        assert_eq!(
+            name_of(b"bob:x:01000:1::/:\n", 1000).as_deref(),
+            Some(&b"bob"[..])
+        );
     }
 
     #[test]

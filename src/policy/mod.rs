@@ -14,4 +14,3 @@ pub mod args;
 pub mod compiled;
 pub mod ifname;
 pub mod settings;
-pub mod users;

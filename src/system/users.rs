@@ -1,10 +1,13 @@
-//! Reading /etc/passwd for a user's name (see [`crate::policy::users`]).
+//! Reading /etc/passwd and /etc/group as the process is now, plainly (not
+//! through the trust walk): for the log's user name, and for root's
+//! `--check --user` and `--remove-abandoned` (parsed by
+//! [`crate::policy::accounts`]).
 
 use std::io::Read;
 
 use nix::unistd::Uid;
 
-use crate::policy::users;
+use crate::policy::accounts::{self, User};
 use crate::system::raw;
 
 /// Enough for any real passwd file; more is not read.
@@ -21,13 +24,13 @@ fn read(path: &str) -> Option<Vec<u8>> {
 }
 
 /// The user `spec` (a name or a decimal uid) names in /etc/passwd.
-pub fn find(spec: &[u8]) -> Option<users::User> {
-    users::find(&read("/etc/passwd")?, spec)
+pub fn find(spec: &[u8]) -> Option<User> {
+    accounts::find_user(&read(accounts::PASSWD)?, spec)
 }
 
 /// `user`'s groups as /etc/group gives them, primary first.
-pub fn groups(user: &users::User) -> Vec<u32> {
-    users::groups_of(&read("/etc/group").unwrap_or_default(), user)
+pub fn groups(user: &User) -> Vec<u32> {
+    accounts::groups_of(&read(accounts::GROUP).unwrap_or_default(), user)
 }
 
 /// The caller's name, if /etc/passwd has one (read with the process's
@@ -60,7 +63,7 @@ fn name_in(mut file: impl Read, uid: Uid) -> Option<Vec<u8>> {
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |p| p + 1)
         };
-        if let Some(name) = users::name_of(buf.get(..whole)?, uid.as_raw()) {
+        if let Some(name) = accounts::name_of(buf.get(..whole)?, uid.as_raw()) {
             return Some(name);
         }
         // At the end, or one line fills the whole buffer.

@@ -61,13 +61,7 @@ fn command(sb: &Sandbox, ns: &NetNs, dev: &Dev, program: &Path) -> Command {
     // mount namespace); raw system calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            let ok = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
+            let ok = sys_ok;
             ok(libc::mount(
                 dir.as_ptr(),
                 c"/dev".as_ptr(),

@@ -226,13 +226,7 @@ impl Root {
         // system calls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                let ok = |r: libc::c_int| {
-                    if r < 0 {
-                        Err(std::io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                };
+                let ok = common::sys_ok;
                 ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
                 ok(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
                 if let Some(uid) = uid {

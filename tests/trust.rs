@@ -88,13 +88,7 @@ fn run_with(
     // prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            let ok = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
+            let ok = sys_ok;
             for (src, dst, read_only) in &mounts {
                 ok(libc::mount(
                     src.as_ptr(),

@@ -40,6 +40,16 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A raw system call's result, for code between fork and exec (no
+/// allocation): a negative value is the errno's error.
+pub fn sys_ok(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Runs a command that must succeed; panics with its output otherwise.
 pub fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -298,13 +308,7 @@ impl Sandbox {
         // system calls on data prepared before the fork (no allocation).
         unsafe {
             cmd.pre_exec(move || {
-                let ok = |r: libc::c_int| {
-                    if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                };
+                let ok = sys_ok;
                 ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
                 sys::mount_private_etc(&lower, libc::MS_RDONLY, tun.as_deref())
                     .map_err(|_| io::Error::last_os_error())?;

@@ -1,75 +1,67 @@
-//! Just enough rtnetlink to look links up and configure a tap in one
-//! request. Netlink rather than ioctls on an AF_INET socket: it works on
-//! kernels without IPv4, reads back what an ioctl cannot (the tap's owner,
-//! persistence and carrier), and sets the alias that marks our taps.
-
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+//! The rtnetlink message format: the constants, building a request,
+//! and parsing what the kernel answers. Pure code: no socket here.
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
 
 use crate::system::raw;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const RTM_SETLINK: u16 = 19;
-const RTM_NEWLINKPROP: u16 = 108;
-const RTM_NEWVLAN: u16 = 112;
-const RTM_GETVLAN: u16 = 114;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_MULTI: u16 = 0x2;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
+pub(super) const RTM_NEWLINK: u16 = 16;
+pub(super) const RTM_DELLINK: u16 = 17;
+pub(super) const RTM_GETLINK: u16 = 18;
+pub(super) const RTM_SETLINK: u16 = 19;
+pub(super) const RTM_NEWLINKPROP: u16 = 108;
+pub(super) const RTM_NEWVLAN: u16 = 112;
+pub(super) const RTM_GETVLAN: u16 = 114;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_MULTI: u16 = 0x2;
+pub(super) const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_IFALIAS: u16 = 20;
-const IFLA_EXT_MASK: u16 = 29;
-const IFLA_CARRIER: u16 = 33;
-const IFLA_PROP_LIST: u16 = 52;
-const IFLA_ALT_IFNAME: u16 = 53;
-const IFLA_PROTINFO: u16 = 12;
-const IFLA_AF_SPEC: u16 = 26;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const IFLA_INFO_SLAVE_KIND: u16 = 4;
-const IFLA_INFO_SLAVE_DATA: u16 = 5;
+pub(super) const IFLA_ADDRESS: u16 = 1;
+pub(super) const IFLA_IFNAME: u16 = 3;
+pub(super) const IFLA_MTU: u16 = 4;
+pub(super) const IFLA_MASTER: u16 = 10;
+pub(super) const IFLA_LINKINFO: u16 = 18;
+pub(super) const IFLA_IFALIAS: u16 = 20;
+pub(super) const IFLA_EXT_MASK: u16 = 29;
+pub(super) const IFLA_CARRIER: u16 = 33;
+pub(super) const IFLA_PROP_LIST: u16 = 52;
+pub(super) const IFLA_ALT_IFNAME: u16 = 53;
+pub(super) const IFLA_PROTINFO: u16 = 12;
+pub(super) const IFLA_AF_SPEC: u16 = 26;
+pub(super) const IFLA_INFO_KIND: u16 = 1;
+pub(super) const IFLA_INFO_DATA: u16 = 2;
+pub(super) const IFLA_INFO_SLAVE_KIND: u16 = 4;
+pub(super) const IFLA_INFO_SLAVE_DATA: u16 = 5;
 /// In a bridge's IFLA_INFO_DATA.
-const IFLA_BR_VLAN_FILTERING: u16 = 7;
+pub(super) const IFLA_BR_VLAN_FILTERING: u16 = 7;
 /// In IFLA_PROTINFO (AF_BRIDGE) and a port's IFLA_INFO_SLAVE_DATA.
-const IFLA_BRPORT_LEARNING: u16 = 8;
-const IFLA_BRPORT_ISOLATED: u16 = 33;
+pub(super) const IFLA_BRPORT_LEARNING: u16 = 8;
+pub(super) const IFLA_BRPORT_ISOLATED: u16 = 33;
 /// In IFLA_AF_SPEC (AF_BRIDGE): struct bridge_vlan_info { u16 flags; u16 vid; }.
-const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
-const BRIDGE_VLAN_INFO_PVID: u16 = 1 << 1;
-const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 1 << 2;
+pub(super) const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
+pub(super) const BRIDGE_VLAN_INFO_PVID: u16 = 1 << 1;
+pub(super) const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 1 << 2;
 /// RTM_NEWVLAN's entries and what they hold.
-const BRIDGE_VLANDB_ENTRY: u16 = 1;
-const BRIDGE_VLANDB_ENTRY_INFO: u16 = 1;
-const BRIDGE_VLANDB_ENTRY_RANGE: u16 = 2;
-const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const BRIDGE_VLANDB_ENTRY: u16 = 1;
+pub(super) const BRIDGE_VLANDB_ENTRY_INFO: u16 = 1;
+pub(super) const BRIDGE_VLANDB_ENTRY_RANGE: u16 = 2;
+pub(super) const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+pub(super) const NLMSGERR_ATTR_MSG: u16 = 1;
+pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
 pub const IFF_UP: u32 = 0x1;
 /// ifinfomsg's family byte; AF_UNSPEC is 0 (checked below).
-const AF_UNSPEC: u8 = 0;
+pub(super) const AF_UNSPEC: u8 = 0;
 const _: () = assert!(libc::AF_UNSPEC == 0);
 /// Bridge-port requests go to the bridge driver's handlers.
-const AF_BRIDGE: u8 = 7;
+pub(super) const AF_BRIDGE: u8 = 7;
 const _: () = assert!(libc::AF_BRIDGE == 7);
 
-const HDR: usize = 16;
-const IFINFO: usize = 16;
+pub(super) const HDR: usize = 16;
+pub(super) const IFINFO: usize = 16;
 
 /// An interface index: how every request after a link's creation names
 /// it. Unlike a name, it cannot change hands while the link exists, and
@@ -183,366 +175,27 @@ impl From<Errno> for NlError {
     }
 }
 
-pub struct Rtnetlink {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Rtnetlink {
-    pub fn open() -> Result<Rtnetlink, NlError> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        // Older kernels lack extended acks; errors are then just less wordy.
-        let _ = raw::netlink_ext_ack(fd.as_fd());
-        Ok(Rtnetlink {
-            fd,
-            seq: 0,
-            buf: vec![0; 64 * 1024],
-        })
-    }
-
-    /// The socket, for the interface ioctls that any socket takes.
-    pub fn socket(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Looks an interface up by name; `None` if there is none.
-    pub fn link(&mut self, name: &[u8]) -> Result<Option<Link>, NlError> {
-        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
-        msg.attr(IFLA_IFNAME, name);
-        self.get_link(msg)
-    }
-
-    /// Looks an interface up by index; `None` if there is none.
-    pub fn link_by_index(&mut self, index: IfIndex) -> Result<Option<Link>, NlError> {
-        self.get_link(Message::new(RTM_GETLINK, NLM_F_REQUEST, index.0, 0, 0))
-    }
-
-    fn get_link(&mut self, mut msg: Message) -> Result<Option<Link>, NlError> {
-        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-        let mut found = None;
-        match self.exchange(msg, |payload| {
-            found = Some(parse_link(payload));
-        }) {
-            Err(NlError {
-                errno: Errno::ENODEV,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-            Ok(()) => Ok(found),
-        }
-    }
-
-    /// Looks links up by alternative name, several per request: one entry
-    /// per name, `None` where no link has it. A kernel without altname
-    /// lookups (before 5.5) answers EINVAL.
-    pub fn links_by_altname(&mut self, names: &[Vec<u8>]) -> Result<Vec<Option<Link>>, NlError> {
-        let mut batch = Vec::new();
-        let first = self.seq.wrapping_add(1);
-        for name in names {
-            self.seq = self.seq.wrapping_add(1);
-            let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
-            msg.attr(IFLA_ALT_IFNAME, name);
-            msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-            batch.extend(msg.finish(self.seq));
-        }
-        self.send(&batch)?;
-        let mut found: Vec<Option<Result<Option<Link>, NlError>>> = vec![None; names.len()];
-        while found.iter().any(Option::is_none) {
-            let len = self.receive()?;
-            for (ty, _, seq, payload) in Messages(&self.buf[..len]) {
-                let slot = seq.wrapping_sub(first) as usize;
-                let Some(entry) = found.get_mut(slot) else {
-                    continue;
-                };
-                *entry = Some(match ty {
-                    NLMSG_ERROR => match ack(payload) {
-                        Err(NlError {
-                            errno: Errno::ENODEV,
-                            ..
-                        }) => Ok(None),
-                        Err(e) => Err(e),
-                        Ok(()) => Err(Errno::EPROTO.into()),
-                    },
-                    RTM_NEWLINK => Ok(Some(parse_link(payload))),
-                    _ => Err(Errno::EPROTO.into()),
-                });
-            }
-        }
-        found.into_iter().flatten().collect()
-    }
-
-    /// Gives the link `index` the alternative name `altname`; EEXIST if
-    /// some link already has that name.
-    pub fn add_altname(&mut self, index: IfIndex, altname: &[u8]) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_NEWLINKPROP, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
-        let list = msg.nest(IFLA_PROP_LIST | NLA_F_NESTED);
-        msg.attr(IFLA_ALT_IFNAME, altname);
-        msg.end_nest(list);
-        self.exchange(msg, |_| {})
-    }
-
-    /// Every tun/tap interface in this network namespace.
-    pub fn tun_links(&mut self) -> Result<Vec<Link>, NlError> {
-        let mut links = self.links_of_kind(b"tun")?;
-        // The kernel filters by kind, but check rather than trust it.
-        links.retain(|l| l.tun.is_some());
-        Ok(links)
-    }
-
-    /// Every bridge in this network namespace, in index order.
-    pub fn bridges(&mut self) -> Result<Vec<Link>, NlError> {
-        let mut links = self.links_of_kind(b"bridge")?;
-        links.retain(|l| l.kind.as_deref() == Some(b"bridge"));
-        links.sort_by_key(|l| l.index);
-        Ok(links)
-    }
-
-    /// Every interface in this network namespace.
-    pub fn all_links(&mut self) -> Result<Vec<Link>, NlError> {
-        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
-        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-        let mut links = Vec::new();
-        self.exchange(msg, |payload| links.push(parse_link(payload)))?;
-        Ok(links)
-    }
-
-    fn links_of_kind(&mut self, kind: &[u8]) -> Result<Vec<Link>, NlError> {
-        let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 0, 0, 0);
-        msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-        let info = msg.nest(IFLA_LINKINFO);
-        msg.attr(IFLA_INFO_KIND, kind);
-        msg.end_nest(info);
-        let mut links = Vec::new();
-        self.exchange(msg, |payload| links.push(parse_link(payload)))?;
-        Ok(links)
-    }
-
-    /// Sets MTU, alias and master of link `index` and brings it up,
-    /// in one request. By index, never by name: a rename racing with the
-    /// request (udev, an administrator) cannot redirect it.
-    pub fn configure(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
-        let mut msg = Message::new(
-            RTM_SETLINK,
-            NLM_F_REQUEST | NLM_F_ACK,
-            index.0,
-            IFF_UP,
-            IFF_UP,
-        );
-        msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
-        msg.attr(IFLA_IFALIAS, setup.alias);
-        msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
-        self.exchange(msg, |_| {})
-    }
-
-    /// Sets MTU, alias and master of link `index`, leaving it down: for a
-    /// port whose bridge-port options must be set before it passes
-    /// traffic (the kernel refuses them in the request that enslaves).
-    pub fn configure_down(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
-        msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
-        msg.attr(IFLA_IFALIAS, setup.alias);
-        msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
-        self.exchange(msg, |_| {})
-    }
-
-    /// Brings link `index` up.
-    pub fn set_up(&mut self, index: IfIndex) -> Result<(), NlError> {
-        let msg = Message::new(
-            RTM_SETLINK,
-            NLM_F_REQUEST | NLM_F_ACK,
-            index.0,
-            IFF_UP,
-            IFF_UP,
-        );
-        self.exchange(msg, |_| {})
-    }
-
-    /// Sets bridge-port options and adds VLANs to port `index`, in one
-    /// AF_BRIDGE RTM_SETLINK (the bridge driver handles IFLA_PROTINFO and
-    /// IFLA_AF_SPEC of one request together).
-    pub fn set_port(
-        &mut self,
-        index: IfIndex,
-        setup: &PortSetup,
-        add: &[PortVlan],
-    ) -> Result<(), NlError> {
-        let mut msg = Message::bridge(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0);
-        if setup.isolated.is_some() || setup.learning.is_some() {
-            // Without NLA_F_NESTED the bridge reads IFLA_PROTINFO as a
-            // port state, not as options.
-            let info = msg.nest(IFLA_PROTINFO | NLA_F_NESTED);
-            if let Some(on) = setup.isolated {
-                msg.attr(IFLA_BRPORT_ISOLATED, &[u8::from(on)]);
-            }
-            if let Some(on) = setup.learning {
-                msg.attr(IFLA_BRPORT_LEARNING, &[u8::from(on)]);
-            }
-            msg.end_nest(info);
-        }
-        if !add.is_empty() {
-            let spec = msg.nest(IFLA_AF_SPEC);
-            for v in add {
-                msg.attr(IFLA_BRIDGE_VLAN_INFO, &vlan_info(v));
-            }
-            msg.end_nest(spec);
-        }
-        self.exchange(msg, |_| {})
-    }
-
-    /// Removes VLANs from port `index` (AF_BRIDGE RTM_DELLINK, which on a
-    /// port deletes only the VLANs it names).
-    pub fn remove_vlans(&mut self, index: IfIndex, vids: &[u16]) -> Result<(), NlError> {
-        let mut msg = Message::bridge(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index.0);
-        let spec = msg.nest(IFLA_AF_SPEC);
-        for &vid in vids {
-            let v = PortVlan {
-                vid,
-                pvid: false,
-                untagged: false,
-            };
-            msg.attr(IFLA_BRIDGE_VLAN_INFO, &vlan_info(&v));
-        }
-        msg.end_nest(spec);
-        self.exchange(msg, |_| {})
-    }
-
-    /// The VLANs of port `index`, from the kernel's VLAN database
-    /// (RTM_GETVLAN filtered by ifindex, Linux 5.8 and later), sorted.
-    pub fn port_vlans(&mut self, index: IfIndex) -> Result<Vec<PortVlan>, NlError> {
-        let mut msg = Message(Vec::with_capacity(64));
-        msg.0.extend_from_slice(&0u32.to_ne_bytes());
-        msg.0.extend_from_slice(&RTM_GETVLAN.to_ne_bytes());
-        msg.0
-            .extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        msg.0.extend_from_slice(&[0; 8]);
-        // struct br_vlan_msg { u8 family; u8 pad; u16 pad; u32 ifindex; }
-        msg.0.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
-        msg.0.extend_from_slice(&index.0.to_ne_bytes());
-        let mut vlans = Vec::new();
-        let mut wrong = false;
-        self.exchange_typed(msg, |ty, payload| {
-            if ty != RTM_NEWVLAN || u32_at(payload, 4) != Some(index.0) {
-                wrong = true;
-                return;
-            }
-            vlans.extend(parse_vlans(payload.get(8..).unwrap_or(&[])));
-        })?;
-        if wrong {
-            return Err(Errno::EPROTO.into());
-        }
-        vlans.sort_unstable();
-        Ok(vlans)
-    }
-
-    /// Removes a link by index (never by name, which can change hands).
-    pub fn delete(&mut self, index: IfIndex) -> Result<(), NlError> {
-        let msg = Message::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
-        self.exchange(msg, |_| {})
-    }
-
-    /// Sends one request and hands each reply's payload to `each`, until
-    /// the acknowledgement, the end of a dump, or a single reply.
-    fn exchange(&mut self, msg: Message, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
-        self.exchange_typed(msg, |_, payload| each(payload))
-    }
-
-    /// [`Self::exchange`], with each reply's message type.
-    fn exchange_typed(
-        &mut self,
-        mut msg: Message,
-        mut each: impl FnMut(u16, &[u8]),
-    ) -> Result<(), NlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let bytes = msg.finish(self.seq);
-        self.send(&bytes)?;
-        loop {
-            let len = self.receive()?;
-            for (ty, flags, seq, payload) in Messages(&self.buf[..len]) {
-                if seq != self.seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_ERROR => return ack(payload),
-                    NLMSG_DONE => return Ok(()),
-                    _ => {
-                        each(ty, payload);
-                        if flags & NLM_F_MULTI == 0 {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Result<(), NlError> {
-        let kernel = NetlinkAddr::new(0, 0);
-        loop {
-            match socket::sendmsg(
-                self.fd.as_raw_fd(),
-                &[IoSlice::new(bytes)],
-                &[],
-                MsgFlags::empty(),
-                Some(&kernel),
-            ) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-                Ok(_) => return Ok(()),
-            }
-        }
-    }
-
-    /// Reads the next datagram from the kernel into `buf`; anything sent
-    /// by another process is dropped, since only the kernel answers us.
-    fn receive(&mut self) -> Result<usize, NlError> {
-        loop {
-            let mut iov = [IoSliceMut::new(&mut self.buf)];
-            let got = match socket::recvmsg::<NetlinkAddr>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                None,
-                MsgFlags::empty(),
-            ) {
-                Err(Errno::EINTR) => continue,
-                other => other?,
-            };
-            if got.flags.contains(MsgFlags::MSG_TRUNC) {
-                return Err(Errno::EMSGSIZE.into());
-            }
-            if got.address.is_some_and(|a| a.pid() == 0) {
-                return Ok(got.bytes);
-            }
-        }
-    }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// An attribute's length field. Ours are far below 64 KiB; one that were
 /// not would be sent as a length the kernel rejects, never wrapped.
-fn length(n: usize) -> u16 {
+pub(super) fn length(n: usize) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
-const fn align4(n: usize) -> usize {
+pub(super) const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
 /// Netlink messages in a datagram: (type, flags, sequence, payload).
 /// Stops at the first malformed header instead of trusting its length.
-struct Messages<'a>(&'a [u8]);
+pub(super) struct Messages<'a>(pub(super) &'a [u8]);
 
 impl<'a> Iterator for Messages<'a> {
     type Item = (u16, u16, u32, &'a [u8]);
@@ -560,7 +213,7 @@ impl<'a> Iterator for Messages<'a> {
 }
 
 /// Attributes in a buffer: (type without flag bits, value).
-struct Attrs<'a>(&'a [u8]);
+pub(super) struct Attrs<'a>(pub(super) &'a [u8]);
 
 impl<'a> Iterator for Attrs<'a> {
     type Item = (u16, &'a [u8]);
@@ -577,11 +230,11 @@ impl<'a> Iterator for Attrs<'a> {
     }
 }
 
-fn cstr(v: &[u8]) -> Vec<u8> {
+pub(super) fn cstr(v: &[u8]) -> Vec<u8> {
     v.split(|&b| b == 0).next().unwrap_or_default().to_vec()
 }
 
-fn flag(v: &[u8]) -> bool {
+pub(super) fn flag(v: &[u8]) -> bool {
     v.first().is_some_and(|&b| b != 0)
 }
 
@@ -641,7 +294,7 @@ pub fn parse_link(payload: &[u8]) -> Link {
     link
 }
 
-fn parse_port(data: &[u8]) -> PortInfo {
+pub(super) fn parse_port(data: &[u8]) -> PortInfo {
     let mut port = PortInfo::default();
     for (ty, v) in Attrs(data) {
         match ty {
@@ -653,7 +306,7 @@ fn parse_port(data: &[u8]) -> PortInfo {
     port
 }
 
-fn vlan_info(v: &PortVlan) -> [u8; 4] {
+pub(super) fn vlan_info(v: &PortVlan) -> [u8; 4] {
     let mut flags = 0;
     if v.pvid {
         flags |= BRIDGE_VLAN_INFO_PVID;
@@ -669,7 +322,7 @@ fn vlan_info(v: &PortVlan) -> [u8; 4] {
 
 /// The entries of an RTM_NEWVLAN payload after its br_vlan_msg: each one
 /// VLAN, or a range of VLANs with the same flags.
-fn parse_vlans(attrs: &[u8]) -> Vec<PortVlan> {
+pub(super) fn parse_vlans(attrs: &[u8]) -> Vec<PortVlan> {
     let mut out = Vec::new();
     for (ty, entry) in Attrs(attrs) {
         if ty != BRIDGE_VLANDB_ENTRY {
@@ -699,7 +352,7 @@ fn parse_vlans(attrs: &[u8]) -> Vec<PortVlan> {
     out
 }
 
-fn parse_tun(data: &[u8]) -> TunInfo {
+pub(super) fn parse_tun(data: &[u8]) -> TunInfo {
     let mut tun = TunInfo::default();
     for (ty, v) in Attrs(data) {
         match ty {
@@ -719,7 +372,7 @@ fn parse_tun(data: &[u8]) -> TunInfo {
 }
 
 /// An NLMSG_ERROR payload: 0 is an acknowledgement.
-fn ack(payload: &[u8]) -> Result<(), NlError> {
+pub(super) fn ack(payload: &[u8]) -> Result<(), NlError> {
     let code = u32_at(payload, 0).map_or(-libc::EPROTO, u32::cast_signed);
     if code == 0 {
         return Ok(());
@@ -736,10 +389,10 @@ fn ack(payload: &[u8]) -> Result<(), NlError> {
 }
 
 /// A request under construction.
-struct Message(Vec<u8>);
+pub(super) struct Message(pub(super) Vec<u8>);
 
 impl Message {
-    fn new(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> Message {
+    pub(super) fn new(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> Message {
         let mut b = Vec::with_capacity(256);
         b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
         b.extend_from_slice(&ty.to_ne_bytes());
@@ -753,13 +406,13 @@ impl Message {
     }
 
     /// A request with family AF_BRIDGE, for the bridge driver.
-    fn bridge(ty: u16, flags: u16, index: u32) -> Message {
+    pub(super) fn bridge(ty: u16, flags: u16, index: u32) -> Message {
         let mut m = Message::new(ty, flags, index, 0, 0);
         m.0[HDR] = AF_BRIDGE;
         m
     }
 
-    fn attr(&mut self, ty: u16, value: &[u8]) {
+    pub(super) fn attr(&mut self, ty: u16, value: &[u8]) {
         let len = 4 + value.len();
         self.0.extend_from_slice(&length(len).to_ne_bytes());
         self.0.extend_from_slice(&ty.to_ne_bytes());
@@ -767,18 +420,18 @@ impl Message {
         self.0.resize(align4(self.0.len()), 0);
     }
 
-    fn nest(&mut self, ty: u16) -> usize {
+    pub(super) fn nest(&mut self, ty: u16) -> usize {
         let at = self.0.len();
         self.attr(ty, &[]);
         at
     }
 
-    fn end_nest(&mut self, at: usize) {
+    pub(super) fn end_nest(&mut self, at: usize) {
         let len = length(self.0.len() - at);
         self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
-    fn finish(&mut self, seq: u32) -> Vec<u8> {
+    pub(super) fn finish(&mut self, seq: u32) -> Vec<u8> {
         let len = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
         self.0[0..4].copy_from_slice(&len.to_ne_bytes());
         self.0[8..12].copy_from_slice(&seq.to_ne_bytes());

@@ -37,7 +37,6 @@
 
 use std::cell::RefCell;
 use std::ffi::CString;
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -49,7 +48,6 @@ use nix::errno::Errno;
 use nix::sys::stat::{fstat, FileStat, SFlag};
 
 use crate::policy::acl_files::{FileText, Files};
-use crate::report::escape::Escaped;
 use crate::system::raw;
 
 /// How many symlinks one path may pass through, as the kernel allows.
@@ -78,195 +76,6 @@ pub enum OpenError {
     /// The process ran out of descriptors or memory: not the file's fault.
     Resources(io::Error),
     Io(io::Error),
-}
-
-/// Why a path is not trusted, and what fixes it. Paths are the ones the
-/// walk reached (symlinks replaced by what they point to), so the fix names
-/// the object that is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Untrusted {
-    NotRegular,
-    FileOwner {
-        at: PathBuf,
-        uid: u32,
-    },
-    FileWritable {
-        at: PathBuf,
-        mode: u32,
-    },
-    /// A directory that is not root's, or writable by others without the
-    /// sticky bit.
-    Directory {
-        dir: PathBuf,
-        uid: u32,
-        mode: u32,
-    },
-    /// An entry of a writable sticky directory that is not root's.
-    StickyEntry {
-        at: PathBuf,
-        dir: PathBuf,
-        uid: u32,
-        symlink: bool,
-    },
-    /// A non-directory in a writable sticky directory while the kernel
-    /// lets users hard-link others' files.
-    Linkable {
-        at: PathBuf,
-        dir: PathBuf,
-    },
-    /// A non-directory in a sticky directory that anyone (`group` None),
-    /// or a group the caller belongs to, can write: it may have been
-    /// renamed in from elsewhere.
-    Planted {
-        at: PathBuf,
-        dir: PathBuf,
-        group: Option<u32>,
-    },
-    /// A name missing from an automount point: the mount may have failed.
-    NotMounted {
-        at: PathBuf,
-        dir: PathBuf,
-    },
-    /// A symlink on a file system mounted nosymfollow.
-    NoSymlinks {
-        at: PathBuf,
-    },
-    /// A missing name in a directory others can write.
-    MissingInWritable {
-        at: PathBuf,
-        dir: PathBuf,
-        mode: u32,
-    },
-    PseudoFs {
-        at: PathBuf,
-    },
-    /// Unreadable to the caller although its permissions allow reading:
-    /// a security module's doing, which must not turn into a skip.
-    Mediated {
-        at: PathBuf,
-    },
-    Loop,
-}
-
-fn shown(p: &Path) -> Escaped<'_> {
-    Escaped(p.as_os_str().as_bytes())
-}
-
-/// `g-w`, `o-w` or `go-w`: what `chmod` needs to close `mode` to others.
-fn write_bits(mode: u32) -> &'static str {
-    match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (true, false) => "g-w",
-        (false, true) => "o-w",
-        _ => "go-w",
-    }
-}
-
-impl fmt::Display for Untrusted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Untrusted::NotRegular => write!(f, "not a regular file"),
-            Untrusted::FileOwner { at, uid } => write!(
-                f,
-                "owned by uid {uid}, not root; fix: chown root {}",
-                shown(at)
-            ),
-            Untrusted::FileWritable { at, mode } => write!(
-                f,
-                "writable by group or others (mode {:04o}); fix: chmod {} {}",
-                mode & 0o7777,
-                write_bits(*mode),
-                shown(at)
-            ),
-            Untrusted::Directory { dir, uid, mode } => {
-                write!(
-                    f,
-                    "lies in {}, which someone other than root can change (owner uid {uid}, mode {:04o}); fix: ",
-                    shown(dir),
-                    mode & 0o7777
-                )?;
-                match (*uid != 0, mode & 0o022 != 0) {
-                    (true, true) => write!(
-                        f,
-                        "chown root {0} and chmod {1} {0}",
-                        shown(dir),
-                        write_bits(*mode)
-                    ),
-                    (true, false) => write!(f, "chown root {}", shown(dir)),
-                    _ => write!(f, "chmod {} {}", write_bits(*mode), shown(dir)),
-                }
-            }
-            Untrusted::StickyEntry {
-                at,
-                dir,
-                uid,
-                symlink,
-            } => write!(
-                f,
-                "{} is owned by uid {uid} in {}, where others can create entries; fix: chown {}root {0}, or keep the file in a directory only root can change",
-                shown(at),
-                shown(dir),
-                if *symlink { "-h " } else { "" }
-            ),
-            Untrusted::Linkable { at, dir } => write!(
-                f,
-                "{} lies in {}, which others can write, and fs.protected_hardlinks is off, so anyone there could have hard-linked a root-owned file in; fix: sysctl fs.protected_hardlinks=1, or keep the file in a directory only root can change",
-                shown(at),
-                shown(dir)
-            ),
-            Untrusted::Planted {
-                at,
-                dir,
-                group: None,
-            } => write!(
-                f,
-                "{} is not a directory, and lies in {}, which anyone can write: a user can rename a root-owned file into it from a directory they can write; fix: keep the file in a root-owned directory",
-                shown(at),
-                shown(dir)
-            ),
-            Untrusted::Planted {
-                at,
-                dir,
-                group: Some(gid),
-            } => write!(
-                f,
-                "{} is not a directory, and lies in {}, which group {gid}, the caller's, can write: the caller could have renamed a root-owned file into it; fix: keep the file in a root-owned directory, or take the caller out of group {gid}",
-                shown(at),
-                shown(dir)
-            ),
-            Untrusted::NoSymlinks { at } => write!(
-                f,
-                "{} is a symbolic link on a file system mounted nosymfollow, which the kernel would not follow; fix: point the include at the file itself",
-                shown(at)
-            ),
-            Untrusted::NotMounted { at, dir } => write!(
-                f,
-                "{} is missing from {}, an automount point that is not mounted (the mount may have failed), so it cannot be skipped; fix: make the mount work, or keep the file on a file system that is always mounted",
-                shown(at),
-                shown(dir)
-            ),
-            Untrusted::MissingInWritable { at, dir, mode } => write!(
-                f,
-                "{} does not exist, and anyone who can write {} (mode {:04o}) could create it; fix: create it, owned by root, or include a file in a directory only root can change",
-                shown(at),
-                shown(dir),
-                mode & 0o7777
-            ),
-            Untrusted::PseudoFs { at } => write!(
-                f,
-                "{} is on a pseudo or user-mounted file system, not one an administrator writes",
-                shown(at)
-            ),
-            Untrusted::Mediated { at } => write!(
-                f,
-                "{} could not be read although its permissions allow the calling user to read it: a security module (AppArmor, SELinux, Landlock) refused, and an include refused that way is not skipped; fix: let that module's policy allow reading it",
-                shown(at)
-            ),
-            Untrusted::Loop => write!(
-                f,
-                "more than {MAX_SYMLINKS} symbolic links on the way (a loop?)"
-            ),
-        }
-    }
 }
 
 fn io_error(e: Errno) -> OpenError {
@@ -761,6 +570,10 @@ impl Files for SystemFiles {
         })
     }
 }
+
+mod untrusted;
+
+pub use untrusted::Untrusted;
 
 #[cfg(test)]
 mod tests {

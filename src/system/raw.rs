@@ -219,17 +219,16 @@ pub fn open_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A file system's type and mount flags (`statfs.f_type`, `f_flags`), as
-/// the kernel reports them: nix's `Statfs::flags` drops the flags it does
+/// The mount flags of the file system `fd` is on (`statvfs.f_flag`), as
+/// the kernel reports them: nix's `Statvfs::flag` drops the flags it does
 /// not know, such as ST_NOSYMFOLLOW.
-pub fn fs_type_and_flags(fd: BorrowedFd<'_>) -> Result<(libc::c_ulong, libc::c_ulong), Errno> {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the whole struct statfs through the pointer,
+pub fn mount_flags(fd: BorrowedFd<'_>) -> Result<libc::c_ulong, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs fills the whole struct statvfs through the pointer,
     // which points at enough writable memory for one.
-    check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstatfs succeeded, so it initialised the struct.
-    let st = unsafe { st.assume_init() };
-    Ok((st.f_type, st.f_flags))
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded, so it initialised the struct.
+    Ok(unsafe { st.assume_init() }.f_flag)
 }
 
 /// The target of the symlink that `link` (an `O_PATH|O_NOFOLLOW`

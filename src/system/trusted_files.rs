@@ -179,8 +179,7 @@ impl Walk {
             if is(&st, SFlag::S_IFLNK) {
                 // A mount flag, so not cached by device: a bind mount of
                 // the same file system may have it or not. Links are few.
-                let (_, flags) = raw::fs_type_and_flags(fd.as_fd()).map_err(io_error)?;
-                if flags & ST_NOSYMFOLLOW != 0 {
+                if raw::mount_flags(fd.as_fd()).map_err(io_error)? & ST_NOSYMFOLLOW != 0 {
                     return Err(OpenError::Refused(Untrusted::NoSymlinks { at }));
                 }
                 links += 1;
@@ -406,11 +405,11 @@ impl Walk {
         st: &FileStat,
         at: &Path,
     ) -> Result<Fs, OpenError> {
-        use nix::sys::statfs;
+        use nix::sys::statfs::{self, fstatfs};
         if let Some(&(_, fs)) = self.fs_checked.iter().find(|(dev, _)| *dev == st.st_dev) {
             return Ok(fs);
         }
-        let (kind, _) = raw::fs_type_and_flags(fd).map_err(io_error)?;
+        let kind = fstatfs(fd).map_err(io_error)?.filesystem_type();
         let refused = [
             statfs::PROC_SUPER_MAGIC,
             statfs::SYSFS_MAGIC,
@@ -424,13 +423,13 @@ impl Walk {
             statfs::DEVPTS_SUPER_MAGIC,
             statfs::NSFS_MAGIC,
         ];
-        if refused.iter().any(|magic| magic.0 == kind) {
+        if refused.contains(&kind) {
             return Err(OpenError::Refused(Untrusted::PseudoFs {
                 at: at.to_path_buf(),
             }));
         }
         let fs = Fs {
-            autofs: kind == statfs::AUTOFS_SUPER_MAGIC.0,
+            autofs: kind == statfs::AUTOFS_SUPER_MAGIC,
         };
         self.fs_checked.push((st.st_dev, fs));
         Ok(fs)

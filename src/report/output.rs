@@ -45,7 +45,9 @@ usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD
 
 Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
 and sends its file descriptor over the connected Unix socket FD. Only bridges
-that the ACL file allows for the calling user can be joined.
+that the ACL file (bridge.conf(5)) allows for the calling user can be joined;
+bridge-helper.conf(5) can grant bridges to users and groups and set their
+ports (isolated, VLANs). --version prints both files' paths.
 
   --br=BRIDGE   the bridge to join (at most 15 bytes)
   --fd=FD       an inherited, connected Unix socket to send the tap over

@@ -121,15 +121,26 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     checkpoint(request.hook, Stage::BeforeQueues(&tap.name));
     tap.add_queues(&mut route, more, caller.uid)?;
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
-    // Findable by the caller's later runs before it is in the bridge.
-    let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
-    tap.attach(
-        &mut route,
-        &access.bridge,
-        caller.uid,
-        slot.as_deref(),
-        access.port.as_ref().map(|p| &p.settings),
-    )?;
+    let attached = (|| {
+        // Findable by the caller's later runs before it is in the bridge.
+        let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
+        tap.attach(
+            &mut route,
+            &access.bridge,
+            caller.uid,
+            slot.as_deref(),
+            access.port.as_ref().map(|p| &p.settings),
+        )
+    })();
+    if let Err(e) = attached {
+        // A multiqueue tap may have been made persistent by a queue that
+        // was attached and closed while it had no owner: it must not
+        // outlive this run.
+        if !tap.queues.is_empty() {
+            let _ = route.delete(tap.index);
+        }
+        return Err(e);
+    }
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
     // Before the fd leaves: once the caller has it, it may kill us.

@@ -327,6 +327,49 @@ pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: Uid) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Puts back every setting of a multiqueue tap that whoever holds one of
+/// its queues may change without privilege, and that applies to the whole
+/// tap: the TX filter, a classic or eBPF filter, the eBPF steering
+/// program, persistence, offloads, the send buffer, the vnet header's size
+/// and byte order, the link type. Called through one of our queues once
+/// the kernel counts ours alone and the owner is set, so nobody else can
+/// change them again.
+pub fn tun_reset_shared(tun: BorrowedFd<'_>) -> Result<(), Errno> {
+    let fd = tun.as_raw_fd();
+    // struct tun_filter { u16 flags; u16 count; u8 addr[][6]; }: none.
+    let no_filter = [0u16; 2];
+    let detach: libc::c_int = -1;
+    let sndbuf: libc::c_int = libc::c_int::MAX;
+    // sizeof(struct virtio_net_hdr), the kernel's default.
+    let hdr_size: libc::c_int = 10;
+    let off: libc::c_int = 0;
+    // SAFETY: each request reads at most one int or the 4-byte filter
+    // header through its pointer (or takes a plain integer), all of which
+    // are live for the call.
+    unsafe {
+        check(libc::ioctl(fd, libc::TUNSETTXFILTER, no_filter.as_ptr()))?;
+        check(libc::ioctl(fd, libc::TUNDETACHFILTER, 0))?;
+        check(libc::ioctl(fd, libc::TUNSETFILTEREBPF, &detach))?;
+        check(libc::ioctl(fd, libc::TUNSETSTEERINGEBPF, &detach))?;
+        check(libc::ioctl(fd, libc::TUNSETPERSIST, 0))?;
+        check(libc::ioctl(fd, libc::TUNSETOFFLOAD, 0))?;
+        check(libc::ioctl(fd, libc::TUNSETSNDBUF, &sndbuf))?;
+        check(libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &hdr_size))?;
+        check(libc::ioctl(fd, libc::TUNSETVNETLE, &off))?;
+        // Only kernels built with cross-endian vnet headers know it.
+        match check(libc::ioctl(fd, libc::TUNSETVNETBE, &off)) {
+            Ok(_) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+        check(libc::ioctl(
+            fd,
+            libc::TUNSETLINK,
+            libc::c_ulong::from(libc::ARPHRD_ETHER),
+        ))?;
+    }
+    Ok(())
+}
+
 /// The tap's MAC address, read through its own descriptor (so no name
 /// lookup can race with a rename).
 pub fn tap_hwaddr(tun: BorrowedFd<'_>) -> Result<[u8; 6], Errno> {

@@ -214,6 +214,10 @@ impl Tap {
         if link.address != self.mac || !self.has_only_our_queues(&link) {
             return Err(wrong("the kernel counts other queues than ours"));
         }
+        // Ours alone now, and owned: undo whatever a queue attached in the
+        // ownerless moment and closed again may have set for the whole tap.
+        raw::tun_reset_shared(self.fd.as_fd())
+            .map_err(|e| Error::kernel(self.what("resetting its shared settings"), e))?;
         Ok(())
     }
 
@@ -378,6 +382,11 @@ impl Tap {
         };
         if tun.owner != Some(owner.as_raw()) || tun.persist || !tun.tap {
             return wrong("owner or persistence not as set");
+        }
+        // The helper sets no group; one set by a queue's holder while the
+        // tap had no owner cannot be cleared, so the tap is refused.
+        if tun.group.is_some() {
+            return wrong("a group was set on it");
         }
         if !self.has_only_our_queues(&link) {
             return wrong("the kernel counts other queues than ours");

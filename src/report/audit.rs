@@ -26,7 +26,14 @@ pub struct Record {
     /// `--check`, `--help`, `--version`: not requests for a tap.
     quiet: bool,
     done: bool,
+    /// The tap logged as granted, until it is sent.
+    granted: Option<Vec<u8>>,
 }
+
+/// The longest refusal text logged: a datagram larger than the socket takes
+/// would not be logged at all (EMSGSIZE), and only usage errors carry
+/// long user input.
+const MAX_OUTCOME: usize = 1024;
 
 impl Record {
     pub fn caller(&mut self, uid: Uid) {
@@ -46,15 +53,28 @@ impl Record {
     /// process is still ours to finish.
     pub fn granted(&mut self, tap: &[u8], rule: &Origin) {
         self.log(INFO, &format!("tap={} granted by {rule}", quote(tap)));
+        self.granted = Some(tap.to_vec());
     }
 
-    /// The run failed with `e` (unless it was already logged as granted).
+    /// The run failed with `e`. After a grant was logged (sending the fd
+    /// failed), a second line says the tap never reached the caller.
     pub fn failed(&mut self, e: &Error) {
         let what = match e {
             Error::Internal => "internal error".to_string(),
-            e => one_line(&e.to_string()),
+            e => capped(&one_line(&e.to_string())),
         };
-        self.log(NOTICE, &format!("refused (status {}): {what}", e.status()));
+        let outcome = match self.granted.take() {
+            Some(tap) => {
+                self.done = false;
+                format!(
+                    "tap={} not delivered (status {}): {what}",
+                    quote(&tap),
+                    e.status()
+                )
+            }
+            None => format!("refused (status {}): {what}", e.status()),
+        };
+        self.log(NOTICE, &outcome);
     }
 
     fn log(&mut self, severity: u8, outcome: &str) {
@@ -97,6 +117,14 @@ pub fn line(
 /// time zone database to write syslog's local-time stamp with.
 pub fn datagram(severity: u8, pid: u32, line: &str) -> Vec<u8> {
     format!("<{}>bridge-helper[{pid}]: {line}", AUTHPRIV | severity).into_bytes()
+}
+
+/// At most [`MAX_OUTCOME`] characters, saying how many were cut.
+fn capped(text: &str) -> String {
+    match text.char_indices().nth(MAX_OUTCOME) {
+        Some((cut, _)) => format!("{}...({} bytes)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
 }
 
 /// Error lines quote user bytes already; this only guarantees one line
@@ -143,6 +171,15 @@ mod tests {
             line(None, None, 1, None, None, "z"),
             "uid=? user=? ppid=1 comm=? bridge=? z"
         );
+    }
+
+    #[test]
+    fn long_refusals_are_cut_and_say_so() {
+        assert_eq!(capped("short"), "short");
+        let long = "x".repeat(MAX_OUTCOME + 10);
+        let cut = capped(&long);
+        assert!(cut.starts_with(&"x".repeat(MAX_OUTCOME)));
+        assert!(cut.ends_with(&format!("...({} bytes)", MAX_OUTCOME + 10)));
     }
 
     #[test]

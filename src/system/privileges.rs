@@ -87,8 +87,11 @@ impl Caller {
         .map_err(|e| fail("capset", e))?;
         nix::unistd::setgroups(groups).map_err(|e| fail("setgroups", e))?;
         setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
-        // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability.
+        // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability;
+        // staying uid 0 (checking for root itself) clears none, so they
+        // are given up here either way.
         setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+        raw::capset(&CapSets::default()).map_err(|e| fail("capset", e))?;
         self.spare = 0;
         self.net_admin = false;
         self.uid = uid;

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::access::{Policy, PortRule};
+use crate::policy::access::{Policy, PortRule, Who};
 use crate::policy::acl::{self, Rule, Target};
 use crate::policy::acl_files::{FileText, Files, OpenError, Origin};
 use crate::policy::args::{CheckRequest, UsageError};
@@ -352,10 +352,18 @@ fn settings_lines(settings: &Result<Settings, Error>, policy: Option<&Policy>, o
 /// when no port line applies (a plain port, as QEMU's helper makes).
 fn port_words(port: Option<&PortRule>) -> Option<String> {
     let p = port?;
-    Some(if p.settings.is_empty() {
+    let what = if p.settings.is_empty() {
         format!("port: plain, chosen by {}", p.origin)
     } else {
         format!("port: {}, chosen by {}", p.settings, p.origin)
+    };
+    // Groups are the process's: a run started without the group (a login
+    // from before the user joined it) gets another line, or none.
+    Some(match &p.who {
+        Who::Group(g) => {
+            format!("{what} (group={g}: only while the caller's process has that group)")
+        }
+        _ => what,
     })
 }
 

@@ -69,7 +69,9 @@ pub struct Identity {
 
 impl Who {
     /// A name that does not resolve matches no one: a deleted account must
-    /// not stop every request on the host, and can never widen access.
+    /// not stop every request on the host. For a grant that never widens
+    /// access; for a port line it means the next line applies (a
+    /// bridge-wide one, or none), which `--check` warns about.
     pub fn matches(&self, me: &Identity, names: &Accounts) -> bool {
         match self {
             Who::Everyone => true,

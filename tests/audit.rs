@@ -4,82 +4,14 @@
 mod common;
 use common::*;
 
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
-
-/// A /dev for the run: a 0666 tun node, and /dev/log if `log`.
-struct Dev {
-    dir: PathBuf,
-    log: Option<UnixDatagram>,
-}
-
-fn dev(sb: &Sandbox, log: bool) -> Dev {
-    let dir = sb.dir.join("dev");
-    fs::create_dir_all(dir.join("net")).unwrap();
-    for d in [&dir, &dir.join("net")] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    if !dir.join("net/tun").exists() {
-        sys::make_tun_node(&dir.join("net/tun")).unwrap();
-    }
-    let _ = fs::remove_file(dir.join("log"));
-    let log = log.then(|| {
-        let sock = UnixDatagram::bind(dir.join("log")).unwrap();
-        fs::set_permissions(dir.join("log"), fs::Permissions::from_mode(0o666)).unwrap();
-        sock.set_nonblocking(true).unwrap();
-        sock
-    });
-    Dev { dir, log }
-}
-
-impl Dev {
-    /// Every datagram waiting, as text.
-    fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.log.as_ref().unwrap().recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        out
-    }
-}
-
-/// `program ARGS` in `ns` with the sandbox's /etc and `dev` as /dev, as
-/// nobody.
-fn command(sb: &Sandbox, ns: &NetNs, dev: &Dev, program: &Path) -> Command {
-    let mut cmd = sb.command(ns, program, Jail::root());
-    let dir = CString::new(dev.dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: runs after the sandbox's own pre_exec (which unshared the
-    // mount namespace); raw system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = sys_ok;
-            ok(libc::mount(
-                dir.as_ptr(),
-                c"/dev".as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            ok(libc::setgroups(0, std::ptr::null()))?;
-            ok(libc::setresgid(NOBODY, NOBODY, NOBODY))?;
-            ok(libc::setresuid(NOBODY, NOBODY, NOBODY))
-        });
-    }
-    cmd
-}
 
 fn run(sb: &Sandbox, ns: &NetNs, dev: &Dev, args: &[&str]) -> HelperRun {
     let program = sb.install(HELPER, Mode::Setuid);
-    let mut cmd = command(sb, ns, dev, &program);
+    let mut cmd = dev.command(sb, ns, &program);
     cmd.args(args);
     let (child, ours) = spawn_with_socket(&mut cmd, true);
     HelperRun::collect(child.wait_with_output().unwrap(), ours)
@@ -101,7 +33,7 @@ fn a_grant_is_logged_with_caller_parent_bridge_tap_and_rule() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let dev = dev(&sb, true);
+    let dev = private_dev(&sb, true);
     let r = run(&sb, &ns, &dev, &["--br=br0"]);
     let fd = r.expect_tap();
     let (tap, _) = tun_get_iff(&fd);
@@ -124,7 +56,7 @@ fn refusals_are_logged_with_their_status_and_line() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("deny br0\n");
-    let dev = dev(&sb, true);
+    let dev = private_dev(&sb, true);
     run(&sb, &ns, &dev, &["--br=br0"]).expect_refusal(4, "denied by");
     run(&sb, &ns, &dev, &["--br=nope\u{ff}"]).expect_refusal(4, "no rule");
     run(&sb, &ns, &dev, &["--br=x\u{1b}[2J"]).expect_refusal(2, "not a valid bridge name");
@@ -155,7 +87,7 @@ fn check_help_and_version_log_nothing() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let dev = dev(&sb, true);
+    let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
     for args in [
         &["--check"][..],
@@ -163,7 +95,7 @@ fn check_help_and_version_log_nothing() {
         &["--help"],
         &["--version"],
     ] {
-        let mut cmd = command(&sb, &ns, &dev, &program);
+        let mut cmd = dev.command(&sb, &ns, &program);
         cmd.args(args);
         let out = output(&mut cmd);
         assert!(out.status.code().is_some(), "{args:?}");
@@ -176,13 +108,13 @@ fn a_parent_name_cannot_forge_a_line() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let dev = dev(&sb, true);
+    let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
     let evil = sb.dir.join("q\u{1b}[2J\nuid=0 x");
     symlink("/bin/sh", &evil).unwrap();
     let (ours, theirs) = socketpair();
     clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = command(&sb, &ns, &dev, &evil);
+    let mut cmd = dev.command(&sb, &ns, &evil);
     cmd.args([
         "-c",
         &format!(
@@ -211,10 +143,10 @@ fn a_missing_or_stuck_dev_log_never_holds_a_run() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let missing = dev(&sb, false);
+    let missing = private_dev(&sb, false);
     run(&sb, &ns, &missing, &["--br=br0"]).expect_tap();
 
-    let stuck = dev(&sb, true);
+    let stuck = private_dev(&sb, true);
     let qlen: usize = fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
         .unwrap()
         .trim()

@@ -50,70 +50,9 @@ fn check_user_root_reports_instead_of_failing() {
 // run's own mount namespace (as tests/audit.rs does).
 // ---------------------------------------------------------------------------
 
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Dev {
-    dir: PathBuf,
-    log: UnixDatagram,
-}
-
-fn dev(sb: &Sandbox) -> Dev {
-    let dir = sb.dir.join("dev");
-    fs::create_dir_all(dir.join("net")).unwrap();
-    for d in [&dir, &dir.join("net")] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    if !dir.join("net/tun").exists() {
-        sys::make_tun_node(&dir.join("net/tun")).unwrap();
-    }
-    let _ = fs::remove_file(dir.join("log"));
-    let log = UnixDatagram::bind(dir.join("log")).unwrap();
-    fs::set_permissions(dir.join("log"), fs::Permissions::from_mode(0o666)).unwrap();
-    log.set_nonblocking(true).unwrap();
-    Dev { dir, log }
-}
-
-impl Dev {
-    fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        while let Ok(n) = self.log.recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        out
-    }
-}
-
-fn logged_command(sb: &Sandbox, ns: &NetNs, dev: &Dev, program: &Path) -> Command {
-    let mut cmd = sb.command(ns, program, Jail::root());
-    let dir = CString::new(dev.dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: runs after the sandbox's own pre_exec (which unshared the
-    // mount namespace); raw system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = sys_ok;
-            ok(libc::mount(
-                dir.as_ptr(),
-                c"/dev".as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            ok(libc::setgroups(0, std::ptr::null()))?;
-            ok(libc::setresgid(NOBODY, NOBODY, NOBODY))?;
-            ok(libc::setresuid(NOBODY, NOBODY, NOBODY))
-        });
-    }
-    cmd
-}
 
 /// SECURITY.md: "A grant is logged before the fd is sent". A caller that
 /// fills its own end of the --fd socket beforehand makes the send fail
@@ -125,7 +64,7 @@ fn a_failed_send_is_not_logged_as_a_grant() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let dev = dev(&sb);
+    let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
     let (ours, theirs) = socketpair();
     // Fill theirs -> ours until the kernel says it is full.
@@ -145,7 +84,7 @@ fn a_failed_send_is_not_logged_as_a_grant() {
         }
     }
     clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = logged_command(&sb, &ns, &dev, &program);
+    let mut cmd = dev.command(&sb, &ns, &program);
     cmd.args(["--br=br0", &format!("--fd={}", theirs.as_raw_fd())]);
     let out = output(&mut cmd);
     drop(theirs);
@@ -173,12 +112,12 @@ fn a_long_argument_does_not_suppress_the_refusal_line() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let dev = dev(&sb);
+    let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
     let long = format!("--fd=\u{1}{}", "\u{1}".repeat(120_000));
     let (ours, theirs) = socketpair();
     clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = logged_command(&sb, &ns, &dev, &program);
+    let mut cmd = dev.command(&sb, &ns, &program);
     cmd.args(["--br=br0", &long]);
     let out = output(&mut cmd);
     drop(theirs);

@@ -720,3 +720,66 @@ pub fn assert_one_clean_line(stderr: &str) {
         "raw control or non-ASCII text reached stderr: {stderr:?}"
     );
 }
+
+/// A private /dev for a run (bind-mounted over /dev in its own mount
+/// namespace, so the machine's is never touched): a 0666 tun node, and a
+/// datagram socket bound at /dev/log that the test reads (`log`), for the
+/// audit line.
+pub struct Dev {
+    pub dir: PathBuf,
+    pub log: Option<std::os::unix::net::UnixDatagram>,
+}
+
+pub fn private_dev(sb: &Sandbox, log: bool) -> Dev {
+    let dir = sb.dir.join("dev");
+    fs::create_dir_all(dir.join("net")).unwrap();
+    for d in [&dir, &dir.join("net")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    if !dir.join("net/tun").exists() {
+        sys::make_tun_node(&dir.join("net/tun")).unwrap();
+    }
+    let _ = fs::remove_file(dir.join("log"));
+    let log = log.then(|| {
+        let sock = std::os::unix::net::UnixDatagram::bind(dir.join("log")).unwrap();
+        fs::set_permissions(dir.join("log"), fs::Permissions::from_mode(0o666)).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        sock
+    });
+    Dev { dir, log }
+}
+
+impl Dev {
+    /// Every datagram waiting at /dev/log, as text.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = self.log.as_ref().expect("a /dev/log").recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    /// `program` in `ns` with the sandbox's /etc and this /dev, as nobody.
+    pub fn command(&self, sb: &Sandbox, ns: &NetNs, program: &Path) -> Command {
+        let mut cmd = sb.command(ns, program, Jail::root());
+        let dir = CString::new(self.dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: runs after the sandbox's own pre_exec (which unshared the
+        // mount namespace); raw system calls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys_ok(libc::mount(
+                    dir.as_ptr(),
+                    c"/dev".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                sys_ok(libc::setgroups(0, std::ptr::null()))?;
+                sys_ok(libc::setresgid(NOBODY, NOBODY, NOBODY))?;
+                sys_ok(libc::setresuid(NOBODY, NOBODY, NOBODY))
+            });
+        }
+        cmd
+    }
+}

@@ -7,8 +7,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-const IFF_MULTI_QUEUE: i16 = 0x0100;
-
 /// Asserts a multiqueue success: status 0, `n` fds in exactly one control
 /// message with one data byte, all queues of one tap in the bridge.
 fn expect_queues(run: HelperRun, ns: &NetNs, n: usize, vnet: bool, owner: i64) -> Vec<OwnedFd> {
@@ -245,66 +243,17 @@ fn every_queue_passes_traffic_to_a_peer_in_the_bridge() {
     }
 }
 
-/// What another local user can do to a multiqueue tap that has no owner
-/// yet: attach a queue by its name. Done from a thread that enters `ns`
-/// and becomes uid 65534 alone (raw setresuid is per thread).
-fn foreign_queue(ns: &NetNs, tap: &str) -> std::io::Result<OwnedFd> {
-    let netns = std::fs::File::open(ns.netns_path())?;
-    let name = tap.to_string();
-    std::thread::spawn(move || {
-        // SAFETY: setns on a live fd; per-thread, and this thread ends here.
-        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let tun: OwnedFd = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")?
-            .into();
-        let nobody = libc::c_long::from(NOBODY);
-        // SAFETY: the raw system call changes this thread's ids only.
-        if unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut ifr = [0u8; 40];
-        ifr[..name.len()].copy_from_slice(name.as_bytes());
-        let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
-        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-        // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
-        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(tun)
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 #[cfg(feature = "test-hooks")]
 fn a_queue_attached_by_someone_else_stops_the_run() {
     let ns = NetNs::with_bridge(1400);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let helper = sb.install(HELPER, Mode::Root);
-    let (ours, theirs) = socketpair();
-    clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = sb.command(&ns, &helper, Jail::root());
-    cmd.args([
-        "--test-pause-queues",
-        "--queues=4",
-        "--br=br0",
-        &format!("--fd={}", theirs.as_raw_fd()),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let running = start(&mut cmd);
-    drop(theirs);
-    running.wait_stopped(Duration::from_secs(10));
+    let (running, ours) = paused_before_queues(&sb, &ns, 4);
     let taps = ns.taps();
     assert_eq!(taps.len(), 1, "{taps:?}");
-    let intruder =
-        foreign_queue(&ns, &taps[0]).expect("an ownerless multiqueue tap takes anyone's queue");
+    let intruder = foreign_queue(&ns, &taps[0], |_| Ok(()))
+        .expect("an ownerless multiqueue tap takes anyone's queue");
     let run = resume(running, ours);
     // The pause's own line first, then the refusal.
     assert_eq!((run.code, run.fds.len()), (Some(8), 0), "{}", run.stderr);
@@ -328,6 +277,6 @@ fn no_one_else_can_attach_once_the_tap_is_handed_over() {
     let run = sb.run_helper(&ns, Mode::Root, &["--queues=2", "--br=br0"]);
     let fds = expect_queues(run, &ns, 2, false, 0);
     let (name, _) = tun_get_iff(&fds[0]);
-    let e = foreign_queue(&ns, &name).expect_err("owned by root");
+    let e = foreign_queue(&ns, &name, |_| Ok(())).expect_err("owned by root");
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
 }

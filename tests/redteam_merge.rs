@@ -148,49 +148,17 @@ mod multiqueue {
     use std::os::fd::OwnedFd;
     use std::time::Duration;
 
-    const IFF_MULTI_QUEUE: i16 = 0x0100;
     /// _IOW('T', 203, int)
     const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
     /// Attaches a queue to `tap` by name as uid 65534 (from a thread in `ns`),
     /// sets IFF_PERSIST through it, and closes it again.
     fn attach_persist_and_leave(ns: &NetNs, tap: &str) -> std::io::Result<()> {
-        let netns = fs::File::open(ns.netns_path())?;
-        let name = tap.to_string();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a live fd; per-thread, and this thread ends here.
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let tun: OwnedFd = fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")?
-                .into();
-            let nobody = libc::c_long::from(NOBODY);
-            // SAFETY: the raw system call changes this thread's ids only.
-            if unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut ifr = [0u8; 40];
-            ifr[..name.len()].copy_from_slice(name.as_bytes());
-            let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
-            ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-            // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
-            if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, ifr.as_mut_ptr()) } != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+        foreign_queue(ns, tap, |q| {
             // SAFETY: TUNSETPERSIST takes an integer argument.
-            if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            drop(tun);
-            Ok(())
+            sys_ok(unsafe { libc::ioctl(q.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) })
         })
-        .join()
-        .unwrap()
+        .map(drop)
     }
 
     /// "No tap left behind" (brief, SECURITY.md). Another user attaches a
@@ -207,21 +175,7 @@ mod multiqueue {
         let ns = NetNs::with_bridge(1400);
         let sb = Sandbox::new();
         sb.acl("allow br0\n");
-        let helper = sb.install(HELPER, Mode::Root);
-        let (ours, theirs) = socketpair();
-        clear_cloexec(theirs.as_raw_fd());
-        let mut cmd = sb.command(&ns, &helper, Jail::root());
-        cmd.args([
-            "--test-pause-queues",
-            "--queues=2",
-            "--br=br0",
-            &format!("--fd={}", theirs.as_raw_fd()),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        let running = start(&mut cmd);
-        drop(theirs);
-        running.wait_stopped(Duration::from_secs(10));
+        let (running, ours) = paused_before_queues(&sb, &ns, 2);
         let taps = ns.taps();
         assert_eq!(taps.len(), 1, "{taps:?}");
         attach_persist_and_leave(&ns, &taps[0])
@@ -260,46 +214,17 @@ mod multiqueue {
     /// (the tap passes only frames for 02:00:00:00:00:99 to its reader), and
     /// closes the queue again.
     fn attach_filter_and_leave(ns: &NetNs, tap: &str) -> std::io::Result<()> {
-        let netns = fs::File::open(ns.netns_path())?;
-        let name = tap.to_string();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a live fd; per-thread, and this thread ends here.
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let tun: OwnedFd = fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")?
-                .into();
-            let nobody = libc::c_long::from(NOBODY);
-            // SAFETY: the raw system call changes this thread's ids only.
-            if unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut ifr = [0u8; 40];
-            ifr[..name.len()].copy_from_slice(name.as_bytes());
-            let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
-            ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-            // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
-            if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, ifr.as_mut_ptr()) } != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+        foreign_queue(ns, tap, |q| {
             // struct tun_filter { u16 flags; u16 count; u8 addr[count][6]; }
             let mut filter = [0u8; 10];
             filter[2..4].copy_from_slice(&1u16.to_ne_bytes());
             filter[4..].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-            // SAFETY: TUNSETTXFILTER reads a tun_filter of the size it states;
-            // it returns how many addresses it matches exactly.
-            if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETTXFILTER as _, filter.as_ptr()) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            drop(tun);
-            Ok(())
+            // SAFETY: TUNSETTXFILTER reads a tun_filter of the size it
+            // states; it returns how many addresses it matches exactly.
+            let r = unsafe { libc::ioctl(q.as_raw_fd(), TUNSETTXFILTER as _, filter.as_ptr()) };
+            sys_ok(r.min(0))
         })
-        .join()
-        .unwrap()
+        .map(drop)
     }
 
     /// A broadcast frame of an experimental EtherType.
@@ -344,25 +269,6 @@ mod multiqueue {
         false
     }
 
-    fn paused_mq_run(sb: &Sandbox, ns: &NetNs) -> (Running, OwnedFd) {
-        let helper = sb.install(HELPER, Mode::Root);
-        let (ours, theirs) = socketpair();
-        clear_cloexec(theirs.as_raw_fd());
-        let mut cmd = sb.command(ns, &helper, Jail::root());
-        cmd.args([
-            "--test-pause-queues",
-            "--queues=2",
-            "--br=br0",
-            &format!("--fd={}", theirs.as_raw_fd()),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        let running = start(&mut cmd);
-        drop(theirs);
-        running.wait_stopped(Duration::from_secs(10));
-        (running, ours)
-    }
-
     /// The tap handed over must be exactly as the helper made it ("the fd is
     /// only handed over if the tap is exactly as intended"). Another user
     /// who attaches a queue in the ownerless window can set tun-wide state
@@ -385,7 +291,7 @@ mod multiqueue {
             assert_eq!(usize::try_from(n).ok(), Some(f.len()));
         };
         // Control: an undisturbed run's queues receive the peer's broadcast.
-        let (running, ours) = paused_mq_run(&sb, &ns);
+        let (running, ours) = paused_before_queues(&sb, &ns, 2);
         let clean = resume(running, ours);
         assert_eq!(
             (clean.code, clean.fds.len()),
@@ -401,7 +307,7 @@ mod multiqueue {
         );
         drop(clean);
 
-        let (running, ours) = paused_mq_run(&sb, &ns);
+        let (running, ours) = paused_before_queues(&sb, &ns, 2);
         let taps: Vec<String> = ns
             .taps()
             .into_iter()

@@ -682,16 +682,88 @@ impl Drop for Running {
 /// its `--test-pause-*` options, on br0, and returns it once it has stopped
 /// itself there, with our end of its socket.
 pub fn stopped_at(sb: &Sandbox, ns: &NetNs, helper: &Path, hook: &str) -> (Running, OwnedFd) {
+    stopped_as(
+        sb,
+        ns,
+        helper,
+        Jail::for_mode(Mode::Setuid),
+        &[hook, "--br=br0"],
+    )
+}
+
+/// Starts `helper ARGS --fd=N` as `jail` and returns it once it has
+/// stopped itself at the `--test-pause-*` stop among `args`.
+pub fn stopped_as(
+    sb: &Sandbox,
+    ns: &NetNs,
+    helper: &Path,
+    jail: Jail,
+    args: &[&str],
+) -> (Running, OwnedFd) {
     let (ours, theirs) = socketpair();
     clear_cloexec(theirs.as_raw_fd());
-    let mut cmd = sb.command(ns, helper, Jail::for_mode(Mode::Setuid));
-    cmd.args([hook, "--br=br0", &format!("--fd={}", theirs.as_raw_fd())])
+    let mut cmd = sb.command(ns, helper, jail);
+    cmd.args(args)
+        .arg(format!("--fd={}", theirs.as_raw_fd()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let running = start(&mut cmd);
     drop(theirs);
     running.wait_stopped(std::time::Duration::from_secs(10));
     (running, ours)
+}
+
+/// A root run of `--queues=N` on br0, stopped after the tap was created and
+/// before its other queues are attached: the moment the tap has no owner.
+pub fn paused_before_queues(sb: &Sandbox, ns: &NetNs, queues: u16) -> (Running, OwnedFd) {
+    let helper = sb.install(HELPER, Mode::Root);
+    let queues = format!("--queues={queues}");
+    stopped_as(
+        sb,
+        ns,
+        &helper,
+        Jail::root(),
+        &["--test-pause-queues", &queues, "--br=br0"],
+    )
+}
+
+pub const IFF_MULTI_QUEUE: i16 = 0x0100;
+
+/// What another local user can do to a multiqueue tap that has no owner
+/// yet: attach a queue by its name, then `then` with it (as that user).
+/// Done from a thread that enters `ns` and becomes uid 65534 alone (raw
+/// setresuid is per thread).
+pub fn foreign_queue(
+    ns: &NetNs,
+    tap: &str,
+    then: impl FnOnce(&OwnedFd) -> io::Result<()> + Send + 'static,
+) -> io::Result<OwnedFd> {
+    let netns = fs::File::open(ns.netns_path())?;
+    let name = tap.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: setns on a live fd; per-thread, and this thread ends here.
+        sys_ok(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        let tun: OwnedFd = fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?
+            .into();
+        let nobody = libc::c_long::from(NOBODY);
+        // SAFETY: the raw system call changes this thread's ids only.
+        if unsafe { libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
+        sys_ok(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) })?;
+        then(&tun)?;
+        Ok(tun)
+    })
+    .join()
+    .unwrap()
 }
 
 /// Lets a run stopped by `stopped_at` go on, and collects it.

@@ -328,8 +328,6 @@ fn root_checks_for_another_user() {
 /// Root sees every tap the helper made, and removes a user's abandoned ones.
 #[test]
 fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
@@ -337,19 +335,7 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
     let gone = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let (held_name, _) = tun_get_iff(&held);
     let (gone_name, _) = tun_get_iff(&gone);
-    let raw = gone.as_raw_fd();
-    let mut cmd = sb.command(&ns, "/bin/true", Jail::user(NOBODY));
-    // SAFETY: one ioctl with an integer argument between fork and exec.
-    unsafe {
-        cmd.pre_exec(
-            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            },
-        );
-    }
-    assert!(cmd.status().unwrap().success());
-    drop(gone);
+    abandon_as(&sb, &ns, gone, NOBODY);
     let program = sb.install(HELPER, Mode::Setuid);
     let r = sb.run_program(&ns, &program, Jail::root(), &["--check"], false);
     has(

@@ -4,29 +4,11 @@ mod common;
 use common::*;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Output;
 
 const OTHER_USER: u32 = 65533;
-
-/// As `uid` (inside the namespace), sets IFF_PERSIST on a tap fd we hold:
-/// what any holder of the fd may do without privilege.
-fn make_persistent_as(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, uid: u32) {
-    let raw = fd.as_raw_fd();
-    let mut cmd = sb.command(ns, "/bin/true", Jail::user(uid));
-    // SAFETY: one ioctl with an integer argument between fork and exec.
-    unsafe {
-        cmd.pre_exec(
-            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
-                0 => Ok(()),
-                _ => Err(io::Error::last_os_error()),
-            },
-        );
-    }
-    let status = cmd.status().expect("TUNSETPERSIST as the fd holder");
-    assert!(status.success());
-}
 
 /// As `uid`, opens /dev/net/tun (a 0666 node, as on most distributions)
 /// and attaches to the existing tap `name`: the hijack.
@@ -76,8 +58,7 @@ fn another_user_cannot_attach_to_an_abandoned_tap() {
         i64::from(NOBODY),
         "sysfs shows the caller as owner"
     );
-    make_persistent_as(&sb, &ns, &fd, NOBODY);
-    drop(fd);
+    abandon_as(&sb, &ns, fd, NOBODY);
     assert_eq!(
         persistent_taps(&ns),
         vec![name.clone()],
@@ -103,8 +84,7 @@ fn qemus_own_helper_has_the_hole() {
         .run_program(&ns, &helper, jail, &["--use-vnet", "--br=br0"], true)
         .expect_tap();
     let (name, _) = tun_get_iff(&fd);
-    make_persistent_as(&sb, &ns, &fd, NOBODY);
-    drop(fd);
+    abandon_as(&sb, &ns, fd, NOBODY);
     attach_by_name_as(&sb, &ns, &name, OTHER_USER).expect("QEMU's helper lets anyone attach");
 }
 
@@ -156,8 +136,7 @@ fn abandoned_taps_are_bounded_per_user_and_others_are_never_touched() {
         .run_program(&ns, &other, Jail::user(OTHER_USER), &["--br=br0"], true)
         .expect_tap();
     let (other_tap, _) = tun_get_iff(&fd);
-    make_persistent_as(&sb, &ns, &fd, OTHER_USER);
-    drop(fd);
+    abandon_as(&sb, &ns, fd, OTHER_USER);
     // One of the user's taps that is persistent but still in use by a VM.
     let held = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let (held_tap, _) = tun_get_iff(&held);
@@ -169,8 +148,7 @@ fn abandoned_taps_are_bounded_per_user_and_others_are_never_touched() {
         let stderr = run.stderr.clone();
         let fd = run.expect_tap();
         let (name, _) = tun_get_iff(&fd);
-        make_persistent_as(&sb, &ns, &fd, NOBODY);
-        drop(fd);
+        abandon_as(&sb, &ns, fd, NOBODY);
         if round > 4 {
             let oldest = made.remove(0);
             assert!(
@@ -217,8 +195,7 @@ fn root_sets_the_limit_in_a_file_qemus_helper_never_reads() {
         let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
         let reaped = run.stderr.contains("(at most 1 are kept)");
         let fd = run.expect_tap();
-        make_persistent_as(&sb, &ns, &fd, NOBODY);
-        drop(fd);
+        abandon_as(&sb, &ns, fd, NOBODY);
         assert_eq!(reaped, round > 1, "round {round}");
         assert_eq!(persistent_taps(&ns).len(), 1, "round {round}");
     }
@@ -330,6 +307,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
     make_persistent_as(&sb, &ns, &held[3], NOBODY);
     drop(held);
     wait_for_taps(&ns, &[&names[2], &names[3]]);
+    wait_detached(&ns, &[&names[2], &names[3]]);
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     for gone in &names[2..] {
@@ -360,6 +338,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     make_persistent_as(&sb, &ns, &held[4], NOBODY);
     drop(held);
     wait_for_taps(&ns, &[&hidden]);
+    wait_detached(&ns, &[&hidden]);
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert!(run.stderr.is_empty(), "{}", run.stderr);

@@ -290,6 +290,7 @@ fn a_stalled_run_cannot_climb_over_hidden_taps() {
     }
     drop(held);
     wait_for_taps(&ns, &[&hidden[0], &hidden[1]]);
+    wait_detached(&ns, &[&hidden[0], &hidden[1]]);
 
     let stalled: Vec<(Running, OwnedFd)> = (0..5)
         .map(|_| stopped_before_claim(&sb, &ns, &helper))

@@ -148,6 +148,14 @@ impl NetNs {
         }
     }
 
+    /// Whether no fd holds the tap: the tun driver drops carrier when its
+    /// last queue detaches (a tap that is down never shows carrier).
+    pub fn detached(&self, tap: &str) -> bool {
+        !self
+            .ip(&["-o", "link", "show", "dev", tap])
+            .contains("LOWER_UP")
+    }
+
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.name)
     }
@@ -520,6 +528,47 @@ fn receive_all(sock: &OwnedFd) -> (Vec<OwnedFd>, usize, Vec<u8>) {
 /// TUNGETIFF on a received fd: (name, flags).
 pub fn tun_get_iff(fd: &OwnedFd) -> (String, i16) {
     sys::tun_iff(fd.as_raw_fd()).unwrap_or_else(|e| panic!("TUNGETIFF: {e}"))
+}
+
+/// Makes the tap persistent as `uid` and closes it, then waits until the
+/// kernel shows it detached: what a VM that walks away leaves behind.
+pub fn abandon_as(sb: &Sandbox, ns: &NetNs, fd: OwnedFd, uid: u32) {
+    let (name, _) = tun_get_iff(&fd);
+    make_persistent_as(sb, ns, &fd, uid);
+    drop(fd);
+    wait_detached(ns, &[&name]);
+}
+
+/// Waits (briefly) until nothing holds the taps `names`. Closing our fds
+/// is not enough: a child forked by a parallel test may hold copies until
+/// its exec, and the fork can fall between two of our closes, so other
+/// taps being gone says nothing about these.
+pub fn wait_detached(ns: &NetNs, names: &[&str]) {
+    for _ in 0..100 {
+        if names.iter().all(|name| ns.detached(name)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{names:?} still attached after their fds were closed");
+}
+
+/// As `uid` (inside the namespace), sets IFF_PERSIST on a tap fd we hold:
+/// what any holder of the fd may do without privilege.
+pub fn make_persistent_as(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, uid: u32) {
+    let raw = fd.as_raw_fd();
+    let mut cmd = sb.command(ns, "/bin/true", Jail::user(uid));
+    // SAFETY: one ioctl with an integer argument between fork and exec.
+    unsafe {
+        cmd.pre_exec(
+            move || match libc::ioctl(raw, libc::TUNSETPERSIST, 1 as libc::c_ulong) {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            },
+        );
+    }
+    let status = cmd.status().expect("TUNSETPERSIST as the fd holder");
+    assert!(status.success());
 }
 
 /// Waits (briefly) until the namespace holds exactly the taps `keep`: a

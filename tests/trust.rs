@@ -920,6 +920,49 @@ proptest::proptest! {
     }
 }
 
+/// Found by the property test above: a path that runs into root's file in
+/// a sticky directory others can write (`b/b/c`, ENOTDIR) is missing, as
+/// the model says. The walk refused it; nobody but root could have put or
+/// kept the file there, so the verdict is root's.
+#[test]
+fn a_path_through_roots_file_in_a_sticky_directory_is_missing() {
+    use model::{Node, Outcome};
+    require_root();
+    let sb = Sandbox::new();
+    let base = sb.dir.join("t");
+    let tree = vec![(
+        "b",
+        Node::Dir {
+            uid: 0,
+            mode: 0o1775,
+            entries: vec![
+                ("a", Node::Link("b/c")),
+                (
+                    "b",
+                    Node::File {
+                        uid: 0,
+                        mode: 0o644,
+                    },
+                ),
+            ],
+        },
+    )];
+    model::create(
+        &base,
+        &base,
+        &Node::Dir {
+            uid: 0,
+            mode: 0o755,
+            entries: tree.clone(),
+        },
+    );
+    for query in ["b/a", "b/b/c"] {
+        assert_eq!(model::resolve(&tree, &base, query), Some(Outcome::Missing));
+        let got = model::walk(&SystemFiles::default(), &base.join(query));
+        assert_eq!(got, Outcome::Missing, "{query}");
+    }
+}
+
 /// An include the caller cannot read is skipped, as QEMU does, only when
 /// its permissions refuse the caller. A security module's refusal is not a
 /// skip: otherwise a user who can enter a stricter AppArmor profile before

@@ -207,10 +207,15 @@ impl Walk {
                 }
                 file_itself(&at, &st)?;
                 return Err(unreadable(&dir, &cname, at));
+            } else if dir.autofs {
+                return Err(self.failed_lookup(&dir, at, Errno::ENOTDIR));
             } else {
                 // A file where a directory should be: ENOTDIR to the
-                // kernel, "missing" to QEMU; it is root's (checked above).
-                return Err(self.failed_lookup(&dir, at, Errno::ENOTDIR));
+                // kernel, "missing" to QEMU. The entry passed the checks
+                // above, so it is root's choice even in a sticky directory
+                // others can write: they can neither remove nor replace
+                // it, so nobody but root made the path missing.
+                return Err(OpenError::Missing);
             }
         }
         // The path named a directory ("/", "/etc/").

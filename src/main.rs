@@ -29,9 +29,10 @@ use bridge_helper::taps::{reaper, tap};
 use bridge_helper::{check, steps};
 use nix::unistd::Uid;
 
-/// Allocation failure is an exit with status 5, never an abort.
+/// A bump arena for the run's short life; allocation failure is an exit
+/// with status 5, never an abort.
 #[global_allocator]
-static ALLOCATOR: raw::ExitOnOom = raw::ExitOnOom;
+static ALLOCATOR: raw::Arena = raw::Arena::new();
 
 // Before Rust's own start-up code, which can fail on a hostile process
 // state (a tiny stack, an RLIMIT_AS with no room for its signal stack) and

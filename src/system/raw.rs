@@ -507,11 +507,92 @@ pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The binary's global allocator: the system one, except that a failed
-/// allocation ends the process with one line and the environment status
-/// (5) instead of Rust's default, a message and SIGABRT (a crash, and
-/// under a small RLIMIT_AS the usual outcome). Never returns null.
-pub struct ExitOnOom;
+/// The binary's global allocator. A run is short and allocates little, so
+/// it hands out memory from one zeroed block in `.bss`, front to back, and
+/// never takes any back: no `mmap`/`munmap` per size class and no free
+/// lists, which cost a run more than a tenth of a millisecond with musl's
+/// allocator (bench/LEVERS.md). Memory the block cannot hold comes from the
+/// system allocator. A failed allocation ends the process with one line and
+/// the environment status (5) instead of Rust's default, a message and
+/// SIGABRT (a crash, and under a small RLIMIT_AS the usual outcome). Never
+/// returns null.
+pub struct Arena {
+    block: std::cell::UnsafeCell<Block>,
+    /// Offset of the first byte never handed out; only grows.
+    used: std::sync::atomic::AtomicUsize,
+}
+
+/// Enough for a run's arguments, files, netlink buffer and audit line; a
+/// `--check` over many taps goes on in the system allocator.
+const ARENA_BYTES: usize = 256 * 1024;
+
+/// What C's malloc guarantees, and code in the process relies on: the
+/// unwinder's exception object asks Rust for 8-byte alignment but is read
+/// with 16-byte instructions (a panic crashed with SIGSEGV without this).
+const MIN_ALIGN: usize = 16;
+
+#[repr(C, align(4096))]
+struct Block([u8; ARENA_BYTES]);
+
+// SAFETY: the block is only reached through pointers to disjoint ranges,
+// each handed out once by an atomic bump of `used`.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    pub const fn new() -> Arena {
+        Arena {
+            block: std::cell::UnsafeCell::new(Block([0; ARENA_BYTES])),
+            used: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn base(&self) -> usize {
+        self.block.get() as usize
+    }
+
+    fn owns(&self, ptr: *mut u8) -> bool {
+        (self.base()..self.base() + ARENA_BYTES).contains(&(ptr as usize))
+    }
+
+    /// Reserves `layout` from the block: the offset, or `None` when full.
+    /// Bytes past `used` were never handed out, so they are still zero.
+    fn take(&self, layout: std::alloc::Layout) -> Option<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let base = self.base();
+        let mut used = self.used.load(Relaxed);
+        loop {
+            let align = layout.align().max(MIN_ALIGN);
+            let start = (base + used).checked_next_multiple_of(align)? - base;
+            let end = start.checked_add(layout.size())?;
+            if end > ARENA_BYTES {
+                return None;
+            }
+            match self.used.compare_exchange_weak(used, end, Relaxed, Relaxed) {
+                Ok(_) => return Some(start),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Grows the block's most recent allocation, `old` bytes at `ptr`, to
+    /// `new` bytes where it lies, if there is room.
+    fn resize_last(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = ptr as usize - self.base();
+        let Some(end) = start.checked_add(new).filter(|&end| end <= ARENA_BYTES) else {
+            return false;
+        };
+        self.used
+            .compare_exchange(start + old, end, Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Arena::new()
+    }
+}
 
 fn or_exit(ptr: *mut u8) -> *mut u8 {
     if ptr.is_null() {
@@ -527,28 +608,56 @@ fn out_of_memory() -> ! {
     exit_now(b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n")
 }
 
-// SAFETY: every method forwards to `System` with its caller's arguments,
-// so `System`'s guarantees hold; the only change is that null (failure) is
-// never returned because the process ends instead.
-unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
+// SAFETY: a pointer from the block is `base + start` for a range
+// `start..start + size` that `take` reserved for it alone (aligned as asked,
+// inside the block), and it stays valid for the life of the process since
+// nothing is ever taken back; every other pointer comes from `System`,
+// whose guarantees hold, and goes back to it. Null is never returned.
+unsafe impl std::alloc::GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: our caller upholds GlobalAlloc::alloc's contract.
-        or_exit(unsafe { std::alloc::System.alloc(layout) })
+        match self.take(layout) {
+            Some(start) => self.block.get().cast::<u8>().wrapping_add(start),
+            // SAFETY: our caller upholds GlobalAlloc::alloc's contract.
+            None => or_exit(unsafe { std::alloc::System.alloc(layout) }),
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: as for alloc.
-        or_exit(unsafe { std::alloc::System.alloc_zeroed(layout) })
+        match self.take(layout) {
+            // Never handed out before, so still as `.bss` began: zero.
+            Some(start) => self.block.get().cast::<u8>().wrapping_add(start),
+            // SAFETY: as for alloc.
+            None => or_exit(unsafe { std::alloc::System.alloc_zeroed(layout) }),
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        if !self.owns(ptr) {
+            // SAFETY: not from the block, so from `System`.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from `System`; our caller upholds the rest.
-        or_exit(unsafe { std::alloc::System.realloc(ptr, layout, size) })
+        if !self.owns(ptr) {
+            // SAFETY: from `System`; our caller upholds the rest.
+            return or_exit(unsafe { std::alloc::System.realloc(ptr, layout, size) });
+        }
+        // Shrinking is free anywhere (nothing is taken back); growing in
+        // place only at the end of what was handed out.
+        if size <= layout.size() || self.resize_last(ptr, layout.size(), size) {
+            return ptr;
+        }
+        // SAFETY: our caller guarantees that `size`, rounded up to the
+        // alignment, does not overflow isize.
+        let new_layout =
+            unsafe { std::alloc::Layout::from_size_align_unchecked(size, layout.align()) };
+        // SAFETY: as for alloc, with the layout just made.
+        let new = unsafe { self.alloc(new_layout) };
+        // SAFETY: both ranges are valid for the smaller size, and they are
+        // disjoint: `new` was reserved after `ptr`'s range was.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(size)) };
+        new
     }
 }
 
@@ -572,6 +681,77 @@ macro_rules! run_before_std_init {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod arena {
+        use std::alloc::{GlobalAlloc, Layout};
+
+        use super::super::{Arena, ARENA_BYTES};
+
+        fn layout(size: usize, align: usize) -> Layout {
+            Layout::from_size_align(size, align).unwrap()
+        }
+
+        #[test]
+        fn hands_out_aligned_disjoint_zeroed_memory() {
+            static A: Arena = Arena::new();
+            // SAFETY: each pointer is used within its layout only.
+            unsafe {
+                let a = A.alloc(layout(3, 1));
+                let b = A.alloc_zeroed(layout(64, 64));
+                assert!(A.owns(a) && A.owns(b));
+                assert_eq!(a as usize % 16, 0, "as malloc aligns");
+                assert_eq!(b as usize % 64, 0);
+                assert!(b as usize >= a as usize + 3);
+                assert!(std::slice::from_raw_parts(b, 64).iter().all(|&x| x == 0));
+                a.write_bytes(0xff, 3);
+                A.dealloc(a, layout(3, 1));
+                // Nothing is taken back, so nothing dirty is handed out again.
+                let c = A.alloc_zeroed(layout(3, 1));
+                assert!(std::slice::from_raw_parts(c, 3).iter().all(|&x| x == 0));
+            }
+        }
+
+        #[test]
+        fn grows_the_last_block_in_place_and_copies_others() {
+            static A: Arena = Arena::new();
+            // SAFETY: as above; each realloc passes the block's current layout.
+            unsafe {
+                let a = A.alloc(layout(8, 8));
+                a.write_bytes(7, 8);
+                let grown = A.realloc(a, layout(8, 8), 4096);
+                assert_eq!(grown, a, "the last block grows where it is");
+                let b = A.alloc(layout(8, 8));
+                let moved = A.realloc(grown, layout(4096, 8), 8192);
+                assert_ne!(moved, grown);
+                assert!(moved as usize > b as usize);
+                assert!(std::slice::from_raw_parts(moved, 8).iter().all(|&x| x == 7));
+                assert_eq!(
+                    A.realloc(moved, layout(8192, 8), 16),
+                    moved,
+                    "shrinks in place"
+                );
+            }
+        }
+
+        #[test]
+        fn goes_on_in_the_system_allocator_when_full() {
+            static A: Arena = Arena::new();
+            // SAFETY: as above; the big block goes back to where it came from.
+            unsafe {
+                let big = A.alloc(layout(ARENA_BYTES - 100, 1));
+                assert!(A.owns(big));
+                let spill = A.alloc_zeroed(layout(4096, 8));
+                assert!(!A.owns(spill));
+                assert!(std::slice::from_raw_parts(spill, 4096)
+                    .iter()
+                    .all(|&x| x == 0));
+                let grown = A.realloc(big, layout(ARENA_BYTES - 100, 1), ARENA_BYTES + 1);
+                assert!(!A.owns(grown));
+                A.dealloc(grown, layout(ARENA_BYTES + 1, 1));
+                A.dealloc(spill, layout(4096, 8));
+            }
+        }
+    }
 
     #[test]
     fn our_kernel_constants_are_libcs() {

@@ -129,7 +129,7 @@ fn a_parent_name_cannot_forge_a_line() {
     let lines = dev.lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains(" comm='q\\x1b[2J\\\\nuid=0 x' "),
+        lines[0].contains(" comm='q\\x1b[2J\\nuid=0 x' "),
         "{}",
         lines[0]
     );

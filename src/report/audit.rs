@@ -141,11 +141,10 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// The process name from the text of /proc/PID/status (its `Name:` line).
-pub fn status_name(text: &[u8]) -> Option<Vec<u8>> {
-    text.split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Name:"))
-        .map(|n| n.strip_prefix(b"\t").unwrap_or(n).to_vec())
+/// The process name from the text of /proc/PID/comm: the name's own
+/// bytes (a newline among them too), then the newline the kernel adds.
+pub fn comm_name(text: &[u8]) -> Option<Vec<u8>> {
+    text.strip_suffix(b"\n").map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
@@ -183,11 +182,13 @@ mod tests {
     }
 
     #[test]
-    fn name_from_proc_status() {
+    fn name_from_proc_comm() {
         assert_eq!(
-            status_name(b"Name:\tqemu-system-x86\nUmask:\t0022\n").as_deref(),
+            comm_name(b"qemu-system-x86\n").as_deref(),
             Some(&b"qemu-system-x86"[..])
         );
-        assert_eq!(status_name(b"State:\tR\n"), None);
+        assert_eq!(comm_name(b"a\nb\n").as_deref(), Some(&b"a\nb"[..]));
+        // Cut short: no name rather than part of one.
+        assert_eq!(comm_name(b"qemu"), None);
     }
 }

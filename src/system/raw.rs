@@ -508,16 +508,20 @@ pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
 }
 
 /// The binary's global allocator. A run is short and allocates little, so
-/// it hands out memory from one zeroed block in `.bss`, front to back, and
-/// never takes any back: no `mmap`/`munmap` per size class and no free
-/// lists, which cost a run more than a tenth of a millisecond with musl's
-/// allocator (bench/LEVERS.md). Memory the block cannot hold comes from the
-/// system allocator. A failed allocation ends the process with one line and
-/// the environment status (5) instead of Rust's default, a message and
-/// SIGABRT (a crash, and under a small RLIMIT_AS the usual outcome). Never
-/// returns null.
+/// it hands out memory from one block, mapped at the first allocation,
+/// front to back, and never takes any back: one `mmap` instead of musl's
+/// `mmap`/`munmap` per size class and its free lists, which cost a run more
+/// than a tenth of a millisecond (bench/LEVERS.md). Memory the block cannot
+/// hold comes from the system allocator, and so does everything when the
+/// block cannot be mapped (RLIMIT_DATA or RLIMIT_AS): then a small limit
+/// still ends in the line below, as before, not in a crash at exec, which a
+/// block in `.bss` would give. A failed allocation ends the process with
+/// one line and the environment status (5) instead of Rust's default, a
+/// message and SIGABRT. Never returns null.
 pub struct Arena {
-    block: std::cell::UnsafeCell<Block>,
+    /// The block: null until the first allocation, [`UNMAPPED`] if it
+    /// could not be mapped.
+    block: std::sync::atomic::AtomicPtr<u8>,
     /// Offset of the first byte never handed out; only grows.
     used: std::sync::atomic::AtomicUsize,
 }
@@ -531,34 +535,61 @@ const ARENA_BYTES: usize = 256 * 1024;
 /// with 16-byte instructions (a panic crashed with SIGSEGV without this).
 const MIN_ALIGN: usize = 16;
 
-#[repr(C, align(4096))]
-struct Block([u8; ARENA_BYTES]);
-
-// SAFETY: the block is only reached through pointers to disjoint ranges,
-// each handed out once by an atomic bump of `used`.
-unsafe impl Sync for Arena {}
+/// Marks a block that could not be mapped; never a page address.
+const UNMAPPED: *mut u8 = std::ptr::NonNull::dangling().as_ptr();
 
 impl Arena {
     pub const fn new() -> Arena {
         Arena {
-            block: std::cell::UnsafeCell::new(Block([0; ARENA_BYTES])),
+            block: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             used: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    fn base(&self) -> usize {
-        self.block.get() as usize
+    /// The block, mapped now if this is the first allocation.
+    fn block(&self) -> Option<*mut u8> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match self.block.load(Acquire) {
+            p if p == UNMAPPED => return None,
+            p if !p.is_null() => return Some(p),
+            _ => {}
+        }
+        let mine = if roomy_address_space() {
+            map_block()
+        } else {
+            UNMAPPED
+        };
+        let block = match self
+            .block
+            .compare_exchange(std::ptr::null_mut(), mine, AcqRel, Acquire)
+        {
+            Ok(_) => mine,
+            // Another thread mapped one first: use it, give ours back.
+            Err(theirs) => {
+                if mine != UNMAPPED {
+                    // SAFETY: our own mapping, never handed out.
+                    unsafe { libc::munmap(mine.cast(), ARENA_BYTES) };
+                }
+                theirs
+            }
+        };
+        (block != UNMAPPED).then_some(block)
     }
 
     fn owns(&self, ptr: *mut u8) -> bool {
-        (self.base()..self.base() + ARENA_BYTES).contains(&(ptr as usize))
+        let block = self.block.load(std::sync::atomic::Ordering::Acquire);
+        block != UNMAPPED
+            && !block.is_null()
+            && (block as usize..block as usize + ARENA_BYTES).contains(&(ptr as usize))
     }
 
-    /// Reserves `layout` from the block: the offset, or `None` when full.
-    /// Bytes past `used` were never handed out, so they are still zero.
-    fn take(&self, layout: std::alloc::Layout) -> Option<usize> {
+    /// Reserves `layout` from the block: its address, or `None` when full
+    /// or unmapped. Bytes past `used` were never handed out, so they are
+    /// still zero.
+    fn take(&self, layout: std::alloc::Layout) -> Option<*mut u8> {
         use std::sync::atomic::Ordering::Relaxed;
-        let base = self.base();
+        let block = self.block()?;
+        let base = block as usize;
         let mut used = self.used.load(Relaxed);
         loop {
             let align = layout.align().max(MIN_ALIGN);
@@ -568,17 +599,17 @@ impl Arena {
                 return None;
             }
             match self.used.compare_exchange_weak(used, end, Relaxed, Relaxed) {
-                Ok(_) => return Some(start),
+                Ok(_) => return Some(block.wrapping_add(start)),
                 Err(now) => used = now,
             }
         }
     }
 
-    /// Grows the block's most recent allocation, `old` bytes at `ptr`, to
-    /// `new` bytes where it lies, if there is room.
+    /// Grows the block's most recent allocation, `old` bytes at `ptr` (in
+    /// the block), to `new` bytes where it lies, if there is room.
     fn resize_last(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let start = ptr as usize - self.base();
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        let start = ptr as usize - self.block.load(Acquire) as usize;
         let Some(end) = start.checked_add(new).filter(|&end| end <= ARENA_BYTES) else {
             return false;
         };
@@ -591,6 +622,42 @@ impl Arena {
 impl Default for Arena {
     fn default() -> Self {
         Arena::new()
+    }
+}
+
+/// Whether the address space has room for the block and the stack's
+/// growth alike. Under a tight RLIMIT_AS the block would take what the
+/// stack later needs, and a stack that cannot grow is a SIGSEGV; without
+/// the block, the system allocator fails first, which is the clean exit.
+fn roomy_address_space() -> bool {
+    const ROOMY: libc::rlim_t = 64 << 20;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit through the pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) };
+    got == 0 && (lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= ROOMY)
+}
+
+/// A fresh block, or [`UNMAPPED`] (RLIMIT_DATA, no memory).
+fn map_block() -> *mut u8 {
+    // SAFETY: a fresh private anonymous mapping; no memory of ours is
+    // touched. Its pages read as zero until written.
+    let mapped = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ARENA_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        UNMAPPED
+    } else {
+        mapped.cast()
     }
 }
 
@@ -608,29 +675,34 @@ fn out_of_memory() -> ! {
     exit_now(b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n")
 }
 
-// SAFETY: a pointer from the block is `base + start` for a range
-// `start..start + size` that `take` reserved for it alone (aligned as asked,
-// inside the block), and it stays valid for the life of the process since
-// nothing is ever taken back; every other pointer comes from `System`,
-// whose guarantees hold, and goes back to it. Null is never returned.
+// SAFETY: a pointer from the block points to a range that `take`
+// reserved for it alone (aligned as asked, inside the mapping), which
+// stays valid for the life of the process since nothing is ever unmapped;
+// every other pointer comes from `System`, whose guarantees hold, and goes
+// back to it. Null is never returned.
 unsafe impl std::alloc::GlobalAlloc for Arena {
+    // Out of line, each: inlined at every allocation site, the bump and
+    // its fallbacks made the binary 90 KiB larger.
+    #[inline(never)]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         match self.take(layout) {
-            Some(start) => self.block.get().cast::<u8>().wrapping_add(start),
+            Some(ptr) => ptr,
             // SAFETY: our caller upholds GlobalAlloc::alloc's contract.
             None => or_exit(unsafe { std::alloc::System.alloc(layout) }),
         }
     }
 
+    #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         match self.take(layout) {
-            // Never handed out before, so still as `.bss` began: zero.
-            Some(start) => self.block.get().cast::<u8>().wrapping_add(start),
+            // Never handed out before, so still as mapped: zero.
+            Some(ptr) => ptr,
             // SAFETY: as for alloc.
             None => or_exit(unsafe { std::alloc::System.alloc_zeroed(layout) }),
         }
     }
 
+    #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         if !self.owns(ptr) {
             // SAFETY: not from the block, so from `System`.
@@ -638,6 +710,7 @@ unsafe impl std::alloc::GlobalAlloc for Arena {
         }
     }
 
+    #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
         if !self.owns(ptr) {
             // SAFETY: from `System`; our caller upholds the rest.

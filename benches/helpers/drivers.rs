@@ -301,44 +301,60 @@ pub fn sequential(ns: &Ns, progs: &[Prog], n: usize, warmup: usize, net: &str) -
     Ok(res)
 }
 
-/// Our helper with `--queues=Q` against one queue, interleaved, in each
-/// mode: (mode, one-queue runs, Q-queue runs).
-pub type QueueResults = Vec<(Mode, Vec<Run>, Vec<Run>)>;
+/// `--queues=Q` against one queue, keyed by (program, mode, queues).
+pub type QueueResults = BTreeMap<(Role, Mode, u16), Vec<Run>>;
 
+/// Each program (ours and the floor) with `--queues=Q` and with one queue,
+/// in each mode, every iteration in a fixed-seed shuffled order: the
+/// floor's Q / 1 is what any program that makes a multiqueue tap pays.
 pub fn multiqueue(
     ns: &Ns,
-    prog: &Prog,
+    progs: &[&Prog],
     n: usize,
     warmup: usize,
     queues: u16,
     net: &str,
 ) -> Res<QueueResults> {
     let before = link_count(net)?;
-    let mut out: QueueResults = Mode::ALL
-        .iter()
-        .map(|&m| (m, Vec::new(), Vec::new()))
+    let mut out: QueueResults = BTreeMap::new();
+    let mut rng = Rng(0xd1b5_4a32_d192_ed03);
+    let mut order: Vec<(usize, Mode, u16)> = (0..progs.len())
+        .flat_map(|p| {
+            Mode::ALL
+                .into_iter()
+                .flat_map(move |m| [(p, m, 1), (p, m, queues)])
+        })
         .collect();
+    let mut failed = 0;
     for i in 0..warmup + n {
         check_interrupted()?;
-        for (mode, one, many) in &mut out {
-            for q in [1, queues] {
-                let (run, fds) = run_queues(ns, prog, *mode, q)?;
-                drop(fds);
-                if let Some(e) = &run.err {
-                    eprintln!("  --queues={q} [{}] failed: {e}", mode.short());
+        rng.shuffle(&mut order);
+        for &(pi, mode, q) in &order {
+            let prog = progs[pi];
+            let (run, fds) = run_queues(ns, prog, mode, q)?;
+            drop(fds); // closing every queue's fd destroys the tap
+            if let Some(e) = &run.err {
+                failed += 1;
+                if failed <= 5 {
+                    eprintln!(
+                        "  {} --queues={q} [{}] failed: {e}",
+                        prog.label,
+                        mode.short()
+                    );
                 }
-                if i >= warmup {
-                    if q == 1 {
-                        one.push(run);
-                    } else {
-                        many.push(run);
-                    }
-                }
+            }
+            if i >= warmup {
+                out.entry((prog.role, mode, q)).or_default().push(run);
             }
         }
     }
-    if link_count(net)? != before {
-        return Err("taps left behind after the multiqueue runs".into());
+    let after = link_count(net)?;
+    if after != before {
+        return Err(format!(
+            "{} links left behind after the multiqueue runs",
+            after - before
+        )
+        .into());
     }
     Ok(out)
 }

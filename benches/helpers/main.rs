@@ -19,7 +19,10 @@
 //! - times spawn -> fd received (recvmsg) and spawn -> exit (wait4), checks each fd with
 //!   TUNGETIFF, closes it, and checks that the taps vanished;
 //! - runs a no-checks floor beside them (`benches/floor.c`, built with musl-gcc: the kernel's
-//!   work and nothing else) and prints every ratio against it as well as against QEMU's helper.
+//!   work and nothing else) and prints every ratio against it as well as against QEMU's helper;
+//! - with `--queues Q` (default 4), runs bridge-helper and the floor with Q queues and with one,
+//!   interleaved, on the empty bridge: the floor's Q / 1 is the kernel's price for a multiqueue
+//!   tap, which no helper can go under.
 //!
 //! The reference is QEMU's helper where `dpkg-divert --truename` says it is
 //! (bridge-helper's package diverts it), checked to really be QEMU's
@@ -44,7 +47,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use drivers::{
-    concurrent, multiqueue, resources, sanity, sequential, ConcRound, Ns, Resource, Rng, SeqResults,
+    concurrent, multiqueue, resources, sanity, sequential, ConcRound, Ns, QueueResults, Resource,
+    Rng, SeqResults,
 };
 use setup::{
     add_taps, build_floor, check_interrupted, chown_root, cstr, install, install_signal_handlers,
@@ -67,7 +71,8 @@ struct Opts {
     warmup: usize,
     rounds: usize,
     taps: Vec<usize>,
-    /// `--queues=Q` runs of bridge-helper against one queue; 0 or 1: none.
+    /// `--queues=Q` runs of bridge-helper and of the floor against one
+    /// queue; 0 or 1: none.
     queues: u16,
     helper: Option<PathBuf>,
     reference: PathBuf,
@@ -128,6 +133,9 @@ fn parse_opts() -> Res<Opts> {
     }
     if o.n == 0 || o.k == 0 || o.rounds == 0 {
         return Err("--n, --k and --rounds must be > 0".into());
+    }
+    if o.queues > 253 {
+        return Err("--queues: at most 253 (SCM_MAX_FD: one message carries every queue)".into());
     }
     Ok(o)
 }
@@ -311,16 +319,17 @@ fn real_main() -> Res<()> {
         }
     }
 
-    // Before any tap is added: bridge-helper alone (QEMU's helper has no
-    // --queues), one queue and Q queues interleaved.
-    let mut queues = Vec::new();
+    // Before any tap is added: bridge-helper and the no-checks floor (QEMU's
+    // helper has no --queues), one queue and Q queues interleaved.
+    let mut queues = QueueResults::new();
     if o.queues > 1 {
-        if let Some(ours) = progs
+        let ours = progs
             .iter()
-            .find(|p| p.role == Role::Ours && ours_path.is_some())
-        {
+            .find(|p| p.role == Role::Ours && ours_path.is_some());
+        let floor = progs.iter().find(|p| p.role == Role::FloorWork);
+        if let (Some(ours), Some(floor)) = (ours, floor) {
             eprintln!("bench: --queues={} against one queue", o.queues);
-            queues = multiqueue(&ns, ours, o.n, o.warmup, o.queues, &name)?;
+            queues = multiqueue(&ns, &[ours, floor], o.n, o.warmup, o.queues, &name)?;
         }
     }
 

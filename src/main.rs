@@ -55,6 +55,8 @@ fn main() -> ExitCode {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
         .unwrap_or(Err(Error::Internal));
     if let Err(e) = &outcome {
+        // Whatever failed, even a panic: no tap outlives a failed run.
+        raw::remove_unfinished_tap();
         audit.failed(e);
     }
     match outcome {
@@ -146,7 +148,9 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     privileges::drop_all()?;
     // Before the fd leaves: once the caller has it, it may kill us.
     audit.granted(&tap.name, &access.rule);
-    fd_passing::send(socket, request.fd, &tap.fds())
+    fd_passing::send(socket, request.fd, &tap.fds())?;
+    raw::tap_handed_over();
+    Ok(())
 }
 
 /// `--remove-abandoned --user=USER`: root only, for when a user's access

@@ -45,7 +45,7 @@ pub fn settings(files: &impl Files) -> Result<Settings, Error> {
 /// Everything the decision is made from, for the process's user now (the
 /// caller after the drop; the user checked for after `--check --user`):
 /// the account files only if a line names an account, and the groups as
-/// the kernel reports them for this process.
+/// the kernel reports them for this process only if a line is for a group.
 pub fn policy(
     acl: Vec<Rule<Origin>>,
     conf: Settings,
@@ -57,9 +57,16 @@ pub fn policy(
     } else {
         Accounts::default()
     };
+    // Only group= lines look at the groups: two system calls saved in
+    // every other run.
+    let gids = if conf.names_groups() {
+        privileges::groups()?
+    } else {
+        Vec::new()
+    };
     let me = Identity {
         uid: uid.as_raw(),
-        gids: privileges::groups()?,
+        gids,
     };
     Ok(Policy {
         acl,

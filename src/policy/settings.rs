@@ -39,6 +39,16 @@ impl Settings {
         }
     }
 
+    /// Whether some line is for a group, so that the caller's groups
+    /// must be asked of the kernel.
+    pub fn names_groups(&self) -> bool {
+        self.grants
+            .iter()
+            .map(|g| &g.who)
+            .chain(self.ports.iter().map(|p| &p.who))
+            .any(|w| matches!(w, Who::Group(_)))
+    }
+
     /// Whether some line names a user or group by name, so that
     /// /etc/passwd and /etc/group must be read.
     pub fn names_accounts(&self) -> bool {

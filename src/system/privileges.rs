@@ -1,6 +1,5 @@
 //! Giving up everything but CAP_NET_ADMIN before any user input is read.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -260,12 +259,8 @@ pub fn drop_all() -> Result<(), Error> {
 }
 
 fn open_tun() -> io::Result<OwnedFd> {
-    // std opens with O_CLOEXEC.
-    File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map(OwnedFd::from)
+    // openat: musl's open() adds an fcntl for O_CLOEXEC.
+    raw::open_at(None, c"/dev/net/tun", libc::O_RDWR).map_err(io::Error::from)
 }
 
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were

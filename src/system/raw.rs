@@ -470,8 +470,9 @@ pub fn ensure_stack() {
 }
 
 /// Ends the process at once with the environment status, without
-/// allocating or unwinding.
+/// allocating or unwinding, removing an unfinished tap first.
 fn exit_now(line: &[u8]) -> ! {
+    remove_unfinished_tap();
     // SAFETY: write only reads line.len() bytes of `line`; _exit takes an
     // integer and does not return.
     unsafe {
@@ -481,6 +482,73 @@ fn exit_now(line: &[u8]) -> ! {
         ))
     }
 }
+
+/// The interface index of the tap this run made and has not handed over
+/// (0: none). A tap usually dies with its descriptors, but a multiqueue tap
+/// made persistent through a queue attached while it had no owner would
+/// outlive a run that ends in the middle of `Tap::add_queues`; so a run
+/// that ends without choosing to (out of memory, a panic) removes it.
+static UNFINISHED_TAP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Marks tap `index` for removal should the run end abnormally.
+pub fn remove_on_abnormal_end(index: crate::system::netlink::IfIndex) {
+    UNFINISHED_TAP.store(index.0, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The tap was handed over: it is the caller's now.
+pub fn tap_handed_over() {
+    UNFINISHED_TAP.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Deletes the unfinished tap, if any, by index, with system calls only:
+/// it runs where allocating may be what failed. Best effort (after the
+/// final privilege drop it fails with EPERM, and by then the tap is marked
+/// and checked). rtnetlink handles a request within the `sendto`, so the
+/// tap is gone when this returns.
+pub fn remove_unfinished_tap() {
+    let index = UNFINISHED_TAP.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if index == 0 {
+        return;
+    }
+    const RTM_DELLINK: u16 = 17;
+    const NLM_F_REQUEST: u16 = 1;
+    // struct nlmsghdr (16 bytes), then struct ifinfomsg (16 bytes) with
+    // family AF_UNSPEC and the index.
+    let mut req = [0u8; 32];
+    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req[20..24].copy_from_slice(&index.to_ne_bytes());
+    // SAFETY: an all-zero sockaddr_nl is valid (the kernel as peer).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = AF_NETLINK;
+    // SAFETY: socket, sendto and close take integers and pointers to the
+    // two local buffers, with their sizes; nothing else is touched.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        );
+        if fd < 0 {
+            return;
+        }
+        libc::sendto(
+            fd,
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&raw const kernel).cast(),
+            SOCKADDR_NL_LEN,
+        );
+        libc::close(fd);
+    }
+}
+
+const AF_NETLINK: libc::sa_family_t = 16;
+const _: () = assert!(libc::AF_NETLINK == 16);
+const SOCKADDR_NL_LEN: libc::socklen_t = 12;
+const _: () = assert!(std::mem::size_of::<libc::sockaddr_nl>() == 12);
 
 /// Asks the kernel for extended acknowledgements (an error string with a
 /// failed request) without the request echoed back.
@@ -554,7 +622,7 @@ impl Arena {
             p if !p.is_null() => return Some(p),
             _ => {}
         }
-        let mine = if roomy_address_space() {
+        let mine = if roomy_limits() {
             map_block()
         } else {
             UNMAPPED
@@ -595,7 +663,9 @@ impl Arena {
             let align = layout.align().max(MIN_ALIGN);
             let start = (base + used).checked_next_multiple_of(align)? - base;
             let end = start.checked_add(layout.size())?;
-            if end > ARENA_BYTES {
+            // `start` inside too: a zero-sized layout (never asked for by
+            // std) must not get the address just past the block.
+            if end > ARENA_BYTES || start >= ARENA_BYTES {
                 return None;
             }
             match self.used.compare_exchange_weak(used, end, Relaxed, Relaxed) {
@@ -625,19 +695,25 @@ impl Default for Arena {
     }
 }
 
-/// Whether the address space has room for the block and the stack's
-/// growth alike. Under a tight RLIMIT_AS the block would take what the
-/// stack later needs, and a stack that cannot grow is a SIGSEGV; without
-/// the block, the system allocator fails first, which is the clean exit.
-fn roomy_address_space() -> bool {
+/// Whether memory is plentiful enough for the block to change nothing but
+/// speed. Under a tight RLIMIT_AS the block would take what the stack
+/// later needs (a stack that cannot grow is a SIGSEGV); under a tight
+/// RLIMIT_DATA, what musl's own allocations need (a run that would have
+/// succeeded ends with status 5). Without the block, the system allocator
+/// runs out first, and that is the clean exit.
+fn roomy_limits() -> bool {
     const ROOMY: libc::rlim_t = 64 << 20;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one struct rlimit through the pointer.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) };
-    got == 0 && (lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= ROOMY)
+    [libc::RLIMIT_AS, libc::RLIMIT_DATA]
+        .into_iter()
+        .all(|resource| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes one struct rlimit through the pointer.
+            let got = unsafe { libc::getrlimit(resource, &mut lim) };
+            got == 0 && (lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= ROOMY)
+        })
 }
 
 /// A fresh block, or [`UNMAPPED`] (RLIMIT_DATA, no memory).
@@ -649,6 +725,9 @@ fn map_block() -> *mut u8 {
             std::ptr::null_mut(),
             ARENA_BYTES,
             libc::PROT_READ | libc::PROT_WRITE,
+            // NORESERVE changes nothing for 256 KiB but keeps the kernel
+            // from merging the block with a neighbouring mapping, so
+            // /proc/PID/maps shows it whole (tests/hostile.rs looks).
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -672,7 +751,7 @@ fn or_exit(ptr: *mut u8) -> *mut u8 {
 /// with its descriptor; none has been sent (sending allocates nothing after
 /// the fact).
 fn out_of_memory() -> ! {
-    exit_now(b"bridge-helper: out of memory (is RLIMIT_AS too low?)\n")
+    exit_now(b"bridge-helper: out of memory (is RLIMIT_AS or RLIMIT_DATA too low?)\n")
 }
 
 // SAFETY: a pointer from the block points to a range that `take`

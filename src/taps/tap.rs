@@ -119,6 +119,7 @@ pub fn create(
             })
         }
     };
+    raw::remove_on_abnormal_end(index);
     Ok(Tap {
         fd: tun,
         queues: Vec::new(),

@@ -1429,18 +1429,26 @@ fn the_peer_closes_while_the_helper_is_paused() {
 }
 
 /// The allocator's block (256 KiB, mapped at the first allocation) stays
-/// out under a finite RLIMIT_AS below 64 MiB: there it could take the room
-/// the stack needs later, and a stack that cannot grow is a SIGSEGV, where
-/// the system allocator running out is the clean exit 5 (see
-/// `rlimit_as_small`). The run itself is the same either way.
+/// out under a finite RLIMIT_AS or RLIMIT_DATA below 64 MiB: there it could
+/// take the room the stack or musl's own allocations need later (a SIGSEGV,
+/// or exit 5 for a run that would have succeeded), where the system
+/// allocator running out is the clean exit 5 (see `rlimit_as_small`). The
+/// run itself is the same either way.
 #[cfg(feature = "test-hooks")]
 #[test]
-fn a_finite_address_space_limit_leaves_the_arena_out() {
+fn a_finite_memory_limit_leaves_the_arena_out() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     let program = sb.install(HELPER, Mode::Setuid);
-    for (limit, arena) in [(None, true), (Some(32u64 << 20), false)] {
+    let lim = |resource, bytes| Some((resource, bytes));
+    for (limit, arena) in [
+        (None, true),
+        (lim(libc::RLIMIT_AS, 32u64 << 20), false),
+        (lim(libc::RLIMIT_AS, (64u64 << 20) - 4096), false),
+        (lim(libc::RLIMIT_AS, 64u64 << 20), true),
+        (lim(libc::RLIMIT_DATA, 32u64 << 20), false),
+    ] {
         let (ours, theirs) = socketpair();
         let mut cmd = sb.command(&ns, &program, Jail::for_mode(Mode::Setuid));
         cmd.args([
@@ -1450,8 +1458,8 @@ fn a_finite_address_space_limit_leaves_the_arena_out() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        if let Some(limit) = limit {
-            in_child(&mut cmd, move || set_rlimit(libc::RLIMIT_AS, limit));
+        if let Some((resource, bytes)) = limit {
+            in_child(&mut cmd, move || set_rlimit(resource, bytes));
         }
         let running = start(&mut cmd);
         drop(theirs);
@@ -1465,7 +1473,7 @@ fn a_finite_address_space_limit_leaves_the_arena_out() {
             let size = u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap();
             size == 256 << 10 && f[1] == "rw-p" && f[4] == "0" && f.len() == 5
         });
-        assert_eq!(block, arena, "RLIMIT_AS {limit:?}:\n{maps}");
+        assert_eq!(block, arena, "limit {limit:?}:\n{maps}");
         let fd = resume(running, ours).expect_tap();
         assert_eq!(ns.tap_state(&tun_get_iff(&fd).0).master, "br0");
     }

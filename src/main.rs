@@ -55,7 +55,9 @@ fn main() -> ExitCode {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
         .unwrap_or(Err(Error::Internal));
     if let Err(e) = &outcome {
-        // Whatever failed, even a panic: no tap outlives a failed run.
+        // Whatever failed, even a panic: no tap outlives a failed run, not
+        // even a multiqueue tap made persistent through a queue attached
+        // and closed while it had no owner.
         raw::remove_unfinished_tap();
         audit.failed(e);
     }
@@ -124,26 +126,15 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     checkpoint(request.hook, Stage::BeforeQueues(&tap.name));
     tap.add_queues(&mut route, more, caller.uid)?;
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
-    let attached = (|| {
-        // Findable by the caller's later runs before it is in the bridge.
-        let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
-        tap.attach(
-            &mut route,
-            &access.bridge,
-            caller.uid,
-            slot.as_deref(),
-            access.port.as_ref().map(|p| &p.settings),
-        )
-    })();
-    if let Err(e) = attached {
-        // A multiqueue tap may have been made persistent by a queue that
-        // was attached and closed while it had no owner: it must not
-        // outlive this run.
-        if !tap.queues.is_empty() {
-            let _ = route.delete(tap.index);
-        }
-        return Err(e);
-    }
+    // Findable by the caller's later runs before it is in the bridge.
+    let slot = own_taps.claim(&mut route, tap.index, &tap.name)?;
+    tap.attach(
+        &mut route,
+        &access.bridge,
+        caller.uid,
+        slot.as_deref(),
+        access.port.as_ref().map(|p| &p.settings),
+    )?;
     checkpoint(request.hook, Stage::BeforeSend(&tap.name));
     privileges::drop_all()?;
     // Before the fd leaves: once the caller has it, it may kill us.

@@ -580,11 +580,11 @@ pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
 /// front to back, and never takes any back: one `mmap` instead of musl's
 /// `mmap`/`munmap` per size class and its free lists, which cost a run more
 /// than a tenth of a millisecond (bench/LEVERS.md). Memory the block cannot
-/// hold comes from the system allocator, and so does everything when the
-/// block cannot be mapped (RLIMIT_DATA or RLIMIT_AS): then a small limit
-/// still ends in the line below, as before, not in a crash at exec, which a
-/// block in `.bss` would give. A failed allocation ends the process with
-/// one line and the environment status (5) instead of Rust's default, a
+/// hold comes from the system allocator, and so does everything under a
+/// tight RLIMIT_AS or RLIMIT_DATA or when the block cannot be mapped, so
+/// that small limits end as they did before the block: status 5 and one
+/// line, never a crash (a block in `.bss` made exec itself fail). A failed
+/// allocation ends the process that way instead of with Rust's default, a
 /// message and SIGABRT. Never returns null.
 pub struct Arena {
     /// The block: null until the first allocation, [`UNMAPPED`] if it

@@ -115,23 +115,8 @@ impl World {
         let mut jail = Jail::user(NOBODY);
         jail.tun_0666 = true; // as on a stock Debian system
         let mut cmd = self.sb.command(&self.ns, QEMU, jail);
-        cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256"])
-            .args(["-smp", &smp.to_string()])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-nographic",
-                "-no-reboot",
-                "-monitor",
-                "none",
-            ])
-            .arg("-serial")
-            .arg(format!("file:{}", self.serial().display()))
-            .arg("-kernel")
-            .arg(&self.image.kernel)
-            .arg("-initrd")
-            .arg(&self.image.initrd)
-            .args(["-append", &append])
+        self.image
+            .boot_args(&mut cmd, 256, smp, &self.serial(), &append)
             .args(["-netdev", netdev])
             .args(["-device", device])
             .current_dir(&self.out)

@@ -82,15 +82,6 @@ fn attached(ns: &NetNs, run: HelperRun) {
     attached_to(ns, run, "br0");
 }
 
-fn attached_to(ns: &NetNs, run: HelperRun, bridge: &str) {
-    assert!(run.stderr.is_empty(), "stderr: {:?}", run.stderr);
-    let fd = run.expect_tap();
-    let (name, _) = tun_get_iff(&fd);
-    assert_eq!(ns.tap_state(&name).master, bridge);
-    drop(fd);
-    assert_no_taps(ns);
-}
-
 /// Everything readable right now on `fd` (non-blocking): what a helper
 /// might have written into something that is not its socket.
 fn pending(fd: &OwnedFd) -> Vec<u8> {

@@ -81,16 +81,8 @@ fn boot(w: &World, uid: u32, host: u8, peer: Option<u8>, hold: bool) -> Guest {
     let mut jail = Jail::user(uid);
     jail.tun_0666 = true;
     let mut cmd = sb.command(ns, guest::QEMU, jail);
-    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", out.join("serial.log").display()))
-        .arg("-kernel")
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initrd)
-        .args(["-append", &append])
+    image
+        .boot_args(&mut cmd, 256, 1, &out.join("serial.log"), &append)
         .args([
             "-netdev",
             &format!("bridge,id=n0,br=br0,helper={}", helper.display()),

@@ -358,19 +358,9 @@ fn boot_with_qemus_default_helper(root: &Root, ns: &NetNs) -> String {
     ns.ip(&["addr", "add", "169.254.21.1/24", "dev", "br0"]);
     let serial = out.join("serial.log");
     let mut cmd = root.command(ns, "qemu-system-x86_64", Some(NOBODY), &[]);
-    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-kernel")
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initrd)
-        .args([
-            "-append",
-            &guest::cmdline("169.254.21.2/24", "169.254.21.1", false),
-        ])
+    let append = guest::cmdline("169.254.21.2/24", "169.254.21.1", false);
+    image
+        .boot_args(&mut cmd, 256, 1, &serial, &append)
         .args(["-netdev", "bridge,id=n0,br=br0"])
         .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
         .current_dir(&out)

@@ -135,15 +135,6 @@ fn socket_fd(theirs: &OwnedFd, fd9_taken: bool) -> i32 {
     }
 }
 
-fn granted(ns: &NetNs, run: HelperRun, bridge: &str) {
-    assert!(run.stderr.is_empty(), "stderr: {:?}", run.stderr);
-    let fd = run.expect_tap();
-    let (name, _) = tun_get_iff(&fd);
-    assert_eq!(ns.tap_state(&name).master, bridge);
-    drop(fd);
-    assert_no_taps(ns);
-}
-
 fn refused(ns: &NetNs, run: &HelperRun, status: i32, text: &str) {
     run.expect_refusal(status, text);
     assert_one_clean_line(&run.stderr);
@@ -271,7 +262,7 @@ fn a_deleted_deny_in_a_user_directory_is_an_error_not_a_skip() {
     // A missing include behind root-only directories is still skipped, as
     // QEMU does.
     t.sb.acl("allow all\ninclude /etc/qemu/nowhere/deny.conf\n");
-    granted(
+    attached_to(
         &t.ns,
         run_as_nobody(&t.sb, &t.ns, "br-bob", vec![], None),
         "br-bob",
@@ -318,8 +309,8 @@ fn the_nixos_layout_is_accepted() {
     write(&store.join("extra.conf"), "allow br2\n", 0, 0o444);
     let ro = || vec![Mount::ReadOnly(store.clone())];
 
-    granted(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
-    granted(&ns, run_as_nobody(&sb, &ns, "br1", ro(), None), "br1");
+    attached_to(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
+    attached_to(&ns, run_as_nobody(&sb, &ns, "br1", ro(), None), "br1");
     let run = run_as_nobody(&sb, &ns, "br2", ro(), None);
     refused(&ns, &run, 4, "no rule in /etc/qemu/bridge.conf");
 
@@ -395,12 +386,12 @@ fn the_guix_layout_is_accepted() {
         0,
     );
     let ro = || vec![Mount::ReadOnly(store.clone())];
-    granted(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
+    attached_to(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
 
     // A user's symlink in a root-only directory is harmless: nobody but
     // root can replace it, and a symlink's target cannot be changed.
     lchown(etc.join("bridge.conf"), Some(NOBODY), None).unwrap();
-    granted(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
+    attached_to(&ns, run_as_nobody(&sb, &ns, "br0", ro(), None), "br0");
     // A user's entry in the sticky store is refused.
     chown(&system, Some(NOBODY), None).unwrap();
     let run = run_as_nobody(&sb, &ns, "br0", ro(), None);
@@ -482,7 +473,7 @@ fn an_include_in_a_sticky_directory() {
     mkdir(&sub, 0, 0, 0o755);
     write(&sub.join("inc.conf"), "allow br1\n", 0, 0o644);
     sb.acl(format!("allow br0\ninclude {}/inc.conf\n", sub.display()));
-    granted(&ns, run_as_nobody(&sb, &ns, "br1", vec![], None), "br1");
+    attached_to(&ns, run_as_nobody(&sb, &ns, "br1", vec![], None), "br1");
     // A user's directory there is not.
     chown(&sub, Some(NOBODY), None).unwrap();
     let run = run_as_nobody(&sb, &ns, "br1", vec![], None);
@@ -533,7 +524,7 @@ fn files_in_writable_sticky_directories_need_protected_hardlinks() {
         )]
     };
     let original = fs::read_to_string("/proc/sys/fs/protected_hardlinks").unwrap();
-    granted(
+    attached_to(
         &ns,
         run_as_nobody(&sb, &ns, "br1", setting("1"), None),
         "br1",
@@ -541,7 +532,7 @@ fn files_in_writable_sticky_directories_need_protected_hardlinks() {
     // Several links: still fine while the kernel protects them (NixOS's
     // store optimisation hard-links identical files).
     fs::hard_link(&inc, sb.dir.join("other-name")).unwrap();
-    granted(
+    attached_to(
         &ns,
         run_as_nobody(&sb, &ns, "br1", setting("1"), None),
         "br1",
@@ -578,7 +569,7 @@ fn files_in_writable_sticky_directories_need_protected_hardlinks() {
     mkdir(&sub, 0, 0, 0o755);
     write(&sub.join("inc.conf"), "allow br1\n", 0, 0o644);
     sb.acl(format!("allow br0\ninclude {}/inc.conf\n", sub.display()));
-    granted(
+    attached_to(
         &ns,
         run_as_nobody(&sb, &ns, "br1", setting("0"), None),
         "br1",
@@ -1019,7 +1010,7 @@ fn a_deny_refused_by_a_security_module_is_not_skipped() {
     // The permissions' own refusal is still a skip (the group trick).
     sb.etc_file("deny.conf", "deny br-bob\n", 0o600);
     let nobody = |sb: &Sandbox| sb.run_helper(&ns, Mode::Setuid, &["--br=br-bob"]);
-    granted(&ns, nobody(&sb), "br-bob");
+    attached_to(&ns, nobody(&sb), "br-bob");
 }
 
 /// Restricts file reads of the command to `allowed` (and what lies beneath

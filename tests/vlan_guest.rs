@@ -159,16 +159,14 @@ fn host() {
     );
     let serial = sb.dir.join("serial.log");
     let mut cmd = Command::new(guest::QEMU);
-    cmd.args(["-machine", "pc", "-accel", "tcg", "-m", "512", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-kernel")
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+    image
+        .boot_args(
+            &mut cmd,
+            512,
+            1,
+            &serial,
+            "console=ttyS0 panic=-1 quiet loglevel=3",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(sb.dir.join("qemu.stderr")).unwrap());

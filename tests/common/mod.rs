@@ -588,6 +588,17 @@ pub fn wait_for_taps(ns: &NetNs, keep: &[&str]) {
     panic!("taps {:?}, wanted {want:?}", ns.taps());
 }
 
+/// A success: one fd that is a tap in `bridge`, nothing printed; the tap
+/// goes away with the fd.
+pub fn attached_to(ns: &NetNs, run: HelperRun, bridge: &str) {
+    assert!(run.stderr.is_empty(), "stderr: {:?}", run.stderr);
+    let fd = run.expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert_eq!(ns.tap_state(&name).master, bridge);
+    drop(fd);
+    assert_no_taps(ns);
+}
+
 /// Waits (briefly) until no tap is left in the namespace.
 pub fn assert_no_taps(ns: &NetNs) {
     for _ in 0..50 {

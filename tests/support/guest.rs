@@ -76,6 +76,30 @@ pub struct GuestImage {
 }
 
 impl GuestImage {
+    /// The arguments every guest here boots with: a headless TCG PC with
+    /// `mem_mb` MiB and `smp` CPUs, no defaults or monitor, its console in
+    /// the file `serial`, this kernel and initramfs with `append`.
+    pub fn boot_args<'c>(
+        &self,
+        cmd: &'c mut Command,
+        mem_mb: u32,
+        smp: u32,
+        serial: &Path,
+        append: &str,
+    ) -> &'c mut Command {
+        cmd.args(["-machine", "pc", "-accel", "tcg"])
+            .args(["-m", &mem_mb.to_string(), "-smp", &smp.to_string()])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            .args(["-monitor", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args(["-append", append])
+    }
+
     /// Copies kernel and initramfs into `dir` (mode 0644) so that an
     /// unprivileged QEMU can read them whatever the target directory's
     /// permissions are.

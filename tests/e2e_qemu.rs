@@ -200,6 +200,40 @@ fn watch_taps(
     seen
 }
 
+/// How every booted guest must end: its ping succeeded, QEMU exited 0,
+/// the namespace answered its echoes (ICMP counters InEchos and
+/// OutEchoReps moved from `before`), the tap was as set up, and no tap is
+/// left. Returns the counters now.
+fn assert_pinged_and_gone(
+    w: &World,
+    serial: &str,
+    status: Option<std::process::ExitStatus>,
+    before: (u64, u64),
+    seen: &[SeenTap],
+    ctx: &str,
+) -> (u64, u64) {
+    assert!(
+        serial.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "QEMU exited with {status:?}{ctx}"
+    );
+    let after = w.icmp_echos();
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "the namespace's ICMP counters did not move (InEchos, OutEchoReps) {before:?} -> {after:?}{ctx}"
+    );
+    assert_tap_was_right(seen, ctx);
+    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "taps left after QEMU exited: {left:?}{ctx}"
+    );
+    after
+}
+
 fn assert_tap_was_right(seen: &[SeenTap], ctx: &str) {
     let t = seen
         .last()
@@ -246,25 +280,7 @@ fn boot_and_ping(w: &World, helper_spec: &str) {
         status.is_some(),
         "QEMU did not finish within {BOOT_TIMEOUT:?} (killed){ctx}"
     );
-    assert!(
-        serial.contains(MARK_PING_OK),
-        "the guest's ping did not succeed{ctx}"
-    );
-    assert!(
-        status.unwrap().success(),
-        "QEMU exited with {status:?}{ctx}"
-    );
-    let after = w.icmp_echos();
-    assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "the namespace's ICMP counters did not move (InEchos, OutEchoReps) {before:?} -> {after:?}{ctx}"
-    );
-    assert_tap_was_right(&seen, &ctx);
-    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
-    assert!(
-        left.is_empty(),
-        "taps left after QEMU exited: {left:?}{ctx}"
-    );
+    let after = assert_pinged_and_gone(w, &serial, status, before, &seen, &ctx);
     eprintln!(
         "{helper_spec}: guest pinged (ICMP {before:?} -> {after:?}), tap {} in br0 mtu {}, gone after exit; {:.1} s",
         seen.last().unwrap().name,
@@ -387,25 +403,7 @@ fn guest_sees_four_queues_from_the_client_and_pings() {
         .chain((0..QUEUES).map(|q| format!("tx-{q}")))
         .collect();
     assert_eq!(queues, want, "the guest's NIC queues{ctx}");
-    assert!(
-        serial.contains(MARK_PING_OK),
-        "the guest's ping did not succeed{ctx}"
-    );
-    assert!(
-        status.unwrap().success(),
-        "QEMU exited with {status:?}{ctx}"
-    );
-    let after = w.icmp_echos();
-    assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "ICMP {before:?} -> {after:?}{ctx}"
-    );
-    assert_tap_was_right(&seen, &ctx);
-    let left = wait_no_taps(&w.ns, Duration::from_secs(5));
-    assert!(
-        left.is_empty(),
-        "taps left after QEMU exited: {left:?}{ctx}"
-    );
+    let after = assert_pinged_and_gone(&w, &serial, status, before, &seen, &ctx);
     eprintln!(
         "client: {name} with {QUEUES} queues in {:.1} ms; guest saw {queues:?}, pinged (ICMP {before:?} -> {after:?}); {:.1} s",
         got_in.as_secs_f64() * 1000.0,

@@ -60,17 +60,7 @@ port br0 user=1031 vlan=30
 port br1 user=1010 vlan=10
 ";
 
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo 1 > /proc/sys/fs/protected_hardlinks
-echo BH-INIT
-for m in $(cat /lib/modules/order); do
-    insmod /lib/modules/$m.ko || echo "BH-INSMOD-FAILED $m"
-done
+const INIT_PROBE: &str = r#"echo 1 > /proc/sys/fs/protected_hardlinks
 ip link set lo up
 BH_GUEST_ROLE=vlan /bin/vlan-probe 2>&1
 echo "BH-PROBE-EXIT $?"
@@ -148,7 +138,7 @@ fn host() {
         );
     }
     let image = guest::bridge_guest(
-        INIT,
+        &format!("{}{INIT_PROBE}", guest::INIT_PRELUDE),
         &[
             ("bin/vlan-probe", 0o755, probe),
             ("bin/bridge-helper", 0o4755, helper),

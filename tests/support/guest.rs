@@ -423,7 +423,9 @@ pub fn elf_is_static(data: &[u8]) -> bool {
     })
 }
 
-const INIT: &str = r#"#!/bin/busybox sh
+/// How every test guest starts: busybox, /proc, /sys, /dev, then the
+/// modules in /lib/modules/order; it prints BH-INIT on the way.
+pub const INIT_PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -433,7 +435,11 @@ echo BH-INIT
 for m in $(cat /lib/modules/order); do
     insmod /lib/modules/$m.ko || echo "BH-INSMOD-FAILED $m"
 done
-i=0
+"#;
+
+/// The network check that follows [`INIT_PRELUDE`] in the image of
+/// [`guest_image`].
+const INIT_NET: &str = r#"i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
 ip link set eth0 up
@@ -529,7 +535,11 @@ fn build_initramfs(busybox: &Path, modules: &Path, out: &Path) -> Result<(), Str
         0o755,
         &fs::read(busybox).map_err(|e| e.to_string())?,
     );
-    c.file("init", 0o755, INIT.as_bytes());
+    c.file(
+        "init",
+        0o755,
+        format!("{INIT_PRELUDE}{INIT_NET}").as_bytes(),
+    );
     for e in fs::read_dir(modules).map_err(|e| e.to_string())? {
         let p = e.map_err(|e| e.to_string())?.path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();

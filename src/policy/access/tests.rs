@@ -7,6 +7,19 @@ fn words(line: &str) -> Vec<&[u8]> {
 fn p(line: &str) -> Result<Line, LineError> {
     parse_words(&words(line)).expect("a rule line")
 }
+/// Each line is a rule line the parser refuses as a bad setting or name.
+fn assert_all_refused(lines: &[&str]) {
+    for bad in lines {
+        assert!(
+            matches!(
+                p(bad),
+                Err(LineError::BadSetting(_) | LineError::BadName(..))
+            ),
+            "{bad}: {:?}",
+            p(bad)
+        );
+    }
+}
 fn name(n: &str) -> Account {
     Account::Name(n.as_bytes().to_vec())
 }
@@ -31,7 +44,7 @@ fn grants() {
             Who::User(Account::Id(0))
         ))
     );
-    for bad in [
+    assert_all_refused(&[
         "allow br0",
         "allow all",
         "allow br0 user=alice group=x",
@@ -45,16 +58,7 @@ fn grants() {
         "allow a/b user=alice",
         "deny br0",
         "deny br0 user=alice",
-    ] {
-        assert!(
-            matches!(
-                p(bad),
-                Err(LineError::BadSetting(_) | LineError::BadName(..))
-            ),
-            "{bad}: {:?}",
-            p(bad)
-        );
-    }
+    ]);
     assert!(parse_words(&words("max-abandoned-taps 4")).is_none());
 }
 
@@ -92,7 +96,7 @@ fn port_lines() {
     );
     assert_eq!(s("port br0 vlan=4094").1.vlan, Some(4094));
     assert_eq!(s("port br0 user=alice").1.to_string(), "none");
-    for bad in [
+    assert_all_refused(&[
         "port",
         "port all isolated",
         "port br0 vlan=0",
@@ -115,16 +119,7 @@ fn port_lines() {
         "port br0 mtu=9000",
         "port br0 ISOLATED",
         "port 0123456789abcdef isolated",
-    ] {
-        assert!(
-            matches!(
-                p(bad),
-                Err(LineError::BadSetting(_) | LineError::BadName(..))
-            ),
-            "{bad}: {:?}",
-            p(bad)
-        );
-    }
+    ]);
 }
 
 fn at(line: usize) -> Origin {

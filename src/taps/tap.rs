@@ -151,8 +151,9 @@ impl Tap {
     /// so the owner is set first, and each queue must prove it is on this
     /// tap (an address set through its fd shows on the tap's index), and
     /// the kernel must count exactly N queues, none detached: no queue but
-    /// ours. On failure the tap is deleted at once: it may hold a queue
-    /// that is not ours, and must not wait for that queue's holder.
+    /// ours. On failure the run's end deletes the tap by index (see
+    /// `raw::remove_unfinished_tap`): it may hold a queue that is not ours,
+    /// and must not wait for that queue's holder.
     pub fn add_queues(
         &mut self,
         route: &mut Rtnetlink,
@@ -162,19 +163,6 @@ impl Tap {
         if more.is_empty() {
             return Ok(());
         }
-        let added = self.try_add_queues(route, more, owner);
-        if added.is_err() {
-            let _ = route.delete(self.index);
-        }
-        added
-    }
-
-    fn try_add_queues(
-        &mut self,
-        route: &mut Rtnetlink,
-        more: Vec<OwnedFd>,
-        owner: Uid,
-    ) -> Result<(), Error> {
         raw::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
         let wrong = |what: &'static str| Error::Mismatch {

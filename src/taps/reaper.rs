@@ -55,19 +55,27 @@ pub fn remove_all_abandoned(route: &mut Rtnetlink, uid: Uid) -> Result<Vec<Vec<u
         .map_err(|e| Error::kernel("listing tap devices", e))?;
     let mut removed = Vec::new();
     for link in to_reap(&links, uid, 0) {
-        match route.delete(link.index) {
-            Ok(()) => removed.push(link.name.clone()),
-            Err(NlError {
-                errno: Errno::ENODEV,
-                ..
-            }) => {}
-            Err(e) => {
-                let what = format!("removing abandoned persistent tap {}", quote(&link.name));
-                return Err(Error::kernel(what, e));
-            }
+        if delete_abandoned(route, link.index, &link.name)? {
+            removed.push(link.name.clone());
         }
     }
     Ok(removed)
+}
+
+/// Removes one abandoned tap by index: whether it was still there to
+/// remove (gone meanwhile is no failure).
+fn delete_abandoned(route: &mut Rtnetlink, index: IfIndex, name: &[u8]) -> Result<bool, Error> {
+    match route.delete(index) {
+        Ok(()) => Ok(true),
+        Err(NlError {
+            errno: Errno::ENODEV,
+            ..
+        }) => Ok(false),
+        Err(e) => {
+            let what = format!("removing abandoned persistent tap {}", quote(name));
+            Err(Error::kernel(what, e))
+        }
+    }
 }
 
 /// How many times a run scans again when its user's other runs took every
@@ -115,18 +123,7 @@ impl CallerTaps {
                 .collect()
         };
         for (index, name) in doomed {
-            match route.delete(index) {
-                Ok(()) => {}
-                // Gone meanwhile: nothing left to do.
-                Err(NlError {
-                    errno: Errno::ENODEV,
-                    ..
-                }) => {}
-                Err(e) => {
-                    let what = format!("removing abandoned persistent tap {}", quote(&name));
-                    return Err(Error::kernel(what, e));
-                }
-            }
+            delete_abandoned(route, index, &name)?;
             if let Some(scan) = &mut self.slots {
                 scan.forget(index, uid);
             }

@@ -274,3 +274,136 @@ fn messages_escape_user_text() {
     let err = run(&[b"--evil\x1b[31m\n"]).unwrap_err().to_string();
     assert_eq!(err, "unknown argument '--evil\\x1b[31m\\n'");
 }
+
+fn os(args: &[Vec<u8>]) -> Vec<OsString> {
+    args.iter().map(|a| OsString::from_vec(a.clone())).collect()
+}
+
+#[test]
+fn the_callers_lines_are_read_without_clap() {
+    // QEMU's and libvirt's orders, QEMU's extra --use-vnet, --queues.
+    for line in [
+        &[&b"--use-vnet"[..], b"--fd=5", b"--br=br0"][..],
+        &[b"--use-vnet", b"--br=br0", b"--fd=5"],
+        &[b"--use-vnet", b"--use-vnet", b"--fd=5", b"--br=br0"],
+        &[b"--br=br0", b"--fd=5", b"--queues=4"],
+    ] {
+        let line: Vec<Vec<u8>> = line.iter().map(|a| a.to_vec()).collect();
+        let table = plain_attach(&os(&line));
+        assert!(table.is_some(), "{line:?}");
+        assert_eq!(table.map(Command::Attach), parse_with_clap(&os(&line)).ok());
+    }
+}
+
+#[test]
+fn lines_the_table_does_not_read_are_clap_s() {
+    for line in [
+        &[][..],
+        &[&b"--br=a"[..], b"--br=b", b"--fd=3"],
+        &[b"--br=br0", b"--fd=3", b"--fd=3"],
+        &[b"--br", b"br0", b"--fd=3"],
+        &[b"--br=br0", b"--fd=3", b"--help"],
+        &[b"--br=br0", b"--fd=-1"],
+        &[b"--br=a/b", b"--fd=3"],
+        &[b"--br=br0", b"--fd=3", b"--queues=0"],
+        &[b"--br=br0", b"--fd=3", b"--use-vnet=1"],
+        &[b"--br=br0", b"--fd=3", b"--check"],
+        &[b"--br=br0", b"--fd=3", b"--"],
+        &[b"--br=br0", b"--fd=3", b"--test-pause"],
+    ] {
+        let line: Vec<Vec<u8>> = line.iter().map(|a| a.to_vec()).collect();
+        assert_eq!(plain_attach(&os(&line)), None, "{line:?}");
+    }
+}
+
+const NAMES: &[&[u8]] = &[
+    b"--use-vnet",
+    b"--br",
+    b"--fd",
+    b"--queues",
+    b"--check",
+    b"--user",
+    b"--help",
+    b"--remove-abandoned",
+    b"--test-panic",
+    b"--b",
+    b"-b",
+    b"--",
+    b"br0",
+];
+
+/// Values that pass, fail, are empty, hyphenated, start with `=`, are too
+/// long or not UTF-8.
+fn value() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(b"br0".to_vec()),
+        Just(b"3".to_vec()),
+        Just(b"4".to_vec()),
+        Just(Vec::new()),
+        Just(b"-x".to_vec()),
+        Just(b"=3".to_vec()),
+        Just(b"007".to_vec()),
+        Just(b"\xff".to_vec()),
+        Just(b"br0123456789abcd".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..5),
+    ]
+}
+
+/// One argument near the grammar's edges: a row's name or a near miss,
+/// alone, with `=VALUE`, or a bare value.
+fn near_the_grammar() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::strategy::Strategy;
+    (proptest::sample::select(NAMES), 0..3u8, value()).prop_map(|(name, how, value)| match how {
+        0 => name.to_vec(),
+        1 => [name, b"=", &value].concat(),
+        _ => value,
+    })
+}
+
+/// An attach line, its values drawn from [`value`], perhaps without its
+/// bridge or fd, with a `--queues`, extra `--use-vnet`s and a stray
+/// argument, in any order: a good share are lines the table reads.
+fn attach_like() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
+    use proptest::prelude::*;
+    let good = |values: &'static [&'static [u8]]| {
+        prop_oneof![
+            2 => proptest::sample::select(values).prop_map(<[u8]>::to_vec),
+            1 => value(),
+        ]
+    };
+    (
+        proptest::option::weighted(0.9, good(&[b"br0", b"-x", b"a=b", b"virbr0", b"\xff"])),
+        proptest::option::weighted(0.9, good(&[b"3", b"007", b"0", b"2147483647"])),
+        proptest::option::of(good(&[b"1", b"4", b"253", b"0004"])),
+        0..3usize,
+        proptest::collection::vec(near_the_grammar(), 0..2),
+    )
+        .prop_map(|(br, fd, queues, vnets, stray)| {
+            let mut line: Vec<Vec<u8>> = br
+                .map(|b| [&b"--br="[..], &b].concat())
+                .into_iter()
+                .collect();
+            line.extend(fd.map(|f| [&b"--fd="[..], &f].concat()));
+            line.extend(queues.map(|q| [&b"--queues="[..], &q].concat()));
+            line.extend(std::iter::repeat_n(b"--use-vnet".to_vec(), vnets));
+            line.extend(stray);
+            line
+        })
+        .prop_shuffle()
+}
+
+proptest::proptest! {
+    #[test]
+    fn where_the_table_answers_clap_agrees(
+        line in proptest::prop_oneof![
+            proptest::collection::vec(near_the_grammar(), 0..6),
+            attach_like(),
+        ],
+    ) {
+        let line = os(&line);
+        if let Some(request) = plain_attach(&line) {
+            proptest::prop_assert_eq!(parse_with_clap(&line), Ok(Command::Attach(request)));
+        }
+    }
+}

@@ -151,12 +151,15 @@ pub fn fork_exec(ns: &Ns, p: &ExecPlan) -> Res<libc::pid_t> {
     Ok(pid)
 }
 
-pub fn helper_args(fd: RawFd) -> Vec<String> {
-    vec![
+/// `prog`'s own arguments, then `--use-vnet --fd=N --br=BRIDGE`.
+pub fn helper_args(prog: &Prog, fd: RawFd) -> Vec<String> {
+    let mut args = prog.args.clone();
+    args.extend([
         "--use-vnet".into(),
         format!("--fd={fd}"),
         format!("--br={BRIDGE}"),
-    ]
+    ]);
+    args
 }
 
 #[derive(Clone, Default)]
@@ -180,7 +183,7 @@ pub fn run_once(ns: &Ns, prog: &Prog, mode: Mode) -> Res<(Run, Option<OwnedFd>)>
 /// message and name one tap.
 pub fn run_queues(ns: &Ns, prog: &Prog, mode: Mode, queues: u16) -> Res<(Run, Vec<OwnedFd>)> {
     let (mine, theirs) = socketpair()?;
-    let mut args = helper_args(theirs.as_raw_fd());
+    let mut args = helper_args(prog, theirs.as_raw_fd());
     if queues > 1 {
         args.insert(1, format!("--queues={queues}"));
     }
@@ -373,7 +376,7 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
         let (mine, theirs) = socketpair()?;
         plans.push(ExecPlan::new(
             &prog.copies[mode.idx()],
-            &helper_args(theirs.as_raw_fd()),
+            &helper_args(prog, theirs.as_raw_fd()),
             mode.uid(),
             theirs.as_raw_fd(),
             prog.log_fd.as_raw_fd(),
@@ -470,7 +473,7 @@ pub fn resources(ns: &Ns, prog: &Prog, mode: Mode, dir: &Path) -> Res<Resource> 
             args.extend(["-u".into(), "nobody".into()]);
         }
         args.push(copy.clone());
-        args.extend(helper_args(theirs.as_raw_fd()));
+        args.extend(helper_args(prog, theirs.as_raw_fd()));
         let plan = ExecPlan::new(
             &cstr("/usr/bin/strace")?,
             &args,
@@ -514,7 +517,7 @@ pub fn resources(ns: &Ns, prog: &Prog, mode: Mode, dir: &Path) -> Res<Resource> 
         let mut args: Vec<String> = vec!["-v".into(), "-o".into()];
         args.push(out.to_string_lossy().into_owned());
         args.push(copy);
-        args.extend(helper_args(theirs.as_raw_fd()));
+        args.extend(helper_args(prog, theirs.as_raw_fd()));
         let plan = ExecPlan::new(
             &cstr("/usr/bin/time")?,
             &args,
@@ -551,7 +554,8 @@ pub fn resources(ns: &Ns, prog: &Prog, mode: Mode, dir: &Path) -> Res<Resource> 
 }
 
 /// On the first run of each helper and mode: the tap is on the bridge, up, has the bridge's
-/// MTU and a MAC starting with fe.
+/// MTU and a MAC starting with fe; the feature floor's also has its alias, its slot altname
+/// and, unless run with `--no-port-options`, port isolation.
 pub fn sanity(ns: &Ns, prog: &Prog, mode: Mode, net: &str) -> Res<String> {
     let (run, tap) = run_once(ns, prog, mode)?;
     let Some(fd) = tap.filter(|_| run.ok) else {
@@ -586,6 +590,19 @@ pub fn sanity(ns: &Ns, prog: &Prog, mode: Mode, net: &str) -> Res<String> {
     }
     if !info.contains(",UP") && !info.contains("<UP") {
         problems.push("not up");
+    }
+    if prog.role == Role::FloorFeatures {
+        let detail = ip(net, &["-d", "-o", "link", "show", "dev", &name])?;
+        if !detail.contains("alias bridge-helper uid=") {
+            problems.push("no alias");
+        }
+        if !detail.contains("altname bridge-helper.") {
+            problems.push("no slot altname");
+        }
+        let isolated = !prog.args.iter().any(|a| a == "--no-port-options");
+        if isolated && !detail.contains("isolated on ") {
+            problems.push("port not isolated");
+        }
     }
     Ok(if problems.is_empty() {
         "ok".into()

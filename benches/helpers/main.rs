@@ -20,6 +20,10 @@
 //!   TUNGETIFF, closes it, and checks that the taps vanished;
 //! - runs a no-checks floor beside them (`benches/floor.c`, built with musl-gcc: the kernel's
 //!   work and nothing else) and prints every ratio against it as well as against QEMU's helper;
+//! - runs the same program with `--features` in the sequential phase (the kernel requests of a
+//!   bridge-helper run with `port bhbr0 isolated`, or without port options when `--port` is not
+//!   given, none of its checks) and splits the gap between the floor and bridge-helper into the
+//!   features' kernel work and the rest;
 //! - with `--queues Q` (default 4), runs bridge-helper and the floor with Q queues and with one,
 //!   interleaved, on the empty bridge: the floor's Q / 1 is the kernel's price for a multiqueue
 //!   tap, which no helper can go under.
@@ -277,6 +281,23 @@ fn real_main() -> Res<()> {
         &floor,
         None,
     )?);
+    let mut features = install(
+        &dir,
+        Role::FloorFeatures,
+        "floor + the features' kernel work (benches/floor.c --features)",
+        &floor,
+        None,
+    )?;
+    features.args.push("--features".into());
+    match o.port.as_deref() {
+        None => features.args.push("--no-port-options".into()),
+        Some("isolated") => {}
+        Some(other) => notes.push(format!(
+            "**The feature floor sets only `isolated` on its port; bridge-helper ran with \
+             `port {BRIDGE} {other}`: their comparison is not like for like.**"
+        )),
+    }
+    progs.push(features);
     if cfg!(target_arch = "x86_64") {
         progs.push(install(
             &dir,
@@ -356,7 +377,10 @@ fn real_main() -> Res<()> {
                 o.k
             ));
         }
-        let helpers: Vec<&Prog> = progs.iter().filter(|p| p.role.is_helper()).collect();
+        let helpers: Vec<&Prog> = progs
+            .iter()
+            .filter(|p| p.role.runs_concurrently())
+            .collect();
         let mut rounds: BTreeMap<(Role, Mode), Vec<ConcRound>> = BTreeMap::new();
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut order: Vec<(usize, Mode)> = (0..helpers.len())

@@ -138,6 +138,14 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
                 c.extend(ratio_cells(&a, &b));
                 row(&mut out, &c);
             }
+            if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::FloorFeatures)) {
+                let mut c = vec![
+                    mode.short().to_string(),
+                    "**ratio to the feature floor** (info)".into(),
+                ];
+                c.extend(ratio_cells(&a, &b));
+                row(&mut out, &c);
+            }
         }
     }
 
@@ -466,6 +474,25 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
     Ok(out)
 }
 
+/// "gap G µs: K µs (k%) / R µs (r%)": the gap from the floor to
+/// bridge-helper, split at the feature floor.
+fn gap_split(ours: f64, floor: f64, features: f64) -> String {
+    let gap = ours - floor;
+    let (kernel, rest) = (features - floor, ours - features);
+    let share = |part: f64| {
+        if gap > 0.0 {
+            format!(" ({:.0}%)", 100.0 * part / gap)
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "gap {gap:.0} µs: {kernel:.0} µs{} / {rest:.0} µs{}",
+        share(kernel),
+        share(rest)
+    )
+}
+
 fn conc_total(v: &[ConcRound]) -> Option<f64> {
     stats(&v.iter().map(|c| c.total_us).collect::<Vec<_>>()).map(|s| s.med)
 }
@@ -477,6 +504,8 @@ fn conc_fds(v: &[ConcRound]) -> Option<f64> {
 /// Issue 17's targets: close to the no-checks floor, and well under QEMU's
 /// helper, alone and 64 at once; `--queues=Q` within 1.5× one queue, beside
 /// the floor's own Q / 1, which shows whether any program could reach it.
+/// For information, the gap to the floor split at the feature floor
+/// (`floor.c --features`): the features' kernel work, and the rest.
 fn targets_near_the_floor(out: &mut String, results: &Results, q: u16) {
     let _ = writeln!(
         out,
@@ -494,12 +523,13 @@ fn targets_near_the_floor(out: &mut String, results: &Results, q: u16) {
         (Some(_), Some(_)) => "FAIL",
         (None, Some(_)) => "n/a",
     };
-    let mut line = |what: String, level: usize, v: Option<f64>, limit: Option<f64>| {
-        row(
-            out,
-            &[what, level.to_string(), r2(v), verdict(v, limit).into()],
-        );
-    };
+    let line =
+        |out: &mut String, what: String, level: usize, v: Option<f64>, limit: Option<f64>| {
+            row(
+                out,
+                &[what, level.to_string(), r2(v), verdict(v, limit).into()],
+            );
+        };
     for (level, r) in &results.seq {
         let s = |role, mode| r.get(&(role, mode)).and_then(|v| summarize(v).fd);
         for mode in Mode::ALL {
@@ -512,18 +542,21 @@ fn targets_near_the_floor(out: &mut String, results: &Results, q: u16) {
             let to =
                 |a: Option<Stats>, b: Option<Stats>, f: fn(Stats) -> f64| ratio(a.map(f), b.map(f));
             line(
+                out,
                 format!("median spawn→fd ≤ 1.10× the floor ({m})"),
                 *level,
                 to(ours, floor, |x| x.med),
                 Some(1.10),
             );
             line(
+                out,
                 format!("p99 spawn→fd ≤ 1.25× the floor ({m})"),
                 *level,
                 to(ours, floor, |x| x.p99),
                 Some(1.25),
             );
             line(
+                out,
                 format!("median spawn→fd ≤ 0.5× QEMU's helper ({m})"),
                 *level,
                 to(ours, qemu, |x| x.med),
@@ -539,11 +572,46 @@ fn targets_near_the_floor(out: &mut String, results: &Results, q: u16) {
                     .and_then(|c| conc_total(&c.4))
             };
             line(
+                out,
                 format!("concurrent total ≤ 0.8× QEMU's helper ({})", mode.short()),
                 *level,
                 ratio(total(Role::Ours), total(Role::Reference)),
                 Some(0.8),
             );
+        }
+        for mode in Mode::ALL {
+            let m = mode.short();
+            let (ours, floor, features) = (
+                s(Role::Ours, mode),
+                s(Role::FloorWork, mode),
+                s(Role::FloorFeatures, mode),
+            );
+            for (name, f) in [
+                ("median", (|x: Stats| x.med) as fn(Stats) -> f64),
+                ("p99", |x: Stats| x.p99),
+            ] {
+                line(
+                    out,
+                    format!("(info) {name} spawn→fd, bridge-helper / the feature floor ({m})"),
+                    *level,
+                    ratio(ours.map(f), features.map(f)),
+                    None,
+                );
+            }
+            if let (Some(o), Some(fl), Some(fe)) = (ours, floor, features) {
+                row(
+                    out,
+                    &[
+                        format!(
+                            "(info) median gap bridge-helper − floor: the features' kernel work \
+                             (feature floor − floor) / the rest (bridge-helper − feature floor) ({m})"
+                        ),
+                        level.to_string(),
+                        gap_split(o.med, fl.med, fe.med),
+                        String::new(),
+                    ],
+                );
+            }
         }
     }
     if results.queues.is_empty() {
@@ -559,12 +627,14 @@ fn targets_near_the_floor(out: &mut String, results: &Results, q: u16) {
         };
         let m = mode.short();
         line(
+            out,
             format!("median spawn→fd with --queues={q} ≤ 1.5× a single-queue run ({m})"),
             0,
             ratio(med(Role::Ours, q), med(Role::Ours, 1)),
             Some(1.5),
         );
         line(
+            out,
             format!("(info) the floor's own --queues={q} / single-queue, median spawn→fd ({m})"),
             0,
             ratio(med(Role::FloorWork, q), med(Role::FloorWork, 1)),

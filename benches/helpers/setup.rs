@@ -55,6 +55,9 @@ pub enum Role {
     /// The kernel's work and nothing else (benches/floor.c): what a helper
     /// without ACL, checks or privilege handling would cost.
     FloorWork,
+    /// The kernel requests of a bridge-helper run, with none of its checks
+    /// (`benches/floor.c --features`): what our features cost the kernel.
+    FloorFeatures,
     FloorStatic,
     FloorDyn,
 }
@@ -62,7 +65,17 @@ pub enum Role {
 impl Role {
     /// Programs that make a tap and send its fd.
     pub fn is_helper(self) -> bool {
-        matches!(self, Role::Ours | Role::Reference | Role::FloorWork)
+        matches!(
+            self,
+            Role::Ours | Role::Reference | Role::FloorWork | Role::FloorFeatures
+        )
+    }
+
+    /// Helpers that the concurrent phase runs K at once. Not the feature
+    /// floor: it takes the first free slot altname without ours' retry, so
+    /// concurrent copies would fail on each other's EEXIST.
+    pub fn runs_concurrently(self) -> bool {
+        self.is_helper() && self != Role::FloorFeatures
     }
 }
 
@@ -70,6 +83,8 @@ pub struct Prog {
     pub role: Role,
     pub label: String,
     pub source: PathBuf,
+    /// Arguments before the helper's own (`--use-vnet --fd=N --br=BR`).
+    pub args: Vec<String>,
     /// Installed copies, indexed by `Mode::idx`.
     pub copies: [CString; 3],
     pub size: u64,
@@ -395,6 +410,7 @@ pub fn install(
         Role::Ours => "bh",
         Role::Reference => "qemu",
         Role::FloorWork => "floor-work",
+        Role::FloorFeatures => "floor-features",
         Role::FloorStatic => "floor-static",
         Role::FloorDyn => "floor-dyn",
     };
@@ -422,6 +438,7 @@ pub fn install(
         role,
         label: label.into(),
         source: source.into(),
+        args: Vec::new(),
         copies: copies.try_into().map_err(|_| "copies")?,
         size: bytes.len() as u64,
         linkage: linkage(&dir.join("bin").join(format!("{stem}-root"))),

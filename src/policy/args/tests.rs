@@ -325,7 +325,17 @@ const NAMES: &[&[u8]] = &[
     b"--user",
     b"--help",
     b"--remove-abandoned",
+    b"--version",
     b"--test-panic",
+    b"--test-pause",
+    b"--test-pause-claim",
+    b"--test-pause-create",
+    b"--test-pause-queues",
+    b"--brx",
+    b"--fdx",
+    b"--queuesx",
+    b"--use-vnetx",
+    b"--use",
     b"--b",
     b"-b",
     b"--",
@@ -377,7 +387,10 @@ fn attach_like() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
         proptest::option::weighted(0.9, good(&[b"3", b"007", b"0", b"2147483647"])),
         proptest::option::of(good(&[b"1", b"4", b"253", b"0004"])),
         0..3usize,
-        proptest::collection::vec(near_the_grammar(), 0..2),
+        proptest::collection::vec(
+            proptest::prop_oneof![near_the_grammar(), attach_option()],
+            0..3,
+        ),
     )
         .prop_map(|(br, fd, queues, vnets, stray)| {
             let mut line: Vec<Vec<u8>> = br
@@ -393,7 +406,15 @@ fn attach_like() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
         .prop_shuffle()
 }
 
+/// A second, valid attach option: what makes a repeat.
+fn attach_option() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::strategy::Strategy;
+    const VALID: &[&[u8]] = &[b"--br=br1", b"--fd=4", b"--queues=4", b"--use-vnet"];
+    proptest::sample::select(VALID).prop_map(<[u8]>::to_vec)
+}
+
 proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(2048))]
     #[test]
     fn where_the_table_answers_clap_agrees(
         line in proptest::prop_oneof![
@@ -405,5 +426,42 @@ proptest::proptest! {
         if let Some(request) = plain_attach(&line) {
             proptest::prop_assert_eq!(parse_with_clap(&line), Ok(Command::Attach(request)));
         }
+        proptest::prop_assert_eq!(parse(&line), parse_with_clap(&line));
     }
+}
+
+/// Every line of up to four arguments from a small set of rows, near
+/// misses and values: wherever the table answers, clap reads the same.
+#[test]
+fn on_every_short_line_the_table_agrees_with_clap() {
+    let mut tokens: Vec<Vec<u8>> = [&b"--use-vnet"[..], b"--use-vnet=", b"--use-vnetx", b"--"]
+        .iter()
+        .map(|t| t.to_vec())
+        .collect();
+    for name in [&b"--br"[..], b"--fd", b"--queues", b"--brx", b"--b"] {
+        tokens.push(name.to_vec());
+        for value in [&b"br0"[..], b"3", b"", b"=3"] {
+            tokens.push([name, b"=", value].concat());
+        }
+    }
+    let mut line = Vec::new();
+    fn each(tokens: &[Vec<u8>], line: &mut Vec<Vec<u8>>, left: usize) {
+        let args = os(line);
+        // Elsewhere `parse` is `parse_with_clap` by construction.
+        if let Some(request) = plain_attach(&args) {
+            assert_eq!(
+                parse_with_clap(&args),
+                Ok(Command::Attach(request)),
+                "{line:?}"
+            );
+        }
+        if left > 0 {
+            for t in tokens {
+                line.push(t.clone());
+                each(tokens, line, left - 1);
+                line.pop();
+            }
+        }
+    }
+    each(&tokens, &mut line, 4);
 }

@@ -257,8 +257,9 @@ fn plain_attach(args: &[OsString]) -> Option<Request> {
     })
 }
 
-/// The whole grammar, refusals included, through clap.
-fn parse_with_clap(args: &[OsString]) -> Result<Command, UsageError> {
+/// The whole grammar, refusals included, through clap. Public for the
+/// fuzzer, which checks that [`parse`] always reads a line as this does.
+pub fn parse_with_clap(args: &[OsString]) -> Result<Command, UsageError> {
     let m = grammar()
         .try_get_matches_from(args)
         .map_err(|e| refusal(e.kind(), args))?;

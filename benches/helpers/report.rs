@@ -479,6 +479,15 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
 fn gap_split(ours: f64, floor: f64, features: f64) -> String {
     let gap = ours - floor;
     let (kernel, rest) = (features - floor, ours - features);
+    if kernel < 0.0 {
+        // Many taps: the floor's `tap%d` scan costs more than all the
+        // features' requests, which name the tap as bridge-helper does.
+        return format!(
+            "no split: the feature floor is {:.0} µs faster than the floor (it skips the \
+             kernel's tap%d scan); bridge-helper − feature floor {rest:.0} µs",
+            -kernel
+        );
+    }
     let share = |part: f64| {
         if gap > 0.0 {
             format!(" ({:.0}%)", 100.0 * part / gap)

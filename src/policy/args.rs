@@ -219,13 +219,14 @@ const ATTACH_ROWS: [&str; 4] = ["--use-vnet", "--br", "--fd", "--queues"];
 
 /// A well-formed attach, read from the table without clap, or `None`.
 ///
-/// Building clap's parser is the cost of parsing: ~30 µs of a ~1 ms run,
+/// Building clap's parser is the cost of parsing: ~50 µs of a ~1 ms run,
 /// its code cold in every run (bench/LEVERS.md). This answers only for a
 /// line made of [`ATTACH_ROWS`] each written as its row says, the
 /// once-only rows once, with a bridge and fd that pass their checks: on
 /// that subset clap's reading is the table's. Every other line, every
 /// refusal included, goes to clap, so the two never both speak for one
-/// line; the tests compare them on generated lines wherever this one
+/// line. The tests (generated lines, and every short line of a token set)
+/// and the `args_parser` fuzz target check that clap agrees wherever this
 /// answers.
 fn plain_attach(args: &[OsString]) -> Option<Request> {
     let (mut bridge, mut fd, mut queues, mut use_vnet) = (None, None, None, false);

@@ -1,12 +1,14 @@
 use super::*;
 use std::os::unix::ffi::OsStringExt;
 
+fn os<A: AsRef<[u8]>>(args: &[A]) -> Vec<OsString> {
+    args.iter()
+        .map(|a| OsString::from_vec(a.as_ref().to_vec()))
+        .collect()
+}
+
 fn run(args: &[&[u8]]) -> Result<Command, UsageError> {
-    let v: Vec<OsString> = args
-        .iter()
-        .map(|a| OsString::from_vec(a.to_vec()))
-        .collect();
-    parse(&v)
+    parse(&os(args))
 }
 
 fn attach(bridge: &[u8], fd: i32, use_vnet: bool) -> Result<Command, UsageError> {
@@ -275,10 +277,6 @@ fn messages_escape_user_text() {
     assert_eq!(err, "unknown argument '--evil\\x1b[31m\\n'");
 }
 
-fn os(args: &[Vec<u8>]) -> Vec<OsString> {
-    args.iter().map(|a| OsString::from_vec(a.clone())).collect()
-}
-
 #[test]
 fn the_callers_lines_are_read_without_clap() {
     // QEMU's and libvirt's orders, QEMU's extra --use-vnet, --queues.
@@ -288,15 +286,14 @@ fn the_callers_lines_are_read_without_clap() {
         &[b"--use-vnet", b"--use-vnet", b"--fd=5", b"--br=br0"],
         &[b"--br=br0", b"--fd=5", b"--queues=4"],
     ] {
-        let line: Vec<Vec<u8>> = line.iter().map(|a| a.to_vec()).collect();
-        let table = plain_attach(&os(&line));
+        let table = plain_attach(&os(line));
         assert!(table.is_some(), "{line:?}");
-        assert_eq!(table.map(Command::Attach), parse_with_clap(&os(&line)).ok());
+        assert_eq!(table.map(Command::Attach), parse_with_clap(&os(line)).ok());
     }
 }
 
 #[test]
-fn lines_the_table_does_not_read_are_clap_s() {
+fn lines_the_table_does_not_read_go_to_clap() {
     for line in [
         &[][..],
         &[&b"--br=a"[..], b"--br=b", b"--fd=3"],
@@ -311,8 +308,7 @@ fn lines_the_table_does_not_read_are_clap_s() {
         &[b"--br=br0", b"--fd=3", b"--"],
         &[b"--br=br0", b"--fd=3", b"--test-pause"],
     ] {
-        let line: Vec<Vec<u8>> = line.iter().map(|a| a.to_vec()).collect();
-        assert_eq!(plain_attach(&os(&line)), None, "{line:?}");
+        assert_eq!(plain_attach(&os(line)), None, "{line:?}");
     }
 }
 

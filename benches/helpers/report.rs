@@ -128,23 +128,16 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
                     row(&mut out, &c);
                 }
             }
-            if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::Reference)) {
-                let mut c = vec![mode.short().to_string(), "**ratio**".into()];
-                c.extend(ratio_cells(&a, &b));
-                row(&mut out, &c);
-            }
-            if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::FloorWork)) {
-                let mut c = vec![mode.short().to_string(), "**ratio to the floor**".into()];
-                c.extend(ratio_cells(&a, &b));
-                row(&mut out, &c);
-            }
-            if let (Some(a), Some(b)) = (sum(Role::Ours), sum(Role::FloorFeatures)) {
-                let mut c = vec![
-                    mode.short().to_string(),
-                    "**ratio to the feature floor** (info)".into(),
-                ];
-                c.extend(ratio_cells(&a, &b));
-                row(&mut out, &c);
+            for (against, label) in [
+                (Role::Reference, "**ratio**"),
+                (Role::FloorWork, "**ratio to the floor**"),
+                (Role::FloorFeatures, "**ratio to the feature floor** (info)"),
+            ] {
+                if let (Some(a), Some(b)) = (sum(Role::Ours), sum(against)) {
+                    let mut c = vec![mode.short().to_string(), label.into()];
+                    c.extend(ratio_cells(&a, &b));
+                    row(&mut out, &c);
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod sys;
+pub mod time;
 #[allow(unused_imports)] // each test file uses some of them
 pub use sys::{
     qemu_reference_helper, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR, NOBODY, QEMU_HELPER,

@@ -19,20 +19,17 @@ use std::time::{Duration, Instant};
 /// A mount made in the run's private mount namespace before the uid
 /// changes.
 enum PreMount {
-    /// An autofs direct mount on `dir`, served by nobody (`opts` names
-    /// the pipe and the daemon's process group).
-    Direct { dir: CString, opts: CString },
     /// `dir` bind-mounted onto itself with `nosymfollow`.
     NoSymfollow(CString),
 }
 
-/// What a run did; a run still going after `limit` is killed and reported
-/// as `hung` (no fd can arrive from it then).
+/// What a run did. A run still going after its limit (scaled by
+/// BH_TEST_TIME_SCALE) is killed and fails the test: a hang is a bug, and
+/// no tap from it would prove nothing.
 struct Outcome {
     code: Option<i32>,
     stderr: String,
     fds: usize,
-    hung: bool,
 }
 
 fn run_as_nobody(
@@ -72,15 +69,6 @@ fn run_confined(
         cmd.pre_exec(move || {
             let null = std::ptr::null();
             let made = match &mount {
-                Some(PreMount::Direct { dir, opts }) => {
-                    libc::mount(
-                        c"redteam".as_ptr(),
-                        dir.as_ptr(),
-                        c"autofs".as_ptr(),
-                        0,
-                        opts.as_ptr().cast(),
-                    ) == 0
-                }
                 Some(PreMount::NoSymfollow(dir)) => {
                     libc::mount(dir.as_ptr(), dir.as_ptr(), null, libc::MS_BIND, null.cast()) == 0
                         && libc::mount(
@@ -141,13 +129,13 @@ fn run_confined(
         .stderr(Stdio::piped());
     let mut child = spawn(&mut cmd);
     drop(theirs);
+    let limit = time::limit(limit);
     let deadline = Instant::now() + limit;
-    let mut hung = false;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
-            hung = true;
             let _ = child.kill();
-            break;
+            let _ = child.wait();
+            panic!("the helper still ran after {limit:?}: killed (a hang)");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -157,7 +145,6 @@ fn run_confined(
         code: run.code,
         stderr: run.stderr,
         fds: run.fds.len(),
-        hung,
     }
 }
 
@@ -295,57 +282,10 @@ fn a_root_file_renamed_into_a_sticky_directory_is_not_roots_choice() {
     );
 }
 
-/// Finding 3. An include on an autofs mount point that is not mounted at
-/// the moment (automounts expire when idle, so the caller only has to
-/// wait). The kernel's open triggers the mount; QEMU's helper (fopen)
-/// would read the file. The walk looks each component up with
-/// O_PATH|O_NOFOLLOW, which does not trigger a terminal automount, so it
-/// looks `deny.conf` up in the empty autofs directory, gets ENOENT, and
-/// skips the include as missing: the deny in it never applies.
-///
-/// Here nobody answers the automount (no daemon), so a helper that
-/// triggers it waits: a run still going after 5 s is killed and counts as
-/// not granted; refusing (status 3) passes too. Only a tap fails the test.
-#[test]
-fn an_include_behind_an_unmounted_automount_is_not_skipped() {
-    let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
-    fs::create_dir_all(sb.etc_path("net")).unwrap();
-    sb.acl("allow all\ninclude /etc/qemu/net/deny.conf\n");
-
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 just returned them; nothing else owns them.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let mut daemon = Command::new("sleep")
-        .arg("60")
-        .process_group(0)
-        .spawn()
-        .expect("sleep");
-    let opts = format!(
-        "fd={},pgrp={},minproto=5,maxproto=5,direct",
-        write_end.as_raw_fd(),
-        daemon.id()
-    );
-    let autofs = PreMount::Direct {
-        dir: CString::new("/etc/qemu/net").unwrap(),
-        opts: CString::new(opts).unwrap(),
-    };
-    let o = run_as_nobody(&sb, &ns, "br0", Some(autofs), None, Duration::from_secs(5));
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    drop((read_end, write_end));
-    not_granted(
-        &ns,
-        &o,
-        &format!(
-            "deny include behind an unmounted automount (hung: {})",
-            o.hung
-        ),
-    );
-}
+// Finding 3 (an include behind an automount that is not mounted) needs
+// autofs, which this machine's kernel lacks: it runs in Debian's kernel,
+// as `an_include_behind_an_unmounted_automount_is_not_skipped` in
+// tests/vlan_guest.rs.
 
 /// Finding 4 (low: fails closed, but says something false). Below a
 /// writable sticky directory the walk reads

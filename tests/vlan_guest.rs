@@ -1,13 +1,25 @@
-//! Issue 15's VLANs, where a kernel has them: this machine's kernel has no
-//! bridge VLAN filtering, so the test boots Debian's kernel under TCG with
-//! the bridge, 8021q, tun, veth, llc and stp modules, and runs the static
-//! (musl) helper and this very test binary inside it. In the guest, this
-//! binary (BH_GUEST_ROLE=vlan) makes a VLAN-filtering bridge, has the
-//! setuid helper attach taps for several users whose bridge-helper.conf
-//! port lines put them in VLANs, writes frames into the tap fds and reads
-//! them from the others, and prints one line per check on the serial
-//! console. On the host, it builds the guest, boots it, and fails unless
-//! every check reported OK.
+//! What this machine's kernel cannot do, in a kernel that can: this
+//! kernel is built without modules, so it has no bridge VLAN filtering
+//! (issue 15) and no autofs (the trust walk's automount refusal). The
+//! test boots Debian's kernel under TCG with the bridge, 8021q, tun, veth,
+//! llc, stp and autofs4 modules, and runs the static (musl) helper and
+//! this very test binary inside it, once for all the tests below (one boot
+//! keeps CI time flat).
+//!
+//! In the guest, this binary plays one role per test (`BH_GUEST_ROLE`) and
+//! prints one line per check on the serial console:
+//! - `vlan`: makes a VLAN-filtering bridge, has the setuid helper attach
+//!   taps for several users whose bridge-helper.conf port lines put them
+//!   in VLANs, writes frames into the tap fds and reads them from others;
+//! - `autofs`: is the automount daemon for an include that lies behind an
+//!   automount, and checks that the helper triggers the mount and obeys
+//!   what it finds there, and refuses (status 3, naming the automount)
+//!   when the mount fails instead of skipping the include.
+//!
+//! On the host, it behaves as a libtest binary would: `--list`, name
+//! filters, `--exact`, `--skip` (the guest boots only when a test is
+//! selected, and runs only the selected roles), one `test NAME ... ok`
+//! line per test and a `test result:` line; exit status 101 on failure.
 //!
 //! `harness = false` (Cargo.toml): one binary is both sides, and the
 //! guest side must never run as a host test. Needs what e2e_qemu needs.
@@ -16,20 +28,48 @@ mod common;
 #[path = "support/guest.rs"]
 mod guest;
 
+use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use common::time;
 
 const ROLE: &str = "BH_GUEST_ROLE";
 const CHECK_OK: &str = "BH-CHECK-OK";
 const CHECK_FAIL: &str = "BH-CHECK-FAIL";
-const ALL_DONE: &str = "BH-VLAN-DONE";
+/// `BH-ROLE-EXIT ROLE STATUS`, printed by the guest's init after each role.
+const ROLE_EXIT: &str = "BH-ROLE-EXIT";
+/// For the whole boot of the selected roles, on an idle machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// What the guest checks, by name: the host insists on every one.
-const CHECKS: &[&str] = &[
+/// One test of this binary: run in the guest by `role`, passing when the
+/// role reported every one of `checks` OK and exited 0.
+struct GuestTest {
+    name: &'static str,
+    role: &'static str,
+    checks: &'static [&'static str],
+}
+
+const TESTS: &[GuestTest] = &[
+    GuestTest {
+        name: "an_include_behind_an_unmounted_automount_is_not_skipped",
+        role: "autofs",
+        checks: AUTOFS_CHECKS,
+    },
+    GuestTest {
+        name: "vlans_in_a_debian_guest",
+        role: "vlan",
+        checks: VLAN_CHECKS,
+    },
+];
+
+/// What the vlan role checks, by name: the host insists on every one.
+const VLAN_CHECKS: &[&str] = &[
     "bridge-filters-vlans",
     "helper-attached-all",
     "vlan10-reaches-vlan10",
@@ -50,6 +90,17 @@ const CHECKS: &[&str] = &[
     "plain-bridge-plain-port-still-works",
 ];
 
+/// What the autofs role checks, in order.
+const AUTOFS_CHECKS: &[&str] = &[
+    "autofs-baseline-granted",
+    "autofs-direct-mount-made",
+    "helper-triggers-the-direct-automount",
+    "deny-behind-a-mounted-automount-applies-status-4",
+    "autofs-indirect-mount-made",
+    "helper-triggers-the-indirect-automount",
+    "failed-automount-is-refused-status-3",
+];
+
 const BRIDGE_CONF: &str = "allow br0\nallow br1\n";
 const HELPER_CONF: &str = "\
 port br0 user=1010 vlan=10
@@ -60,71 +111,159 @@ port br0 user=1031 vlan=30
 port br1 user=1010 vlan=10
 ";
 
-const INIT_PROBE: &str = r#"echo 1 > /proc/sys/fs/protected_hardlinks
-ip link set lo up
-BH_GUEST_ROLE=vlan /bin/vlan-probe 2>&1
-echo "BH-PROBE-EXIT $?"
-poweroff -f
-"#;
+/// The guest's /init after the prelude: each selected role in turn.
+fn init_script(roles: &[&str]) -> String {
+    let mut s = String::from("echo 1 > /proc/sys/fs/protected_hardlinks\nip link set lo up\n");
+    for role in roles {
+        s.push_str(&format!(
+            "{ROLE}={role} /bin/vlan-probe 2>&1\necho \"{ROLE_EXIT} {role} $?\"\n"
+        ));
+    }
+    s.push_str("poweroff -f\n");
+    s
+}
 
 fn main() -> ExitCode {
     match std::env::var(ROLE).as_deref() {
-        Ok("vlan") => return in_guest(),
+        Ok("vlan") => return vlan_role(),
         Ok("fd-holder") => return fd_holder(),
-        _ => {}
+        Ok("autofs") => return autofs_role(),
+        Ok(other) => {
+            eprintln!("{ROLE}={other}: no such role");
+            return ExitCode::FAILURE;
+        }
+        Err(_) => {}
     }
-    // As libtest would: `--list` lists, a name filter that does not match
-    // runs nothing (the caller asked for other tests), `--exact` compares
-    // whole names; other flags (--test-threads, --nocapture) change nothing.
-    const NAME: &str = "vlans_in_a_debian_guest";
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
+    let sel = Selection::parse(&args);
+    let chosen: Vec<&GuestTest> = TESTS.iter().filter(|t| sel.wants(t.name)).collect();
+    if sel.list {
+        for t in &chosen {
+            println!("{}: test", t.name);
+        }
+        if !sel.terse {
+            println!("\n{} tests, 0 benchmarks", chosen.len());
+        }
         return ExitCode::SUCCESS;
     }
-    let exact = args.iter().any(|a| a == "--exact");
-    let takes_value = [
-        "--test-threads",
-        "--skip",
-        "--color",
-        "--format",
-        "--logfile",
-        "--shuffle-seed",
-        "-Z",
-    ];
-    let mut filters: Vec<&String> = Vec::new();
-    let mut skip_next = false;
-    for a in &args {
-        if std::mem::take(&mut skip_next) {
-            continue;
-        }
-        if takes_value.contains(&a.as_str()) {
-            skip_next = true;
-        } else if !a.starts_with('-') {
-            filters.push(a);
-        }
-    }
-    let wanted = filters.is_empty()
-        || filters.iter().any(|f| {
-            if exact {
-                *f == NAME
-            } else {
-                NAME.contains(f.as_str())
+    let filtered_out = TESTS.len() - chosen.len();
+    println!(
+        "\nrunning {} test{}",
+        chosen.len(),
+        if chosen.len() == 1 { "" } else { "s" }
+    );
+    let started = Instant::now();
+    let results = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        host(&chosen)
+    };
+    let mut failures = Vec::new();
+    for (t, r) in chosen.iter().zip(&results) {
+        match r {
+            Ok(()) => println!("test {} ... ok", t.name),
+            Err(why) => {
+                println!("test {} ... FAILED", t.name);
+                failures.push((t.name, why));
             }
-        });
-    if !wanted {
-        println!("running 0 tests (filtered out: {NAME})");
-        return ExitCode::SUCCESS;
+        }
     }
-    println!("running 1 test");
-    host();
-    println!("test vlans_in_a_debian_guest ... ok");
-    ExitCode::SUCCESS
+    if !failures.is_empty() {
+        println!("\nfailures:\n");
+        for (name, why) in &failures {
+            println!("---- {name} stdout ----\n{why}\n");
+        }
+        println!("failures:");
+        for (name, _) in &failures {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s\n",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        results.len() - failures.len(),
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(101)
+    }
+}
+
+/// Which tests the command line selects, as libtest reads it: names
+/// without a dash are filters (a test runs if any matches; none means
+/// all), `--skip NAME` drops matching tests, `--exact` makes both compare
+/// whole names, `--ignored` selects only ignored tests (none here). Other
+/// flags (`--nocapture`, `--test-threads N`, ...) change nothing.
+struct Selection {
+    filters: Vec<String>,
+    skips: Vec<String>,
+    exact: bool,
+    ignored_only: bool,
+    list: bool,
+    terse: bool,
+}
+
+impl Selection {
+    fn parse(args: &[String]) -> Selection {
+        const TAKES_VALUE: &[&str] = &[
+            "--test-threads",
+            "--color",
+            "--format",
+            "--logfile",
+            "--shuffle-seed",
+            "--report-time",
+            "-Z",
+        ];
+        let mut sel = Selection {
+            filters: Vec::new(),
+            skips: Vec::new(),
+            exact: false,
+            ignored_only: false,
+            list: false,
+            terse: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--skip" => sel.skips.extend(it.next().cloned()),
+                "--exact" => sel.exact = true,
+                "--ignored" => sel.ignored_only = true,
+                "--list" => sel.list = true,
+                "--format=terse" => sel.terse = true,
+                "--format" => sel.terse = it.next().is_some_and(|f| f == "terse"),
+                a if a.starts_with("--skip=") => sel.skips.push(a["--skip=".len()..].to_owned()),
+                a if TAKES_VALUE.contains(&a) => {
+                    it.next();
+                }
+                a if a.starts_with('-') => {}
+                a => sel.filters.push(a.to_owned()),
+            }
+        }
+        sel
+    }
+
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        if self.exact {
+            pattern == name
+        } else {
+            name.contains(pattern)
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        !self.ignored_only
+            && (self.filters.is_empty() || self.filters.iter().any(|f| self.matches(f, name)))
+            && !self.skips.iter().any(|s| self.matches(s, name))
+    }
 }
 
 // ---------------------------------------------------------------- host
 
-fn host() {
+/// Boots the guest once with the roles of `tests`; each test's verdict.
+fn host(tests: &[&GuestTest]) -> Vec<Result<(), String>> {
     common::require_root();
     guest::require_qemu();
     let sb = common::Sandbox::new();
@@ -137,8 +276,9 @@ fn host() {
             "{what} is not static: build for musl (.cargo/config.toml)"
         );
     }
+    let roles: Vec<&str> = tests.iter().map(|t| t.role).collect();
     let image = guest::bridge_guest(
-        &format!("{}{INIT_PROBE}", guest::INIT_PRELUDE),
+        &format!("{}{}", guest::INIT_PRELUDE, init_script(&roles)),
         &[
             ("bin/vlan-probe", 0o755, probe),
             ("bin/bridge-helper", 0o4755, helper),
@@ -149,20 +289,22 @@ fn host() {
     );
     let serial = sb.dir.join("serial.log");
     let mut cmd = Command::new(guest::QEMU);
+    // Unknown `NAME=value` words on the kernel command line become the
+    // environment of /init, and so of the roles.
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet loglevel=3 {}={}",
+        time::VAR,
+        time::scale()
+    );
     image
-        .boot_args(
-            &mut cmd,
-            512,
-            1,
-            &serial,
-            "console=ttyS0 panic=-1 quiet loglevel=3",
-        )
+        .boot_args(&mut cmd, 512, 1, &serial, &append)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(sb.dir.join("qemu.stderr")).unwrap());
     let mut qemu = guest::KillOnDrop::new(common::spawn(&mut cmd), "qemu");
     let started = Instant::now();
-    let status = qemu.wait_timeout(BOOT_TIMEOUT);
+    let limit = time::limit(BOOT_TIMEOUT);
+    let status = qemu.wait_timeout(limit);
     let log = guest::read_serial(&serial);
     let ctx = format!(
         "\n--- serial console ({}) ---\n{log}\n--- qemu stderr ---\n{}",
@@ -173,44 +315,76 @@ fn host() {
     for line in log.lines().filter(|l| l.starts_with("BH-")) {
         eprintln!("guest: {line}");
     }
-    assert!(
-        status.is_some(),
-        "the guest did not finish within {BOOT_TIMEOUT:?}{ctx}"
-    );
-    assert!(
-        !log.contains("BH-INSMOD-FAILED"),
-        "a module did not load{ctx}"
-    );
-    let failed: Vec<&str> = log.lines().filter(|l| l.contains(CHECK_FAIL)).collect();
-    assert!(
-        failed.is_empty(),
-        "checks failed in the guest: {failed:#?}{ctx}"
-    );
-    for check in CHECKS {
-        let ok = format!("{CHECK_OK} {check}");
-        assert!(
-            log.lines().any(|l| l.trim_end() == ok),
-            "the guest never reported {check} OK{ctx}"
-        );
-    }
-    assert!(log.contains(ALL_DONE), "no {ALL_DONE}{ctx}");
     eprintln!(
-        "vlan_guest: {} checks OK in {:.0?} ({})",
-        CHECKS.len(),
+        "vlan_guest: guest ran {roles:?} in {:.0?} ({})",
         started.elapsed(),
         image.kernel_package
     );
+    let boot_failed = if status.is_none() {
+        Some(format!(
+            "the guest did not finish within {limit:?} ({}={}){ctx}",
+            time::VAR,
+            time::scale()
+        ))
+    } else {
+        log.lines()
+            .find(|l| l.starts_with("BH-INSMOD-FAILED"))
+            .map(|l| format!("a module did not load: {l}{ctx}"))
+    };
+    tests
+        .iter()
+        .map(|t| match &boot_failed {
+            Some(why) => Err(why.clone()),
+            None => verdict(t, &log).map_err(|why| format!("{why}{ctx}")),
+        })
+        .collect()
+}
+
+/// Whether the serial log shows every check of `t` OK and its role's
+/// clean exit.
+fn verdict(t: &GuestTest, log: &str) -> Result<(), String> {
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(CHECK_FAIL)
+                .and_then(|rest| rest.trim_start().split(':').next())
+                .is_some_and(|check| t.checks.contains(&check))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("checks failed in the guest: {failed:#?}"));
+    }
+    for check in t.checks {
+        let ok = format!("{CHECK_OK} {check}");
+        if !log.lines().any(|l| l.trim_end() == ok) {
+            return Err(format!("the guest never reported {check} OK"));
+        }
+    }
+    let exit = format!("{ROLE_EXIT} {} ", t.role);
+    match log.lines().find_map(|l| l.strip_prefix(&exit)) {
+        Some("0") => Ok(()),
+        Some(status) => Err(format!("role {} exited with status {status}", t.role)),
+        None => Err(format!("role {} never finished", t.role)),
+    }
 }
 
 // ---------------------------------------------------------------- guest
 
 struct Probe {
+    checks: &'static [&'static str],
     failures: usize,
 }
 
 impl Probe {
+    fn new(checks: &'static [&'static str]) -> Probe {
+        Probe {
+            checks,
+            failures: 0,
+        }
+    }
+
     fn check(&mut self, name: &str, ok: bool, why: impl std::fmt::Display) {
-        assert!(CHECKS.contains(&name), "unlisted check {name}");
+        assert!(self.checks.contains(&name), "unlisted check {name}");
         if ok {
             println!("{CHECK_OK} {name}");
         } else {
@@ -218,22 +392,32 @@ impl Probe {
             self.failures += 1;
         }
     }
+
+    fn exit(&self) -> ExitCode {
+        if self.failures == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn in_guest() -> ExitCode {
-    let mut p = Probe { failures: 0 };
-    let sh = |script: &str| {
-        let out = Command::new("/bin/sh").args(["-c", script]).output();
-        match out {
-            Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(format!(
-                "{script}: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )),
-            Err(e) => Err(format!("{script}: {e}")),
-        }
-    };
+/// Runs a shell script in the guest; its output on failure.
+fn sh(script: &str) -> Result<(), String> {
+    let out = Command::new("/bin/sh").args(["-c", script]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "{script}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+        Err(e) => Err(format!("{script}: {e}")),
+    }
+}
+
+fn vlan_role() -> ExitCode {
+    let mut p = Probe::new(VLAN_CHECKS);
     let setup = sh("ip link add br0 type bridge \
          && echo 1 > /sys/class/net/br0/bridge/vlan_filtering \
          && ip link set br0 up \
@@ -255,7 +439,6 @@ fn in_guest() -> ExitCode {
         format!("{errors:?}"),
     );
     let [Ok(a10), Ok(b10), Ok(c20), Ok(plain), Ok(trunk), Ok(v30)] = &taps[..] else {
-        println!("{ALL_DONE} failures={}", p.failures + 1);
         return ExitCode::FAILURE;
     };
 
@@ -382,12 +565,7 @@ fn in_guest() -> ExitCode {
         format!("{x:?} {y:?}"),
     );
 
-    println!("{ALL_DONE} failures={}", p.failures);
-    if p.failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    p.exit()
 }
 
 /// The tap's interface index, from its name (TUNGETIFF) and sysfs.
@@ -452,20 +630,36 @@ fn fd_holder() -> ExitCode {
     }
 }
 
-/// Runs the setuid helper as `uid` for `bridge`; the tap fd, or
-/// `status N: stderr`.
+/// Runs the setuid helper as `uid` for `bridge`, in a process group of its
+/// own as a shell would start it (the autofs role's own group is the
+/// automount daemon's, whose lookups never trigger a mount); the tap fd,
+/// or `status N: stderr`. A run still going after its limit is killed.
 fn attach(uid: u32, bridge: &str) -> Result<OwnedFd, String> {
     let (ours, theirs) = common::sys::socketpair().map_err(|e| e.to_string())?;
     common::clear_cloexec(theirs.as_raw_fd());
-    let out = Command::new("/bin/bridge-helper")
+    let mut child = Command::new("/bin/bridge-helper")
         .arg(format!("--br={bridge}"))
         .arg(format!("--fd={}", theirs.as_raw_fd()))
         .uid(uid)
         .gid(uid)
+        .process_group(0)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| e.to_string())?;
     drop(theirs);
+    let limit = time::secs(30);
+    let deadline = Instant::now() + limit;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("hung: still running after {limit:?}, killed"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(
             "status {}: {}",
@@ -501,7 +695,7 @@ fn receives(fd: &OwnedFd, mark: &str) -> Option<bool> {
     let nonblock = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_SETFL(nonblock)).ok()?;
     // TCG is slow: a frame that is coming comes well within this.
-    let deadline = Instant::now() + Duration::from_millis(1500);
+    let deadline = Instant::now() + time::millis(1500);
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
@@ -514,4 +708,246 @@ fn receives(fd: &OwnedFd, mark: &str) -> Option<bool> {
         }
     }
     None
+}
+
+// ---------------------------------------------------------- guest: autofs
+
+/// Where the autofs role mounts its automounters, and for whom.
+const DIRECT: &str = "/etc/qemu/net";
+const INDIRECT: &str = "/etc/qemu/maps";
+const AUTOFS_BRIDGE: &str = "br2";
+const AUTOFS_USER: u32 = 1050;
+
+/// `AUTOFS_IOC_READY` and `AUTOFS_IOC_FAIL` (linux/auto_fs.h), the daemon's
+/// answers to a mount request: `_IO(0x93, 0x60)` and `_IO(0x93, 0x61)`,
+/// with the request's token as the argument. Not in libc.
+const AUTOFS_IOC_READY: libc::Ioctl = nix::request_code_none!(0x93, 0x60) as libc::Ioctl;
+const AUTOFS_IOC_FAIL: libc::Ioctl = nix::request_code_none!(0x93, 0x61) as libc::Ioctl;
+
+/// What the daemon does when asked to mount.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Mounts a tmpfs holding `deny.conf` ("deny br2") on the direct
+    /// mount point, then says it is ready.
+    MountDeny,
+    /// Says the mount failed (a server that is down, a map without the key).
+    Fail,
+}
+
+/// An include that lies behind an automount, as on a site whose /etc/qemu
+/// comes partly from an automounted share. The helper's walk looks each
+/// directory up with O_PATH: without more, that shows an automount point
+/// as its empty directory, so a missing-file skip would drop the deny in
+/// it (finding 3 of tests/redteam_trust.rs). This role is the automount
+/// daemon (its process group is the mount's `pgrp=`, whose lookups never
+/// trigger mounts); the helper runs as user 1050 in a group of its own.
+fn autofs_role() -> ExitCode {
+    let mut p = Probe::new(AUTOFS_CHECKS);
+    let setup = sh("ip link add br2 type bridge && ip link set br2 up");
+    set_acl("allow br2\n");
+    let base = attach(AUTOFS_USER, AUTOFS_BRIDGE);
+    p.check(
+        "autofs-baseline-granted",
+        setup.is_ok() && base.is_ok(),
+        format!("{setup:?} {base:?}"),
+    );
+    drop(base);
+    // SAFETY: setpgid on this process; no memory is involved.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        println!("autofs: setpgid: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+
+    // A direct automount on /etc/qemu/net (expired, as automounts do when
+    // idle): the helper must trigger it and obey the deny it then finds.
+    let direct = Automount::new(DIRECT, "direct");
+    p.check(
+        "autofs-direct-mount-made",
+        direct.is_ok(),
+        format!("{:?}", direct.as_ref().err()),
+    );
+    if let Ok(am) = &direct {
+        set_acl(&format!("allow br2\ninclude {DIRECT}/deny.conf\n"));
+        let (run, asked) = am.serve(Answer::MountDeny, || attach(AUTOFS_USER, AUTOFS_BRIDGE));
+        p.check(
+            "helper-triggers-the-direct-automount",
+            !asked.is_empty(),
+            "no mount request reached the daemon",
+        );
+        p.check(
+            "deny-behind-a-mounted-automount-applies-status-4",
+            matches!(&run, Err(e) if e.starts_with("status 4:")
+                && e.contains(&format!("{DIRECT}/deny.conf"))),
+            format!("{run:?} (requests: {asked:?})"),
+        );
+    }
+    drop(direct);
+
+    // An indirect automount on /etc/qemu/maps whose mount of `deny.conf`
+    // fails: the file is missing from the automount point, which is not
+    // the administrator's choice: refused, never skipped.
+    let indirect = Automount::new(INDIRECT, "indirect");
+    p.check(
+        "autofs-indirect-mount-made",
+        indirect.is_ok(),
+        format!("{:?}", indirect.as_ref().err()),
+    );
+    if let Ok(am) = &indirect {
+        set_acl(&format!("allow br2\ninclude {INDIRECT}/deny.conf\n"));
+        let (run, asked) = am.serve(Answer::Fail, || attach(AUTOFS_USER, AUTOFS_BRIDGE));
+        p.check(
+            "helper-triggers-the-indirect-automount",
+            asked.iter().any(|k| k == "deny.conf"),
+            format!("requests: {asked:?}"),
+        );
+        let reason = format!(
+            "{INDIRECT}/deny.conf is missing from {INDIRECT}, an automount point that is not mounted"
+        );
+        p.check(
+            "failed-automount-is-refused-status-3",
+            matches!(&run, Err(e) if e.starts_with("status 3:") && e.contains(&reason)),
+            format!("{run:?}, wanted status 3 and {reason:?}"),
+        );
+    }
+    drop(indirect);
+    set_acl(BRIDGE_CONF);
+    p.exit()
+}
+
+/// Replaces the guest's /etc/qemu/bridge.conf (root's, 0644).
+fn set_acl(text: &str) {
+    fs::write("/etc/qemu/bridge.conf", text).expect("write /etc/qemu/bridge.conf");
+}
+
+/// An autofs mount served by this process: the kernel's requests arrive
+/// on `requests`, answers go to `root` (the autofs root, opened as the
+/// daemon, which triggers nothing). Unmounted on drop.
+struct Automount {
+    dir: &'static str,
+    requests: OwnedFd,
+    root: OwnedFd,
+}
+
+impl Automount {
+    fn new(dir: &'static str, kind: &str) -> Result<Automount, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("mkdir {dir}: {e}"))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        let (requests, kernel_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+        let opts = format!(
+            "fd={},pgrp={},minproto=5,maxproto=5,{kind}",
+            kernel_end.as_raw_fd(),
+            nix::unistd::getpgrp()
+        );
+        mount("autofs", dir, "autofs", &opts)?;
+        // The mount holds its own reference to the pipe's write end.
+        drop(kernel_end);
+        let root = nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {dir} as the daemon: {e}"))?;
+        Ok(Automount {
+            dir,
+            requests,
+            // SAFETY: open just returned this descriptor; nothing else owns it.
+            root: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(root) },
+        })
+    }
+
+    /// Runs `run` while answering every mount request with `answer`; what
+    /// `run` returned and the names the kernel asked to mount.
+    fn serve<T>(&self, answer: Answer, run: impl FnOnce() -> T) -> (T, Vec<String>) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let daemon = s.spawn(|| {
+                let mut asked = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let mut fds = [nix::poll::PollFd::new(
+                        self.requests.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap_or(0)
+                        == 0
+                    {
+                        continue;
+                    }
+                    match self.answer(answer) {
+                        Ok(name) => asked.push(name),
+                        Err(e) => asked.push(format!("(daemon error: {e})")),
+                    }
+                }
+                asked
+            });
+            let result = run();
+            done.store(true, Ordering::Relaxed);
+            (result, daemon.join().expect("daemon thread"))
+        })
+    }
+
+    /// Reads one request (struct autofs_v5_packet: its token at byte 8,
+    /// the name's length at 40, the name from 44) and answers it.
+    fn answer(&self, answer: Answer) -> Result<String, String> {
+        let mut buf = [0u8; 512];
+        let n =
+            nix::unistd::read(self.requests.as_raw_fd(), &mut buf).map_err(|e| e.to_string())?;
+        if n < 44 {
+            return Err(format!("short request ({n} bytes)"));
+        }
+        let word = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap());
+        let token = word(8);
+        let len = (word(40) as usize).min(n - 44);
+        let name = String::from_utf8_lossy(&buf[44..44 + len]).into_owned();
+        let request = match answer {
+            Answer::MountDeny => {
+                mount("tmpfs", self.dir, "tmpfs", "mode=0755")?;
+                let file = format!("{}/deny.conf", self.dir);
+                fs::write(&file, "deny br2\n").map_err(|e| format!("{file}: {e}"))?;
+                AUTOFS_IOC_READY
+            }
+            Answer::Fail => AUTOFS_IOC_FAIL,
+        };
+        // SAFETY: an autofs ioctl with an integer argument on our own
+        // descriptor; no memory is involved.
+        let r = unsafe { libc::ioctl(self.root.as_raw_fd(), request, libc::c_ulong::from(token)) };
+        if r != 0 {
+            return Err(format!("ioctl: {}", std::io::Error::last_os_error()));
+        }
+        Ok(name)
+    }
+}
+
+impl Drop for Automount {
+    fn drop(&mut self) {
+        // Whatever the daemon mounted on top first, then the automounter.
+        let dir = CString::new(self.dir).unwrap();
+        // SAFETY: umount2 of a path we own; no memory is kept.
+        while unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) } == 0 {}
+    }
+}
+
+/// mount(2) with a data string.
+fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
+    let c = |s: &str| CString::new(s).unwrap();
+    let (source, target_c, fstype_c, data_c) = (c(source), c(target), c(fstype), c(data));
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype_c.as_ptr(),
+            0,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "mount -t {fstype} {target} ({data}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }

@@ -37,9 +37,20 @@ pub const MARK_PEER_UNREACHABLE: &str = "BH-PEER-UNREACHABLE";
 const ROOT_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 
 /// Modules of the bridge guest (tests/vlan_guest.rs), which runs the
-/// helper itself on a bridge with VLAN filtering: this host's kernel has
-/// none, Debian's has. Kept apart from the NIC guest's, which needs none.
-const BRIDGE_MODULES: &[&str] = &["llc", "stp", "bridge", "8021q", "tun", "veth"];
+/// helper itself on a bridge with VLAN filtering, and under an automount:
+/// this host's kernel has neither, Debian's has. Kept apart from the NIC
+/// guest's, which needs none.
+const BRIDGE_MODULES: &[&str] = &["llc", "stp", "bridge", "8021q", "tun", "veth", "autofs4"];
+
+/// What a cached kernel directory was extracted for: a cache whose READY
+/// says otherwise (older module lists) is extracted again.
+fn cache_key() -> String {
+    format!(
+        "modules {} | bridge guest {}\n",
+        ROOT_MODULES.join(" "),
+        BRIDGE_MODULES.join(" ")
+    )
+}
 
 /// The helper the end-to-end tests give QEMU or libvirt: ours, or with
 /// `BH_E2E_HELPER=qemu` QEMU's own (to tell harness problems from helper
@@ -148,8 +159,8 @@ fn build_guest_image() -> Result<GuestImage, String> {
     // download at a time, the others wait and reuse it.
     let _lock = FileLock::new(&cache.join(".lock"))?;
     let kernel_dir = cache.join("kernel");
-    // A cache from before the bridge modules were extracted is redone.
-    if !kernel_dir.join("READY").exists() || !kernel_dir.join("modules-bridge/order").exists() {
+    // A cache extracted for other module lists is redone.
+    if fs::read_to_string(kernel_dir.join("READY")).ok() != Some(cache_key()) {
         fetch_kernel(&cache, &kernel_dir)?;
     }
     let kernel_package = fs::read_to_string(kernel_dir.join("PACKAGE"))
@@ -279,7 +290,7 @@ fn fetch_kernel(cache: &Path, kernel_dir: &Path) -> Result<(), String> {
     }
     fs::write(bridge_dir.join("order"), order.join("\n") + "\n").map_err(|e| e.to_string())?;
     fs::write(staging.join("PACKAGE"), format!("{package}\n")).map_err(|e| e.to_string())?;
-    fs::write(staging.join("READY"), b"").map_err(|e| e.to_string())?;
+    fs::write(staging.join("READY"), cache_key()).map_err(|e| e.to_string())?;
     fs::rename(&staging, kernel_dir).map_err(|e| e.to_string())?;
     let _ = fs::remove_dir_all(&work);
     Ok(())

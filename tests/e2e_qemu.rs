@@ -410,19 +410,3 @@ fn guest_sees_four_queues_from_the_client_and_pings() {
         started.elapsed().as_secs_f64()
     );
 }
-
-#[test]
-fn versions_for_the_readme() {
-    require_qemu();
-    let v = Command::new(QEMU).arg("--version").output().unwrap();
-    let first = String::from_utf8_lossy(&v.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(first.contains("QEMU emulator version"), "{first}");
-    eprintln!(
-        "tested with: {first}; guest kernel {}",
-        guest::guest_image().kernel_package
-    );
-}

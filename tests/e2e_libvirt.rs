@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
+use common::{time, Jail, Mode, NetNs, Sandbox, NOBODY};
 use guest::{helper_under_test, KillOnDrop, MARK_PING_OK};
 
 const LIBVIRTD: &str = "/usr/sbin/libvirtd";
@@ -142,7 +142,7 @@ impl Daemon {
         // SAFETY: kill(2) on the pid of our own child, which we have not
         // reaped yet (so the pid cannot have been reused).
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        self.proc.wait_timeout(Duration::from_secs(15))
+        self.proc.wait_timeout(time::secs(15))
     }
 
     /// A virtlogd autostarted for this session (none is expected with
@@ -206,8 +206,8 @@ fn output_of(mut cmd: Command, timeout: Duration) -> Output {
         v
     });
     let status = p
-        .wait_timeout(timeout)
-        .unwrap_or_else(|| panic!("command timed out after {timeout:?}"));
+        .wait_timeout(time::limit(timeout))
+        .unwrap_or_else(|| panic!("command timed out after {:?}", time::limit(timeout)));
     Output {
         status,
         stdout: t1.join().unwrap(),
@@ -290,7 +290,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         domain: domain.clone(),
     };
     let daemon_log = || fs::read_to_string(s.root.join("out/libvirtd.log")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + time::secs(30);
     while !s.socket().exists() {
         assert!(
             daemon.proc.is_running(),
@@ -306,7 +306,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     }
     // The socket must be our daemon's, not one autostarted by something else.
     let pidfile = s.root.join("runtime/libvirt/libvirtd.pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + time::secs(10);
     let mut owner = String::new();
     while Instant::now() < deadline {
         owner = fs::read_to_string(&pidfile).unwrap_or_default();
@@ -399,7 +399,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     }
 
     // The guest powers off; the transient domain then disappears.
-    let deadline = Instant::now() + DOMAIN_TIMEOUT;
+    let deadline = Instant::now() + time::limit(DOMAIN_TIMEOUT);
     loop {
         let out = virsh(&["list", "--name"]);
         let names = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -411,7 +411,8 @@ fn libvirt_session_guest_pings_across_the_bridge() {
             panic!(
                 "{}",
                 ctx(&format!(
-                    "domain still running after {DOMAIN_TIMEOUT:?}; destroyed"
+                    "domain still running after {:?}; destroyed",
+                    time::limit(DOMAIN_TIMEOUT)
                 ))
             );
         }
@@ -436,7 +437,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         "{}",
         ctx(&format!("ICMP counters {before:?} -> {after:?}"))
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + time::secs(10);
     while !ns.taps().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }

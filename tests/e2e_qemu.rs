@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
+use common::{time, Jail, Mode, NetNs, Sandbox, NOBODY};
 use guest::{helper_under_test, require_qemu, KillOnDrop, MARK_HOLDING, MARK_PING_OK};
 
 const QEMU: &str = guest::QEMU;
@@ -188,7 +188,7 @@ fn watch_taps(
     timeout: Duration,
     mut until: impl FnMut(&[SeenTap]) -> bool,
 ) -> Vec<SeenTap> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + time::limit(timeout);
     let mut seen: Vec<SeenTap> = Vec::new();
     while Instant::now() < deadline && qemu.is_running() {
         seen.extend(taps_now(&w.ns).into_iter().filter(|t| t.master == "br0"));
@@ -256,7 +256,7 @@ fn assert_tap_was_right(seen: &[SeenTap], ctx: &str) {
 }
 
 fn wait_no_taps(ns: &NetNs, timeout: Duration) -> Vec<String> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + time::limit(timeout);
     loop {
         let t = ns.taps();
         if t.is_empty() || Instant::now() > deadline {
@@ -273,12 +273,13 @@ fn boot_and_ping(w: &World, helper_spec: &str) {
     let mut qemu = w.start_qemu(helper_spec, false);
     // Watches until QEMU exits (the guest powers off) or the boot timeout.
     let seen = watch_taps(w, &mut qemu, BOOT_TIMEOUT, |_| false);
-    let status = qemu.wait_timeout(Duration::from_secs(5));
+    let status = qemu.wait_timeout(time::secs(5));
     let ctx = w.context();
     let serial = guest::read_serial(&w.serial());
     assert!(
         status.is_some(),
-        "QEMU did not finish within {BOOT_TIMEOUT:?} (killed){ctx}"
+        "QEMU did not finish within {:?} (killed){ctx}",
+        time::limit(BOOT_TIMEOUT)
     );
     let after = assert_pinged_and_gone(w, &serial, status, before, &seen, &ctx);
     eprintln!(
@@ -384,12 +385,13 @@ fn guest_sees_four_queues_from_the_client_and_pings() {
     // QEMU has its own copies now: the tap lives exactly as long as QEMU.
     drop(tap);
     let seen = watch_taps(&w, &mut qemu, BOOT_TIMEOUT, |_| false);
-    let status = qemu.wait_timeout(Duration::from_secs(5));
+    let status = qemu.wait_timeout(time::secs(5));
     let ctx = w.context();
     let serial = guest::read_serial(&w.serial());
     assert!(
         status.is_some(),
-        "QEMU did not finish within {BOOT_TIMEOUT:?}{ctx}"
+        "QEMU did not finish within {:?}{ctx}",
+        time::limit(BOOT_TIMEOUT)
     );
     let queues = serial
         .lines()

@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Any one run taking longer than this is a hang.
+/// Any one run taking longer than this (times BH_TEST_TIME_SCALE) is a
+/// hang.
 const RUN_LIMIT: Duration = Duration::from_secs(10);
 
 /// The tests of this file run one at a time: the strace runs keep both
@@ -68,9 +69,10 @@ fn require_strace() {
     );
 }
 
-/// Waits for `child` at most `limit`; on timeout kills it and returns None.
+/// Waits for `child` at most `limit` (times BH_TEST_TIME_SCALE); on
+/// timeout kills it and returns None.
 fn wait_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + time::limit(limit);
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             let mut stdout = Vec::new();
@@ -279,7 +281,7 @@ fn inject_all(
                         failures
                             .lock()
                             .unwrap()
-                            .push(format!("{at}: hung for {RUN_LIMIT:?}"));
+                            .push(format!("{at}: hung for {:?}", time::limit(RUN_LIMIT)));
                         continue;
                     };
                     let trace = std::fs::read_to_string(&log).unwrap_or_default();

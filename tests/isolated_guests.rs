@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Jail, Mode, NetNs, Sandbox, NOBODY};
+use common::{time, Jail, Mode, NetNs, Sandbox, NOBODY};
 use guest::{KillOnDrop, MARK_HOLDING, MARK_PEER_UNREACHABLE, MARK_PING_OK};
 
 const OTHER_USER: u32 = 1234;
@@ -35,7 +35,7 @@ impl Guest {
     }
 
     fn wait_for(&mut self, mark: &str, what: &str) {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let deadline = Instant::now() + time::limit(BOOT_TIMEOUT);
         while Instant::now() < deadline {
             if self.serial().contains(mark) {
                 return;
@@ -148,7 +148,7 @@ fn two_users_guests_on_isolated_ports_reach_the_uplink_not_each_other() {
     );
     // A: pings the uplink, then B.
     let mut a = boot(&w, NOBODY, 2, Some(3), false);
-    let status = a.qemu.wait_timeout(BOOT_TIMEOUT);
+    let status = a.qemu.wait_timeout(time::limit(BOOT_TIMEOUT));
     let serial = a.serial();
     assert!(status.is_some(), "guest A did not finish\n{serial}");
     assert!(
@@ -177,7 +177,7 @@ fn two_users_guests_on_isolated_ports_reach_the_uplink_not_each_other() {
     // Control: a third user's guest on a plain port reaches B (isolation
     // only keeps isolated ports apart), so A's failure was isolation.
     let mut c = boot(&w, PLAIN_USER, 4, Some(3), false);
-    let status = c.qemu.wait_timeout(BOOT_TIMEOUT);
+    let status = c.qemu.wait_timeout(time::limit(BOOT_TIMEOUT));
     let serial = c.serial();
     assert!(status.is_some(), "guest C did not finish\n{serial}");
     assert!(

@@ -5,7 +5,7 @@ use common::*;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Asserts a multiqueue success: status 0, `n` fds in exactly one control
 /// message with one data byte, all queues of one tap in the bridge.
@@ -193,7 +193,7 @@ fn frame(k: u8) -> Vec<u8> {
 
 /// Reads frames from `peer` until every marker in `want` was seen.
 fn read_markers(peer: &OwnedFd, mut want: Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + time::secs(10);
     let mut buf = [0u8; 2048];
     while !want.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());

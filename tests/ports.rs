@@ -278,7 +278,7 @@ fn receives(fd: &OwnedFd, mark: &str) -> bool {
     let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_GETFL).unwrap();
     let nonblock = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_SETFL(nonblock)).unwrap();
-    let deadline = Instant::now() + Duration::from_millis(700);
+    let deadline = Instant::now() + time::millis(700);
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {

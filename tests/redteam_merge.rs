@@ -237,9 +237,10 @@ mod multiqueue {
         f
     }
 
-    /// Whether the frame marked `k` reaches any of `queues` within 3 s.
+    /// Whether the frame marked `k` reaches any of `queues` within 3 s
+    /// (times BH_TEST_TIME_SCALE).
     fn arrives(queues: &[OwnedFd], k: u8) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + time::secs(3);
         let mut buf = [0u8; 2048];
         while std::time::Instant::now() < deadline {
             let mut pfds: Vec<libc::pollfd> = queues

@@ -540,18 +540,20 @@ pub fn abandon_as(sb: &Sandbox, ns: &NetNs, fd: OwnedFd, uid: u32) {
     wait_detached(ns, &[&name]);
 }
 
-/// Waits (briefly) until nothing holds the taps `names`. Closing our fds
+/// Waits (2 s, scaled) until nothing holds the taps `names`. Closing our fds
 /// is not enough: a child forked by a parallel test may hold copies until
 /// its exec, and the fork can fall between two of our closes, so other
 /// taps being gone says nothing about these.
 pub fn wait_detached(ns: &NetNs, names: &[&str]) {
-    for _ in 0..100 {
+    let limit = time::secs(2);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if names.iter().all(|name| ns.detached(name)) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("{names:?} still attached after their fds were closed");
+    panic!("{names:?} still attached {limit:?} after their fds were closed");
 }
 
 /// As `uid` (inside the namespace), sets IFF_PERSIST on a tap fd we hold:
@@ -572,13 +574,15 @@ pub fn make_persistent_as(sb: &Sandbox, ns: &NetNs, fd: &OwnedFd, uid: u32) {
     assert!(status.success());
 }
 
-/// Waits (briefly) until the namespace holds exactly the taps `keep`: a
+/// Waits (2 s, scaled) until the namespace holds exactly the taps `keep`: a
 /// closed tap lingers while a child forked by a parallel test still holds
 /// a copy of its fd, until that child's exec closes it.
 pub fn wait_for_taps(ns: &NetNs, keep: &[&str]) {
     let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
     want.sort();
-    for _ in 0..100 {
+    let limit = time::secs(2);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         let mut now = ns.taps();
         now.sort();
         if now == want {
@@ -586,7 +590,7 @@ pub fn wait_for_taps(ns: &NetNs, keep: &[&str]) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("taps {:?}, wanted {want:?}", ns.taps());
+    panic!("taps {:?} after {limit:?}, wanted {want:?}", ns.taps());
 }
 
 /// A success: one fd that is a tap in `bridge`, nothing printed; the tap
@@ -600,15 +604,17 @@ pub fn attached_to(ns: &NetNs, run: HelperRun, bridge: &str) {
     assert_no_taps(ns);
 }
 
-/// Waits (briefly) until no tap is left in the namespace.
+/// Waits (1 s, scaled) until no tap is left in the namespace.
 pub fn assert_no_taps(ns: &NetNs) {
-    for _ in 0..50 {
+    let limit = time::secs(1);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if ns.taps().is_empty() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("taps left behind: {:?}", ns.taps());
+    panic!("taps left behind after {limit:?}: {:?}", ns.taps());
 }
 
 // ---------------------------------------------------------------------------
@@ -616,7 +622,8 @@ pub fn assert_no_taps(ns: &NetNs) {
 // this line depends on them).
 // ---------------------------------------------------------------------------
 
-/// How long any one helper run may take before the test calls it a hang.
+/// How long any one helper run may take before the test calls it a hang
+/// (times BH_TEST_TIME_SCALE, as every limit `Running` waits with).
 pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Sandbox {
@@ -679,9 +686,11 @@ impl Running {
         self.child.as_ref().expect("running").id() as i32
     }
 
-    /// Waits at most `limit` for the exit; on timeout kills the program and
-    /// panics (a hang is a failure, never a pass).
+    /// Waits at most `limit` (times BH_TEST_TIME_SCALE) for the exit; on
+    /// timeout kills the program and panics (a hang is a failure, never a
+    /// pass).
     pub fn wait_within(mut self, limit: std::time::Duration) -> Output {
+        let limit = time::limit(limit);
         let mut child = self.child.take().expect("running");
         let deadline = std::time::Instant::now() + limit;
         let status = loop {
@@ -716,6 +725,7 @@ impl Running {
     /// Waits until the program has stopped itself (state T); panics if it
     /// exits or is still not stopped after `limit`.
     pub fn wait_stopped(&self, limit: std::time::Duration) {
+        let limit = time::limit(limit);
         let deadline = std::time::Instant::now() + limit;
         loop {
             match self.state() {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, Jail, NetNs, Sandbox, NOBODY};
+use crate::common::{self, time, Jail, NetNs, Sandbox, NOBODY};
 
 /// Group used for `root:GROUP 0640` includes; the caller is put in it or not.
 pub const ACL_GROUP: u32 = 4242;
@@ -208,7 +208,7 @@ pub fn run_helper(ns: &NetNs, helper: &Path, files: &[EtcFile], call: &Call) -> 
     }
     let child = common::spawn(&mut cmd);
     drop(theirs);
-    let out = wait_output(child, Duration::from_secs(20));
+    let out = wait_output(child, time::secs(20));
     inspect(ns, out, ours)
 }
 
@@ -232,7 +232,7 @@ fn inspect(ns: &NetNs, out: std::process::Output, ours: OwnedFd) -> Outcome {
         outcome.owner = Some(ns.tap_state(&name).owner);
         let fds = run.fds.len();
         drop(run.fds);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + time::secs(5);
         let mut gone = false;
         while Instant::now() < deadline {
             if !tun_devices(ns).contains(&name) {

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{clear_cloexec, socketpair, tun_get_iff, HelperRun, NetNs, NOBODY};
+use common::{clear_cloexec, socketpair, time, tun_get_iff, HelperRun, NetNs, NOBODY};
 
 const QEMU_PATH: &str = "/usr/lib/qemu/qemu-bridge-helper";
 const OURS: &str = "/usr/libexec/bridge-helper/bridge-helper";
@@ -371,7 +371,7 @@ fn boot_with_qemus_default_helper(root: &Root, ns: &NetNs) -> String {
     let started = Instant::now();
     let mut qemu = guest::KillOnDrop::new(common::spawn(&mut cmd), "qemu");
     let mut marker = String::new();
-    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let deadline = Instant::now() + time::limit(BOOT_TIMEOUT);
     while Instant::now() < deadline && qemu.is_running() {
         if marker.is_empty() {
             let links = Command::new("ip")
@@ -387,7 +387,7 @@ fn boot_with_qemus_default_helper(root: &Root, ns: &NetNs) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status = qemu.wait_timeout(Duration::from_secs(5));
+    let status = qemu.wait_timeout(time::secs(5));
     let read = |n: &str| fs::read_to_string(out.join(n)).unwrap_or_default();
     let ctx = format!(
         "\n--- serial ---\n{}\n--- qemu stderr ---\n{}",
@@ -680,15 +680,21 @@ fn qemu_installed_after_us_lands_beside_us_and_comes_back_on_removal() {
     let version = root.ok("dpkg-query -W -f='${Version}' qemu-system-common");
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-deb");
     fs::create_dir_all(&cache).unwrap();
-    let have = fs::read_dir(&cache)
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("qemu-system-common_")
-        });
-    if !have {
+    // The cached archive is the installed version's (apt-get download
+    // names it NAME_VERSION_ARCH.deb, the epoch's colon as %3a): after an
+    // upgrade, the new version is fetched, never an old one reinstalled.
+    let prefix = format!("qemu-system-common_{}_", version.replace(':', "%3a"));
+    let cached = || {
+        fs::read_dir(&cache)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".deb")
+            })
+    };
+    if cached().is_none() {
         let out = Command::new("apt-get")
             .args(["download", "-q", &format!("qemu-system-common={version}")])
             .current_dir(&cache)
@@ -700,12 +706,7 @@ fn qemu_installed_after_us_lands_beside_us_and_comes_back_on_removal() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let qemu_deb = fs::read_dir(&cache)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".deb"))
-        .unwrap();
+    let qemu_deb = cached().unwrap_or_else(|| panic!("no {prefix}*.deb in {}", cache.display()));
     root.ok("dpkg --remove --force-depends qemu-system-common >/dev/null 2>&1");
     root.ok(&format!("[ ! -e {QEMU_PATH} ]"));
     root.install();
@@ -737,18 +738,26 @@ fn apparmor_profile_text_parses_inside_libvirts_profile() {
     common::require_root();
     require("apparmor_parser", "apparmor");
     require("dpkg-deb", "dpkg");
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libvirt-apparmor");
+    // Debian's profile for the installed libvirt, cached by its version.
+    let version = common::sh("dpkg-query", &["-W", "-f=${Version}", "libvirt-daemon"]);
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("libvirt-apparmor")
+        .join(version.replace(':', "%3a"));
     let profile_dir = cache.join("x/etc/apparmor.d");
     if !profile_dir.join("usr.sbin.libvirtd").exists() {
         fs::create_dir_all(&cache).unwrap();
         let out = Command::new("apt-get")
-            .args(["download", "-q", "libvirt-daemon-system"])
+            .args([
+                "download",
+                "-q",
+                &format!("libvirt-daemon-system={version}"),
+            ])
             .current_dir(&cache)
             .output()
             .expect("apt-get");
         assert!(
             out.status.success(),
-            "apt-get download libvirt-daemon-system failed (needs Debian's package lists: apt-get update): {}",
+            "apt-get download libvirt-daemon-system={version} failed (needs Debian's package lists: apt-get update): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         common::sh(

@@ -116,7 +116,7 @@ fn init_script(roles: &[&str]) -> String {
     let mut s = String::from("echo 1 > /proc/sys/fs/protected_hardlinks\nip link set lo up\n");
     for role in roles {
         s.push_str(&format!(
-            "{ROLE}={role} /bin/vlan-probe 2>&1\necho \"{ROLE_EXIT} {role} $?\"\n"
+            "{ROLE}={role} /bin/guest-probe 2>&1\necho \"{ROLE_EXIT} {role} $?\"\n"
         ));
     }
     s.push_str("poweroff -f\n");
@@ -280,7 +280,7 @@ fn host(tests: &[&GuestTest]) -> Vec<Result<(), String>> {
     let image = guest::bridge_guest(
         &format!("{}{}", guest::INIT_PRELUDE, init_script(&roles)),
         &[
-            ("bin/vlan-probe", 0o755, probe),
+            ("bin/guest-probe", 0o755, probe),
             ("bin/bridge-helper", 0o4755, helper),
             ("etc/qemu/bridge.conf", 0o644, BRIDGE_CONF.into()),
             ("etc/qemu/bridge-helper.conf", 0o644, HELPER_CONF.into()),
@@ -520,7 +520,7 @@ fn vlan_role() -> ExitCode {
     // The fd holder (uid 1010, holding its tap fd) tries to leave its VLAN.
     let index = tap_index(a10);
     common::clear_cloexec(a10.as_raw_fd());
-    let tried = Command::new("/bin/vlan-probe")
+    let tried = Command::new("/bin/guest-probe")
         .env(ROLE, "fd-holder")
         .env("BH_TAP_INDEX", index.to_string())
         .env("BH_TAP_FD", a10.as_raw_fd().to_string())

@@ -31,7 +31,7 @@ fn our_comm() -> String {
 #[test]
 fn a_grant_is_logged_with_caller_parent_bridge_tap_and_rule() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let dev = private_dev(&sb, true);
     let r = run(&sb, &ns, &dev, &["--br=br0"]);
@@ -54,7 +54,7 @@ fn a_grant_is_logged_with_caller_parent_bridge_tap_and_rule() {
 #[test]
 fn refusals_are_logged_with_their_status_and_line() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("deny br0\n");
     let dev = private_dev(&sb, true);
     run(&sb, &ns, &dev, &["--br=br0"]).expect_refusal(4, "denied by");
@@ -85,7 +85,7 @@ fn refusals_are_logged_with_their_status_and_line() {
 #[test]
 fn check_help_and_version_log_nothing() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
@@ -106,7 +106,7 @@ fn check_help_and_version_log_nothing() {
 #[test]
 fn a_parent_name_cannot_forge_a_line() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
@@ -141,7 +141,7 @@ fn a_parent_name_cannot_forge_a_line() {
 #[test]
 fn a_missing_or_stuck_dev_log_never_holds_a_run() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let missing = private_dev(&sb, false);
     run(&sb, &ns, &missing, &["--br=br0"]).expect_tap();
@@ -168,5 +168,27 @@ fn a_missing_or_stuck_dev_log_never_holds_a_run() {
     assert!(
         queued <= qlen + 1 && queued >= qlen.min(5),
         "{queued} of {qlen}"
+    );
+}
+
+/// Every run of the harness has a /dev/log of its sandbox's own (no test
+/// writes to the machine's log), even a run that asks for no private /dev.
+#[test]
+fn runs_log_to_their_sandbox_and_never_to_the_machine() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::with_accounts();
+    sb.acl("allow br0\n");
+    let fd = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (tap, _) = tun_get_iff(&fd);
+    let lines = sb.logged();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "uid=65534 user='nobody' ppid={} comm={} bridge='br0' tap='{tap}' granted by /etc/qemu/bridge.conf:1",
+            std::process::id(),
+            our_comm()
+        )),
+        "{}",
+        lines[0]
     );
 }

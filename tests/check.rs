@@ -42,7 +42,7 @@ const NOT_CHECKED: &str = "not checked: the --fd socket, whether the kernel crea
 fn typical_setup_whole_report() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\ndeny br1\nallow virbr0\n");
     let run = check(&sb, &ns, Mode::Setuid, &[]);
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
@@ -80,7 +80,7 @@ fn typical_setup_whole_report() {
 fn with_br_ends_with_the_verdict_and_its_rule() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\ndeny br1\nallow virbr0\n");
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     assert_eq!(r.code, Some(0));
@@ -104,7 +104,7 @@ fn with_br_ends_with_the_verdict_and_its_rule() {
 #[test]
 fn acl_missing_untrusted_malformed() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     assert_eq!(r.code, Some(3));
     has(&r, "file /etc/qemu/bridge.conf: does not exist");
@@ -147,7 +147,7 @@ fn acl_missing_untrusted_malformed() {
 #[test]
 fn each_install_mode() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let r = check(&sb, &ns, Mode::Root, &[]);
     assert_eq!(r.code, Some(0), "{}", r.stdout);
@@ -167,7 +167,7 @@ fn each_install_mode() {
 #[test]
 fn no_bridge_allowed_statuses() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("deny br0\n");
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     assert_eq!(r.code, Some(4), "{}", r.stdout);
@@ -184,7 +184,7 @@ fn no_bridge_allowed_statuses() {
 #[test]
 fn check_refuses_fd_and_user_for_non_root() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let program = sb.install(HELPER, Mode::Setuid);
     let r = sb.run_program(
@@ -203,7 +203,7 @@ fn check_refuses_fd_and_user_for_non_root() {
 fn names_in_the_report_are_escaped() {
     let ns = NetNs::new();
     ns.add_bridge("br\u{1b}x", 1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl(b"allow all\nallow \xff\n");
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     has(&r, "bridge 'br\\x1bx': a name a run cannot be asked for");
@@ -227,7 +227,7 @@ fn check_and_run_agree() {
     ns.ip(&[
         "link", "property", "add", "dev", "lan0", "altname", "altlan",
     ]);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     let acls: &[&[u8]] = &[
         b"allow br0\n",
         b"allow all\n",
@@ -281,7 +281,7 @@ fn check_and_run_agree() {
 fn root_checks_for_another_user() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("include /etc/qemu/group.conf\ninclude /etc/qemu/root.conf\n");
     sb.etc_file("group.conf", "allow br1\n", 0o640);
     sb.etc_chown("group.conf", 0, NOBODY);
@@ -329,7 +329,7 @@ fn root_checks_for_another_user() {
 #[test]
 fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let held = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let gone = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
@@ -377,7 +377,7 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
 #[test]
 fn a_bridge_following_its_ports_address_is_warned_about() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
     ns.ip(&["link", "set", "v0", "address", "02:00:00:00:00:07"]);
@@ -396,7 +396,7 @@ fn a_bridge_following_its_ports_address_is_warned_about() {
 fn grants_and_port_settings_with_their_lines() {
     let ns = NetNs::with_bridge(1500);
     ns.add_bridge("br1", 1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n").etc_file(
         "bridge-helper.conf",
         "allow br1 user=65534\nport br0 user=65534 isolated\nport br1 user=no-such-user isolated\n",

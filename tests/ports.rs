@@ -7,7 +7,6 @@ use common::*;
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,20 +19,7 @@ fn sandbox(acl: &str, conf: &str) -> Sandbox {
     let sb = Sandbox::new();
     sb.acl(acl);
     sb.etc_file("bridge-helper.conf", conf, 0o644);
-    let layer = sb.dir.join("layer");
-    let write = |name: &str, text: String| {
-        let path = layer.join(name);
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    };
-    write(
-        "passwd",
-        format!("root:x:0:0:root:/root:/bin/sh\nnobody:x:{NOBODY}:{NOBODY}::/:/bin/false\n"),
-    );
-    write(
-        "group",
-        format!("root:x:0:\nstudents:x:{STUDENTS}:\nstaff:x:{STAFF}:\n"),
-    );
+    sb.accounts(&format!("students:x:{STUDENTS}:\nstaff:x:{STAFF}:\n"));
     sb
 }
 

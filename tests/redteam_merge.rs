@@ -15,7 +15,7 @@ use common::*;
 #[test]
 fn check_user_root_reports_instead_of_failing() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let program = sb.install(HELPER, Mode::Setuid);
     for spec in ["--user=root", "--user=0"] {
@@ -50,9 +50,7 @@ fn check_user_root_reports_instead_of_failing() {
 // run's own mount namespace (as tests/audit.rs does).
 // ---------------------------------------------------------------------------
 
-use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 
 /// SECURITY.md: "A grant is logged before the fd is sent". A caller that
 /// fills its own end of the --fd socket beforehand makes the send fail
@@ -62,7 +60,7 @@ use std::os::unix::fs::PermissionsExt;
 #[test]
 fn a_failed_send_is_not_logged_as_a_grant() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
@@ -110,7 +108,7 @@ fn a_failed_send_is_not_logged_as_a_grant() {
 #[test]
 fn a_long_argument_does_not_suppress_the_refusal_line() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     let dev = private_dev(&sb, true);
     let program = sb.install(HELPER, Mode::Setuid);
@@ -173,7 +171,7 @@ mod multiqueue {
     #[cfg(feature = "test-hooks")]
     fn a_tap_made_persistent_by_someone_else_is_not_left_behind() {
         let ns = NetNs::with_bridge(1400);
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_accounts();
         sb.acl("allow br0\n");
         let (running, ours) = paused_before_queues(&sb, &ns, 2);
         let taps = ns.taps();
@@ -282,7 +280,7 @@ mod multiqueue {
     #[cfg(feature = "test-hooks")]
     fn an_intruders_tx_filter_does_not_survive_into_the_handed_over_tap() {
         let ns = NetNs::with_bridge(1400);
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_accounts();
         sb.acl("allow br0\n");
         let peer = sb.run_helper(&ns, Mode::Root, &["--br=br0"]).expect_tap();
         let send = |k: u8| {
@@ -343,18 +341,14 @@ mod multiqueue {
 #[test]
 fn a_group_port_restriction_holds_as_check_reports_it() {
     let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_accounts();
     sb.acl("allow br0\n");
     sb.etc_file(
         "bridge-helper.conf",
         "port br0 group=students isolated\n",
         0o644,
     );
-    let mut group = fs::read("/etc/group").unwrap();
-    group.extend_from_slice(b"students:x:4242:nobody\n");
-    let path = sb.dir.join("layer/group");
-    fs::write(&path, group).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    sb.accounts("students:x:4242:nobody\n");
     let program = sb.install(HELPER, Mode::Setuid);
     let check = sb.run_program(
         &ns,

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 enum PreMount {
     /// `dir` bind-mounted onto itself with `nosymfollow`.
     NoSymfollow(CString),
+    /// A file of the sandbox's bound over a file of the run's (a sysctl:
+    /// the machine's own setting is never read or changed).
+    Bind { from: CString, to: CString },
 }
 
 /// What a run did. A run still going after its limit (scaled by
@@ -78,6 +81,9 @@ fn run_confined(
                             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSYMFOLLOW,
                             null.cast(),
                         ) == 0
+                }
+                Some(PreMount::Bind { from, to }) => {
+                    libc::mount(from.as_ptr(), to.as_ptr(), null, libc::MS_BIND, null.cast()) == 0
                 }
                 None => true,
             };
@@ -170,6 +176,28 @@ fn write(path: &Path, text: &str, uid: u32, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The baseline: the same ACL without the trick grants the bridge.
+fn granted(ns: &NetNs, o: &Outcome, what: &str) {
+    assert_eq!(
+        (o.code, o.fds, o.hung),
+        (Some(0), 1, false),
+        "{what}: {:?}",
+        o.stderr
+    );
+    assert_no_taps(ns);
+}
+
+/// A refusal with `status` and `reason`, and no tap.
+fn refused(ns: &NetNs, o: &Outcome, status: i32, reason: &str) {
+    assert_eq!((o.code, o.fds), (Some(status), 0), "{:?}", o.stderr);
+    assert!(
+        o.stderr.contains(reason),
+        "want {reason:?} in {:?}",
+        o.stderr
+    );
+    assert_no_taps(ns);
+}
+
 fn not_granted(ns: &NetNs, o: &Outcome, what: &str) {
     assert_eq!(
         o.fds, 0,
@@ -193,13 +221,19 @@ fn a_trailing_slash_does_not_turn_a_skipped_include_into_rules() {
     sb.etc_file("a.conf", "allow br1\n", 0o644);
     symlink("a.conf/", sb.etc_path("slash-link")).unwrap();
 
+    // Baseline: without the slash, a.conf grants br1.
+    sb.acl("allow br0\ninclude /etc/qemu/a.conf\n");
+    let o = run_as_nobody(&sb, &ns, "br1", None, None, Duration::from_secs(20));
+    granted(&ns, &o, "include /etc/qemu/a.conf");
+
     sb.acl("allow br0\ninclude /etc/qemu/a.conf/\n");
     let o = run_as_nobody(&sb, &ns, "br1", None, None, Duration::from_secs(20));
-    not_granted(&ns, &o, "include /etc/qemu/a.conf/");
+    // Skipped as QEMU skips it (ENOTDIR): br1 has no rule.
+    refused(&ns, &o, 4, "access to bridge 'br1' denied: no rule");
 
     sb.acl("allow br0\ninclude /etc/qemu/slash-link\n");
     let o = run_as_nobody(&sb, &ns, "br1", None, None, Duration::from_secs(20));
-    not_granted(&ns, &o, "include of a symlink to a.conf/");
+    refused(&ns, &o, 4, "access to bridge 'br1' denied: no rule");
 }
 
 /// Finding 1b (same class). A symlink on a `nosymfollow` mount: the
@@ -219,6 +253,9 @@ fn a_symlink_on_a_nosymfollow_mount_is_not_followed() {
         "allow br0\ninclude {}\n",
         links.join("a.conf").display()
     ));
+    // Baseline: on a mount that follows symlinks, the link's file grants br1.
+    let o = run_as_nobody(&sb, &ns, "br1", None, None, Duration::from_secs(20));
+    granted(&ns, &o, "include through a symlink");
     let dir = CString::new(links.as_os_str().as_encoded_bytes()).unwrap();
     let o = run_as_nobody(
         &sb,
@@ -228,7 +265,15 @@ fn a_symlink_on_a_nosymfollow_mount_is_not_followed() {
         None,
         Duration::from_secs(20),
     );
-    not_granted(&ns, &o, "include through a symlink on a nosymfollow mount");
+    refused(
+        &ns,
+        &o,
+        3,
+        &format!(
+            "{0}: {0} is a symbolic link on a file system mounted nosymfollow, which the kernel would not follow",
+            links.join("a.conf").display()
+        ),
+    );
 }
 
 /// Finding 2. "A name missing in a writable sticky directory is an error:
@@ -265,7 +310,12 @@ fn a_root_file_renamed_into_a_sticky_directory_is_not_roots_choice() {
         (0, true)
     );
     let o = run_as_nobody(&sb, &ns, "br0", None, None, Duration::from_secs(20));
-    not_granted(&ns, &o, "root's 0600 file renamed into the sticky dir");
+    let renamed_in = format!(
+        "{0}: {0} is not a directory, and lies in {1}, which anyone can write: a user can rename a root-owned file into it",
+        deny.display(),
+        sticky.display()
+    );
+    refused(&ns, &o, 3, &renamed_in);
 
     // Refusing to skip there is not enough: a readable root-owned file
     // (an empty build stamp left by `sudo make`) is then read as the ACL
@@ -275,11 +325,7 @@ fn a_root_file_renamed_into_a_sticky_directory_is_not_roots_choice() {
     write(&stamp, "", 0, 0o644);
     as_nobody("mv", &[stamp.to_str().unwrap(), deny.to_str().unwrap()]);
     let o = run_as_nobody(&sb, &ns, "br0", None, None, Duration::from_secs(20));
-    not_granted(
-        &ns,
-        &o,
-        "root's empty 0644 file renamed into the sticky dir",
-    );
+    refused(&ns, &o, 3, &renamed_in);
 }
 
 // Finding 3 (an include behind an automount that is not mounted) needs
@@ -297,32 +343,57 @@ fn a_root_file_renamed_into_a_sticky_directory_is_not_roots_choice() {
 /// same limit gives one step earlier ("No file descriptors available").
 #[test]
 fn running_out_of_descriptors_is_not_reported_as_protected_hardlinks_off() {
-    assert_eq!(
-        fs::read_to_string("/proc/sys/fs/protected_hardlinks")
-            .unwrap()
-            .trim(),
-        "1",
-        "this test needs fs.protected_hardlinks = 1 on the machine"
-    );
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
-    let sticky = sb.dir.join("vartmp");
-    mkdir(&sticky, 0, 0o1777);
-    let deny = sticky.join("deny.conf");
+    // A store (1775 root:GROUP, nobody not in the group): below it the
+    // walk reads the sysctl. (Below a 1777 directory it refuses on the
+    // mode before it gets there.)
+    let store = sb.dir.join("store");
+    mkdir(&store, 0, 0o1775);
+    chown(&store, Some(0), Some(30000)).unwrap();
+    let deny = store.join("deny.conf");
     write(&deny, "deny br0\n", 0, 0o644);
     sb.acl(format!("allow all\ninclude {}\n", deny.display()));
+    // The run's fs.protected_hardlinks, pinned by a file of the sandbox's
+    // bound over it (as tests/trust.rs does): the machine's is never read
+    // or changed.
+    let sysctl = |value: &str| {
+        let path = sb.dir.join(format!("protected_hardlinks.{value}"));
+        fs::write(&path, format!("{value}\n")).unwrap();
+        PreMount::Bind {
+            from: CString::new(path.as_os_str().as_encoded_bytes()).unwrap(),
+            to: CString::new("/proc/sys/fs/protected_hardlinks").unwrap(),
+        }
+    };
+    let run = |value: &str, nofile: Option<libc::rlim_t>| {
+        let limit = Duration::from_secs(20);
+        run_as_nobody(&sb, &ns, "br0", Some(sysctl(value)), nofile, limit)
+    };
+    // Both ways with descriptors to spare: on, the deny applies; off, the
+    // refusal is the one this test must never see below.
+    refused(&ns, &run("1", None), 4, "denied by");
+    refused(&ns, &run("0", None), 3, "fs.protected_hardlinks is off");
+    // On, and out of descriptors somewhere along the walk.
     let mut seen = Vec::new();
     for n in 3..12 {
-        let o = run_as_nobody(&sb, &ns, "br0", None, Some(n), Duration::from_secs(20));
-        not_granted(&ns, &o, &format!("RLIMIT_NOFILE {n}"));
+        let o = run("1", Some(n));
+        assert_eq!(o.fds, 0, "RLIMIT_NOFILE {n}: a tap ({:?})", o.stderr);
+        assert_ne!(o.code, Some(0), "RLIMIT_NOFILE {n}: status 0");
         seen.push((n, o.code, o.stderr.trim().to_string()));
     }
+    assert_no_taps(&ns);
     for (n, code, stderr) in &seen {
         assert!(
             !stderr.contains("protected_hardlinks is off"),
             "RLIMIT_NOFILE {n}: status {code:?}, {stderr:?} (all runs: {seen:#?})"
         );
     }
+    // Some limit ran out at the sysctl's read (status 5), so the loop
+    // covered the case at all.
+    assert!(
+        seen.iter().any(|(_, code, _)| *code == Some(5)),
+        "no run ran out of descriptors: {seen:#?}"
+    );
 }
 
 const LANDLOCK_ACCESS_FS_READ_FILE: u64 = 1 << 2;
@@ -409,5 +480,13 @@ fn an_include_that_a_mac_policy_hides_is_not_skipped() {
         Some(read_only_beneath(&allowed)),
         Duration::from_secs(20),
     );
-    not_granted(&ns, &o, "a deny include hidden by a MAC policy");
+    refused(
+        &ns,
+        &o,
+        3,
+        &format!(
+            "{0}: {0} could not be read although its permissions allow the calling user to read it: a security module",
+            deny.display()
+        ),
+    );
 }

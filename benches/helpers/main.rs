@@ -217,7 +217,7 @@ fn real_main() -> Res<()> {
             )
             .into());
         }
-        sys::make_tun_node(&dir.join("tun")).map_err(|e| format!("mknod tun: {e}"))?;
+        sys::make_tun_node(&dir.join("tun"), 0o666).map_err(|e| format!("mknod tun: {e}"))?;
     }
 
     // programs

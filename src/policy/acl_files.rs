@@ -311,16 +311,25 @@ mod tests {
             .file("/etc/qemu/a", "include bridge.conf\n");
         assert!(verdict(&t, "br0").unwrap_err().contains("forms a cycle"));
 
-        let mut t = Tree::default().file("/etc/qemu/bridge.conf", "include 1\n");
-        let names: Vec<&'static str> = (1..=12)
-            .map(|i| &*Box::leak(format!("include {}\n", i + 1).into_boxed_str()))
-            .collect();
-        for (i, text) in names.iter().enumerate() {
-            t = t.file(&format!("/etc/qemu/{}", i + 1), text);
-        }
-        assert!(verdict(&t, "br0")
-            .unwrap_err()
-            .contains("nest deeper than 8"));
+        // The boundary: MAX_DEPTH levels of include below the main file
+        // are read (as QEMU reads them), one more is refused.
+        let chain = |levels: usize| {
+            let mut t = Tree::default().file("/etc/qemu/bridge.conf", "include 1\n");
+            for i in 1..=levels {
+                let text = if i == levels {
+                    "allow br0\n".to_string()
+                } else {
+                    format!("include {}\n", i + 1)
+                };
+                t = t.file(&format!("/etc/qemu/{i}"), Box::leak(text.into_boxed_str()));
+            }
+            t
+        };
+        assert_eq!(verdict(&chain(MAX_DEPTH), "br0"), Ok("allowed"));
+        assert_eq!(
+            verdict(&chain(MAX_DEPTH + 1), "br0").unwrap_err(),
+            "/etc/qemu/8:1: includes nest deeper than 8 levels"
+        );
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! sandbox directory. The program under test runs inside that namespace and
 //! inside a private mount namespace whose /etc is a read-only overlay with
 //! the sandbox's `qemu/` on top, so the compiled-in /etc/qemu/bridge.conf is
-//! the test's file and the machine's /etc is never touched.
+//! the test's file and the machine's /etc is never touched. Its /dev is
+//! the machine's too, with two entries of the sandbox's own on top: a
+//! /dev/net/tun of the mode the test asks for (never the machine's mode)
+//! and a /dev/log that only the sandbox reads (no run writes to the
+//! machine's log).
 //!
 //! What the benchmark needs too (the QEMU reference, tap flags, sockets,
 //! SCM_RIGHTS, the tun node and the overlay mount) is in `sys.rs`,
@@ -18,7 +22,7 @@ pub use sys::{
     qemu_reference_helper, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_VNET_HDR, NOBODY, QEMU_HELPER,
 };
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -199,9 +203,12 @@ impl Mode {
 }
 
 /// A temporary directory (0755, removed on drop) holding the /etc/qemu
-/// layer, helper copies and a world-usable tun node.
+/// layer, helper copies, the /dev layer (a /dev/log socket) and tun nodes
+/// of both modes.
 pub struct Sandbox {
     pub dir: PathBuf,
+    /// Bound at the runs' /dev/log: what they log stays here.
+    syslog: std::os::unix::net::UnixDatagram,
 }
 
 impl Sandbox {
@@ -210,15 +217,70 @@ impl Sandbox {
         let dir = std::env::temp_dir().join(unique("bht-sandbox-"));
         fs::create_dir_all(dir.join("layer/qemu")).unwrap();
         fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::create_dir_all(dir.join("dev-layer/net")).unwrap();
+        fs::create_dir_all(dir.join("dev-stash")).unwrap();
         for d in [
             &dir,
             &dir.join("layer"),
             &dir.join("layer/qemu"),
             &dir.join("bin"),
+            &dir.join("dev-layer"),
+            &dir.join("dev-layer/net"),
         ] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        Sandbox { dir }
+        // Mount points for the sandbox's tun node, and its /dev/log.
+        fs::write(dir.join("dev-layer/net/tun"), "").unwrap();
+        let syslog = std::os::unix::net::UnixDatagram::bind(dir.join("dev-layer/log")).unwrap();
+        fs::set_permissions(dir.join("dev-layer/log"), fs::Permissions::from_mode(0o666)).unwrap();
+        syslog.set_nonblocking(true).unwrap();
+        for mode in [0o600, 0o666] {
+            let node = dir.join(format!("tun-{mode:o}"));
+            sys::make_tun_node(&node, mode).unwrap_or_else(|e| panic!("mknod tun: {e}"));
+        }
+        Sandbox { dir, syslog }
+    }
+
+    /// A sandbox whose runs see accounts of its own (see `accounts`).
+    pub fn with_accounts() -> Sandbox {
+        let sb = Sandbox::new();
+        sb.accounts("");
+        sb
+    }
+
+    /// Gives the runs /etc/passwd and /etc/group of the sandbox's own in
+    /// place of the machine's: root, and nobody (65534) whose one group is
+    /// nogroup (65534), plus the lines `more_groups` of /etc/group. A text
+    /// that names an account then holds on any machine, whatever its
+    /// /etc/passwd maps 65534 to and whichever groups list nobody.
+    pub fn accounts(&self, more_groups: &str) -> &Self {
+        let layer = self.dir.join("layer");
+        let write = |name: &str, text: String| {
+            let path = layer.join(name);
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        };
+        write(
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        );
+        write(
+            "group",
+            format!("root:x:0:\nnogroup:x:{NOBODY}:\n{more_groups}"),
+        );
+        self
+    }
+
+    /// Every line the runs have sent to their /dev/log so far.
+    pub fn logged(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = self.syslog.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
     }
 
     /// Writes the main ACL file, root-owned, mode 0644.
@@ -292,16 +354,6 @@ impl Sandbox {
         path
     }
 
-    /// A character device equal to /dev/net/tun but mode 0666, for
-    /// file-capability runs (this machine's own node is 0600).
-    fn tun_node(&self) -> PathBuf {
-        let path = self.dir.join("tun");
-        if !path.exists() {
-            sys::make_tun_node(&path).unwrap_or_else(|e| panic!("mknod tun: {e}"));
-        }
-        path
-    }
-
     /// A Command that runs `program` in `ns`, with this sandbox's /etc/qemu,
     /// as `uid` (with `groups` as supplementary groups) or as root.
     pub fn command(&self, ns: &NetNs, program: impl AsRef<OsStr>, jail: Jail) -> Command {
@@ -309,9 +361,7 @@ impl Sandbox {
         let netns = fs::File::open(ns.netns_path()).expect("open netns");
         let lower = format!("lowerdir={}:/etc", self.dir.join("layer").display());
         let lower = CString::new(lower).unwrap();
-        let tun = jail
-            .tun_0666
-            .then(|| CString::new(self.tun_node().as_os_str().as_bytes()).unwrap());
+        let dev = PrivateDev::new(&self.dir, if jail.tun_0666 { 0o666 } else { 0o600 });
         let groups: Vec<libc::gid_t> = jail.groups.clone();
         // SAFETY: the closure runs between fork and exec and only makes raw
         // system calls on data prepared before the fork (no allocation).
@@ -319,8 +369,9 @@ impl Sandbox {
             cmd.pre_exec(move || {
                 let ok = sys_ok;
                 ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
-                sys::mount_private_etc(&lower, libc::MS_RDONLY, tun.as_deref())
+                sys::mount_private_etc(&lower, libc::MS_RDONLY, None)
                     .map_err(|_| io::Error::last_os_error())?;
+                dev.mount()?;
                 if let Some(uid) = jail.uid {
                     let gid = jail.gid.unwrap_or(uid);
                     ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
@@ -371,8 +422,105 @@ pub struct Jail {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub groups: Vec<u32>,
-    /// Bind a 0666 tun node over /dev/net/tun.
+    /// The run's /dev/net/tun is mode 0666 (Debian's, with udev), else
+    /// 0600; never whatever the machine's own node is.
     pub tun_0666: bool,
+}
+
+/// The run's /dev: an overlay of the sandbox's `dev-layer` on the
+/// machine's /dev (read-only), the machine's mounts under /dev (pts, shm)
+/// carried over, and bound on top the sandbox's /dev/log socket and its
+/// tun node of the chosen mode. Paths prepared before the fork; `mount`
+/// runs between fork and exec, in the run's own mount namespace.
+struct PrivateDev {
+    overlay: CString,
+    log: CString,
+    tun: CString,
+    /// (a mount under /dev, where it waits while the overlay goes on)
+    submounts: Vec<(CString, CString)>,
+}
+
+impl PrivateDev {
+    fn new(sandbox: &Path, tun_mode: u32) -> PrivateDev {
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        let layer = sandbox.join("dev-layer");
+        let overlay = format!("lowerdir={}:/dev", layer.display());
+        let mut submounts = Vec::new();
+        for mount_point in mounts_under_dev() {
+            // A mount point of the same kind: a bind of a file (such as a
+            // tun node) needs a file, a directory a directory.
+            let stash = sandbox.join("dev-stash").join(submounts.len().to_string());
+            if !stash.exists() {
+                if mount_point.is_dir() {
+                    fs::create_dir(&stash).unwrap();
+                } else {
+                    fs::write(&stash, "").unwrap();
+                }
+            }
+            submounts.push((c(&mount_point), c(&stash)));
+        }
+        PrivateDev {
+            overlay: CString::new(overlay).unwrap(),
+            log: c(&layer.join("log")),
+            tun: c(&sandbox.join(format!("tun-{tun_mode:o}"))),
+            submounts,
+        }
+    }
+
+    /// Only raw system calls on the prepared strings (no allocation).
+    fn mount(&self) -> io::Result<()> {
+        let bind = |from: &CString, to: &CStr, flags: libc::c_ulong| {
+            // SAFETY: NUL-terminated paths; null where the kernel ignores it.
+            sys_ok(unsafe {
+                libc::mount(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | flags,
+                    std::ptr::null(),
+                )
+            })
+        };
+        for (mount_point, stash) in &self.submounts {
+            bind(mount_point, stash, libc::MS_REC)?;
+        }
+        // SAFETY: as above.
+        sys_ok(unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                c"/dev".as_ptr(),
+                c"overlay".as_ptr(),
+                libc::MS_RDONLY,
+                self.overlay.as_ptr().cast(),
+            )
+        })?;
+        for (mount_point, stash) in &self.submounts {
+            bind(stash, mount_point, libc::MS_REC)?;
+            // SAFETY: a NUL-terminated path.
+            sys_ok(unsafe { libc::umount2(stash.as_ptr(), libc::MNT_DETACH) })?;
+        }
+        bind(&self.log, c"/dev/log", 0)?;
+        bind(&self.tun, c"/dev/net/tun", 0)
+    }
+}
+
+/// The mount points strictly below /dev (devpts, shm...): an overlay of
+/// /dev shows only /dev's own file system.
+fn mounts_under_dev() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with("/dev/") && !p.contains('\\'))
+        .map(PathBuf::from)
+        .collect();
+    // Each mount point once (a mount stacked on another shows twice), and
+    // none below another: the recursive bind carries those along.
+    points.sort();
+    points.dedup();
+    let outer = points.clone();
+    points.retain(|p| !outer.iter().any(|o| o != p && p.starts_with(o)));
+    points
 }
 
 impl Jail {
@@ -880,7 +1028,7 @@ pub fn private_dev(sb: &Sandbox, log: bool) -> Dev {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
     }
     if !dir.join("net/tun").exists() {
-        sys::make_tun_node(&dir.join("net/tun")).unwrap();
+        sys::make_tun_node(&dir.join("net/tun"), 0o666).unwrap();
     }
     let _ = fs::remove_file(dir.join("log"));
     let log = log.then(|| {

@@ -11,7 +11,7 @@
 //!   [`tun_iff`] (TUNGETIFF on a received fd);
 //! - [`socketpair`] and [`recv_with_fds`] (one `recvmsg` with its
 //!   SCM_RIGHTS descriptors);
-//! - [`make_tun_node`] (a 0666 /dev/net/tun twin) and
+//! - [`make_tun_node`] (a /dev/net/tun twin of a given mode) and
 //!   [`mount_private_etc`] (the mount namespace with an overlay /etc);
 //! - [`delete_netns`], for the network-namespace guards.
 //!
@@ -200,15 +200,16 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], dontwait: bool) -> io::Result<
     Ok(got)
 }
 
-/// Makes `path` a character device equal to /dev/net/tun (10, 200) but
-/// mode 0666, for runs whose caller has no right to the machine's 0600 node.
-pub fn make_tun_node(path: &Path) -> io::Result<()> {
+/// Makes `path` a character device equal to /dev/net/tun (10, 200) with
+/// `mode` (0666 as Debian's udev makes it, 0600 as the kernel does), so a
+/// run gets the node it needs whatever the machine's own node is.
+pub fn make_tun_node(path: &Path, mode: u32) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: a valid NUL-terminated path; mknod only reads it.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) } != 0 {
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | mode, libc::makedev(10, 200)) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 /// The step of [`mount_private_etc`] that failed.

@@ -86,17 +86,7 @@ fn libvirt_hint(quoted: &str) -> &'static str {
     }
 }
 
-/// Exit statuses, one per class of failure, as documented in the README.
-pub mod status {
-    pub const USAGE: u8 = 2;
-    pub const ACL_CONFIG: u8 = 3;
-    pub const DENIED: u8 = 4;
-    pub const INSTALLATION: u8 = 5;
-    pub const FD: u8 = 6;
-    pub const BRIDGE: u8 = 7;
-    pub const KERNEL: u8 = 8;
-    pub const INTERNAL: u8 = 70;
-}
+pub use crate::report::status;
 
 impl Error {
     pub fn status(&self) -> u8 {

@@ -8,10 +8,14 @@
 
 pub mod checkpoint;
 pub mod fd_passing;
+#[allow(unsafe_code)]
+pub mod memory;
 pub mod netlink;
 pub mod privileges;
 #[allow(unsafe_code)]
 pub mod raw;
+#[allow(unsafe_code)]
+pub mod startup;
 pub mod syslog;
 pub mod trusted_files;
 pub mod users;

@@ -15,7 +15,7 @@ use crate::system::netlink::{IfIndex, Link, PortSetup, PortVlan, Rtnetlink, Setu
 use crate::system::raw::{
     self, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR,
 };
-use crate::taps::naming;
+use crate::taps::{naming, unfinished};
 
 /// The bridge to join, checked to exist and to be a Linux bridge.
 pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> {
@@ -119,7 +119,7 @@ pub fn create(
             })
         }
     };
-    raw::remove_on_abnormal_end(index);
+    unfinished::mark(index);
     Ok(Tap {
         fd: tun,
         queues: Vec::new(),
@@ -152,7 +152,7 @@ impl Tap {
     /// tap (an address set through its fd shows on the tap's index), and
     /// the kernel must count exactly N queues, none detached: no queue but
     /// ours. On failure the run's end deletes the tap by index (see
-    /// `raw::remove_unfinished_tap`): it may hold a queue that is not ours,
+    /// `unfinished::remove`): it may hold a queue that is not ours,
     /// and must not wait for that queue's holder.
     pub fn add_queues(
         &mut self,

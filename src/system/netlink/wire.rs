@@ -62,6 +62,7 @@ const _: () = assert!(libc::AF_BRIDGE == 7);
 
 pub(super) const HDR: usize = 16;
 pub(super) const IFINFO: usize = 16;
+const _: () = assert!(HDR + IFINFO == 32);
 
 /// An interface index: how every request after a link's creation names
 /// it. Unlike a name, it cannot change hands while the link exists, and
@@ -388,20 +389,35 @@ pub(super) fn ack(payload: &[u8]) -> Result<(), NlError> {
     })
 }
 
+/// A request's netlink header and ifinfomsg, the sequence number left 0
+/// and the length that of the two alone: on the stack, so that the
+/// request that deletes an unfinished tap can be made where allocating
+/// may be what failed ([`delete_request`]).
+fn head(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> [u8; HDR + IFINFO] {
+    let mut b = [0u8; HDR + IFINFO];
+    b[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    b[4..6].copy_from_slice(&ty.to_ne_bytes());
+    b[6..8].copy_from_slice(&flags.to_ne_bytes());
+    // Sequence and port id (8..16) stay 0.
+    b[HDR] = AF_UNSPEC;
+    b[HDR + 4..HDR + 8].copy_from_slice(&index.to_ne_bytes());
+    b[HDR + 8..HDR + 12].copy_from_slice(&ifi_flags.to_ne_bytes());
+    b[HDR + 12..HDR + 16].copy_from_slice(&change.to_ne_bytes());
+    b
+}
+
+/// RTM_DELLINK of link `index`, complete, with no ack asked for.
+pub(super) fn delete_request(index: u32) -> [u8; HDR + IFINFO] {
+    head(RTM_DELLINK, NLM_F_REQUEST, index, 0, 0)
+}
+
 /// A request under construction.
 pub(super) struct Message(pub(super) Vec<u8>);
 
 impl Message {
     pub(super) fn new(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> Message {
         let mut b = Vec::with_capacity(256);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
-        b.extend_from_slice(&ty.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&[0; 8]); // sequence (set by finish), port id 0
-        b.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
-        b.extend_from_slice(&index.to_ne_bytes());
-        b.extend_from_slice(&ifi_flags.to_ne_bytes());
-        b.extend_from_slice(&change.to_ne_bytes());
+        b.extend_from_slice(&head(ty, flags, index, ifi_flags, change));
         Message(b)
     }
 

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::access::{Policy, PortRule, Who};
 use crate::policy::acl::{self, Rule, Target};
-use crate::policy::acl_files::{FileText, Files, OpenError, Origin};
+use crate::policy::acl_files::Origin;
 use crate::policy::args::{CheckRequest, UsageError};
 use crate::policy::compiled;
+use crate::policy::files::{FileText, Files, OpenError};
 use crate::policy::settings::Settings;
-use crate::report::error::{status, Error};
+use crate::report::error::Error;
 use crate::report::escape::{quote, Escaped};
+use crate::report::status;
 use crate::steps;
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges::{self, Caller};

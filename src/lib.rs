@@ -8,8 +8,9 @@
 //!   attaching, finding and reaping a user's abandoned taps), through the
 //!   safe functions of `system`.
 //! - [`system`]: the boundary with the operating system. Every `unsafe`
-//!   block and raw system call is in [`system::raw`], each with a
-//!   `SAFETY` note; the other system modules use it or nix's safe wrappers.
+//!   block and raw system call is in a `system` file of its topic (caps,
+//!   files, tun, memory, startup, netlink's ext_ack), each with a `SAFETY`
+//!   note; the other system modules use them or nix's safe wrappers.
 //! - [`report`]: the one error type, its exit statuses, escaping, and the
 //!   one line a run prints.
 //!
@@ -18,8 +19,8 @@
 //! creates anything, shared by `main.rs` and [`check`] (`--check`), so that
 //! the two cannot disagree.
 //!
-//! `unsafe` is denied here and in `main.rs`, and allowed only on
-//! `system::raw`.
+//! `unsafe` is denied here and in `main.rs`, and allowed only on those
+//! `system` files, one `#[allow(unsafe_code)]` each in `system/mod.rs`.
 #![deny(unsafe_code)]
 // As Firecracker does: a cast that can truncate, wrap or lose a sign is a
 // bug waiting for an input; use try_from, from, or cast_signed/unsigned.

@@ -107,6 +107,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let files = SystemFiles::default();
     let rules = steps::rules(&files)?;
     let conf = steps::settings(&files)?;
+    let max_abandoned_taps = conf.max_abandoned_taps;
     let policy = steps::policy(rules, conf, &files, caller.uid)?;
     drop(files);
     // Decided on the name alone first, so that a refused caller learns
@@ -114,7 +115,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     steps::access_by_name(&policy, &request.bridge)?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let access = steps::access(&policy, &mut route, &request.bridge)?;
-    let mut own_taps = reaper::reap(&mut route, caller.uid, policy.conf.max_abandoned_taps)?;
+    let mut own_taps = reaper::reap(&mut route, caller.uid, max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
     // Every queue's descriptor first: a run that cannot have them all

@@ -15,7 +15,8 @@ use nix::unistd::Uid;
 use crate::policy::access::{Identity, Policy, PortRule};
 use crate::policy::accounts::{self, Accounts};
 use crate::policy::acl::{Rule, Verdict};
-use crate::policy::acl_files::{self, Files, Origin};
+use crate::policy::acl_files::{self, Origin};
+use crate::policy::files::Files;
 use crate::policy::ifname::IfName;
 use crate::policy::settings::{self, Settings};
 use crate::policy::{compiled, ifname};
@@ -70,7 +71,8 @@ pub fn policy(
     };
     Ok(Policy {
         acl,
-        conf,
+        grants: conf.grants,
+        ports: conf.ports,
         accounts,
         me,
     })

@@ -21,8 +21,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use bridge_helper::policy::acl::{self, Directive, LineError, Rule, Target, Verdict};
-use bridge_helper::policy::acl_files::{self, ConfigError, FileText, Files, OpenError};
+use bridge_helper::policy::acl_files::{self, ConfigError};
 use bridge_helper::policy::args::{self, UsageError};
+use bridge_helper::policy::files::{FileText, Files, OpenError};
 use bridge_helper::policy::ifname::{self, Invalid};
 use proptest::prelude::*;
 use proptest::sample::select;

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use bridge_helper::policy::acl::{self, Directive, Target, Verdict};
-use bridge_helper::policy::acl_files::{self, FileText, Files, OpenError};
+use bridge_helper::policy::acl_files;
+use bridge_helper::policy::files::{FileText, Files, OpenError};
 use bridge_helper::policy::ifname;
-use bridge_helper::system::trusted_files::Untrusted;
+use bridge_helper::policy::untrusted::Untrusted;
 use libfuzzer_sys::fuzz_target;
 
 const MAIN: &str = "/etc/qemu/bridge.conf";

@@ -20,7 +20,6 @@ use crate::policy::accounts::{self, Accounts};
 use crate::policy::acl::{self, LineError, Rule, Target, Verdict};
 use crate::policy::acl_files::{ConfigError, Origin};
 use crate::policy::ifname;
-use crate::policy::settings::Settings;
 use crate::report::escape::quote;
 
 /// A name longer than any real account's is a typo or an attack.
@@ -370,8 +369,9 @@ impl<'a> Decision<'a, '_> {
 pub struct Policy {
     /// bridge.conf and its includes.
     pub acl: Vec<Rule<Origin>>,
-    /// bridge-helper.conf.
-    pub conf: Settings,
+    /// bridge-helper.conf's grants and port lines.
+    pub grants: Vec<Grant>,
+    pub ports: Vec<PortRule>,
     pub accounts: Accounts,
     pub me: Identity,
 }
@@ -385,8 +385,8 @@ impl Policy {
     ) -> Result<Decision<'_, 'n>, ConfigError> {
         decide(
             &self.acl,
-            &self.conf.grants,
-            &self.conf.ports,
+            &self.grants,
+            &self.ports,
             &self.me,
             &self.accounts,
             must_allow,
@@ -396,7 +396,7 @@ impl Policy {
 
     /// See [`unresolved`].
     pub fn unresolved(&self) -> Vec<(&Origin, &Who)> {
-        unresolved(&self.conf.grants, &self.conf.ports, &self.accounts)
+        unresolved(&self.grants, &self.ports, &self.accounts)
     }
 }
 

@@ -12,8 +12,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::policy::acl::{self, Directive, LineError, Rule};
+use crate::policy::files::{Files, OpenError};
+use crate::policy::untrusted::Untrusted;
 use crate::report::escape::Escaped;
-use crate::system::trusted_files::Untrusted;
 
 /// How deep includes may nest below the main file. QEMU has no limit and
 /// recurses until it crashes on a cycle.
@@ -41,14 +42,6 @@ impl fmt::Display for Origin {
         )
     }
 }
-
-pub struct FileText {
-    /// (device, inode): what a cycle is detected by.
-    pub id: (u64, u64),
-    pub bytes: Vec<u8>,
-}
-
-pub use crate::system::trusted_files::OpenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -93,11 +86,6 @@ impl ConfigError {
             OpenError::Resources(e) => ConfigError::Resources(shown, e),
         }
     }
-}
-
-pub trait Files {
-    /// Reads at most `limit` bytes; more is an error.
-    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError>;
 }
 
 /// Loads the main file and everything it includes, in order.
@@ -191,6 +179,7 @@ fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
 mod tests {
     use super::*;
     use crate::policy::acl::{decide, Target, Verdict};
+    use crate::policy::files::FileText;
     use std::collections::HashMap;
 
     /// An in-memory tree: path -> (inode, contents or an error kind).

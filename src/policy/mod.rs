@@ -2,7 +2,7 @@
 //! helper's own settings, and what an interface name may be.
 //!
 //! Pure code: no system calls (files are read behind
-//! [`acl_files::Files`], implemented in `system`). Driven by the fuzz
+//! [`files::Files`], implemented in `system`). Driven by the fuzz
 //! targets and the property tests.
 #![forbid(unsafe_code)]
 
@@ -12,5 +12,7 @@ pub mod acl;
 pub mod acl_files;
 pub mod args;
 pub mod compiled;
+pub mod files;
 pub mod ifname;
 pub mod settings;
+pub mod untrusted;

@@ -15,7 +15,8 @@ use std::path::Path;
 
 use crate::policy::access::{self, Grant, Line, PortRule, Who};
 use crate::policy::acl::LineError;
-use crate::policy::acl_files::{ConfigError, Files, OpenError, Origin};
+use crate::policy::acl_files::{ConfigError, Origin};
+use crate::policy::files::{Files, OpenError};
 use crate::report::escape::{quote, Escaped};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

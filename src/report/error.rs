@@ -4,6 +4,7 @@ use crate::policy::acl_files::ConfigError;
 use nix::errno::Errno;
 
 use crate::policy::args::{UsageError, USAGE};
+use crate::report::status;
 use crate::system::netlink::NlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +86,6 @@ fn libvirt_hint(quoted: &str) -> &'static str {
         ""
     }
 }
-
-pub use crate::report::status;
 
 impl Error {
     pub fn status(&self) -> u8 {

@@ -15,8 +15,8 @@ use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use crate::system::raw;
-
+#[allow(unsafe_code)]
+mod ext_ack;
 mod wire;
 
 use wire::*;
@@ -62,7 +62,7 @@ impl Rtnetlink {
             SockProtocol::NetlinkRoute,
         )?;
         // Older kernels lack extended acks; errors are then just less wordy.
-        let _ = raw::netlink_ext_ack(fd.as_fd());
+        let _ = ext_ack::netlink_ext_ack(fd.as_fd());
         Ok(Rtnetlink {
             fd,
             seq: 0,

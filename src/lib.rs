@@ -1,9 +1,11 @@
 //! bridge-helper as a library: the modules behind the binary, public so
 //! that fuzz targets, property tests and the benchmark can drive them.
 //!
-//! Four rooms, each with a module doc that says what it may touch:
-//! - [`policy`]: what is allowed (command line, ACL grammar and files,
-//!   settings, interface names). Pure code, no system calls.
+//! Five rooms, each with a module doc that says what it may touch:
+//! - [`cli`]: what the caller asked for (the command line, with clap).
+//! - [`policy`]: what is allowed (bridge.conf, bridge-helper.conf, the
+//!   decision from both, interface names). Pure code, no system calls; it
+//!   owns the types of the interfaces `system` implements for it.
 //! - [`taps`]: what a run does to the kernel's objects (naming, creating,
 //!   attaching, finding and reaping a user's abandoned taps), through the
 //!   safe functions of `system`.
@@ -31,6 +33,7 @@
 )]
 
 pub mod check;
+pub mod cli;
 pub mod policy;
 pub mod report;
 pub mod steps;

@@ -16,7 +16,7 @@
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
-use bridge_helper::policy::args::{self, Command};
+use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
 use bridge_helper::report::escape::quote;
 use bridge_helper::report::{audit, output, status};
@@ -83,7 +83,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
-    let request = match args::parse(&argv)? {
+    let request = match cli::parse(&argv)? {
         Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
         Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
         Command::Check(request) => {
@@ -154,10 +154,10 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
 /// is revoked.
 fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Error> {
     if !caller.uid.is_root() {
-        return Err(args::UsageError::NotRoot(quote(spec)).into());
+        return Err(cli::UsageError::NotRoot(quote(spec)).into());
     }
     caller.require_net_admin()?;
-    let user = users::find(spec).ok_or_else(|| args::UsageError::NoUser(quote(spec)))?;
+    let user = users::find(spec).ok_or_else(|| cli::UsageError::NoUser(quote(spec)))?;
     let uid = Uid::from_raw(user.uid);
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let removed = reaper::remove_all_abandoned(&mut route, uid)?;

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use bridge_helper::policy::args::{self, Command};
+use bridge_helper::cli::{self, Command};
 use bridge_helper::policy::ifname;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|a| OsString::from_vec(a.to_vec()))
             .collect()
     };
-    let parsed = args::parse(&argv);
+    let parsed = cli::parse(&argv);
     match parsed {
         Ok(Command::Help) => assert_eq!(argv, [OsString::from("--help")]),
         Ok(Command::Version) => assert_eq!(argv, [OsString::from("--version")]),
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 request.use_vnet,
                 argv.iter().any(|a| a.as_encoded_bytes() == b"--use-vnet")
             );
-            assert!((1..=args::MAX_QUEUES).contains(&request.queues));
+            assert!((1..=cli::MAX_QUEUES).contains(&request.queues));
             let asked = argv
                 .iter()
                 .any(|a| a.as_encoded_bytes().starts_with(b"--queues="));

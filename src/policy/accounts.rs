@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::policy::acl_files::ConfigError;
+use crate::policy::bridge_conf::includes::ConfigError;
 use crate::policy::files::{Files, OpenError};
 
 pub const PASSWD: &str = "/etc/passwd";

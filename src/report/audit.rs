@@ -8,7 +8,7 @@
 
 use nix::unistd::Uid;
 
-use crate::policy::acl_files::Origin;
+use crate::policy::bridge_conf::includes::Origin;
 use crate::report::error::Error;
 use crate::report::escape::{quote, Escaped};
 use crate::system::{process, syslog};

@@ -1,9 +1,9 @@
 //! Every way a run can fail, and the exit status each class maps to.
 
-use crate::policy::acl_files::ConfigError;
+use crate::policy::bridge_conf::includes::ConfigError;
 use nix::errno::Errno;
 
-use crate::policy::args::{UsageError, USAGE};
+use crate::cli::{UsageError, USAGE};
 use crate::report::status;
 use crate::system::netlink::NlError;
 

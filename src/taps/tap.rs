@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::policy::access::PortSettings;
+use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname::IfName;
 use crate::report::error::Error;
 use crate::report::escape::quote;

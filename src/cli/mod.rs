@@ -11,6 +11,7 @@
 //! `--use-vnet` to a helper string that may already carry one), every other
 //! option at most once. Adding an option is a row there and a line in
 //! [`parse`] reading it.
+#![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

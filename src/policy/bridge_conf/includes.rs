@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::acl::{self, Directive, LineError, Rule};
+use crate::policy::bridge_conf::{self, Directive, LineError, Rule};
 use crate::policy::files::{Files, OpenError};
 use crate::policy::untrusted::Untrusted;
 use crate::report::escape::Escaped;
@@ -136,12 +136,12 @@ impl<F: Files> Walk<'_, F> {
         }
         self.budget = self.budget.saturating_sub(text.bytes.len() as u64);
         self.stack.push(text.id);
-        for (number, line) in acl::lines(&text.bytes) {
+        for (number, line) in bridge_conf::lines(&text.bytes) {
             let origin = Origin {
                 file: path.to_path_buf(),
                 line: number,
             };
-            match acl::parse_line(line) {
+            match bridge_conf::parse_line(line) {
                 Err(e) => return Err(ConfigError::Syntax(origin, e)),
                 Ok(None) => {}
                 Ok(Some(Directive::Allow(target))) => self.rules.push(Rule {
@@ -178,7 +178,7 @@ fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::acl::{decide, Target, Verdict};
+    use crate::policy::bridge_conf::{decide, Target, Verdict};
     use crate::policy::files::FileText;
     use std::collections::HashMap;
 

@@ -14,14 +14,17 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::access::{Policy, PortRule, Who};
-use crate::policy::acl::{self, Rule, Target};
-use crate::policy::acl_files::{FileText, Files, OpenError, Origin};
-use crate::policy::args::{CheckRequest, UsageError};
+use crate::cli::{CheckRequest, UsageError};
+use crate::policy::bridge_conf::includes::Origin;
+use crate::policy::bridge_conf::{self, Rule, Target};
 use crate::policy::compiled;
-use crate::policy::settings::Settings;
-use crate::report::error::{status, Error};
+use crate::policy::decision::Policy;
+use crate::policy::files::{FileText, Files, OpenError};
+use crate::policy::helper_conf::lines::{PortRule, Who};
+use crate::policy::helper_conf::Settings;
+use crate::report::error::Error;
 use crate::report::escape::{quote, Escaped};
+use crate::report::status;
 use crate::steps;
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges::{self, Caller};
@@ -492,8 +495,8 @@ impl<'f, F: Files> Recording<'f, F> {
     /// at which a run stops.
     fn syntax_errors(&self, out: &mut Report) {
         for (path, text) in self.texts.borrow().iter() {
-            for (line, bytes) in acl::lines(text) {
-                if let Err(e) = acl::parse_line(bytes) {
+            for (line, bytes) in bridge_conf::lines(text) {
+                if let Err(e) = bridge_conf::parse_line(bytes) {
                     let origin = Origin {
                         file: path.clone(),
                         line,

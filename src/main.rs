@@ -16,23 +16,28 @@
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
-use bridge_helper::policy::args::{self, Command};
-use bridge_helper::report::error::{self, Error};
+use bridge_helper::cli::{self, Command};
+use bridge_helper::report::error::Error;
 use bridge_helper::report::escape::quote;
-use bridge_helper::report::{audit, output};
+use bridge_helper::report::{audit, output, status};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
 use bridge_helper::system::users;
-use bridge_helper::system::{fd_passing, privileges, raw};
-use bridge_helper::taps::{reaper, tap};
+use bridge_helper::system::{fd_passing, memory, privileges, startup};
+use bridge_helper::taps::{reaper, tap, unfinished};
 use bridge_helper::{check, steps};
 use nix::unistd::Uid;
 
-/// A bump arena for the run's short life; allocation failure is an exit
-/// with status 5, never an abort.
+/// The system allocator; running out of memory is the clean exit (status
+/// 5, the unfinished tap removed), never an abort.
 #[global_allocator]
-static ALLOCATOR: raw::Arena = raw::Arena::new();
+static ALLOCATOR: memory::ExitWhenExhausted = memory::ExitWhenExhausted::new(out_of_memory);
+
+fn out_of_memory() -> ! {
+    unfinished::remove();
+    startup::exit_now(b"bridge-helper: out of memory (is RLIMIT_AS or RLIMIT_DATA too low?)\n")
+}
 
 // Before Rust's own start-up code, which can fail on a hostile process
 // state (a tiny stack, an RLIMIT_AS with no room for its signal stack) and
@@ -44,13 +49,13 @@ bridge_helper::run_before_std_init!(EARLY_SETUP = early_setup);
 
 extern "C" fn early_setup() {
     // Stack first: everything after it may need more than a tiny limit.
-    raw::ensure_stack();
+    startup::ensure_stack();
     output::install_panic_hook();
-    raw::leave_faults_to_the_kernel();
+    startup::leave_faults_to_the_kernel();
 }
 
 fn main() -> ExitCode {
-    raw::ignore_sigxfsz();
+    startup::ignore_sigxfsz();
     let mut audit = audit::Record::default();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
         .unwrap_or(Err(Error::Internal));
@@ -58,12 +63,12 @@ fn main() -> ExitCode {
         // Whatever failed, even a panic: no tap outlives a failed run, not
         // even a multiqueue tap made persistent through a queue attached
         // and closed while it had no owner.
-        raw::remove_unfinished_tap();
+        unfinished::remove();
         audit.failed(e);
     }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Internal) => ExitCode::from(error::status::INTERNAL),
+        Err(Error::Internal) => ExitCode::from(status::INTERNAL),
         Err(Error::Checked(status)) => ExitCode::from(status),
         Err(e) => {
             output::notice(&e.to_string());
@@ -78,7 +83,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
-    let request = match args::parse(&argv)? {
+    let request = match cli::parse(&argv)? {
         Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
         Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
         Command::Check(request) => {
@@ -102,6 +107,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     let files = SystemFiles::default();
     let rules = steps::rules(&files)?;
     let conf = steps::settings(&files)?;
+    let max_abandoned_taps = conf.max_abandoned_taps;
     let policy = steps::policy(rules, conf, &files, caller.uid)?;
     drop(files);
     // Decided on the name alone first, so that a refused caller learns
@@ -109,7 +115,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     steps::access_by_name(&policy, &request.bridge)?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let access = steps::access(&policy, &mut route, &request.bridge)?;
-    let mut own_taps = reaper::reap(&mut route, caller.uid, policy.conf.max_abandoned_taps)?;
+    let mut own_taps = reaper::reap(&mut route, caller.uid, max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
     // Every queue's descriptor first: a run that cannot have them all
@@ -140,7 +146,7 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     // Before the fd leaves: once the caller has it, it may kill us.
     audit.granted(&tap.name, &access.rule);
     fd_passing::send(socket, request.fd, &tap.fds())?;
-    raw::tap_handed_over();
+    unfinished::handed_over();
     Ok(())
 }
 
@@ -148,10 +154,10 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
 /// is revoked.
 fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Error> {
     if !caller.uid.is_root() {
-        return Err(args::UsageError::NotRoot(quote(spec)).into());
+        return Err(cli::UsageError::NotRoot(quote(spec)).into());
     }
     caller.require_net_admin()?;
-    let user = users::find(spec).ok_or_else(|| args::UsageError::NoUser(quote(spec)))?;
+    let user = users::find(spec).ok_or_else(|| cli::UsageError::NoUser(quote(spec)))?;
     let uid = Uid::from_raw(user.uid);
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let removed = reaper::remove_all_abandoned(&mut route, uid)?;

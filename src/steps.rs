@@ -12,12 +12,14 @@ use std::path::Path;
 
 use nix::unistd::Uid;
 
-use crate::policy::access::{Identity, Policy, PortRule};
 use crate::policy::accounts::{self, Accounts};
-use crate::policy::acl::{Rule, Verdict};
-use crate::policy::acl_files::{self, Files, Origin};
+use crate::policy::bridge_conf::includes::{self, Origin};
+use crate::policy::bridge_conf::{Rule, Verdict};
+use crate::policy::decision::Policy;
+use crate::policy::files::Files;
+use crate::policy::helper_conf::lines::{Identity, PortRule};
+use crate::policy::helper_conf::{self, Settings};
 use crate::policy::ifname::IfName;
-use crate::policy::settings::{self, Settings};
 use crate::policy::{compiled, ifname};
 use crate::report::error::Error;
 use crate::report::escape::quote;
@@ -28,14 +30,14 @@ use crate::taps::tap;
 /// The ACL file and everything it includes, read with `files` (as the
 /// caller: both paths call this after the privilege drop).
 pub fn rules(files: &impl Files) -> Result<Vec<Rule<Origin>>, Error> {
-    Ok(acl_files::load(files, Path::new(compiled::ACL_FILE))?)
+    Ok(includes::load(files, Path::new(compiled::ACL_FILE))?)
 }
 
 /// This helper's settings and grants (bridge-helper.conf), compiled-in
 /// defaults where the file is silent.
 pub fn settings(files: &impl Files) -> Result<Settings, Error> {
     let defaults = Settings::with_limit(compiled::MAX_ABANDONED);
-    Ok(settings::load(
+    Ok(helper_conf::load(
         files,
         Path::new(compiled::SETTINGS_FILE),
         defaults,
@@ -70,7 +72,8 @@ pub fn policy(
     };
     Ok(Policy {
         acl,
-        conf,
+        grants: conf.grants,
+        ports: conf.ports,
         accounts,
         me,
     })

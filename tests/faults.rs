@@ -120,7 +120,7 @@ fn check_run(ns: &NetNs, run: HelperRun) -> Vec<String> {
     } else if run.code.is_some() && fds != 0 {
         bad.push(format!("status {:?} yet {fds} fds were sent", run.code));
     }
-    if run.code == Some(i32::from(bridge_helper::report::error::status::INTERNAL)) {
+    if run.code == Some(i32::from(bridge_helper::report::status::INTERNAL)) {
         bad.push(format!(
             "status 70 (a panic or internal error): {}",
             run.stderr.trim()

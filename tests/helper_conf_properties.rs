@@ -13,13 +13,14 @@
 
 use std::path::PathBuf;
 
-use bridge_helper::policy::access::{
+use bridge_helper::policy::accounts::{self, Accounts};
+use bridge_helper::policy::bridge_conf::includes::Origin;
+use bridge_helper::policy::bridge_conf::{Rule, Target, Verdict};
+use bridge_helper::policy::decision;
+use bridge_helper::policy::helper_conf::lines::{
     self, Account, Grant, Identity, Line, PortRule, PortSettings, Who,
 };
-use bridge_helper::policy::accounts::{self, Accounts};
-use bridge_helper::policy::acl::{Rule, Target, Verdict};
-use bridge_helper::policy::acl_files::Origin;
-use bridge_helper::policy::settings::{self, Settings};
+use bridge_helper::policy::helper_conf::{self, Settings};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -168,7 +169,7 @@ proptest! {
     ) {
         for text in [bytes, words.concat().into_bytes()] {
             let _ = accounts::parse(&text);
-            if let Ok(s) = settings::parse(&text, Settings::with_limit(4)) {
+            if let Ok(s) = helper_conf::parse(&text, Settings::with_limit(4)) {
                 for p in &s.ports {
                     let all = p.settings.vlans();
                     prop_assert!(all.iter().all(|(v, _)| (1..=4094).contains(v)));
@@ -198,7 +199,7 @@ proptest! {
         let line = format!("port {bridge}{qualifier}{words}");
         let split: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
         prop_assert_eq!(
-            access::parse_words(&split),
+            lines::parse_words(&split),
             Some(Ok(Line::Port(bridge.as_bytes().to_vec(), who, settings))),
             "{}", line
         );
@@ -214,7 +215,7 @@ proptest! {
     ) {
         let must: [&[u8]; 1] = [asked.as_bytes()];
         let also: [&[u8]; 1] = [alt.as_bytes()];
-        let d = access::decide(&acl, &grants, &[], &me, &names(), &must, &also).unwrap();
+        let d = decision::decide(&acl, &grants, &[], &me, &names(), &must, &also).unwrap();
         match plain_verdict(&acl, &[asked.as_bytes(), alt.as_bytes()]) {
             Some(false) => prop_assert!(matches!(d.verdict, Verdict::Denied(_))),
             Some(true) => prop_assert!(matches!(d.verdict, Verdict::Allowed(_))),
@@ -228,7 +229,7 @@ proptest! {
             }
         }
         // No grant at all: exactly bridge.conf's decision.
-        let alone = access::decide(&acl, &[], &[], &me, &names(), &must, &also).unwrap();
+        let alone = decision::decide(&acl, &[], &[], &me, &names(), &must, &also).unwrap();
         prop_assert_eq!(
             matches!(alone.verdict, Verdict::Allowed(_)),
             plain_verdict(&acl, &[asked.as_bytes(), alt.as_bytes()]) == Some(true)
@@ -248,7 +249,7 @@ proptest! {
         let users: Vec<&PortRule> = ports.iter().filter(|p| matches!(p.who, Who::User(_)) && applies(p)).collect();
         let groups: Vec<&PortRule> = ports.iter().filter(|p| matches!(p.who, Who::Group(_)) && applies(p)).collect();
         let wide: Vec<&PortRule> = ports.iter().filter(|p| p.who == Who::Everyone && applies(p)).collect();
-        let got = access::decide(&acl, &[], &ports, &me, &names(), &bridge_names[..1], &bridge_names[1..]);
+        let got = decision::decide(&acl, &[], &ports, &me, &names(), &bridge_names[..1], &bridge_names[1..]);
         let level = if !users.is_empty() { users } else if !groups.is_empty() { groups } else { wide };
         match got {
             Ok(d) => {

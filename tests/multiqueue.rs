@@ -285,13 +285,13 @@ fn no_one_else_can_attach_once_the_tap_is_handed_over() {
 /// `Tap::add_queues` skips the tap's own cleanup, and a multiqueue tap made
 /// persistent through a queue attached while it had no owner would stay.
 /// Such an end deletes the tap by index with raw system calls only
-/// (`raw::remove_unfinished_tap`, called from the out-of-memory exit and on
+/// (`taps::unfinished::remove`, called from the out-of-memory exit and on
 /// every failed outcome). This drives that deletion against the kernel: a
 /// persistent tap, marked, is gone after it, and a second call is a no-op.
 #[test]
 fn an_abnormal_end_deletes_the_unfinished_tap() {
     use bridge_helper::system::netlink::IfIndex;
-    use bridge_helper::system::raw;
+    use bridge_helper::taps::unfinished;
     let ns = NetNs::with_bridge(1500);
     ns.ip(&[
         "tuntap",
@@ -312,13 +312,13 @@ fn an_abnormal_end_deletes_the_unfinished_tap() {
     std::thread::spawn(move || {
         // SAFETY: setns on a live fd; per-thread, and this thread ends here.
         sys_ok(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }).unwrap();
-        raw::remove_on_abnormal_end(IfIndex(index));
-        raw::remove_unfinished_tap();
-        raw::remove_unfinished_tap();
+        unfinished::mark(IfIndex(index));
+        unfinished::remove();
+        unfinished::remove();
         // Handed over: nothing to remove.
-        raw::remove_on_abnormal_end(IfIndex(index + 1));
-        raw::tap_handed_over();
-        raw::remove_unfinished_tap();
+        unfinished::mark(IfIndex(index + 1));
+        unfinished::handed_over();
+        unfinished::remove();
     })
     .join()
     .unwrap();

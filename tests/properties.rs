@@ -20,9 +20,10 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use bridge_helper::policy::acl::{self, Directive, LineError, Rule, Target, Verdict};
-use bridge_helper::policy::acl_files::{self, ConfigError, FileText, Files, OpenError};
-use bridge_helper::policy::args::{self, UsageError};
+use bridge_helper::cli::{self, UsageError};
+use bridge_helper::policy::bridge_conf::includes::{self, ConfigError};
+use bridge_helper::policy::bridge_conf::{self, Directive, LineError, Rule, Target, Verdict};
+use bridge_helper::policy::files::{FileText, Files, OpenError};
 use bridge_helper::policy::ifname::{self, Invalid};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -58,8 +59,8 @@ impl Files for Tree {
     }
 }
 
-fn verdict(rules: &[Rule<acl_files::Origin>], bridge: &[u8]) -> bool {
-    matches!(acl::decide(rules, bridge), Verdict::Allowed(_))
+fn verdict(rules: &[Rule<includes::Origin>], bridge: &[u8]) -> bool {
+    matches!(bridge_conf::decide(rules, bridge), Verdict::Allowed(_))
 }
 
 // ---------------------------------------------------------------------------
@@ -443,22 +444,22 @@ proptest! {
         inc in select(vec!["include 1\n", "include /etc/qemu/2\n", "include ../qemu/bridge.conf\n", ""]),
     ) {
         let text = [inc.as_bytes(), &bytes].concat();
-        for (number, line) in acl::lines(&text) {
+        for (number, line) in bridge_conf::lines(&text) {
             prop_assert!(number >= 1);
             prop_assert!(!line.contains(&b'\n'));
-            match acl::parse_line(line) {
+            match bridge_conf::parse_line(line) {
                 Ok(Some(Directive::Allow(Target::Bridge(n)) | Directive::Deny(Target::Bridge(n)))) => {
                     prop_assert!(ifname::validate(&n).is_ok());
                 }
-                Ok(_) => prop_assert!(line.len() <= acl::MAX_LINE && !line.contains(&0)),
+                Ok(_) => prop_assert!(line.len() <= bridge_conf::MAX_LINE && !line.contains(&0)),
                 Err(e) => prop_assert!(!e.to_string().contains('\n')),
             }
         }
         let tree = byte_tree(&text);
-        match acl_files::load(&tree, Path::new(MAIN)) {
+        match includes::load(&tree, Path::new(MAIN)) {
             Ok(rules) => {
                 for b in BRIDGES {
-                    let _ = acl::decide(&rules, b.as_bytes());
+                    let _ = bridge_conf::decide(&rules, b.as_bytes());
                 }
             }
             Err(e) => prop_assert!(!e.to_string().contains('\n')),
@@ -489,10 +490,10 @@ proptest! {
             target: if all { Target::All } else { Target::Bridge(names[who].to_vec()) },
         };
         list.insert(at.index(list.len() + 1), deny);
-        prop_assert!(matches!(acl::decide(&list, names[who]), Verdict::Denied(_)));
+        prop_assert!(matches!(bridge_conf::decide(&list, names[who]), Verdict::Denied(_)));
         if all {
             for n in names {
-                prop_assert!(matches!(acl::decide(&list, n), Verdict::Denied(_)));
+                prop_assert!(matches!(bridge_conf::decide(&list, n), Verdict::Denied(_)));
             }
         }
     }
@@ -517,14 +518,14 @@ proptest! {
             .collect();
         let must: Vec<&[u8]> = must.iter().map(|&i| names[i]).collect();
         let also: Vec<&[u8]> = also.iter().map(|&i| names[i]).collect();
-        let (_, verdict) = acl::decide_names(&list, &must, &also);
+        let (_, verdict) = bridge_conf::decide_names(&list, &must, &also);
         let denied = must
             .iter()
             .chain(&also)
-            .any(|n| matches!(acl::decide(&list, n), Verdict::Denied(_)));
+            .any(|n| matches!(bridge_conf::decide(&list, n), Verdict::Denied(_)));
         let all_allowed = must
             .iter()
-            .all(|n| matches!(acl::decide(&list, n), Verdict::Allowed(_)));
+            .all(|n| matches!(bridge_conf::decide(&list, n), Verdict::Allowed(_)));
         match verdict {
             Verdict::Denied(_) => prop_assert!(denied),
             Verdict::Allowed(_) => prop_assert!(!denied && all_allowed),
@@ -555,8 +556,8 @@ proptest! {
             (MAIN.into(), main.join("\n").into_bytes()),
             ("/etc/qemu/inc.conf".into(), inc.join("\n").into_bytes()),
         ]);
-        let rules = acl_files::load(&tree, Path::new(MAIN)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert!(matches!(acl::decide(&rules, who.as_bytes()), Verdict::Denied(_)));
+        let rules = includes::load(&tree, Path::new(MAIN)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(matches!(bridge_conf::decide(&rules, who.as_bytes()), Verdict::Denied(_)));
     }
 
     /// 16+ bytes: refused as --br (before the ACL is read), an error as an
@@ -573,7 +574,7 @@ proptest! {
             argv(&[b"--use-vnet", fd_arg.as_bytes(), &br]),
         ] {
             prop_assert_eq!(
-                args::parse(&args).err(),
+                cli::parse(&args).err(),
                 Some(UsageError::BadBridge(bridge_helper::report::escape::quote(&long), Invalid::TooLong(long.len())))
             );
         }
@@ -585,7 +586,7 @@ proptest! {
         for cmd in [&b"allow "[..], b"deny ", b"deny\t"] {
             let line = [cmd, &clean].concat();
             prop_assert_eq!(
-                acl::parse_line(&line),
+                bridge_conf::parse_line(&line),
                 Err(LineError::BadName(bridge_helper::report::escape::quote(&clean), Invalid::TooLong(clean.len())))
             );
         }
@@ -593,14 +594,14 @@ proptest! {
         let prefix = &clean[..15];
         if usable_name(prefix) {
             let rules = [Rule { origin: 0, allow: true, target: Target::Bridge(prefix.to_vec()) }];
-            prop_assert_eq!(acl::decide(&rules, &clean), Verdict::NoAllow);
+            prop_assert_eq!(bridge_conf::decide(&rules, &clean), Verdict::NoAllow);
         }
     }
 
     /// QEMU's grammar means the same here as there.
     #[test]
     fn a_file_in_qemus_grammar_means_the_same_here(tree in qemu_tree()) {
-        let ours = acl_files::load(&tree, Path::new(MAIN));
+        let ours = includes::load(&tree, Path::new(MAIN));
         let q = qemu(&tree);
         match &ours {
             Ok(rules) => {
@@ -627,7 +628,7 @@ proptest! {
                     let deviates = tree
                         .0
                         .iter()
-                        .flat_map(|(_, bytes)| acl::lines(bytes).map(|(_, l)| l))
+                        .flat_map(|(_, bytes)| bridge_conf::lines(bytes).map(|(_, l)| l))
                         .any(line_deviates);
                     prop_assert!(deviates, "QEMU accepts this tree, we refuse it: {e}");
                 }
@@ -649,7 +650,7 @@ fn model_sanity() {
         "QEMU reads the cut tail as a rule"
     );
     assert!(
-        acl_files::load(&tree, Path::new(MAIN)).is_err(),
+        includes::load(&tree, Path::new(MAIN)).is_err(),
         "we refuse it"
     );
 
@@ -659,12 +660,12 @@ fn model_sanity() {
         qemu_allows(&q.rules, b"br0"),
         "QEMU's deny names 'br0 # old'"
     );
-    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
+    assert!(includes::load(&tree, Path::new(MAIN)).is_err());
 
     let tree = Tree(vec![(MAIN.into(), b"allow\tbr0\n".to_vec())]);
     assert!(qemu_allows(&qemu(&tree).rules, b"br0"));
     assert!(verdict(
-        &acl_files::load(&tree, Path::new(MAIN)).unwrap(),
+        &includes::load(&tree, Path::new(MAIN)).unwrap(),
         b"br0"
     ));
 
@@ -673,13 +674,13 @@ fn model_sanity() {
         qemu(&tree).main_failed,
         "the first space splits: command 'allow\\tbr0'"
     );
-    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
+    assert!(includes::load(&tree, Path::new(MAIN)).is_err());
 
     // Vertical tab is not glib white space: QEMU reads the name "\vbr0"
     // (matching nothing); we refuse the name.
     let tree = Tree(vec![(MAIN.into(), b"allow \x0bbr0\n".to_vec())]);
     assert!(!qemu_allows(&qemu(&tree).rules, b"br0"));
-    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
+    assert!(includes::load(&tree, Path::new(MAIN)).is_err());
 
     // An error in an include: QEMU keeps what came before it, we refuse.
     let tree = Tree(vec![
@@ -692,5 +693,5 @@ fn model_sanity() {
     let q = qemu(&tree);
     assert!(!q.main_failed && q.any_error);
     assert_eq!(q.rules, vec![QRule::Allow(b"br0".to_vec())]);
-    assert!(acl_files::load(&tree, Path::new(MAIN)).is_err());
+    assert!(includes::load(&tree, Path::new(MAIN)).is_err());
 }

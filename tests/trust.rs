@@ -870,7 +870,7 @@ mod model {
     /// The walk's verdict on `path`, through `files` (which keeps the
     /// directories of earlier reads, as one run does).
     pub fn walk(files: &SystemFiles, path: &Path) -> Outcome {
-        use bridge_helper::policy::acl_files::{Files, OpenError};
+        use bridge_helper::policy::files::{Files, OpenError};
         match files.read(path, 1 << 20) {
             Ok(text) => Outcome::Read(text.bytes),
             Err(OpenError::Missing) => Outcome::Missing,

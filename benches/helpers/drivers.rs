@@ -591,19 +591,6 @@ pub fn sanity(ns: &Ns, prog: &Prog, mode: Mode, net: &str) -> Res<String> {
     if !info.contains(",UP") && !info.contains("<UP") {
         problems.push("not up");
     }
-    if prog.role == Role::FloorFeatures {
-        let detail = ip(net, &["-d", "-o", "link", "show", "dev", &name])?;
-        if !detail.contains("alias bridge-helper uid=") {
-            problems.push("no alias");
-        }
-        if !detail.contains("altname bridge-helper.") {
-            problems.push("no slot altname");
-        }
-        let isolated = !prog.args.iter().any(|a| a == "--no-port-options");
-        if isolated && !detail.contains("isolated on ") {
-            problems.push("port not isolated");
-        }
-    }
     Ok(if problems.is_empty() {
         "ok".into()
     } else {

@@ -7,7 +7,11 @@
 //! cargo bench --bench helpers -- --n 200 --k 64 --rounds 3 --taps 0,100,1000
 //! ```
 //!
-//! What it does (see `bench/RESULTS.md` for the last results):
+//! The tables go to stdout and to `target/bench/RESULTS.md`; `--update-results`
+//! writes `bench/RESULTS.md` instead (the figures the repository keeps).
+//! `bench/LEVERS.md` says what was measured and decided.
+//!
+//! What it does:
 //! - creates its own network namespace `bhbench-<pid>` with bridge `bhbr0` (deleted at the end,
 //!   also on error or panic); the machine's own interfaces are never touched;
 //! - prepares one private mount namespace (kept alive by an fd) in which `/etc` is an overlayfs
@@ -20,10 +24,6 @@
 //!   TUNGETIFF, closes it, and checks that the taps vanished;
 //! - runs a no-checks floor beside them (`benches/floor.c`, built with musl-gcc: the kernel's
 //!   work and nothing else) and prints every ratio against it as well as against QEMU's helper;
-//! - runs the same program with `--features` in the sequential phase (the kernel requests of a
-//!   bridge-helper run with `port bhbr0 isolated`, or without port options when `--port` is not
-//!   given, none of its checks) and splits the gap between the floor and bridge-helper into the
-//!   features' kernel work and the rest;
 //! - with `--queues Q` (default 4), runs bridge-helper and the floor with Q queues and with one,
 //!   interleaved, on the empty bridge: the floor's Q / 1 is the kernel's price for a multiqueue
 //!   tap, which no helper can go under.
@@ -78,7 +78,7 @@ struct Opts {
     /// `--queues=Q` runs of bridge-helper and of the floor against one
     /// queue; 0 or 1: none.
     queues: u16,
-    helper: Option<PathBuf>,
+    helper: PathBuf,
     reference: PathBuf,
     out: Option<PathBuf>,
     /// Port settings for every run (bridge-helper.conf `port bhbr0 ...`).
@@ -87,7 +87,14 @@ struct Opts {
 
 const USAGE: &str = "usage: cargo bench --bench helpers -- [--n N] [--k K] [--warmup W] \
 [--rounds R] [--taps 0,100,1000] [--queues Q] [--helper PATH] [--reference PATH] \
-[--out FILE | --no-save] [--port 'isolated learning=off']";
+[--out FILE | --update-results | --no-save] [--port 'isolated learning=off']";
+
+/// Where the tables go unless `--out`, `--update-results` or `--no-save` says otherwise.
+const DEFAULT_OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/RESULTS.md");
+/// The results the repository keeps.
+const KEPT_RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/RESULTS.md");
+/// Our binary, as `cargo bench` builds it.
+const OURS: Option<&str> = option_env!("CARGO_BIN_EXE_bridge-helper");
 
 fn parse_opts() -> Res<Opts> {
     let mut o = Opts {
@@ -97,12 +104,9 @@ fn parse_opts() -> Res<Opts> {
         rounds: 3,
         taps: vec![0, 100, 1000],
         queues: 4,
-        helper: option_env!("CARGO_BIN_EXE_bridge-helper").map(PathBuf::from),
+        helper: PathBuf::from(OURS.unwrap_or("target/release/bridge-helper")),
         reference: PathBuf::from(sys::QEMU_HELPER),
-        out: Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/bench/RESULTS.md"
-        ))),
+        out: Some(PathBuf::from(DEFAULT_OUT)),
         port: None,
     };
     let mut args = std::env::args().skip(1);
@@ -123,9 +127,10 @@ fn parse_opts() -> Res<Opts> {
                 o.taps.dedup();
             }
             "--queues" => o.queues = val("--queues")?.parse()?,
-            "--helper" => o.helper = Some(PathBuf::from(val("--helper")?)),
+            "--helper" => o.helper = PathBuf::from(val("--helper")?),
             "--reference" => o.reference = PathBuf::from(val("--reference")?),
             "--out" => o.out = Some(PathBuf::from(val("--out")?)),
+            "--update-results" => o.out = Some(PathBuf::from(KEPT_RESULTS)),
             "--no-save" => o.out = None,
             "--port" => o.port = Some(val("--port")?),
             "-h" | "--help" => {
@@ -223,7 +228,16 @@ fn real_main() -> Res<()> {
     // programs
     let mut notes = Vec::new();
     let mut progs = Vec::new();
-    let ours_path = o.helper.clone().filter(|p| p.exists());
+    // Ours or nothing: measuring another program in its column would
+    // print a table that reads as ours.
+    if !o.helper.exists() {
+        return Err(format!(
+            "bridge-helper not found at {}: build it with `cargo build --release --locked`, \
+             or pass --helper PATH",
+            o.helper.display()
+        )
+        .into());
+    }
     // QEMU's helper is where a dpkg diversion put it, and must really be QEMU's.
     let is_qemu = o.reference == Path::new(sys::QEMU_HELPER);
     let reference = if is_qemu {
@@ -233,27 +247,10 @@ fn real_main() -> Res<()> {
     };
     let ref_present = reference.exists();
     if is_qemu && ref_present {
-        let ours = ours_path.as_deref().unwrap_or(Path::new(""));
-        sys::check_qemu_helper(&reference, ours)
+        sys::check_qemu_helper(&reference, &o.helper)
             .map_err(|why| format!("the reference is not QEMU's qemu-bridge-helper: {why}"))?;
     }
-    match (&ours_path, ref_present) {
-        (Some(p), _) => progs.push(install(&dir, Role::Ours, "bridge-helper", p, None)?),
-        (None, true) => {
-            notes.push(format!(
-                "**bridge-helper binary not found ({}): its column is a STAND-IN running QEMU's helper**",
-                o.helper.as_ref().map_or("not built".into(), |p| p.display().to_string())
-            ));
-            progs.push(install(
-                &dir,
-                Role::Ours,
-                "bridge-helper [stand-in: QEMU]",
-                &reference,
-                None,
-            )?);
-        }
-        (None, false) => return Err("neither bridge-helper nor the reference helper found".into()),
-    }
+    progs.push(install(&dir, Role::Ours, "bridge-helper", &o.helper, None)?);
     if ref_present {
         let ref_label = if is_qemu {
             "qemu-bridge-helper".to_string()
@@ -281,23 +278,6 @@ fn real_main() -> Res<()> {
         &floor,
         None,
     )?);
-    let mut features = install(
-        &dir,
-        Role::FloorFeatures,
-        "floor + the features' kernel work (benches/floor.c --features)",
-        &floor,
-        None,
-    )?;
-    features.args.push("--features".into());
-    match o.port.as_deref() {
-        None => features.args.push("--no-port-options".into()),
-        Some("isolated") => {}
-        Some(other) => notes.push(format!(
-            "**The feature floor sets only `isolated` on its port; bridge-helper ran with \
-             `port {BRIDGE} {other}`: their comparison is not like for like.**"
-        )),
-    }
-    progs.push(features);
     if cfg!(target_arch = "x86_64") {
         progs.push(install(
             &dir,
@@ -344,9 +324,7 @@ fn real_main() -> Res<()> {
     // helper has no --queues), one queue and Q queues interleaved.
     let mut queues = QueueResults::new();
     if o.queues > 1 {
-        let ours = progs
-            .iter()
-            .find(|p| p.role == Role::Ours && ours_path.is_some());
+        let ours = progs.iter().find(|p| p.role == Role::Ours);
         let floor = progs.iter().find(|p| p.role == Role::FloorWork);
         if let (Some(ours), Some(floor)) = (ours, floor) {
             eprintln!("bench: --queues={} against one queue", o.queues);
@@ -377,10 +355,7 @@ fn real_main() -> Res<()> {
                 o.k
             ));
         }
-        let helpers: Vec<&Prog> = progs
-            .iter()
-            .filter(|p| p.role.runs_concurrently())
-            .collect();
+        let helpers: Vec<&Prog> = progs.iter().filter(|p| p.role.is_helper()).collect();
         let mut rounds: BTreeMap<(Role, Mode), Vec<ConcRound>> = BTreeMap::new();
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut order: Vec<(usize, Mode)> = (0..helpers.len())

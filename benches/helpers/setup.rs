@@ -55,9 +55,6 @@ pub enum Role {
     /// The kernel's work and nothing else (benches/floor.c): what a helper
     /// without ACL, checks or privilege handling would cost.
     FloorWork,
-    /// The kernel requests of a bridge-helper run, with none of its checks
-    /// (`benches/floor.c --features`): what our features cost the kernel.
-    FloorFeatures,
     FloorStatic,
     FloorDyn,
 }
@@ -65,17 +62,7 @@ pub enum Role {
 impl Role {
     /// Programs that make a tap and send its fd.
     pub fn is_helper(self) -> bool {
-        matches!(
-            self,
-            Role::Ours | Role::Reference | Role::FloorWork | Role::FloorFeatures
-        )
-    }
-
-    /// Helpers that the concurrent phase runs K at once. Not the feature
-    /// floor: it takes the first free slot altname without ours' retry, so
-    /// concurrent copies would fail on each other's EEXIST.
-    pub fn runs_concurrently(self) -> bool {
-        self.is_helper() && self != Role::FloorFeatures
+        matches!(self, Role::Ours | Role::Reference | Role::FloorWork)
     }
 }
 
@@ -410,7 +397,6 @@ pub fn install(
         Role::Ours => "bh",
         Role::Reference => "qemu",
         Role::FloorWork => "floor-work",
-        Role::FloorFeatures => "floor-features",
         Role::FloorStatic => "floor-static",
         Role::FloorDyn => "floor-dyn",
     };

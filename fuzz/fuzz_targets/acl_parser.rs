@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use bridge_helper::policy::acl::{self, Directive, Target, Verdict};
-use bridge_helper::policy::acl_files::{self, FileText, Files, OpenError};
+use bridge_helper::policy::bridge_conf::{self, Directive, Target, Verdict};
+use bridge_helper::policy::bridge_conf::includes;
+use bridge_helper::policy::files::{FileText, Files, OpenError};
 use bridge_helper::policy::ifname;
-use bridge_helper::system::trusted_files::Untrusted;
+use bridge_helper::policy::untrusted::Untrusted;
 use libfuzzer_sys::fuzz_target;
 
 const MAIN: &str = "/etc/qemu/bridge.conf";
@@ -67,10 +68,10 @@ fuzz_target!(|data: &[u8]| {
     let files = split_files(data);
     // Every line of every file on its own.
     for file in &files {
-        for (number, line) in acl::lines(file) {
+        for (number, line) in bridge_conf::lines(file) {
             assert!(number >= 1);
             assert!(!line.contains(&b'\n'));
-            match acl::parse_line(line) {
+            match bridge_conf::parse_line(line) {
                 Ok(Some(Directive::Allow(Target::Bridge(n))))
                 | Ok(Some(Directive::Deny(Target::Bridge(n)))) => {
                     // A rule names only what the kernel would keep as is.
@@ -81,14 +82,14 @@ fuzz_target!(|data: &[u8]| {
                 Ok(_) => {}
                 Err(_) => {}
             }
-            if acl::parse_line(line).is_ok() {
-                assert!(line.len() <= acl::MAX_LINE && !line.contains(&0));
+            if bridge_conf::parse_line(line).is_ok() {
+                assert!(line.len() <= bridge_conf::MAX_LINE && !line.contains(&0));
             }
         }
     }
     // The whole tree, as the helper reads it.
     let tree = Tree { files };
-    let Ok(rules) = acl_files::load(&tree, Path::new(MAIN)) else {
+    let Ok(rules) = includes::load(&tree, Path::new(MAIN)) else {
         return;
     };
     let mut names: Vec<Vec<u8>> = vec![b"br0".to_vec(), b"0123456789abcdef".to_vec()];
@@ -108,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
         let allowed = rules.iter().any(|r| {
             r.allow && (r.target == Target::All || r.target == Target::Bridge(name.clone()))
         });
-        match acl::decide(&rules, name) {
+        match bridge_conf::decide(&rules, name) {
             Verdict::Denied(o) => {
                 assert!(denied);
                 let _: &PathBuf = &o.file;

@@ -8,11 +8,12 @@
 
 use std::path::PathBuf;
 
-use bridge_helper::policy::access::{self, Identity, Who};
+use bridge_helper::policy::decision;
+use bridge_helper::policy::helper_conf::lines::{self, Identity, Who};
 use bridge_helper::policy::accounts::{self, Accounts};
-use bridge_helper::policy::acl::{Rule, Target, Verdict};
-use bridge_helper::policy::acl_files::Origin;
-use bridge_helper::policy::settings::{self, Settings};
+use bridge_helper::policy::bridge_conf::{Rule, Target, Verdict};
+use bridge_helper::policy::bridge_conf::includes::Origin;
+use bridge_helper::policy::helper_conf::{self, Settings};
 use libfuzzer_sys::fuzz_target;
 
 fn parts(data: &[u8]) -> Vec<&[u8]> {
@@ -33,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         users: accounts::parse(p[1]),
         groups: accounts::parse(p[2]),
     };
-    let Ok(conf) = settings::parse(p[0], Settings::with_limit(4)) else {
+    let Ok(conf) = helper_conf::parse(p[0], Settings::with_limit(4)) else {
         return;
     };
     for port in &conf.ports {
@@ -47,8 +48,8 @@ fuzz_target!(|data: &[u8]| {
         if !port.settings.is_empty() {
             let mut words: Vec<&[u8]> = vec![b"port", &port.bridge];
             words.extend(shown.split(' ').map(str::as_bytes));
-            match access::parse_words(&words) {
-                Some(Ok(access::Line::Port(_, Who::Everyone, s))) => assert_eq!(s, port.settings),
+            match lines::parse_words(&words) {
+                Some(Ok(lines::Line::Port(_, Who::Everyone, s))) => assert_eq!(s, port.settings),
                 other => panic!("{shown}: {other:?}"),
             }
         }
@@ -76,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
             };
             for a in &bridges {
                 for b in &bridges {
-                    let Ok(d) = access::decide(
+                    let Ok(d) = decision::decide(
                         &acl,
                         &conf.grants,
                         &conf.ports,
@@ -100,5 +101,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = access::unresolved(&conf.grants, &conf.ports, &names);
+    let _ = decision::unresolved(&conf.grants, &conf.ports, &names);
 });

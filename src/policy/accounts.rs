@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use crate::policy::acl_files::{ConfigError, Files, OpenError};
+use crate::policy::bridge_conf::includes::ConfigError;
+use crate::policy::files::{Files, OpenError};
 
 pub const PASSWD: &str = "/etc/passwd";
 pub const GROUP: &str = "/etc/group";

@@ -1,16 +1,18 @@
-//! What is allowed: the command line, the ACL language and its files, this
-//! helper's own settings, and what an interface name may be.
+//! What is allowed: bridge.conf ([`bridge_conf`], QEMU's language and its
+//! includes), bridge-helper.conf ([`helper_conf`], this helper's own
+//! settings, grants and port lines), the [`decision`] made from both, and
+//! what an interface name may be. The command line is [`crate::cli`].
 //!
 //! Pure code: no system calls (files are read behind
-//! [`acl_files::Files`], implemented in `system`). Driven by the fuzz
+//! [`files::Files`], implemented in `system`). Driven by the fuzz
 //! targets and the property tests.
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod accounts;
-pub mod acl;
-pub mod acl_files;
-pub mod args;
+pub mod bridge_conf;
 pub mod compiled;
+pub mod decision;
+pub mod files;
+pub mod helper_conf;
 pub mod ifname;
-pub mod settings;
+pub mod untrusted;

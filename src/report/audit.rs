@@ -8,10 +8,10 @@
 
 use nix::unistd::Uid;
 
-use crate::policy::acl_files::Origin;
+use crate::policy::bridge_conf::includes::Origin;
 use crate::report::error::Error;
 use crate::report::escape::{quote, Escaped};
-use crate::system::syslog;
+use crate::system::{process, syslog};
 
 /// authpriv (10), as sudo and su log.
 const AUTHPRIV: u8 = 10 << 3;
@@ -82,7 +82,7 @@ impl Record {
             return;
         }
         self.done = true;
-        let parent = syslog::parent();
+        let parent = process::parent();
         let user = self.uid.and_then(crate::system::users::name_of_uid);
         let line = line(
             self.uid,
@@ -141,12 +141,6 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// The process name from the text of /proc/PID/comm: the name's own
-/// bytes (a newline among them too), then the newline the kernel adds.
-pub fn comm_name(text: &[u8]) -> Option<Vec<u8>> {
-    text.strip_suffix(b"\n").map(<[u8]>::to_vec)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,16 +173,5 @@ mod tests {
         let cut = capped(&long);
         assert!(cut.starts_with(&"x".repeat(MAX_OUTCOME)));
         assert!(cut.ends_with(&format!("...({} bytes)", MAX_OUTCOME + 10)));
-    }
-
-    #[test]
-    fn name_from_proc_comm() {
-        assert_eq!(
-            comm_name(b"qemu-system-x86\n").as_deref(),
-            Some(&b"qemu-system-x86"[..])
-        );
-        assert_eq!(comm_name(b"a\nb\n").as_deref(), Some(&b"a\nb"[..]));
-        // Cut short: no name rather than part of one.
-        assert_eq!(comm_name(b"qemu"), None);
     }
 }

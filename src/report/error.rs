@@ -1,9 +1,10 @@
 //! Every way a run can fail, and the exit status each class maps to.
 
-use crate::policy::acl_files::ConfigError;
+use crate::policy::bridge_conf::includes::ConfigError;
 use nix::errno::Errno;
 
-use crate::policy::args::{UsageError, USAGE};
+use crate::cli::{UsageError, USAGE};
+use crate::report::status;
 use crate::system::netlink::NlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,18 +85,6 @@ fn libvirt_hint(quoted: &str) -> &'static str {
     } else {
         ""
     }
-}
-
-/// Exit statuses, one per class of failure, as documented in the README.
-pub mod status {
-    pub const USAGE: u8 = 2;
-    pub const ACL_CONFIG: u8 = 3;
-    pub const DENIED: u8 = 4;
-    pub const INSTALLATION: u8 = 5;
-    pub const FD: u8 = 6;
-    pub const BRIDGE: u8 = 7;
-    pub const KERNEL: u8 = 8;
-    pub const INTERNAL: u8 = 70;
 }
 
 impl Error {

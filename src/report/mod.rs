@@ -8,3 +8,4 @@ pub mod audit;
 pub mod error;
 pub mod escape;
 pub mod output;
+pub mod status;

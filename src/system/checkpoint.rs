@@ -3,7 +3,7 @@
 //! read `/proc/PID/status`. One call per stage in `main`; a release build
 //! compiles it to nothing.
 
-use crate::policy::args::TestHook;
+use crate::cli::TestHook;
 
 /// Where a test may stop a run.
 pub enum Stage<'a> {

@@ -11,7 +11,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{fstat, SFlag};
 
 use crate::report::error::Error;
-use crate::system::raw;
+use crate::system::files;
 
 /// Proves that `--fd` is an open, connected Unix socket with a live peer,
 /// before anything is created; nothing is ever written to anything else.
@@ -25,7 +25,7 @@ pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
     if own.contains(&fd) {
         return Err(bad("not an open file descriptor"));
     }
-    let sock = raw::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
+    let sock = files::inherited_fd(fd).map_err(|_| bad("not an open file descriptor"))?;
     let st = fstat(sock.as_raw_fd()).map_err(|e| bad(e.desc()))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     if kind != SFlag::S_IFSOCK {

@@ -2,16 +2,27 @@
 //! rtnetlink, fd passing, and the walk that decides which ACL files are
 //! trusted.
 //!
-//! Every `unsafe` block and raw system call of the program is in [`raw`],
-//! each with a `SAFETY` note; the other modules here use it or nix's safe
-//! wrappers and present safe functions to the rest of the program.
+//! Every `unsafe` block and raw system call of the program is here, by
+//! topic, each with a `SAFETY` note, in the files marked
+//! `#[allow(unsafe_code)]` below (caps, files, memory, startup, tun, and
+//! netlink's ext_ack); the other modules use them or nix's safe wrappers
+//! and present safe functions to the rest of the program.
 
+#[allow(unsafe_code)]
+pub mod caps;
 pub mod checkpoint;
 pub mod fd_passing;
+#[allow(unsafe_code)]
+pub mod files;
+#[allow(unsafe_code)]
+pub mod memory;
 pub mod netlink;
 pub mod privileges;
+pub mod process;
 #[allow(unsafe_code)]
-pub mod raw;
+pub mod startup;
 pub mod syslog;
 pub mod trusted_files;
+#[allow(unsafe_code)]
+pub mod tun;
 pub mod users;

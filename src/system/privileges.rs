@@ -6,7 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::Error;
-use crate::system::raw::{self, CapSets, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
+use crate::system::caps::{self, CapSets, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
+use crate::system::files;
 
 const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
 /// What becoming another user takes: kept, permitted only, by root
@@ -63,7 +64,7 @@ impl Caller {
             permitted: kept,
             inheritable: 0,
         };
-        raw::capset(&want).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+        caps::capset(&want).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
         self.spare = 0;
         verify_caps(want)
     }
@@ -78,7 +79,7 @@ impl Caller {
                 "becoming another user needs CAP_SETUID and CAP_SETGID".into(),
             ));
         }
-        raw::capset(&CapSets {
+        caps::capset(&CapSets {
             effective: BECOME,
             permitted: BECOME,
             inheritable: 0,
@@ -90,7 +91,7 @@ impl Caller {
         // staying uid 0 (checking for root itself) clears none, so they
         // are given up here either way.
         setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
-        raw::capset(&CapSets::default()).map_err(|e| fail("capset", e))?;
+        caps::capset(&CapSets::default()).map_err(|e| fail("capset", e))?;
         self.spare = 0;
         self.net_admin = false;
         self.uid = uid;
@@ -115,13 +116,13 @@ impl Caller {
             inheritable: 0,
         };
         let fail = |e: nix::Error| Error::Privileges(format!("capset: {}", e.desc()));
-        raw::capset(&CapSets {
+        caps::capset(&CapSets {
             effective: 0,
             ..held
         })
         .map_err(fail)?;
         let out = f();
-        raw::capset(&held).map_err(fail)?;
+        caps::capset(&held).map_err(fail)?;
         Ok(out)
     }
 }
@@ -155,7 +156,7 @@ impl TunDevice {
             // (stdio, --fd, netlink): checked first for a clear line;
             // EMFILE below is the kernel's own word on it.
             const OWN: u64 = 8;
-            let limit = raw::nofile_limit()
+            let limit = files::nofile_limit()
                 .map_err(|e| Error::Privileges(format!("getrlimit: {}", e.desc())))?;
             if limit < u64::from(queues) + OWN {
                 return Err(Error::FdLimit { queues, limit });
@@ -176,7 +177,7 @@ impl TunDevice {
                         }
                         Some(nix::errno::Errno::EMFILE) => Error::FdLimit {
                             queues,
-                            limit: raw::nofile_limit().unwrap_or(0),
+                            limit: files::nofile_limit().unwrap_or(0),
                         },
                         _ => Error::TunDevice(e.to_string()),
                     });
@@ -237,7 +238,7 @@ pub fn installed_binary() -> Install {
         m.mode() & 0o4000 != 0 && m.uid() == 0
     });
     // struct vfs_cap_data: le32 magic_etc, then le32 permitted (low word).
-    let capability = raw::xattr(exe, c"security.capability")
+    let capability = files::xattr(exe, c"security.capability")
         .and_then(|v| {
             v.get(4..8)
                 .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
@@ -254,13 +255,13 @@ pub fn installed_binary() -> Install {
 /// hand-over itself needs no privilege.
 pub fn drop_all() -> Result<(), Error> {
     let none = CapSets::default();
-    raw::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+    caps::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
     verify_caps(none)
 }
 
 fn open_tun() -> io::Result<OwnedFd> {
     // openat: musl's open() adds an fcntl for O_CLOEXEC.
-    raw::open_at(None, c"/dev/net/tun", libc::O_RDWR).map_err(io::Error::from)
+    files::open_at(None, c"/dev/net/tun", libc::O_RDWR).map_err(io::Error::from)
 }
 
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
@@ -276,7 +277,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         early: setuid_root.then(open_tun),
     };
 
-    let caps = raw::capget().map_err(|e| fail("capget", e))?;
+    let caps = caps::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;
     let install = match (setuid_root, uid.is_root(), keep != 0) {
         (true, _, _) => Install::SetuidRoot,
@@ -285,12 +286,12 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         (false, false, false) => Install::Neither,
     };
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
-        raw::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
+        caps::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
     }
-    raw::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    caps::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
-    raw::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    caps::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     let spare = if uid.is_root() {
         caps.permitted & BECOME
     } else {
@@ -301,9 +302,9 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         permitted: keep | spare,
         inheritable: 0,
     };
-    raw::capset(&want).map_err(|e| fail("capset", e))?;
-    raw::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
-    raw::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+    caps::capset(&want).map_err(|e| fail("capset", e))?;
+    caps::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
+    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
 
     verify(uid, gid, want)?;
     Ok(Caller {
@@ -327,7 +328,7 @@ fn verify(uid: Uid, gid: Gid, want: CapSets) -> Result<(), Error> {
 }
 
 fn verify_caps(want: CapSets) -> Result<(), Error> {
-    let now = raw::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let now = caps::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
     if now != want {
         return Err(Error::Privileges(format!(
             "capabilities are {now:x?}, wanted {want:x?}"

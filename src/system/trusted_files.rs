@@ -38,7 +38,7 @@
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -47,35 +47,15 @@ use std::rc::Rc;
 use nix::errno::Errno;
 use nix::sys::stat::{fstat, FileStat, SFlag};
 
-use crate::policy::acl_files::{FileText, Files};
-use crate::system::raw;
-
-/// How many symlinks one path may pass through, as the kernel allows.
-pub const MAX_SYMLINKS: usize = 40;
+use crate::policy::files::{FileText, Files, OpenError};
+use crate::policy::untrusted::{Untrusted, MAX_SYMLINKS};
+use crate::system::files;
 
 /// A file the walk found trustworthy, open for reading.
 pub struct Trusted {
     pub file: File,
     /// (device, inode): what an include cycle is detected by.
     pub id: (u64, u64),
-}
-
-#[derive(Debug)]
-pub enum OpenError {
-    /// ENOENT/ENOTDIR behind trusted directories: an include of it is
-    /// skipped, as QEMU does.
-    Missing,
-    /// EACCES behind trusted directories: an include of it is skipped,
-    /// which is what makes a `root:GROUP 0640` include apply to members of
-    /// GROUP only.
-    Unreadable,
-    /// Something on the way is not one we may trust.
-    Refused(Untrusted),
-    /// More than the reader's limit (set by whoever reads, not the walk).
-    TooBig,
-    /// The process ran out of descriptors or memory: not the file's fault.
-    Resources(io::Error),
-    Io(io::Error),
 }
 
 fn io_error(e: Errno) -> OpenError {
@@ -164,7 +144,7 @@ impl Walk {
             if last {
                 // The common case in one step: the file itself, opened for
                 // reading, checked through the descriptor that reads it.
-                match raw::open_at(Some(dir.fd.as_fd()), &cname, O_READ) {
+                match files::open_at(Some(dir.fd.as_fd()), &cname, O_READ) {
                     Ok(fd) => return self.file(&dir, &at, fd),
                     // A symlink (O_NOFOLLOW), or not readable: look closer.
                     Err(Errno::ELOOP | Errno::EACCES) => {}
@@ -179,14 +159,14 @@ impl Walk {
             if is(&st, SFlag::S_IFLNK) {
                 // A mount flag, so not cached by device: a bind mount of
                 // the same file system may have it or not. Links are few.
-                if raw::mount_flags(fd.as_fd()).map_err(io_error)? & ST_NOSYMFOLLOW != 0 {
+                if files::mount_flags(fd.as_fd()).map_err(io_error)? & ST_NOSYMFOLLOW != 0 {
                     return Err(OpenError::Refused(Untrusted::NoSymlinks { at }));
                 }
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(OpenError::Refused(Untrusted::Loop));
                 }
-                let target = raw::read_link(fd.as_fd()).map_err(io_error)?;
+                let target = files::read_link(fd.as_fd()).map_err(io_error)?;
                 if target.first() == Some(&b'/') {
                     dir = self.root()?;
                 }
@@ -245,7 +225,7 @@ impl Walk {
         if let Some(root) = &self.root {
             return Ok(Rc::clone(root));
         }
-        let fd = raw::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
+        let fd = files::open_at(None, c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(io_error)?;
         let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
         let at = PathBuf::from("/");
         let fs = self.filesystem(fd.as_fd(), &st, &at)?;
@@ -257,7 +237,7 @@ impl Walk {
     /// `..`: the kernel's parent of the directory we are in (across a
     /// mount point too), checked like any other directory.
     fn parent(&mut self, dir: &Dir) -> Result<Rc<Dir>, OpenError> {
-        let fd = raw::open_at(
+        let fd = files::open_at(
             Some(dir.fd.as_fd()),
             c"..",
             libc::O_PATH | libc::O_DIRECTORY,
@@ -482,12 +462,12 @@ fn unreadable(dir: &Dir, name: &CString, at: PathBuf) -> OpenError {
 /// should be) is then looked up as itself.
 fn look_up(dir: &Dir, name: &CString, last: bool) -> Result<OwnedFd, Errno> {
     if !last {
-        match raw::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP | libc::O_DIRECTORY) {
+        match files::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP | libc::O_DIRECTORY) {
             Err(Errno::ENOTDIR) => {}
             done => return done,
         }
     }
-    raw::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP)
+    files::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP)
 }
 
 /// A directory to look names up in: root's, and closed to others unless
@@ -575,10 +555,6 @@ impl Files for SystemFiles {
     }
 }
 
-mod untrusted;
-
-pub use untrusted::Untrusted;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,33 +580,5 @@ mod tests {
         let mut p = Vec::new();
         push_components(&mut p, b"/");
         assert!(p.is_empty());
-    }
-
-    #[test]
-    fn fixes_name_the_right_bits() {
-        let w = |mode| {
-            Untrusted::FileWritable {
-                at: "/etc/qemu/bridge.conf".into(),
-                mode,
-            }
-            .to_string()
-        };
-        assert_eq!(
-            w(0o660),
-            "writable by group or others (mode 0660); fix: chmod g-w /etc/qemu/bridge.conf"
-        );
-        assert!(w(0o646).ends_with("chmod o-w /etc/qemu/bridge.conf"));
-        assert!(w(0o666).ends_with("chmod go-w /etc/qemu/bridge.conf"));
-        let d = |uid, mode| {
-            Untrusted::Directory {
-                dir: "/etc/qemu".into(),
-                uid,
-                mode,
-            }
-            .to_string()
-        };
-        assert!(d(1000, 0o755).ends_with("fix: chown root /etc/qemu"));
-        assert!(d(0, 0o775).ends_with("fix: chmod g-w /etc/qemu"));
-        assert!(d(1000, 0o777).ends_with("fix: chown root /etc/qemu and chmod go-w /etc/qemu"));
     }
 }

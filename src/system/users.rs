@@ -8,7 +8,7 @@ use std::io::Read;
 use nix::unistd::Uid;
 
 use crate::policy::accounts::{self, User};
-use crate::system::raw;
+use crate::system::files;
 
 /// Enough for any real passwd file; more is not read.
 const LIMIT: u64 = 4 << 20;
@@ -41,7 +41,7 @@ pub fn groups(user: &User) -> Vec<u32> {
 /// the search.
 pub fn name_of_uid(uid: Uid) -> Option<Vec<u8>> {
     // openat: musl's open() adds an fcntl for O_CLOEXEC.
-    let fd = raw::open_at(None, c"/etc/passwd", libc::O_RDONLY).ok()?;
+    let fd = files::open_at(None, c"/etc/passwd", libc::O_RDONLY).ok()?;
     name_in(std::fs::File::from(fd), uid)
 }
 

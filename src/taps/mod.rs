@@ -9,3 +9,4 @@ pub mod naming;
 pub mod reaper;
 pub mod slots;
 pub mod tap;
+pub mod unfinished;

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::policy::access::PortSettings;
+use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname::IfName;
 use crate::report::error::Error;
 use crate::report::escape::quote;
@@ -12,10 +12,10 @@ use crate::taps::reaper;
 use nix::unistd::Uid;
 
 use crate::system::netlink::{IfIndex, Link, PortSetup, PortVlan, Rtnetlink, Setup, IFF_UP};
-use crate::system::raw::{
+use crate::system::tun::{
     self, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR,
 };
-use crate::taps::naming;
+use crate::taps::{naming, unfinished};
 
 /// The bridge to join, checked to exist and to be a Linux bridge.
 pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> {
@@ -48,9 +48,9 @@ pub struct Tap {
 
 /// A `tapN` that no interface has: see [`naming`]. `None` if the lookups
 /// failed or found no free number; the kernel then picks with `tap%d`.
-/// Call it with CAP_NET_ADMIN lowered (see [`raw::name_in_use`]).
+/// Call it with CAP_NET_ADMIN lowered (see [`tun::name_in_use`]).
 pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
-    naming::search(|n| raw::name_in_use(route.socket(), &naming::name(n)))
+    naming::search(|n| tun::name_in_use(route.socket(), &naming::name(n)))
         .ok()
         .flatten()
         .map(naming::name)
@@ -73,7 +73,7 @@ pub fn create(
     name: Option<&IfName>,
 ) -> Result<Tap, Error> {
     let features =
-        raw::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e))?;
+        tun::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e))?;
     let mut flags = IFF_TAP | IFF_NO_PI;
     if use_vnet && features & u32::from(IFF_VNET_HDR.cast_unsigned()) != 0 {
         flags |= IFF_VNET_HDR;
@@ -90,22 +90,22 @@ pub fn create(
     let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e);
     // IFF_TUN_EXCL: a name that exists by now (another run took it) fails
     // with EBUSY; without it, TUNSETIFF would attach to that interface.
-    let named = name.map(|n| raw::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
+    let named = name.map(|n| tun::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
     let name = match named {
         Some(Ok(name)) => name,
         None | Some(Err(Errno::EBUSY)) => {
-            raw::tun_set_iff(tun.as_fd(), &naming::pattern(), flags | IFF_TUN_EXCL)
+            tun::tun_set_iff(tun.as_fd(), &naming::pattern(), flags | IFF_TUN_EXCL)
                 .map_err(failed)?
         }
         Some(Err(e)) => return Err(failed(e)),
     };
     let what = |doing: &str| format!("{}: {doing}", quote(&name));
     let mut mac =
-        raw::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
+        tun::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
     // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
     // any real NIC's, so adding a VM never changes the bridge's address.
     mac[0] = 0xfe;
-    raw::tap_set_hwaddr(tun.as_fd(), mac).map_err(|e| Error::kernel(what("SIOCSIFHWADDR"), e))?;
+    tun::tap_set_hwaddr(tun.as_fd(), mac).map_err(|e| Error::kernel(what("SIOCSIFHWADDR"), e))?;
     let link = route
         .link(&name)
         .map_err(|e| Error::kernel(what("looking up its index"), e))?;
@@ -119,7 +119,7 @@ pub fn create(
             })
         }
     };
-    raw::remove_on_abnormal_end(index);
+    unfinished::mark(index);
     Ok(Tap {
         fd: tun,
         queues: Vec::new(),
@@ -152,7 +152,7 @@ impl Tap {
     /// tap (an address set through its fd shows on the tap's index), and
     /// the kernel must count exactly N queues, none detached: no queue but
     /// ours. On failure the run's end deletes the tap by index (see
-    /// `raw::remove_unfinished_tap`): it may hold a queue that is not ours,
+    /// `unfinished::remove`): it may hold a queue that is not ours,
     /// and must not wait for that queue's holder.
     pub fn add_queues(
         &mut self,
@@ -163,7 +163,7 @@ impl Tap {
         if more.is_empty() {
             return Ok(());
         }
-        raw::tun_set_owner(self.fd.as_fd(), owner)
+        tun::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
         let wrong = |what: &'static str| Error::Mismatch {
             tap: quote(&self.name),
@@ -172,7 +172,7 @@ impl Tap {
         };
         let name = IfName::new(&self.name).map_err(|_| wrong("the kernel gave it a bad name"))?;
         for (k, fd) in (1u16..).zip(more) {
-            let got = raw::tun_set_iff(fd.as_fd(), &name, self.flags)
+            let got = tun::tun_set_iff(fd.as_fd(), &name, self.flags)
                 .map_err(|e| Error::kernel(self.what("attaching a queue (TUNSETIFF)"), e))?;
             if got != self.name {
                 return Err(wrong("a queue went to another interface"));
@@ -182,7 +182,7 @@ impl Tap {
             let [hi, lo] = k.to_be_bytes();
             marker[4] ^= hi;
             marker[5] ^= lo;
-            raw::tap_set_hwaddr(fd.as_fd(), marker)
+            tun::tap_set_hwaddr(fd.as_fd(), marker)
                 .map_err(|e| Error::kernel(self.what("SIOCSIFHWADDR on a queue"), e))?;
             let link = route
                 .link_by_index(self.index)
@@ -192,7 +192,7 @@ impl Tap {
             }
             self.queues.push(fd);
         }
-        raw::tap_set_hwaddr(self.fd.as_fd(), self.mac)
+        tun::tap_set_hwaddr(self.fd.as_fd(), self.mac)
             .map_err(|e| Error::kernel(self.what("SIOCSIFHWADDR"), e))?;
         let link = route
             .link_by_index(self.index)
@@ -205,7 +205,7 @@ impl Tap {
         }
         // Ours alone now, and owned: undo whatever a queue attached in the
         // ownerless moment and closed again may have set for the whole tap.
-        raw::tun_reset_shared(self.fd.as_fd())
+        tun::tun_reset_shared(self.fd.as_fd())
             .map_err(|e| Error::kernel(self.what("resetting its shared settings"), e))?;
         Ok(())
     }
@@ -236,7 +236,7 @@ impl Tap {
     ) -> Result<(), Error> {
         // Only the caller (or CAP_NET_ADMIN) may ever attach to it by name,
         // should its holder make it persistent.
-        raw::tun_set_owner(self.fd.as_fd(), owner)
+        tun::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
         let alias = reaper::marker(owner);
         let setup = Setup {
@@ -351,7 +351,7 @@ impl Tap {
         };
         for fd in self.fds() {
             let (name, flags) =
-                raw::tun_get_iff(fd).map_err(|e| Error::kernel(self.what("TUNGETIFF"), e))?;
+                tun::tun_get_iff(fd).map_err(|e| Error::kernel(self.what("TUNGETIFF"), e))?;
             if name != self.name {
                 return wrong("the tap was renamed");
             }

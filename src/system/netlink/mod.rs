@@ -15,14 +15,37 @@ use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use crate::system::raw;
-
+#[allow(unsafe_code)]
+mod ext_ack;
 mod wire;
 
 use wire::*;
 pub use wire::{
     parse_link, IfIndex, Link, NlError, PortInfo, PortSetup, PortVlan, Setup, TunInfo, IFF_UP,
 };
+
+/// Deletes link `index` with a socket of its own, best effort and without
+/// allocating: for the exit that removes an unfinished tap, which may be
+/// an exit because memory ran out. rtnetlink handles a request within the
+/// `sendto`, so the link is gone when this returns (unless the kernel
+/// refused, as it does once privileges are dropped).
+pub fn delete_now(index: IfIndex) {
+    let Ok(fd) = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    ) else {
+        return;
+    };
+    let request = wire::delete_request(index.0);
+    let _ = socket::sendto(
+        fd.as_raw_fd(),
+        &request,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    );
+}
 
 pub struct Rtnetlink {
     fd: OwnedFd,
@@ -39,7 +62,7 @@ impl Rtnetlink {
             SockProtocol::NetlinkRoute,
         )?;
         // Older kernels lack extended acks; errors are then just less wordy.
-        let _ = raw::netlink_ext_ack(fd.as_fd());
+        let _ = ext_ack::netlink_ext_ack(fd.as_fd());
         Ok(Rtnetlink {
             fd,
             seq: 0,

@@ -3,7 +3,7 @@
 
 use nix::errno::Errno;
 
-use crate::system::raw;
+use crate::system::tun;
 
 pub(super) const NLMSG_ERROR: u16 = 2;
 pub(super) const NLMSG_DONE: u16 = 3;
@@ -62,6 +62,7 @@ const _: () = assert!(libc::AF_BRIDGE == 7);
 
 pub(super) const HDR: usize = 16;
 pub(super) const IFINFO: usize = 16;
+const _: () = assert!(HDR + IFINFO == 32);
 
 /// An interface index: how every request after a link's creation names
 /// it. Unlike a name, it cannot change hands while the link exists, and
@@ -358,7 +359,7 @@ pub(super) fn parse_tun(data: &[u8]) -> TunInfo {
         match ty {
             1 => tun.owner = u32_at(v, 0),
             2 => tun.group = u32_at(v, 0),
-            3 => tun.tap = v.first().map(|&t| i16::from(t)) == Some(raw::IFF_TAP),
+            3 => tun.tap = v.first().map(|&t| i16::from(t)) == Some(tun::IFF_TAP),
             4 => tun.pi = flag(v),
             5 => tun.vnet_hdr = flag(v),
             6 => tun.persist = flag(v),
@@ -388,20 +389,35 @@ pub(super) fn ack(payload: &[u8]) -> Result<(), NlError> {
     })
 }
 
+/// A request's netlink header and ifinfomsg, the sequence number left 0
+/// and the length that of the two alone: on the stack, so that the
+/// request that deletes an unfinished tap can be made where allocating
+/// may be what failed ([`delete_request`]).
+fn head(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> [u8; HDR + IFINFO] {
+    let mut b = [0u8; HDR + IFINFO];
+    b[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    b[4..6].copy_from_slice(&ty.to_ne_bytes());
+    b[6..8].copy_from_slice(&flags.to_ne_bytes());
+    // Sequence and port id (8..16) stay 0.
+    b[HDR] = AF_UNSPEC;
+    b[HDR + 4..HDR + 8].copy_from_slice(&index.to_ne_bytes());
+    b[HDR + 8..HDR + 12].copy_from_slice(&ifi_flags.to_ne_bytes());
+    b[HDR + 12..HDR + 16].copy_from_slice(&change.to_ne_bytes());
+    b
+}
+
+/// RTM_DELLINK of link `index`, complete, with no ack asked for.
+pub(super) fn delete_request(index: u32) -> [u8; HDR + IFINFO] {
+    head(RTM_DELLINK, NLM_F_REQUEST, index, 0, 0)
+}
+
 /// A request under construction.
 pub(super) struct Message(pub(super) Vec<u8>);
 
 impl Message {
     pub(super) fn new(ty: u16, flags: u16, index: u32, ifi_flags: u32, change: u32) -> Message {
         let mut b = Vec::with_capacity(256);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
-        b.extend_from_slice(&ty.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&[0; 8]); // sequence (set by finish), port id 0
-        b.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
-        b.extend_from_slice(&index.to_ne_bytes());
-        b.extend_from_slice(&ifi_flags.to_ne_bytes());
-        b.extend_from_slice(&change.to_ne_bytes());
+        b.extend_from_slice(&head(ty, flags, index, ifi_flags, change));
         Message(b)
     }
 
@@ -440,155 +456,4 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tun_link_payload() -> Vec<u8> {
-        let mut m = Message::new(16, 0, 7, IFF_UP, 0);
-        m.attr(IFLA_IFNAME, b"tap0\0");
-        m.attr(IFLA_MTU, &1400u32.to_ne_bytes());
-        m.attr(IFLA_MASTER, &3u32.to_ne_bytes());
-        m.attr(IFLA_IFALIAS, b"bridge-helper uid=1000\0");
-        m.attr(IFLA_ADDRESS, &[0xfe, 1, 2, 3, 4, 5]);
-        m.attr(IFLA_CARRIER, &[1]);
-        let props = m.nest(IFLA_PROP_LIST | 0x8000);
-        m.attr(IFLA_ALT_IFNAME, b"lan0\0");
-        m.attr(IFLA_ALT_IFNAME, b"uplink-port\0");
-        m.end_nest(props);
-        let info = m.nest(IFLA_LINKINFO | 0x8000);
-        m.attr(IFLA_INFO_KIND, b"tun\0");
-        let data = m.nest(IFLA_INFO_DATA | 0x8000);
-        m.attr(1, &1000u32.to_ne_bytes());
-        m.attr(3, &[2]);
-        m.attr(4, &[0]);
-        m.attr(5, &[1]);
-        m.attr(6, &[0]);
-        m.attr(7, &[1]);
-        m.attr(8, &4u32.to_ne_bytes());
-        m.attr(9, &0u32.to_ne_bytes());
-        m.end_nest(data);
-        m.end_nest(info);
-        m.finish(1)[HDR..].to_vec()
-    }
-
-    #[test]
-    fn parses_a_tap() {
-        let link = parse_link(&tun_link_payload());
-        assert_eq!(link.index, IfIndex(7));
-        assert_eq!(link.name, b"tap0");
-        assert_eq!(
-            (link.mtu, link.master, link.flags & IFF_UP),
-            (1400, Some(IfIndex(3)), IFF_UP)
-        );
-        assert_eq!(link.alias.as_deref(), Some(&b"bridge-helper uid=1000"[..]));
-        assert_eq!(link.address, [0xfe, 1, 2, 3, 4, 5]);
-        assert_eq!(link.carrier, Some(true));
-        assert_eq!(link.altnames, [b"lan0".to_vec(), b"uplink-port".to_vec()]);
-        let tun = link.tun.unwrap();
-        let got = (tun.owner, tun.tap, tun.pi, tun.vnet_hdr, tun.persist);
-        assert_eq!(got, (Some(1000), true, false, true, false));
-        let queues = (tun.multi_queue, tun.num_queues, tun.num_disabled_queues);
-        assert_eq!(queues, (true, Some(4), Some(0)));
-    }
-
-    #[test]
-    fn truncated_input_never_panics() {
-        let full = tun_link_payload();
-        for cut in 0..full.len() {
-            let _ = parse_link(&full[..cut]);
-            let _ = Messages(&full[..cut]).count();
-            let _ = ack(&full[..cut]);
-        }
-    }
-
-    #[test]
-    fn error_acks_carry_the_kernel_reason() {
-        let mut p = (-libc::EBUSY).to_ne_bytes().to_vec();
-        p.extend_from_slice(&[0; HDR]);
-        let mut m = Message(Vec::new());
-        m.attr(NLMSGERR_ATTR_MSG, b"Device is busy\0");
-        p.extend_from_slice(&m.0);
-        let e = ack(&p).unwrap_err();
-        assert_eq!(e.errno, Errno::EBUSY);
-        assert_eq!(e.message.as_deref(), Some("Device is busy"));
-        assert_eq!(ack(&0i32.to_ne_bytes()), Ok(()));
-    }
-
-    #[test]
-    fn bridge_port_requests_and_answers() {
-        // AF_BRIDGE RTM_SETLINK: nested protinfo, then the VLAN list.
-        let mut m = Message::bridge(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 9);
-        let info = m.nest(IFLA_PROTINFO | NLA_F_NESTED);
-        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
-        m.end_nest(info);
-        let v = PortVlan {
-            vid: 20,
-            pvid: true,
-            untagged: true,
-        };
-        assert_eq!(
-            vlan_info(&v).to_vec(),
-            [6u16.to_ne_bytes(), 20u16.to_ne_bytes()].concat()
-        );
-        let bytes = m.finish(1);
-        assert_eq!(bytes[HDR], AF_BRIDGE);
-        assert_eq!(u32_at(&bytes, HDR + 4), Some(9));
-        let (ty, value) = Attrs(&bytes[HDR + IFINFO..]).next().unwrap();
-        assert_eq!(ty, IFLA_PROTINFO);
-        assert_eq!(
-            Attrs(value).collect::<Vec<_>>(),
-            vec![(IFLA_BRPORT_ISOLATED, &[1u8][..])]
-        );
-
-        // A port's slave data and a bridge's VLAN filtering.
-        let mut m = Message::new(16, 0, 9, 0, 0);
-        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
-        m.attr(IFLA_INFO_SLAVE_KIND, b"bridge\0");
-        let sd = m.nest(IFLA_INFO_SLAVE_DATA | NLA_F_NESTED);
-        m.attr(IFLA_BRPORT_LEARNING, &[0]);
-        m.attr(IFLA_BRPORT_ISOLATED, &[1]);
-        m.end_nest(sd);
-        m.end_nest(li);
-        let link = parse_link(&m.finish(1)[HDR..]);
-        assert_eq!(
-            link.port,
-            Some(PortInfo {
-                isolated: Some(true),
-                learning: Some(false)
-            })
-        );
-        let mut m = Message::new(16, 0, 3, 0, 0);
-        let li = m.nest(IFLA_LINKINFO | NLA_F_NESTED);
-        m.attr(IFLA_INFO_KIND, b"bridge\0");
-        let d = m.nest(IFLA_INFO_DATA | NLA_F_NESTED);
-        m.attr(IFLA_BR_VLAN_FILTERING, &[1]);
-        m.end_nest(d);
-        m.end_nest(li);
-        let link = parse_link(&m.finish(1)[HDR..]);
-        assert_eq!(
-            (link.vlan_filtering, link.port, link.tun),
-            (Some(true), None, None)
-        );
-
-        // RTM_NEWVLAN entries: one VLAN, and a range.
-        let mut m = Message(Vec::new());
-        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
-        m.attr(BRIDGE_VLANDB_ENTRY_INFO, &vlan_info(&v));
-        m.end_nest(e);
-        let e = m.nest(BRIDGE_VLANDB_ENTRY | NLA_F_NESTED);
-        m.attr(
-            BRIDGE_VLANDB_ENTRY_INFO,
-            &[0u16.to_ne_bytes(), 30u16.to_ne_bytes()].concat(),
-        );
-        m.attr(BRIDGE_VLANDB_ENTRY_RANGE, &32u16.to_ne_bytes());
-        m.end_nest(e);
-        let vids: Vec<(u16, bool)> = parse_vlans(&m.0).iter().map(|v| (v.vid, v.pvid)).collect();
-        assert_eq!(
-            vids,
-            vec![(20, true), (30, false), (31, false), (32, false)]
-        );
-        for cut in 0..m.0.len() {
-            let _ = parse_vlans(&m.0[..cut]);
-        }
-    }
-}
+mod tests;

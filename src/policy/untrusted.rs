@@ -1,11 +1,15 @@
-//! Why a path is not trusted, in words that name the fix.
+//! Why a path is not trusted, in words that name the fix: the refusals of
+//! the file interface ([`crate::policy::files`]), which
+//! `system::trusted_files` implements.
 
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::MAX_SYMLINKS;
 use crate::report::escape::Escaped;
+
+/// How many symlinks one path may pass through, as the kernel allows.
+pub const MAX_SYMLINKS: usize = 40;
 
 /// Why a path is not trusted, and what fixes it. Paths are the ones the
 /// walk reached (symlinks replaced by what they point to), so the fix names
@@ -193,5 +197,38 @@ impl fmt::Display for Untrusted {
                 "more than {MAX_SYMLINKS} symbolic links on the way (a loop?)"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixes_name_the_right_bits() {
+        let w = |mode| {
+            Untrusted::FileWritable {
+                at: "/etc/qemu/bridge.conf".into(),
+                mode,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            w(0o660),
+            "writable by group or others (mode 0660); fix: chmod g-w /etc/qemu/bridge.conf"
+        );
+        assert!(w(0o646).ends_with("chmod o-w /etc/qemu/bridge.conf"));
+        assert!(w(0o666).ends_with("chmod go-w /etc/qemu/bridge.conf"));
+        let d = |uid, mode| {
+            Untrusted::Directory {
+                dir: "/etc/qemu".into(),
+                uid,
+                mode,
+            }
+            .to_string()
+        };
+        assert!(d(1000, 0o755).ends_with("fix: chown root /etc/qemu"));
+        assert!(d(0, 0o775).ends_with("fix: chmod g-w /etc/qemu"));
+        assert!(d(1000, 0o777).ends_with("fix: chown root /etc/qemu and chmod go-w /etc/qemu"));
     }
 }

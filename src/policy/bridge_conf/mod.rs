@@ -4,6 +4,8 @@
 //! accepts means the same here; where it would silently misread a line we
 //! refuse the line instead (see "Deviations" in the README).
 
+pub mod includes;
+
 use crate::policy::ifname;
 use crate::report::escape::quote;
 

@@ -9,14 +9,18 @@
 //! port br-lab group=students isolated vlan=20
 //! ```
 //!
-//! The `allow` and `port` lines are [`access`]'s.
+//! The `allow` and `port` lines are [`lines`]'s; [`crate::policy::decision`]
+//! combines them with bridge.conf.
+
+pub mod lines;
 
 use std::path::Path;
 
-use crate::policy::access::{self, Grant, Line, PortRule, Who};
-use crate::policy::acl::LineError;
-use crate::policy::acl_files::{ConfigError, Files, OpenError, Origin};
+use crate::policy::bridge_conf::includes::{ConfigError, Origin};
+use crate::policy::bridge_conf::LineError;
+use crate::policy::files::{Files, OpenError};
 use crate::report::escape::{quote, Escaped};
+use lines::{Grant, Line, PortRule, Who};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -99,13 +103,13 @@ pub fn parse_in(
     defaults: Settings,
 ) -> Result<Settings, (usize, LineError)> {
     let mut settings = defaults;
-    for (number, line) in crate::policy::acl::lines(text) {
+    for (number, line) in crate::policy::bridge_conf::lines(text) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let words: Vec<&[u8]> = line
             .split(|b| *b == b' ' || *b == b'\t')
             .filter(|w| !w.is_empty())
             .collect();
-        if line.len() > crate::policy::acl::MAX_LINE {
+        if line.len() > crate::policy::bridge_conf::MAX_LINE {
             return Err((number, LineError::TooLong(line.len())));
         }
         if line.contains(&0) {
@@ -132,7 +136,7 @@ pub fn parse_in(
                         )),
                     ))?;
             }
-            words => match access::parse_words(words) {
+            words => match lines::parse_words(words) {
                 Some(Ok(Line::Grant(target, who))) => {
                     settings.grants.push(Grant {
                         origin,

@@ -4,15 +4,14 @@
 //! environment probing, no suggestions, no help rendering, inside a
 //! privileged process. clap decides whether the command line parses; every
 //! refusal is then stated by us, from the bytes of argv (escaped), never in
-//! clap's rendering of user input. The one exception is the line every VM
-//! start writes, a well-formed attach: [`plain_attach`] reads it from the
-//! same table without building clap's parser, and answers for nothing else.
+//! clap's rendering of user input.
 //!
 //! The grammar is the table [`OPTIONS`]: `--name=value` only, any order,
 //! a flag marked `repeats` may be given again (QEMU appends its own
 //! `--use-vnet` to a helper string that may already carry one), every other
 //! option at most once. Adding an option is a row there and a line in
 //! [`parse`] reading it.
+#![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -208,59 +207,6 @@ fn grammar() -> clap::Command {
 
 /// Parses everything after argv[0].
 pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
-    match plain_attach(args) {
-        Some(request) => Ok(Command::Attach(request)),
-        None => parse_with_clap(args),
-    }
-}
-
-/// The rows an attach is written with: what QEMU and libvirt pass.
-const ATTACH_ROWS: [&str; 4] = ["--use-vnet", "--br", "--fd", "--queues"];
-
-/// A well-formed attach, read from the table without clap, or `None`.
-///
-/// Building clap's parser is the cost of parsing: ~50 µs of a ~1 ms run,
-/// its code cold in every run (bench/LEVERS.md). This answers only for a
-/// line made of [`ATTACH_ROWS`] each written as its row says, the
-/// once-only rows once, with a bridge and fd that pass their checks: on
-/// that subset clap's reading is the table's. Every other line, every
-/// refusal included, goes to clap, so the two never both speak for one
-/// line. The tests (generated lines, and every short line of a token set)
-/// and the `args_parser` fuzz target check that clap agrees wherever this
-/// answers.
-fn plain_attach(args: &[OsString]) -> Option<Request> {
-    let (mut bridge, mut fd, mut queues, mut use_vnet) = (None, None, None, false);
-    for arg in args.iter().map(|a| a.as_bytes()) {
-        let row = OPTIONS
-            .iter()
-            .find(|o| ATTACH_ROWS.contains(&o.name) && written_as(o, arg))?;
-        // Past `--name=`; `written_as` saw the `=`.
-        let value = arg.get(row.name.len() + 1..);
-        let once = match row.name {
-            "--br" => &mut bridge,
-            "--fd" => &mut fd,
-            "--queues" => &mut queues,
-            _ => {
-                use_vnet = true;
-                continue;
-            }
-        };
-        if once.replace(value?).is_some() {
-            return None;
-        }
-    }
-    Some(Request {
-        bridge: IfName::new(bridge?).ok()?,
-        fd: parse_fd(fd?).ok()?,
-        use_vnet,
-        queues: queues.map_or(Ok(1), parse_queues).ok()?,
-        hook: None,
-    })
-}
-
-/// The whole grammar, refusals included, through clap. Public for the
-/// fuzzer, which checks that [`parse`] always reads a line as this does.
-pub fn parse_with_clap(args: &[OsString]) -> Result<Command, UsageError> {
     let m = grammar()
         .try_get_matches_from(args)
         .map_err(|e| refusal(e.kind(), args))?;

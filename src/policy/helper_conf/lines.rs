@@ -1,5 +1,7 @@
-//! bridge-helper.conf's rules for users and groups, and the decision that
-//! combines them with bridge.conf.
+//! bridge-helper.conf's rule lines: grants to users and groups, and port
+//! lines (what a port of the bridge is set to for whom). The file around
+//! them is [`super`]; the decision that combines them with bridge.conf is
+//! [`crate::policy::decision`].
 //!
 //! ```text
 //! allow br-lab group=students
@@ -17,10 +19,9 @@
 use std::fmt;
 
 use crate::policy::accounts::{self, Accounts};
-use crate::policy::acl::{self, LineError, Rule, Target, Verdict};
-use crate::policy::acl_files::{ConfigError, Origin};
+use crate::policy::bridge_conf::includes::Origin;
+use crate::policy::bridge_conf::{LineError, Target};
 use crate::policy::ifname;
-use crate::policy::settings::Settings;
 use crate::report::escape::quote;
 
 /// A name longer than any real account's is a typo or an attack.
@@ -341,194 +342,3 @@ pub struct PortRule {
     pub who: Who,
     pub settings: PortSettings,
 }
-
-/// Everything a run decides before it touches the kernel, for the run
-/// itself and for `--check`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Decision<'a, 'n> {
-    /// The name the verdict turned on.
-    pub bridge: &'n [u8],
-    /// Allowed by a line of bridge.conf or bridge-helper.conf, denied by a
-    /// line of bridge.conf, or allowed by none.
-    pub verdict: Verdict<'a, Origin>,
-    /// The one port line that applies (only when allowed).
-    pub port: Option<&'a PortRule>,
-}
-
-impl<'a> Decision<'a, '_> {
-    /// The port line that must refuse the run (status 7) on a bridge
-    /// whose VLAN filtering is `filtering`: VLAN settings are never
-    /// applied as an untagged port.
-    pub fn vlan_refusal(&self, filtering: bool) -> Option<&'a PortRule> {
-        self.port.filter(|p| p.settings.wants_vlans() && !filtering)
-    }
-}
-
-/// Everything a decision is made from: both files, the account names, and
-/// the caller. What a run and `--check` both decide with.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// bridge.conf and its includes.
-    pub acl: Vec<Rule<Origin>>,
-    /// bridge-helper.conf.
-    pub conf: Settings,
-    pub accounts: Accounts,
-    pub me: Identity,
-}
-
-impl Policy {
-    /// See [`decide`].
-    pub fn decide<'n>(
-        &self,
-        must_allow: &[&'n [u8]],
-        also: &[&'n [u8]],
-    ) -> Result<Decision<'_, 'n>, ConfigError> {
-        decide(
-            &self.acl,
-            &self.conf.grants,
-            &self.conf.ports,
-            &self.me,
-            &self.accounts,
-            must_allow,
-            also,
-        )
-    }
-
-    /// See [`unresolved`].
-    pub fn unresolved(&self) -> Vec<(&Origin, &Who)> {
-        unresolved(&self.conf.grants, &self.conf.ports, &self.accounts)
-    }
-}
-
-/// The decision for a caller on a bridge known by several names (see
-/// [`acl::decide_names`]): a deny in bridge.conf of any name wins; every
-/// name in `must_allow` needs an allow from bridge.conf or a grant to
-/// this caller. Then exactly one port line applies: a `user=` line beats a
-/// `group=` line beats a bridge-wide one, matching the bridge by any of
-/// its names. Two `user=` lines for this caller are an error; two group
-/// (or bridge-wide) lines that disagree are an error naming both.
-pub fn decide<'a, 'n>(
-    acl_rules: &'a [Rule<Origin>],
-    grants: &'a [Grant],
-    ports: &'a [PortRule],
-    me: &Identity,
-    names: &Accounts,
-    must_allow: &[&'n [u8]],
-    also: &[&'n [u8]],
-) -> Result<Decision<'a, 'n>, ConfigError> {
-    let (bridge, verdict) = verdict(acl_rules, grants, me, names, must_allow, also);
-    let port = match verdict {
-        Verdict::Allowed(_) => {
-            let all: Vec<&[u8]> = must_allow.iter().chain(also).copied().collect();
-            select_port(ports, me, names, &all)?
-        }
-        _ => None,
-    };
-    Ok(Decision {
-        bridge,
-        verdict,
-        port,
-    })
-}
-
-fn verdict<'a, 'n>(
-    acl_rules: &'a [Rule<Origin>],
-    grants: &'a [Grant],
-    me: &Identity,
-    names: &Accounts,
-    must_allow: &[&'n [u8]],
-    also: &[&'n [u8]],
-) -> (&'n [u8], Verdict<'a, Origin>) {
-    for &name in must_allow.iter().chain(also) {
-        if let denied @ Verdict::Denied(_) = acl::decide(acl_rules, name) {
-            return (name, denied);
-        }
-    }
-    let mut last = None;
-    for &name in must_allow {
-        let granted = || {
-            grants
-                .iter()
-                .find(|g| target_matches(&g.target, name) && g.who.matches(me, names))
-                .map(|g| &g.origin)
-        };
-        match acl::decide(acl_rules, name) {
-            Verdict::Allowed(o) => last = Some((name, Verdict::Allowed(o))),
-            _ => match granted() {
-                Some(o) => last = Some((name, Verdict::Allowed(o))),
-                None => return (name, Verdict::NoAllow),
-            },
-        }
-    }
-    last.unwrap_or((b"", Verdict::NoAllow))
-}
-
-fn target_matches(target: &Target, bridge: &[u8]) -> bool {
-    match target {
-        Target::All => true,
-        Target::Bridge(n) => n == bridge,
-    }
-}
-
-fn select_port<'a>(
-    ports: &'a [PortRule],
-    me: &Identity,
-    names: &Accounts,
-    bridge_names: &[&[u8]],
-) -> Result<Option<&'a PortRule>, ConfigError> {
-    let matching = |level: fn(&Who) -> bool| -> Vec<&'a PortRule> {
-        ports
-            .iter()
-            .filter(|p| level(&p.who))
-            .filter(|p| bridge_names.contains(&p.bridge.as_slice()))
-            .filter(|p| p.who.matches(me, names))
-            .collect()
-    };
-    let users = matching(|w| matches!(w, Who::User(_)));
-    match users.as_slice() {
-        [] => {}
-        [one] => return Ok(Some(one)),
-        [first, second, ..] => {
-            return Err(ConfigError::DuplicatePort(
-                second.origin.clone(),
-                first.origin.clone(),
-            ))
-        }
-    }
-    for level in [
-        (|w: &Who| matches!(w, Who::Group(_))) as fn(&Who) -> bool,
-        |w| *w == Who::Everyone,
-    ] {
-        let lines = matching(level);
-        if let Some(first) = lines.first() {
-            if let Some(other) = lines.iter().find(|p| p.settings != first.settings) {
-                return Err(ConfigError::PortConflict(
-                    first.origin.clone(),
-                    other.origin.clone(),
-                ));
-            }
-            return Ok(Some(first));
-        }
-    }
-    Ok(None)
-}
-
-/// Lines whose user or group name does not resolve (they match no one):
-/// for `--check` to flag.
-pub fn unresolved<'a>(
-    grants: &'a [Grant],
-    ports: &'a [PortRule],
-    names: &Accounts,
-) -> Vec<(&'a Origin, &'a Who)> {
-    let mut v: Vec<(&Origin, &Who)> = grants
-        .iter()
-        .map(|g| (&g.origin, &g.who))
-        .chain(ports.iter().map(|p| (&p.origin, &p.who)))
-        .filter(|(_, w)| !w.resolves(names))
-        .collect();
-    v.sort_by_key(|(o, _)| o.line);
-    v
-}
-
-#[cfg(test)]
-mod tests;

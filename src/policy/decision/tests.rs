@@ -1,4 +1,6 @@
 use super::*;
+use crate::policy::bridge_conf::LineError;
+use crate::policy::helper_conf::lines::*;
 use std::path::PathBuf;
 
 fn words(line: &str) -> Vec<&[u8]> {

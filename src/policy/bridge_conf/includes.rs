@@ -11,9 +11,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::acl::{self, Directive, LineError, Rule};
+use crate::policy::bridge_conf::{self, Directive, LineError, Rule};
+use crate::policy::files::{Files, OpenError};
+use crate::policy::untrusted::Untrusted;
 use crate::report::escape::Escaped;
-use crate::system::trusted_files::Untrusted;
 
 /// How deep includes may nest below the main file. QEMU has no limit and
 /// recurses until it crashes on a cycle.
@@ -41,14 +42,6 @@ impl fmt::Display for Origin {
         )
     }
 }
-
-pub struct FileText {
-    /// (device, inode): what a cycle is detected by.
-    pub id: (u64, u64),
-    pub bytes: Vec<u8>,
-}
-
-pub use crate::system::trusted_files::OpenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -93,11 +86,6 @@ impl ConfigError {
             OpenError::Resources(e) => ConfigError::Resources(shown, e),
         }
     }
-}
-
-pub trait Files {
-    /// Reads at most `limit` bytes; more is an error.
-    fn read(&self, path: &Path, limit: u64) -> Result<FileText, OpenError>;
 }
 
 /// Loads the main file and everything it includes, in order.
@@ -148,12 +136,12 @@ impl<F: Files> Walk<'_, F> {
         }
         self.budget = self.budget.saturating_sub(text.bytes.len() as u64);
         self.stack.push(text.id);
-        for (number, line) in acl::lines(&text.bytes) {
+        for (number, line) in bridge_conf::lines(&text.bytes) {
             let origin = Origin {
                 file: path.to_path_buf(),
                 line: number,
             };
-            match acl::parse_line(line) {
+            match bridge_conf::parse_line(line) {
                 Err(e) => return Err(ConfigError::Syntax(origin, e)),
                 Ok(None) => {}
                 Ok(Some(Directive::Allow(target))) => self.rules.push(Rule {
@@ -190,7 +178,8 @@ fn resolve(including: &Path, inc: &OsStr) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::acl::{decide, Target, Verdict};
+    use crate::policy::bridge_conf::{decide, Target, Verdict};
+    use crate::policy::files::FileText;
     use std::collections::HashMap;
 
     /// An in-memory tree: path -> (inode, contents or an error kind).

@@ -206,45 +206,87 @@ fn check(
     }
     out.line("not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
 
-    // The exit status: the first step a run fails at, in a run's order.
-    privilege?;
-    let rules = rules?;
-    let settings = settings?;
-    let policy = policy.ok_or(Error::Internal)??;
-    match &request.bridge {
+    // The verdict and the exit status: the first step a run fails at, in
+    // a run's order, said on one line whatever it is.
+    let steps = Steps {
+        privilege,
+        rules,
+        settings,
+        policy,
+        tun,
+    };
+    let verdict = verdict(request, &mut route, &bridges, decided, steps);
+    out.line(match &verdict {
+        Ok(allowed) => format!("verdict: {allowed}"),
+        Err(Stop::NoBridge(_)) => format!(
+            "verdict: no bridge here that a run could attach uid {} to",
+            caller.uid
+        ),
+        Err(Stop::Error(e)) => format!("verdict: a run would stop: {e}"),
+    });
+    verdict.map(drop).map_err(|stop| match stop {
+        Stop::NoBridge(status) => Error::Checked(status),
+        Stop::Error(e) => e,
+    })
+}
+
+/// Why a run would stop: a step's error, or (without `--br`) no bridge
+/// here that the caller may use, with the status that would stop a run.
+enum Stop {
+    NoBridge(u8),
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// What a run would do, in words, or where it would stop.
+fn verdict(
+    request: &CheckRequest,
+    route: &mut Rtnetlink,
+    bridges: &[Link],
+    decided: Option<Vec<Vec<u8>>>,
+    steps: Steps,
+) -> Result<String, Stop> {
+    steps.privilege?;
+    let rules = steps.rules?;
+    steps.settings?;
+    let policy = steps.policy.ok_or(Error::Internal)??;
+    let allowed = match &request.bridge {
         Some(asked) => {
-            let access = steps::access(&policy, &mut route, asked);
-            out.line(match &access {
-                Ok(a) => format!(
-                    "verdict: a run would attach a tap to {} (allowed by {}){}",
-                    quote(&a.bridge.name),
-                    a.rule,
-                    port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
-                ),
-                Err(e) => format!("verdict: a run would stop: {e}"),
-            });
-            access?;
+            let a = steps::access(&policy, route, asked)?;
+            format!(
+                "a run would attach a tap to {} (allowed by {}){}",
+                quote(&a.bridge.name),
+                a.rule,
+                port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
+            )
         }
         None => {
             let allowed = decided.unwrap_or_default();
             if allowed.is_empty() {
-                let stop = no_bridge_status(&rules, &bridges);
-                out.line(format!(
-                    "verdict: no bridge here that a run could attach uid {} to",
-                    caller.uid
-                ));
-                tun?;
-                return Err(Error::Checked(stop));
+                steps.tun?;
+                return Err(Stop::NoBridge(no_bridge_status(&rules, bridges)));
             }
             let names: Vec<String> = allowed.iter().map(|n| quote(n)).collect();
-            out.line(format!(
-                "verdict: a run could attach to {}",
-                names.join(", ")
-            ));
+            format!("a run could attach to {}", names.join(", "))
         }
-    }
-    let _ = settings;
-    tun
+    };
+    steps.tun?;
+    Ok(allowed)
+}
+
+/// The outcome of each step a run takes before it makes a tap, in its
+/// order.
+struct Steps {
+    privilege: Result<(), Error>,
+    rules: Result<Vec<Rule<Origin>>, Error>,
+    settings: Result<Settings, Error>,
+    policy: Option<Result<Policy, Error>>,
+    tun: Result<(), Error>,
 }
 
 /// A check cannot fail at a bridge in general: without `--br` it stops

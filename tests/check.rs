@@ -5,14 +5,48 @@ use common::*;
 
 /// `--check ARGS` as `mode` would run it, with no --fd.
 fn check(sb: &Sandbox, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
+    check_in(sb, ns, mode, Jail::for_mode(mode), args)
+}
+
+/// [`check`] in a given jail (another tun node, other groups).
+fn check_in(sb: &Sandbox, ns: &NetNs, mode: Mode, jail: Jail, args: &[&str]) -> HelperRun {
     let program = sb.install(HELPER, mode);
     let mut all = vec!["--check"];
     all.extend_from_slice(args);
     let before = ns.taps();
-    let run = sb.run_program(ns, &program, Jail::for_mode(mode), &all, false);
+    let run = sb.run_program(ns, &program, jail, &all, false);
     assert!(run.fds.is_empty(), "--check sent an fd");
     assert_eq!(ns.taps(), before, "--check changed the taps");
+    ends_with_verdict_and_status(&run);
     run
+}
+
+/// Every report ends with its verdict and then the exit status, and the
+/// two agree with each other and with the process's status.
+fn ends_with_verdict_and_status(run: &HelperRun) {
+    if run.stdout.is_empty() {
+        // Refused before any report: a usage error, on stderr.
+        assert_eq!(run.code, Some(2), "no report:\n{}", run.stderr);
+        return;
+    }
+    let last: Vec<&str> = run.stdout.lines().rev().take(2).collect();
+    let code = run.code.expect("--check was killed");
+    assert_eq!(
+        last.first().copied(),
+        Some(&*format!("exit status: {code}")),
+        "the last line is not the exit status:\n{}",
+        run.stdout
+    );
+    let verdict = last.get(1).copied().unwrap_or_default();
+    let stops = verdict.starts_with("verdict: a run would stop: ")
+        || verdict.starts_with("verdict: no bridge here");
+    let attaches = verdict.starts_with("verdict: a run would attach ")
+        || verdict.starts_with("verdict: a run could attach to ");
+    assert!(
+        (code == 0 && attaches) || (code != 0 && stops),
+        "verdict and exit status {code} disagree:\n{}",
+        run.stdout
+    );
 }
 
 /// The report's lines, minus the first (version and uid).
@@ -116,7 +150,7 @@ fn acl_missing_untrusted_malformed() {
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     assert_eq!(r.code, Some(3));
     has(&r, "file /etc/qemu/bridge.conf: not trusted: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
-    lacks(&r, "verdict:");
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
 
     sb.acl("allow br0\nallow br0 extra\nallow br0\nfrobnicate\n");
     let r = check(&sb, &ns, Mode::Setuid, &[]);
@@ -160,7 +194,7 @@ fn each_install_mode() {
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     assert_eq!(r.code, Some(5), "{}", r.stdout);
     has(&r, "installed: neither setuid root nor a file capability");
-    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'");
+    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)");
     has(&r, "exit status: 5");
 }
 
@@ -266,12 +300,78 @@ fn check_and_run_agree() {
                 cases += 1;
             }
         }
-        // The ACL missing, and untrusted.
-        sb.etc_file("bridge.conf", "allow br0\n", 0o664);
-        let real = sb.run_helper(&ns, mode, &["--br=br0"]);
-        assert_eq!(check(&sb, &ns, mode, &["--br=br0"]).code, real.code);
+        // The ACL untrusted, missing, and in a directory anyone can write.
+        for broken in [
+            |sb: &Sandbox| {
+                sb.etc_file("bridge.conf", "allow br0\n", 0o664);
+            },
+            |sb: &Sandbox| {
+                let _ = std::fs::remove_file(sb.etc_path("bridge.conf"));
+            },
+            |sb: &Sandbox| {
+                sb.etc_file("inc/x.conf", "allow br0\n", 0o644);
+                std::fs::set_permissions(
+                    sb.etc_path("inc"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                )
+                .unwrap();
+                sb.acl("include /etc/qemu/inc/x.conf\n");
+            },
+        ] {
+            broken(&sb);
+            for br in ["--br=br0", "--br=nope"] {
+                let real = sb.run_helper(&ns, mode, &[br]);
+                let checked = check(&sb, &ns, mode, &[br]);
+                assert_eq!(checked.code, real.code, "{mode:?}:\n{}", checked.stdout);
+                let first = if mode == Mode::Unprivileged { 5 } else { 3 };
+                assert_eq!(checked.code, Some(first), "{}", checked.stdout);
+            }
+        }
+    }
+    // A file-capability install whose tun node only root may open (this
+    // machine's own 0600 node): the check stops where the run does.
+    sb.acl("allow br0\n");
+    let mut jail = Jail::for_mode(Mode::FileCaps);
+    jail.tun_0666 = false;
+    let program = sb.install(HELPER, Mode::FileCaps);
+    let real = sb.run_program(&ns, &program, jail.clone(), &["--br=br0"], true);
+    real.expect_refusal(5, "cannot open /dev/net/tun");
+    for args in [&["--br=br0"][..], &[]] {
+        let checked = check_in(&sb, &ns, Mode::FileCaps, jail.clone(), args);
+        assert_eq!(checked.code, Some(5), "{}", checked.stdout);
     }
     assert!(cases >= 200, "{cases}");
+}
+
+/// Each fault of the installation or the environment gets a line that
+/// names its fix, and the verdict stops there, with the run's status.
+#[test]
+fn install_faults_name_their_fix_and_the_verdict_follows() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let tun_fix = "/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does";
+    let mut jail = Jail::for_mode(Mode::FileCaps);
+    jail.tun_0666 = false;
+    let r = check_in(&sb, &ns, Mode::FileCaps, jail, &["--br=br0"]);
+    has(&r, tun_fix);
+    has(
+        &r,
+        &format!(
+            "verdict: a run would stop: {}",
+            &tun_fix["/dev/net/tun: ".len()..]
+        ),
+    );
+    let cap_fix = "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)";
+    let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
+    has(
+        &r,
+        &format!("CAP_NET_ADMIN: a run does not get it: {cap_fix}"),
+    );
+    has(&r, &format!("verdict: a run would stop: {cap_fix}"));
+    sb.etc_file("bridge.conf", "allow br0\n", 0o666);
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
 }
 
 /// Root, as `sudo -l -U`: the files are read with that user's uid and

@@ -27,9 +27,9 @@ pub enum Error {
         file: String,
         asked: String,
     },
-    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'")]
+    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
     NoNetAdmin,
-    #[error("cannot open /dev/net/tun: {0}")]
+    #[error("cannot open /dev/net/tun: {0}{hint}", hint = tun_hint(.0))]
     TunDevice(String),
     #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it as root only once, before it reads its arguments")]
     QueuesNeedTun(u16),
@@ -81,6 +81,19 @@ pub enum Error {
 fn libvirt_hint(quoted: &str) -> &'static str {
     if quoted.starts_with("'virbr") {
         "; libvirt creates it when its network starts (virsh net-start default)"
+    } else {
+        ""
+    }
+}
+
+/// The fix for the two ways the node fails an installed helper: a mode
+/// that lets only root open it (a file capability is not enough), and no
+/// node at all. The cause is `io::Error`'s text, which ends in its errno.
+fn tun_hint(cause: &str) -> &'static str {
+    if cause.ends_with(&format!("(os error {})", libc::EACCES)) {
+        "; fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does"
+    } else if cause.ends_with(&format!("(os error {})", libc::ENOENT)) {
+        "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun"
     } else {
         ""
     }

@@ -196,6 +196,9 @@ fn check(
             None
         }
     };
+    if let (Some(Ok(policy)), None) = (&policy, &request.user) {
+        group_lines(policy, &mut route, &bridges, out);
+    }
     if let Ok(rules) = &rules {
         missing_bridge_lines(rules, &bridges, out);
     }
@@ -222,7 +225,7 @@ fn check(
             "verdict: no bridge here that a run could attach uid {} to",
             caller.uid
         ),
-        Err(Stop::Error(e)) => format!("verdict: a run would stop: {e}"),
+        Err(Stop::Error(e)) => format!("verdict: a run would stop: {}", e.in_check()),
     });
     verdict.map(drop).map_err(|stop| match stop {
         Stop::NoBridge(status) => Error::Checked(status),
@@ -350,6 +353,63 @@ fn bridge_lines(
     Ok(allowed)
 }
 
+/// A user's own check, when bridge-helper.conf has group= lines: the
+/// groups of this process, which a run decides them with, and what a new
+/// login would change when /etc/group gives the user groups this process
+/// lacks (added to a group after logging in).
+fn group_lines(policy: &Policy, route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
+    if !policy.conf.names_groups() {
+        return;
+    }
+    let named = |gid: &u32| match policy.accounts.groups.iter().find(|(_, id)| id == gid) {
+        Some((name, _)) => format!("{gid} ({})", Escaped(name)),
+        None => gid.to_string(),
+    };
+    let now: Vec<String> = policy.me.gids.iter().map(named).collect();
+    out.line(format!(
+        "groups: {} (this process's: a run matches group= lines against these)",
+        now.join(", ")
+    ));
+    let Some(user) = users::find(policy.me.uid.to_string().as_bytes()) else {
+        return;
+    };
+    let lacking: Vec<u32> = users::groups(&user)
+        .into_iter()
+        .filter(|g| !policy.me.gids.contains(g))
+        .collect();
+    if lacking.is_empty() {
+        return;
+    }
+    let mut later = policy.clone();
+    later.me.gids.extend(&lacking);
+    let mut gained = Vec::new();
+    for bridge in bridges {
+        let Ok(name) = crate::policy::ifname::IfName::new(&bridge.name) else {
+            continue;
+        };
+        if steps::access(policy, route, &name).is_err() {
+            if let Ok(access) = steps::access(&later, route, &name) {
+                gained.push(format!(
+                    "{} (allowed by {})",
+                    quote(&bridge.name),
+                    access.rule
+                ));
+            }
+        }
+    }
+    let shown: Vec<String> = lacking.iter().map(named).collect();
+    out.line(format!(
+        "groups: /etc/group also puts uid {} in {}, which this process lacks (added since this login); after logging in again, {}",
+        policy.me.uid,
+        shown.join(", "),
+        if gained.is_empty() {
+            "no verdict here changes".to_string()
+        } else {
+            format!("a run could also attach to {}", gained.join(", "))
+        }
+    ));
+}
+
 /// Rules naming a bridge that is not in this namespace: a typo, or a
 /// bridge made later (libvirt's).
 fn missing_bridge_lines(rules: &[Rule<Origin>], bridges: &[Link], out: &mut Report) {
@@ -426,8 +486,9 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
                 "held by a process"
             };
             out.line(format!(
-                "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root can 'ip link delete' it)",
+                "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root removes them all with 'bridge-helper --remove-abandoned --user={}')",
                 quote(&tap.name),
+                caller.uid,
                 caller.uid
             ));
         }
@@ -450,13 +511,35 @@ fn bridge_address_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Repor
         else {
             continue;
         };
-        let mac: Vec<String> = bridge.address.iter().map(|b| format!("{b:02x}")).collect();
+        // The fix pins an address no VM controls: a port that is not a
+        // tap (the uplink), never a tap's.
+        let is_tap = |l: &Link| l.kind.as_deref() == Some(b"tun") || l.tun.is_some();
+        let fixed = if is_tap(port) {
+            links
+                .iter()
+                .find(|l| l.master == Some(bridge.index) && !is_tap(l))
+                .map(|l| &l.address)
+        } else {
+            Some(&port.address)
+        };
+        let fix = match fixed {
+            Some(address) => {
+                let mac: Vec<String> = address.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "ip link set {} address {}",
+                    Escaped(&bridge.name),
+                    mac.join(":")
+                )
+            }
+            None => format!(
+                "give it an address of its own, not a tap's: ip link set {} address ADDRESS (a locally administered one, such as 02:00:00:00:00:01)",
+                Escaped(&bridge.name)
+            ),
+        };
         out.line(format!(
-            "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set {} address {}",
+            "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: {fix}",
             quote(&bridge.name),
             quote(&port.name),
-            Escaped(&bridge.name),
-            mac.join(":")
         ));
     }
 }
@@ -487,8 +570,11 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
                 format!("bridge {}", quote(&b.name))
             });
         let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
+        let remove = format!(
+            "abandoned (persistent, nothing attached); remove with 'bridge-helper --remove-abandoned --user={uid}'"
+        );
         let state = match (persistent, tap.carrier) {
-            (true, Some(false)) => "abandoned (persistent, nothing attached)",
+            (true, Some(false)) => remove.as_str(),
             (true, _) => "held (persistent)",
             (false, _) => "held",
         };

@@ -125,14 +125,28 @@ fn with_br_ends_with_the_verdict_and_its_rule() {
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br1"]);
     assert_eq!(r.code, Some(4));
     assert_eq!(r.stderr, "", "the report says it on stdout");
-    has(&r, "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1");
+    // The verdict does not send the user to the command just run.
+    has(
+        &r,
+        "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2",
+    );
+    assert!(
+        !r.stdout.contains("see bridge-helper --check"),
+        "{}",
+        r.stdout
+    );
+    // The run's own message does.
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br1"]).expect_refusal(
+        4,
+        "access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1",
+    );
     has(&r, "exit status: 4");
     let r = check(&sb, &ns, Mode::Setuid, &["--br=virbr0"]);
     assert_eq!(r.code, Some(7));
     has(&r, "verdict: a run would stop: bridge 'virbr0' does not exist; libvirt creates it when its network starts (virsh net-start default)");
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br9"]);
     assert_eq!(r.code, Some(4));
-    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br9 and bridge.conf(5)");
+    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)");
 }
 
 #[test]
@@ -444,7 +458,7 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
     );
     has(
         &r,
-        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached)"),
+        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached); remove with 'bridge-helper --remove-abandoned --user=65534'"),
     );
     // The user's own check warns about it.
     let mine = check(&sb, &ns, Mode::Setuid, &[]);
@@ -488,6 +502,124 @@ fn a_bridge_following_its_ports_address_is_warned_about() {
     ns.ip(&["link", "set", "br0", "address", "02:00:00:00:00:01"]);
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     lacks(&r, "warning: bridge");
+}
+
+/// When the port whose address the bridge took is a helper tap, the fix
+/// never pins the tap's address: the uplink's if there is one, else an
+/// address of the bridge's own.
+#[test]
+fn the_bridge_address_fix_never_names_a_taps_address() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let fd = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (tap, _) = tun_get_iff(&fd);
+    ns.ip(&["link", "set", &tap, "address", "02:00:00:00:00:03"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, &format!("warning: bridge 'br0' has the address of its port '{tap}': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: give it an address of its own, not a tap's: ip link set br0 address ADDRESS (a locally administered one, such as 02:00:00:00:00:01)"));
+    assert!(
+        !r.stdout.contains("address 02:00:00:00:00:03"),
+        "{}",
+        r.stdout
+    );
+    // With an uplink, its address.
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "address", "02:00:00:00:00:09"]);
+    ns.ip(&["link", "set", "v0", "master", "br0"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, &format!("warning: bridge 'br0' has the address of its port '{tap}': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set br0 address 02:00:00:00:00:09"));
+    drop(fd);
+}
+
+/// Lines bridge.conf and bridge-helper.conf users write by habit: a
+/// qualifier on a bridge.conf rule, and comments after a rule or setting.
+#[test]
+fn misplaced_qualifiers_and_trailing_comments_say_what_to_do() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let cases: [(&str, &str); 3] = [
+        ("allow br0 user=vmu\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0 user=vmu' is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)"),
+        ("deny br0 # old\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0 # old' is not a bridge name: a comment needs a line of its own (starting with #); move it to the line above"),
+        ("allow br0\tgroup=kvm\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0\\tgroup=kvm' is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)"),
+    ];
+    for (acl, line) in cases {
+        sb.acl(acl);
+        let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+        assert_eq!(r.code, Some(3), "{}", r.stdout);
+        has(&r, line);
+        let message = &line["syntax error: ".len()..];
+        sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+            .expect_refusal(3, message);
+    }
+    sb.acl("allow br0\n").etc_file(
+        "bridge-helper.conf",
+        "max-abandoned-taps 2 # fewer\n",
+        0o644,
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(3), "{}", r.stdout);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge-helper.conf:1: a comment needs a line of its own (starting with #); move '# fewer' to the line above");
+    sb.etc_file(
+        "bridge-helper.conf",
+        "port br0 user=nobody isolated  # lab\n",
+        0o644,
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge-helper.conf:1: a comment needs a line of its own (starting with #); move '# lab' to the line above");
+}
+
+/// A user added to a group after logging in: their own check lists the
+/// process's groups, and says what logging in again would allow.
+#[test]
+fn a_users_check_lists_its_groups_and_what_a_new_login_would_grant() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    std::fs::write(
+        sb.dir.join("layer/group"),
+        format!("{group}bhvmusers:x:30000:nobody\n"),
+    )
+    .unwrap();
+    sb.acl("# grants are in bridge-helper.conf\n").etc_file(
+        "bridge-helper.conf",
+        "allow br0 group=bhvmusers\n",
+        0o644,
+    );
+    let nogroup = String::from_utf8_lossy(
+        &std::process::Command::new("getent")
+            .args(["group", "65534"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split(':')
+    .next()
+    .unwrap()
+    .to_owned();
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    has(&r, "bridge 'br0': denied: no rule allows it");
+    has(
+        &r,
+        &format!(
+            "groups: 65534 ({nogroup}) (this process's: a run matches group= lines against these)"
+        ),
+    );
+    has(&r, "groups: /etc/group also puts uid 65534 in 30000 (bhvmusers), which this process lacks (added since this login); after logging in again, a run could also attach to 'br0' (allowed by /etc/qemu/bridge-helper.conf:1)");
+    // Logged in again: the process has the group, and nothing is lacking.
+    let mut jail = Jail::for_mode(Mode::Setuid);
+    jail.groups = vec![30000];
+    let r = check_in(&sb, &ns, Mode::Setuid, jail, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(
+        &r,
+        "bridge 'br0': allowed by /etc/qemu/bridge-helper.conf:1",
+    );
+    has(
+        &r,
+        &format!("groups: 30000 (bhvmusers), 65534 ({nogroup}) (this process's: a run matches group= lines against these)"),
+    );
+    lacks(&r, "groups: /etc/group also");
 }
 
 /// Issue 15's lines: the grants and port settings of bridge-helper.conf,

@@ -115,6 +115,18 @@ pub fn parse_in(
             file: path.to_path_buf(),
             line: number,
         };
+        if let Some(at) = words.iter().skip(1).position(|w| w.starts_with(b"#")) {
+            if !words[0].starts_with(b"#") {
+                let comment = words[at + 1..].join(&b' ');
+                return Err((
+                    number,
+                    LineError::BadSetting(format!(
+                        "a comment needs a line of its own (starting with #); move {} to the line above",
+                        quote(&comment)
+                    )),
+                ));
+            }
+        }
         match words.as_slice() {
             [] => {}
             [first, ..] if first.starts_with(b"#") => {}

@@ -133,6 +133,20 @@ impl Error {
         }
     }
 
+    /// The message as `--check` gives it: a denial does not point at the
+    /// check that is reporting it.
+    pub fn in_check(&self) -> String {
+        match self {
+            Error::DeniedBy { bridge, rule, .. } => {
+                format!("access to bridge {bridge} denied by {rule}")
+            }
+            Error::NotAllowed { bridge, file, .. } => format!(
+                "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)"
+            ),
+            e => e.to_string(),
+        }
+    }
+
     /// A kernel call that failed, naming what it was for.
     pub fn kernel(what: impl Into<String>, why: impl Into<KernelCause>) -> Error {
         Error::Kernel {

@@ -2,7 +2,7 @@
 //!
 //! Line splitting follows qemu-bridge-helper byte for byte, so every file it
 //! accepts means the same here; where it would silently misread a line we
-//! refuse the line instead (see "Deviations" in the README).
+//! refuse the line instead (see "Differences from QEMU's helper" in bridge.conf(5)).
 
 use crate::policy::ifname;
 use crate::report::escape::quote;

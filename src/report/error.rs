@@ -99,7 +99,8 @@ fn tun_hint(cause: &str) -> &'static str {
     }
 }
 
-/// Exit statuses, one per class of failure, as documented in the README.
+/// Exit statuses, one per class of failure, as documented in bridge-helper(8)
+/// and `--help`.
 pub mod status {
     pub const USAGE: u8 = 2;
     pub const ACL_CONFIG: u8 = 3;

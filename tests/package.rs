@@ -574,6 +574,68 @@ fn setuid_root_when_tun_is_0600_and_the_acl_is_left_alone() {
     assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), acl);
 }
 
+/// The command lines of the first ```sh block after `heading` in the
+/// README, without their comments.
+fn readme_commands(heading: &str) -> Vec<String> {
+    let readme = fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let after = readme
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"))
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {heading:?}"))
+        .0;
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A newcomer's first hour, with the README's own commands: install the
+/// package, write bridge.conf, check as the user, start a QEMU guest.
+#[test]
+fn a_newcomer_follows_the_readme_from_package_to_guest() {
+    let root = Root::new(Tun::Mode(0o666));
+    deb();
+    let install = readme_commands("### The Debian package (Debian 12 and later, Ubuntu)");
+    assert_eq!(install[0], "scripts/build-deb", "{install:?}");
+    let dpkg = &install[1];
+    assert!(dpkg.starts_with("dpkg -i "), "{install:?}");
+    let log = root.ok(&format!("cd {} && {dpkg} 2>&1", manifest_dir().display()));
+    assert!(log.contains("dpkg-reconfigure bridge-helper"), "{log}");
+
+    let configure = readme_commands("### bridge.conf: who may use which bridge");
+    for line in &configure {
+        root.ok(line);
+    }
+    assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), "allow br0\n");
+
+    let ns = ns_with_bridge();
+    let check = readme_commands("### Check it");
+    let mine = check
+        .iter()
+        .find(|l| l.as_str() == "bridge-helper --check --br=br0")
+        .expect("the README's check for br0");
+    let out = root.check_on_path(&ns, Some(NOBODY), &mine["bridge-helper --check ".len()..]);
+    assert!(
+        out.ends_with("verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1)\nexit status: 0\n"),
+        "{out}"
+    );
+
+    let qemu = readme_commands("## Use");
+    assert!(
+        qemu[0].starts_with(
+            "qemu-system-x86_64 -netdev bridge,id=n0,br=br0 -device virtio-net-pci,netdev=n0 "
+        ),
+        "the README's QEMU line is not the one booted here: {qemu:?}"
+    );
+    let marker = boot_with_qemus_default_helper(&root, &ns);
+    assert_eq!(marker, format!("bridge-helper uid={NOBODY}"));
+}
+
 /// The node's mode changes after install (udev rules, a container):
 /// `--check` says so, and `dpkg-reconfigure bridge-helper`, which it and
 /// postinst name, makes the choice again.

@@ -76,7 +76,21 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
     privileges::drop_all()?;
-    let outcome = check(&caller, install, root, request, &mut report);
+    // The last two lines, whatever stopped the check: the verdict, and
+    // the status, which agree.
+    let verdict = check(&caller, install, root, request, &mut report);
+    report.line(match &verdict {
+        Ok(allowed) => format!("verdict: {allowed}"),
+        Err(Stop::NoBridge(_)) => format!(
+            "verdict: no bridge here that a run could attach uid {} to",
+            caller.uid
+        ),
+        Err(Stop::Error(e)) => format!("verdict: a run would stop: {}", e.in_check()),
+    });
+    let outcome = verdict.map(drop).map_err(|stop| match stop {
+        Stop::NoBridge(status) => Error::Checked(status),
+        Stop::Error(e) => e,
+    });
     let code = match &outcome {
         Ok(()) => 0,
         Err(e) => e.status(),
@@ -129,7 +143,7 @@ fn check(
     root: bool,
     request: &CheckRequest,
     out: &mut Report,
-) -> Result<(), Error> {
+) -> Result<String, Stop> {
     // Installation: decided first by a run, too.
     let from = if install.from_file {
         " (from this program's file)"
@@ -218,19 +232,7 @@ fn check(
         policy,
         tun,
     };
-    let verdict = verdict(request, &mut route, &bridges, decided, steps);
-    out.line(match &verdict {
-        Ok(allowed) => format!("verdict: {allowed}"),
-        Err(Stop::NoBridge(_)) => format!(
-            "verdict: no bridge here that a run could attach uid {} to",
-            caller.uid
-        ),
-        Err(Stop::Error(e)) => format!("verdict: a run would stop: {}", e.in_check()),
-    });
-    verdict.map(drop).map_err(|stop| match stop {
-        Stop::NoBridge(status) => Error::Checked(status),
-        Stop::Error(e) => e,
-    })
+    verdict(request, &mut route, &bridges, decided, steps)
 }
 
 /// Why a run would stop: a step's error, or (without `--br`) no bridge

@@ -689,6 +689,12 @@ fn a_statoverride_on_our_binary_is_kept_and_restricts_it_to_a_group() {
     let gid = gid_of(&root, "bhvm");
     let log = root.install();
     assert!(log.contains("keeping the dpkg-statoverride"), "{log}");
+    // dpkg-reconfigure alone would keep the override: the way back says so.
+    assert!(
+        log.contains(&format!("bridge-helper: to let the package choose instead: dpkg-statoverride --remove {OURS} && dpkg-reconfigure bridge-helper")),
+        "{log}"
+    );
+    assert!(!log.contains("to choose again"), "{log}");
     let ours = root.identity(OURS);
     assert_eq!(
         ours.lines().nth(1).unwrap(),

@@ -108,6 +108,23 @@ fn typical_setup_whole_report() {
             "exit status: 0",
         ]
     );
+    // The typical report in bridge-helper(8) is this one, for uid 1000.
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/bridge-helper.8"))
+        .unwrap()
+        .replace("\\-", "-");
+    let shown: Vec<&str> = page
+        .split_once("$ bridge-helper --check\n")
+        .expect("bridge-helper(8) shows a check")
+        .1
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('$'))
+        .collect();
+    assert_eq!(
+        shown,
+        lines(&run),
+        "bridge-helper(8)'s example report is stale"
+    );
 }
 
 #[test]

@@ -65,6 +65,7 @@ const COMMANDS: &[&str] = &[
     "grep",
     "mkdir",
     "ls",
+    "ln",
     "scripts/demo",
     "scripts/build-deb",
     "scripts/install-test-deps",

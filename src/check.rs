@@ -79,7 +79,21 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
     privileges::drop_all()?;
-    let outcome = check(&caller, install, root, request, &mut report);
+    // The last two lines, whatever stopped the check: the verdict, and
+    // the status, which agree.
+    let verdict = check(&caller, install, root, request, &mut report);
+    report.line(match &verdict {
+        Ok(allowed) => format!("verdict: {allowed}"),
+        Err(Stop::NoBridge(_)) => format!(
+            "verdict: no bridge here that a run could attach uid {} to",
+            caller.uid
+        ),
+        Err(Stop::Error(e)) => format!("verdict: a run would stop: {}", e.in_check()),
+    });
+    let outcome = verdict.map(drop).map_err(|stop| match stop {
+        Stop::NoBridge(status) => Error::Checked(status),
+        Stop::Error(e) => e,
+    });
     let code = match &outcome {
         Ok(()) => 0,
         Err(e) => e.status(),
@@ -132,7 +146,7 @@ fn check(
     root: bool,
     request: &CheckRequest,
     out: &mut Report,
-) -> Result<(), Error> {
+) -> Result<String, Stop> {
     // Installation: decided first by a run, too.
     let from = if install.from_file {
         " (from this program's file)"
@@ -199,6 +213,9 @@ fn check(
             None
         }
     };
+    if let (Some(Ok(policy)), None) = (&policy, &request.user) {
+        group_lines(policy, &mut route, &bridges, out);
+    }
     if let Ok(rules) = &rules {
         missing_bridge_lines(rules, &bridges, out);
     }
@@ -209,45 +226,75 @@ fn check(
     }
     out.line("not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
 
-    // The exit status: the first step a run fails at, in a run's order.
-    privilege?;
-    let rules = rules?;
-    let settings = settings?;
-    let policy = policy.ok_or(Error::Internal)??;
-    match &request.bridge {
+    // The verdict and the exit status: the first step a run fails at, in
+    // a run's order, said on one line whatever it is.
+    let steps = Steps {
+        privilege,
+        rules,
+        settings,
+        policy,
+        tun,
+    };
+    verdict(request, &mut route, &bridges, decided, steps)
+}
+
+/// Why a run would stop: a step's error, or (without `--br`) no bridge
+/// here that the caller may use, with the status that would stop a run.
+enum Stop {
+    NoBridge(u8),
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// What a run would do, in words, or where it would stop.
+fn verdict(
+    request: &CheckRequest,
+    route: &mut Rtnetlink,
+    bridges: &[Link],
+    decided: Option<Vec<Vec<u8>>>,
+    steps: Steps,
+) -> Result<String, Stop> {
+    steps.privilege?;
+    let rules = steps.rules?;
+    steps.settings?;
+    let policy = steps.policy.ok_or(Error::Internal)??;
+    let allowed = match &request.bridge {
         Some(asked) => {
-            let access = steps::access(&policy, &mut route, asked);
-            out.line(match &access {
-                Ok(a) => format!(
-                    "verdict: a run would attach a tap to {} (allowed by {}){}",
-                    quote(&a.bridge.name),
-                    a.rule,
-                    port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
-                ),
-                Err(e) => format!("verdict: a run would stop: {e}"),
-            });
-            access?;
+            let a = steps::access(&policy, route, asked)?;
+            format!(
+                "a run would attach a tap to {} (allowed by {}){}",
+                quote(&a.bridge.name),
+                a.rule,
+                port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
+            )
         }
         None => {
             let allowed = decided.unwrap_or_default();
             if allowed.is_empty() {
-                let stop = no_bridge_status(&rules, &bridges);
-                out.line(format!(
-                    "verdict: no bridge here that a run could attach uid {} to",
-                    caller.uid
-                ));
-                tun?;
-                return Err(Error::Checked(stop));
+                steps.tun?;
+                return Err(Stop::NoBridge(no_bridge_status(&rules, bridges)));
             }
             let names: Vec<String> = allowed.iter().map(|n| quote(n)).collect();
-            out.line(format!(
-                "verdict: a run could attach to {}",
-                names.join(", ")
-            ));
+            format!("a run could attach to {}", names.join(", "))
         }
-    }
-    let _ = settings;
-    tun
+    };
+    steps.tun?;
+    Ok(allowed)
+}
+
+/// The outcome of each step a run takes before it makes a tap, in its
+/// order.
+struct Steps {
+    privilege: Result<(), Error>,
+    rules: Result<Vec<Rule<Origin>>, Error>,
+    settings: Result<Settings, Error>,
+    policy: Option<Result<Policy, Error>>,
+    tun: Result<(), Error>,
 }
 
 /// A check cannot fail at a bridge in general: without `--br` it stops
@@ -309,6 +356,63 @@ fn bridge_lines(
         }
     }
     Ok(allowed)
+}
+
+/// A user's own check, when bridge-helper.conf has group= lines: the
+/// groups of this process, which a run decides them with, and what a new
+/// login would change when /etc/group gives the user groups this process
+/// lacks (added to a group after logging in).
+fn group_lines(policy: &Policy, route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
+    if !policy.names_groups() {
+        return;
+    }
+    let named = |gid: &u32| match policy.accounts.groups.iter().find(|(_, id)| id == gid) {
+        Some((name, _)) => format!("{gid} ({})", Escaped(name)),
+        None => gid.to_string(),
+    };
+    let now: Vec<String> = policy.me.gids.iter().map(named).collect();
+    out.line(format!(
+        "groups: {} (this process's: a run matches group= lines against these)",
+        now.join(", ")
+    ));
+    let Some(user) = users::find(policy.me.uid.to_string().as_bytes()) else {
+        return;
+    };
+    let lacking: Vec<u32> = users::groups(&user)
+        .into_iter()
+        .filter(|g| !policy.me.gids.contains(g))
+        .collect();
+    if lacking.is_empty() {
+        return;
+    }
+    let mut later = policy.clone();
+    later.me.gids.extend(&lacking);
+    let mut gained = Vec::new();
+    for bridge in bridges {
+        let Ok(name) = crate::policy::ifname::IfName::new(&bridge.name) else {
+            continue;
+        };
+        if steps::access(policy, route, &name).is_err() {
+            if let Ok(access) = steps::access(&later, route, &name) {
+                gained.push(format!(
+                    "{} (allowed by {})",
+                    quote(&bridge.name),
+                    access.rule
+                ));
+            }
+        }
+    }
+    let shown: Vec<String> = lacking.iter().map(named).collect();
+    out.line(format!(
+        "groups: /etc/group also puts uid {} in {}, which this process lacks (added since this login); after logging in again, {}",
+        policy.me.uid,
+        shown.join(", "),
+        if gained.is_empty() {
+            "no verdict here changes".to_string()
+        } else {
+            format!("a run could also attach to {}", gained.join(", "))
+        }
+    ));
 }
 
 /// Rules naming a bridge that is not in this namespace: a typo, or a
@@ -387,8 +491,9 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
                 "held by a process"
             };
             out.line(format!(
-                "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root can 'ip link delete' it)",
+                "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root removes them all with 'bridge-helper --remove-abandoned --user={}')",
                 quote(&tap.name),
+                caller.uid,
                 caller.uid
             ));
         }
@@ -411,13 +516,35 @@ fn bridge_address_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Repor
         else {
             continue;
         };
-        let mac: Vec<String> = bridge.address.iter().map(|b| format!("{b:02x}")).collect();
+        // The fix pins an address no VM controls: a port that is not a
+        // tap (the uplink), never a tap's.
+        let is_tap = |l: &Link| l.kind.as_deref() == Some(b"tun") || l.tun.is_some();
+        let fixed = if is_tap(port) {
+            links
+                .iter()
+                .find(|l| l.master == Some(bridge.index) && !is_tap(l))
+                .map(|l| &l.address)
+        } else {
+            Some(&port.address)
+        };
+        let fix = match fixed {
+            Some(address) => {
+                let mac: Vec<String> = address.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "ip link set {} address {}",
+                    Escaped(&bridge.name),
+                    mac.join(":")
+                )
+            }
+            None => format!(
+                "give it an address of its own, not a tap's: ip link set {} address ADDRESS (a locally administered one, such as 02:00:00:00:00:01)",
+                Escaped(&bridge.name)
+            ),
+        };
         out.line(format!(
-            "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set {} address {}",
+            "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: {fix}",
             quote(&bridge.name),
             quote(&port.name),
-            Escaped(&bridge.name),
-            mac.join(":")
         ));
     }
 }
@@ -448,8 +575,11 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
                 format!("bridge {}", quote(&b.name))
             });
         let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
+        let remove = format!(
+            "abandoned (persistent, nothing attached); remove with 'bridge-helper --remove-abandoned --user={uid}'"
+        );
         let state = match (persistent, tap.carrier) {
-            (true, Some(false)) => "abandoned (persistent, nothing attached)",
+            (true, Some(false)) => remove.as_str(),
             (true, _) => "held (persistent)",
             (false, _) => "held",
         };

@@ -5,14 +5,48 @@ use common::*;
 
 /// `--check ARGS` as `mode` would run it, with no --fd.
 fn check(sb: &Sandbox, ns: &NetNs, mode: Mode, args: &[&str]) -> HelperRun {
+    check_in(sb, ns, mode, Jail::for_mode(mode), args)
+}
+
+/// [`check`] in a given jail (another tun node, other groups).
+fn check_in(sb: &Sandbox, ns: &NetNs, mode: Mode, jail: Jail, args: &[&str]) -> HelperRun {
     let program = sb.install(HELPER, mode);
     let mut all = vec!["--check"];
     all.extend_from_slice(args);
     let before = ns.taps();
-    let run = sb.run_program(ns, &program, Jail::for_mode(mode), &all, false);
+    let run = sb.run_program(ns, &program, jail, &all, false);
     assert!(run.fds.is_empty(), "--check sent an fd");
     assert_eq!(ns.taps(), before, "--check changed the taps");
+    ends_with_verdict_and_status(&run);
     run
+}
+
+/// Every report ends with its verdict and then the exit status, and the
+/// two agree with each other and with the process's status.
+fn ends_with_verdict_and_status(run: &HelperRun) {
+    if run.stdout.is_empty() {
+        // Refused before any report: a usage error, on stderr.
+        assert_eq!(run.code, Some(2), "no report:\n{}", run.stderr);
+        return;
+    }
+    let last: Vec<&str> = run.stdout.lines().rev().take(2).collect();
+    let code = run.code.expect("--check was killed");
+    assert_eq!(
+        last.first().copied(),
+        Some(&*format!("exit status: {code}")),
+        "the last line is not the exit status:\n{}",
+        run.stdout
+    );
+    let verdict = last.get(1).copied().unwrap_or_default();
+    let stops = verdict.starts_with("verdict: a run would stop: ")
+        || verdict.starts_with("verdict: no bridge here");
+    let attaches = verdict.starts_with("verdict: a run would attach ")
+        || verdict.starts_with("verdict: a run could attach to ");
+    assert!(
+        (code == 0 && attaches) || (code != 0 && stops),
+        "verdict and exit status {code} disagree:\n{}",
+        run.stdout
+    );
 }
 
 /// The report's lines, minus the first (version and uid).
@@ -74,6 +108,23 @@ fn typical_setup_whole_report() {
             "exit status: 0",
         ]
     );
+    // The typical report in bridge-helper(8) is this one, for uid 1000.
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/bridge-helper.8"))
+        .unwrap()
+        .replace("\\-", "-");
+    let shown: Vec<&str> = page
+        .split_once("$ bridge-helper --check\n")
+        .expect("bridge-helper(8) shows a check")
+        .1
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('$'))
+        .collect();
+    assert_eq!(
+        shown,
+        lines(&run),
+        "bridge-helper(8)'s example report is stale"
+    );
 }
 
 #[test]
@@ -91,14 +142,28 @@ fn with_br_ends_with_the_verdict_and_its_rule() {
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br1"]);
     assert_eq!(r.code, Some(4));
     assert_eq!(r.stderr, "", "the report says it on stdout");
-    has(&r, "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1");
+    // The verdict does not send the user to the command just run.
+    has(
+        &r,
+        "verdict: a run would stop: access to bridge 'br1' denied by /etc/qemu/bridge.conf:2",
+    );
+    assert!(
+        !r.stdout.contains("see bridge-helper --check"),
+        "{}",
+        r.stdout
+    );
+    // The run's own message does.
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br1"]).expect_refusal(
+        4,
+        "access to bridge 'br1' denied by /etc/qemu/bridge.conf:2; see bridge-helper --check --br=br1",
+    );
     has(&r, "exit status: 4");
     let r = check(&sb, &ns, Mode::Setuid, &["--br=virbr0"]);
     assert_eq!(r.code, Some(7));
     has(&r, "verdict: a run would stop: bridge 'virbr0' does not exist; libvirt creates it when its network starts (virsh net-start default)");
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br9"]);
     assert_eq!(r.code, Some(4));
-    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br9 and bridge.conf(5)");
+    has(&r, "verdict: a run would stop: access to bridge 'br9' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)");
 }
 
 #[test]
@@ -116,7 +181,7 @@ fn acl_missing_untrusted_malformed() {
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     assert_eq!(r.code, Some(3));
     has(&r, "file /etc/qemu/bridge.conf: not trusted: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
-    lacks(&r, "verdict:");
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
 
     sb.acl("allow br0\nallow br0 extra\nallow br0\nfrobnicate\n");
     let r = check(&sb, &ns, Mode::Setuid, &[]);
@@ -160,7 +225,7 @@ fn each_install_mode() {
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     assert_eq!(r.code, Some(5), "{}", r.stdout);
     has(&r, "installed: neither setuid root nor a file capability");
-    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'");
+    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)");
     has(&r, "exit status: 5");
 }
 
@@ -266,12 +331,78 @@ fn check_and_run_agree() {
                 cases += 1;
             }
         }
-        // The ACL missing, and untrusted.
-        sb.etc_file("bridge.conf", "allow br0\n", 0o664);
-        let real = sb.run_helper(&ns, mode, &["--br=br0"]);
-        assert_eq!(check(&sb, &ns, mode, &["--br=br0"]).code, real.code);
+        // The ACL untrusted, missing, and in a directory anyone can write.
+        for broken in [
+            |sb: &Sandbox| {
+                sb.etc_file("bridge.conf", "allow br0\n", 0o664);
+            },
+            |sb: &Sandbox| {
+                let _ = std::fs::remove_file(sb.etc_path("bridge.conf"));
+            },
+            |sb: &Sandbox| {
+                sb.etc_file("inc/x.conf", "allow br0\n", 0o644);
+                std::fs::set_permissions(
+                    sb.etc_path("inc"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                )
+                .unwrap();
+                sb.acl("include /etc/qemu/inc/x.conf\n");
+            },
+        ] {
+            broken(&sb);
+            for br in ["--br=br0", "--br=nope"] {
+                let real = sb.run_helper(&ns, mode, &[br]);
+                let checked = check(&sb, &ns, mode, &[br]);
+                assert_eq!(checked.code, real.code, "{mode:?}:\n{}", checked.stdout);
+                let first = if mode == Mode::Unprivileged { 5 } else { 3 };
+                assert_eq!(checked.code, Some(first), "{}", checked.stdout);
+            }
+        }
+    }
+    // A file-capability install whose tun node only root may open (this
+    // machine's own 0600 node): the check stops where the run does.
+    sb.acl("allow br0\n");
+    let mut jail = Jail::for_mode(Mode::FileCaps);
+    jail.tun_0666 = false;
+    let program = sb.install(HELPER, Mode::FileCaps);
+    let real = sb.run_program(&ns, &program, jail.clone(), &["--br=br0"], true);
+    real.expect_refusal(5, "cannot open /dev/net/tun");
+    for args in [&["--br=br0"][..], &[]] {
+        let checked = check_in(&sb, &ns, Mode::FileCaps, jail.clone(), args);
+        assert_eq!(checked.code, Some(5), "{}", checked.stdout);
     }
     assert!(cases >= 200, "{cases}");
+}
+
+/// Each fault of the installation or the environment gets a line that
+/// names its fix, and the verdict stops there, with the run's status.
+#[test]
+fn install_faults_name_their_fix_and_the_verdict_follows() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let tun_fix = "/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does";
+    let mut jail = Jail::for_mode(Mode::FileCaps);
+    jail.tun_0666 = false;
+    let r = check_in(&sb, &ns, Mode::FileCaps, jail, &["--br=br0"]);
+    has(&r, tun_fix);
+    has(
+        &r,
+        &format!(
+            "verdict: a run would stop: {}",
+            &tun_fix["/dev/net/tun: ".len()..]
+        ),
+    );
+    let cap_fix = "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)";
+    let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
+    has(
+        &r,
+        &format!("CAP_NET_ADMIN: a run does not get it: {cap_fix}"),
+    );
+    has(&r, &format!("verdict: a run would stop: {cap_fix}"));
+    sb.etc_file("bridge.conf", "allow br0\n", 0o666);
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
 }
 
 /// Root, as `sudo -l -U`: the files are read with that user's uid and
@@ -344,7 +475,7 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
     );
     has(
         &r,
-        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached)"),
+        &format!("helper tap '{gone_name}': uid 65534 (nobody), bridge 'br0', abandoned (persistent, nothing attached); remove with 'bridge-helper --remove-abandoned --user=65534'"),
     );
     // The user's own check warns about it.
     let mine = check(&sb, &ns, Mode::Setuid, &[]);
@@ -388,6 +519,124 @@ fn a_bridge_following_its_ports_address_is_warned_about() {
     ns.ip(&["link", "set", "br0", "address", "02:00:00:00:00:01"]);
     let r = check(&sb, &ns, Mode::Setuid, &[]);
     lacks(&r, "warning: bridge");
+}
+
+/// When the port whose address the bridge took is a helper tap, the fix
+/// never pins the tap's address: the uplink's if there is one, else an
+/// address of the bridge's own.
+#[test]
+fn the_bridge_address_fix_never_names_a_taps_address() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let fd = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
+    let (tap, _) = tun_get_iff(&fd);
+    ns.ip(&["link", "set", &tap, "address", "02:00:00:00:00:03"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, &format!("warning: bridge 'br0' has the address of its port '{tap}': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: give it an address of its own, not a tap's: ip link set br0 address ADDRESS (a locally administered one, such as 02:00:00:00:00:01)"));
+    assert!(
+        !r.stdout.contains("address 02:00:00:00:00:03"),
+        "{}",
+        r.stdout
+    );
+    // With an uplink, its address.
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "address", "02:00:00:00:00:09"]);
+    ns.ip(&["link", "set", "v0", "master", "br0"]);
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    has(&r, &format!("warning: bridge 'br0' has the address of its port '{tap}': it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: ip link set br0 address 02:00:00:00:00:09"));
+    drop(fd);
+}
+
+/// Lines bridge.conf and bridge-helper.conf users write by habit: a
+/// qualifier on a bridge.conf rule, and comments after a rule or setting.
+#[test]
+fn misplaced_qualifiers_and_trailing_comments_say_what_to_do() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let cases: [(&str, &str); 3] = [
+        ("allow br0 user=vmu\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0 user=vmu' is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)"),
+        ("deny br0 # old\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0 # old' is not a bridge name: a comment needs a line of its own (starting with #); move it to the line above"),
+        ("allow br0\tgroup=kvm\n", "syntax error: /etc/qemu/bridge.conf:1: 'br0\\tgroup=kvm' is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)"),
+    ];
+    for (acl, line) in cases {
+        sb.acl(acl);
+        let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+        assert_eq!(r.code, Some(3), "{}", r.stdout);
+        has(&r, line);
+        let message = &line["syntax error: ".len()..];
+        sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+            .expect_refusal(3, message);
+    }
+    sb.acl("allow br0\n").etc_file(
+        "bridge-helper.conf",
+        "max-abandoned-taps 2 # fewer\n",
+        0o644,
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(r.code, Some(3), "{}", r.stdout);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge-helper.conf:1: a comment needs a line of its own (starting with #); move '# fewer' to the line above");
+    sb.etc_file(
+        "bridge-helper.conf",
+        "port br0 user=nobody isolated  # lab\n",
+        0o644,
+    );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(&r, "verdict: a run would stop: /etc/qemu/bridge-helper.conf:1: a comment needs a line of its own (starting with #); move '# lab' to the line above");
+}
+
+/// A user added to a group after logging in: their own check lists the
+/// process's groups, and says what logging in again would allow.
+#[test]
+fn a_users_check_lists_its_groups_and_what_a_new_login_would_grant() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    std::fs::write(
+        sb.dir.join("layer/group"),
+        format!("{group}bhvmusers:x:30000:nobody\n"),
+    )
+    .unwrap();
+    sb.acl("# grants are in bridge-helper.conf\n").etc_file(
+        "bridge-helper.conf",
+        "allow br0 group=bhvmusers\n",
+        0o644,
+    );
+    let nogroup = String::from_utf8_lossy(
+        &std::process::Command::new("getent")
+            .args(["group", "65534"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split(':')
+    .next()
+    .unwrap()
+    .to_owned();
+    let r = check(&sb, &ns, Mode::Setuid, &[]);
+    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    has(&r, "bridge 'br0': denied: no rule allows it");
+    has(
+        &r,
+        &format!(
+            "groups: 65534 ({nogroup}) (this process's: a run matches group= lines against these)"
+        ),
+    );
+    has(&r, "groups: /etc/group also puts uid 65534 in 30000 (bhvmusers), which this process lacks (added since this login); after logging in again, a run could also attach to 'br0' (allowed by /etc/qemu/bridge-helper.conf:1)");
+    // Logged in again: the process has the group, and nothing is lacking.
+    let mut jail = Jail::for_mode(Mode::Setuid);
+    jail.groups = vec![30000];
+    let r = check_in(&sb, &ns, Mode::Setuid, jail, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    has(
+        &r,
+        "bridge 'br0': allowed by /etc/qemu/bridge-helper.conf:1",
+    );
+    has(
+        &r,
+        &format!("groups: 30000 (bhvmusers), 65534 ({nogroup}) (this process's: a run matches group= lines against these)"),
+    );
+    lacks(&r, "groups: /etc/group also");
 }
 
 /// Issue 15's lines: the grants and port settings of bridge-helper.conf,

@@ -284,6 +284,23 @@ impl Root {
         common::wait_for_taps(ns, &[]);
     }
 
+    /// `bridge-helper --check ARG` typed in a login shell's PATH (a
+    /// user's has no sbin) as `uid` or root; returns stdout.
+    fn check_on_path(&self, ns: &NetNs, uid: Option<u32>, arg: &str) -> String {
+        let mut cmd = self.command(ns, "/bin/sh", uid, &[]);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", &format!("bridge-helper --check {arg}")])
+            .stdin(Stdio::null());
+        let out = common::output(&mut cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("not found"),
+            "bridge-helper is not on the PATH: {stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Every non-directory path the installed package owns (dpkg -L).
     fn package_files(&self) -> Vec<String> {
         self.ok("dpkg -L bridge-helper")
@@ -418,6 +435,16 @@ fn installs_serves_qemu_through_its_own_path_and_uninstalls_to_the_byte() {
         log.contains("file capability cap_net_admin+ep"),
         "postinst did not say what it chose:\n{log}"
     );
+    for said in [
+        "bridge-helper: to choose again (after /dev/net/tun's mode changes, say): dpkg-reconfigure bridge-helper",
+        &format!("bridge-helper: QEMU's own helper is kept at {DIVERTED} (dpkg-divert); QEMU and libvirt now run bridge-helper at {QEMU_PATH}; removing this package puts QEMU's helper back"),
+    ] {
+        assert!(log.lines().any(|l| l == said), "postinst did not say {said:?}:\n{log}");
+    }
+    assert!(!log.contains("warning"), "{log}");
+    // A static binary depends on nothing: no Depends field, not an empty one.
+    let control = root.ok(&format!("dpkg-deb --field {}", deb().display()));
+    assert!(!control.contains("Depends"), "{control}");
     let diversions = root.ok("dpkg-divert --list");
     assert!(
         diversions.contains(&format!(
@@ -459,8 +486,11 @@ fn installs_serves_qemu_through_its_own_path_and_uninstalls_to_the_byte() {
     ] {
         assert_eq!(root.ok(&format!("man -w {page}")).trim(), file);
     }
-    root.ok("[ ! -e /etc/qemu/bridge.conf ] && [ -f /usr/share/doc/bridge-helper/examples/bridge.conf ]");
-    root.ok("dpkg-query --control-show bridge-helper conffiles | grep -qx '/etc/qemu/bridge-helper.conf.*'");
+    // /etc/qemu is the administrator's: the package puts nothing there.
+    root.ok("! dpkg -L bridge-helper | grep -q '^/etc/qemu' && [ -f /usr/share/doc/bridge-helper/examples/bridge.conf ] && [ -f /usr/share/doc/bridge-helper/examples/bridge-helper.conf ]");
+    // The command every hint names is on a user's PATH and root's, and
+    // is the same file with the same privilege.
+    assert_eq!(root.ok("readlink -f /usr/bin/bridge-helper").trim(), OURS);
     let profile = root.ok("cat /etc/apparmor.d/abstractions/bridge-helper-libvirtd");
     assert_eq!(
         profile,
@@ -478,6 +508,13 @@ fn installs_serves_qemu_through_its_own_path_and_uninstalls_to_the_byte() {
     let ns = ns_with_bridge();
     root.attach(&ns, QEMU_PATH, &[]);
     root.attach(&ns, OURS, &[]);
+    for uid in [Some(NOBODY), None] {
+        let out = root.check_on_path(&ns, uid, "--br=br0");
+        assert!(
+            out.ends_with("verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1)\nexit status: 0\n"),
+            "{uid:?}: {out}"
+        );
+    }
     let marker = boot_with_qemus_default_helper(&root, &ns);
     assert_eq!(
         marker,
@@ -495,9 +532,9 @@ fn installs_serves_qemu_through_its_own_path_and_uninstalls_to_the_byte() {
     );
     root.ok(&format!("[ ! -L {QEMU_PATH} ] && [ ! -e {OURS} ]"));
     assert!(!root.ok("dpkg-divert --list").contains("bridge-helper"));
-    // The conffiles stay until purge, as dpkg does.
-    root.ok("[ -f /etc/qemu/bridge-helper.conf ]");
-    root.ok("dpkg -P bridge-helper 2>&1");
+    assert!(!removed.contains("warning"), "dpkg -r:\n{removed}");
+    let purged = root.ok("dpkg -P bridge-helper 2>&1");
+    assert!(!purged.contains("warning"), "dpkg -P:\n{purged}");
     root.assert_clean(&original, &files);
     // The administrator's ACL is theirs.
     assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), "allow br0\n");
@@ -537,6 +574,104 @@ fn setuid_root_when_tun_is_0600_and_the_acl_is_left_alone() {
     assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), acl);
 }
 
+/// The command lines of the first ```sh block after `heading` in the
+/// README, without their comments.
+fn readme_commands(heading: &str) -> Vec<String> {
+    let readme = fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let after = readme
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"))
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {heading:?}"))
+        .0;
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A newcomer's first hour, with the README's own commands: install the
+/// package, write bridge.conf, check as the user, start a QEMU guest.
+#[test]
+fn a_newcomer_follows_the_readme_from_package_to_guest() {
+    let root = Root::new(Tun::Mode(0o666));
+    deb();
+    let install = readme_commands("### The Debian package (Debian 12 and later, Ubuntu)");
+    assert_eq!(install[0], "scripts/build-deb", "{install:?}");
+    let dpkg = &install[1];
+    assert!(dpkg.starts_with("dpkg -i "), "{install:?}");
+    let log = root.ok(&format!("cd {} && {dpkg} 2>&1", manifest_dir().display()));
+    assert!(log.contains("dpkg-reconfigure bridge-helper"), "{log}");
+
+    let configure = readme_commands("### bridge.conf: who may use which bridge");
+    for line in &configure {
+        root.ok(line);
+    }
+    assert_eq!(root.ok("cat /etc/qemu/bridge.conf"), "allow br0\n");
+
+    let ns = ns_with_bridge();
+    let check = readme_commands("### Check it");
+    let mine = check
+        .iter()
+        .find(|l| l.as_str() == "bridge-helper --check --br=br0")
+        .expect("the README's check for br0");
+    let out = root.check_on_path(&ns, Some(NOBODY), &mine["bridge-helper --check ".len()..]);
+    assert!(
+        out.ends_with("verdict: a run would attach a tap to 'br0' (allowed by /etc/qemu/bridge.conf:1)\nexit status: 0\n"),
+        "{out}"
+    );
+
+    let qemu = readme_commands("## Use");
+    assert!(
+        qemu[0].starts_with(
+            "qemu-system-x86_64 -netdev bridge,id=n0,br=br0 -device virtio-net-pci,netdev=n0 "
+        ),
+        "the README's QEMU line is not the one booted here: {qemu:?}"
+    );
+    let marker = boot_with_qemus_default_helper(&root, &ns);
+    assert_eq!(marker, format!("bridge-helper uid={NOBODY}"));
+}
+
+/// The node's mode changes after install (udev rules, a container):
+/// `--check` says so, and `dpkg-reconfigure bridge-helper`, which it and
+/// postinst name, makes the choice again.
+#[test]
+fn dpkg_reconfigure_chooses_again_when_tun_changes() {
+    let root = Root::new(Tun::Mode(0o666));
+    root.install();
+    assert_eq!(root.identity(OURS).lines().nth(2), Some("cap_net_admin=ep"));
+    root.ok("mkdir -p /etc/qemu && echo 'allow br0' > /etc/qemu/bridge.conf");
+    root.ok("chmod 0600 /dev/net/tun");
+    let ns = ns_with_bridge();
+    let before = root.check_on_path(&ns, Some(NOBODY), "--br=br0");
+    assert!(before.ends_with("exit status: 5\n"), "{before}");
+    assert!(
+        before.contains("dpkg-reconfigure bridge-helper"),
+        "the tun line names no fix:\n{before}"
+    );
+    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
+    assert!(
+        log.contains("setuid root: /dev/net/tun is mode 600"),
+        "{log}"
+    );
+    assert_eq!(
+        root.ok(&format!("stat -c '%a %U' {OURS}")).trim(),
+        "4755 root"
+    );
+    assert_eq!(
+        root.identity(OURS).lines().nth(2),
+        None,
+        "a capability is left"
+    );
+    let after = root.check_on_path(&ns, Some(NOBODY), "--br=br0");
+    assert!(after.ends_with("exit status: 0\n"), "{after}");
+    root.attach(&ns, QEMU_PATH, &[]);
+}
+
 fn gid_of(root: &Root, group: &str) -> u32 {
     root.ok(&format!("getent group {group} | cut -d: -f3"))
         .trim()
@@ -554,6 +689,12 @@ fn a_statoverride_on_our_binary_is_kept_and_restricts_it_to_a_group() {
     let gid = gid_of(&root, "bhvm");
     let log = root.install();
     assert!(log.contains("keeping the dpkg-statoverride"), "{log}");
+    // dpkg-reconfigure alone would keep the override: the way back says so.
+    assert!(
+        log.contains(&format!("bridge-helper: to let the package choose instead: dpkg-statoverride --remove {OURS} && dpkg-reconfigure bridge-helper")),
+        "{log}"
+    );
+    assert!(!log.contains("to choose again"), "{log}");
     let ours = root.identity(OURS);
     assert_eq!(
         ours.lines().nth(1).unwrap(),

@@ -428,7 +428,7 @@ fn an_include_in_a_sticky_directory() {
         &run,
         3,
         &format!(
-            "{shown}: {shown} is not a directory, and lies in {}, which anyone can write: a user can rename a root-owned file into it from a directory they can write; fix: keep the file in a root-owned directory",
+            "{shown}: {shown} is a root-owned file in {}, which anyone can write: a user can rename a root-owned one into it from a directory they can write; fix: keep the file in a root-owned directory",
             tmp.display()
         ),
     );
@@ -559,7 +559,7 @@ fn files_in_writable_sticky_directories_need_protected_hardlinks() {
         &run,
         3,
         &format!(
-            "{0}: {0} is not a directory, and lies in {1}, which group 30000, the caller's, can write",
+            "{0}: {0} is a root-owned file in {1}, which group 30000, the caller's, can write",
             inc.display(),
             tmp.display()
         ),

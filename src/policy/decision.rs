@@ -43,6 +43,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a line of bridge-helper.conf is for a group.
+    pub fn names_groups(&self) -> bool {
+        crate::policy::helper_conf::lines::names_groups(&self.grants, &self.ports)
+    }
+
     /// See [`decide`].
     pub fn decide<'n>(
         &self,

@@ -52,6 +52,7 @@ pub enum Untrusted {
         at: PathBuf,
         dir: PathBuf,
         group: Option<u32>,
+        symlink: bool,
     },
     /// A name missing from an automount point: the mount may have failed.
     NotMounted {
@@ -148,20 +149,24 @@ impl fmt::Display for Untrusted {
                 at,
                 dir,
                 group: None,
+                symlink,
             } => write!(
                 f,
-                "{} is not a directory, and lies in {}, which anyone can write: a user can rename a root-owned file into it from a directory they can write; fix: keep the file in a root-owned directory",
+                "{} is a {} in {}, which anyone can write: a user can rename a root-owned one into it from a directory they can write; fix: keep the file in a root-owned directory",
                 shown(at),
+                planted_kind(*symlink),
                 shown(dir)
             ),
             Untrusted::Planted {
                 at,
                 dir,
                 group: Some(gid),
+                symlink,
             } => write!(
                 f,
-                "{} is not a directory, and lies in {}, which group {gid}, the caller's, can write: the caller could have renamed a root-owned file into it; fix: keep the file in a root-owned directory, or take the caller out of group {gid}",
+                "{} is a {} in {}, which group {gid}, the caller's, can write: the caller could have renamed a root-owned one into it; fix: keep the file in a root-owned directory, or take the caller out of group {gid}",
                 shown(at),
+                planted_kind(*symlink),
                 shown(dir)
             ),
             Untrusted::NoSymlinks { at } => write!(
@@ -197,6 +202,15 @@ impl fmt::Display for Untrusted {
                 "more than {MAX_SYMLINKS} symbolic links on the way (a loop?)"
             ),
         }
+    }
+}
+
+/// What a planted entry is, in the words of the message.
+fn planted_kind(symlink: bool) -> &'static str {
+    if symlink {
+        "root-owned symbolic link"
+    } else {
+        "root-owned file"
     }
 }
 

@@ -28,9 +28,9 @@ pub enum Error {
         file: String,
         asked: String,
     },
-    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep'")]
+    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
     NoNetAdmin,
-    #[error("cannot open /dev/net/tun: {0}")]
+    #[error("cannot open /dev/net/tun: {0}{hint}", hint = tun_hint(.0))]
     TunDevice(String),
     #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it as root only once, before it reads its arguments")]
     QueuesNeedTun(u16),
@@ -87,6 +87,19 @@ fn libvirt_hint(quoted: &str) -> &'static str {
     }
 }
 
+/// The fix for the two ways the node fails an installed helper: a mode
+/// that lets only root open it (a file capability is not enough), and no
+/// node at all. The cause is `io::Error`'s text, which ends in its errno.
+fn tun_hint(cause: &str) -> &'static str {
+    if cause.ends_with(&format!("(os error {})", libc::EACCES)) {
+        "; fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does"
+    } else if cause.ends_with(&format!("(os error {})", libc::ENOENT)) {
+        "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun"
+    } else {
+        ""
+    }
+}
+
 impl Error {
     pub fn status(&self) -> u8 {
         match self {
@@ -106,6 +119,20 @@ impl Error {
             Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,
             Error::Internal => status::INTERNAL,
             Error::Checked(status) => *status,
+        }
+    }
+
+    /// The message as `--check` gives it: a denial does not point at the
+    /// check that is reporting it.
+    pub fn in_check(&self) -> String {
+        match self {
+            Error::DeniedBy { bridge, rule, .. } => {
+                format!("access to bridge {bridge} denied by {rule}")
+            }
+            Error::NotAllowed { bridge, file, .. } => format!(
+                "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)"
+            ),
+            e => e.to_string(),
         }
     }
 

@@ -325,6 +325,7 @@ impl Walk {
                 at: at.to_path_buf(),
                 dir: dir.path.clone(),
                 group,
+                symlink: is(st, SFlag::S_IFLNK),
             }))
         };
         if dir.mode & 0o002 != 0 {

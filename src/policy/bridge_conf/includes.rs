@@ -51,19 +51,21 @@ pub enum ConfigError {
         "{0}: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))"
     )]
     Missing(String),
-    #[error("{0}: not readable by the calling user")]
+    #[error("{0}: not readable by the calling user; fix: chmod 0644 {0} (rules for one group go in an include only that group can read, see bridge.conf(5))")]
     Unreadable(String),
     #[error("{0}: {1}")]
     Untrusted(String, Untrusted),
-    #[error("{0}: over the {MAX_BYTES}-byte limit for all ACL files together")]
+    #[error(
+        "{0}: over the {MAX_BYTES}-byte limit for all ACL files together; fix: shorten the files"
+    )]
     TooBig(String),
     #[error("{0}: {1}")]
     Io(String, io::Error),
-    #[error("{0}: include of {1} forms a cycle")]
+    #[error("{0}: include of {1} forms a cycle; fix: remove one of the includes")]
     Cycle(Origin, String),
-    #[error("{0}: includes nest deeper than {MAX_DEPTH} levels")]
+    #[error("{0}: includes nest deeper than {MAX_DEPTH} levels; fix: include the files from fewer levels")]
     TooDeep(Origin),
-    #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read")]
+    #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read; fix: merge or shorten the files")]
     TooMuch(Origin),
     #[error("{0}: a second port line for this user on this bridge (the first is {1}); keep one")]
     DuplicatePort(Origin, Origin),
@@ -293,7 +295,7 @@ mod tests {
         let t = Tree::default().file("/etc/qemu/bridge.conf", "allow br0\ninclude bridge.conf\n");
         assert_eq!(
             verdict(&t, "br0").unwrap_err(),
-            "/etc/qemu/bridge.conf:2: include of /etc/qemu/bridge.conf forms a cycle"
+            "/etc/qemu/bridge.conf:2: include of /etc/qemu/bridge.conf forms a cycle; fix: remove one of the includes"
         );
         let t = Tree::default()
             .file("/etc/qemu/bridge.conf", "include a\n")

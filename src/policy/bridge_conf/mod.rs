@@ -2,7 +2,7 @@
 //!
 //! Line splitting follows qemu-bridge-helper byte for byte, so every file it
 //! accepts means the same here; where it would silently misread a line we
-//! refuse the line instead (see "Deviations" in the README).
+//! refuse the line instead (see "Differences from QEMU's helper" in bridge.conf(5)).
 
 pub mod includes;
 
@@ -49,6 +49,14 @@ pub enum LineError {
     UnknownCommand(String),
     #[error("{0} is not a bridge name: {1}")]
     BadName(String, ifname::Invalid),
+    /// `deny br0 # old`: QEMU's helper reads all of it as one name, which
+    /// matches no bridge, so the rule would silently do nothing.
+    #[error("{0} is not a bridge name: a comment needs a line of its own (starting with #); move it to the line above")]
+    TrailingComment(String),
+    /// `allow br0 user=vmu`: grants to users and groups are written in
+    /// bridge-helper.conf, which QEMU's helper never reads.
+    #[error("{0} is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)")]
+    Qualified(String),
     #[error("include needs a path")]
     EmptyInclude,
     /// In bridge-helper.conf, not bridge.conf.
@@ -133,7 +141,20 @@ fn target(arg: &[u8]) -> Result<Target, LineError> {
     // QEMU keeps any name under 16 bytes, even one that can never match
     // ("deny br0 # old" denies nothing); a rule that cannot mean what it
     // says is refused instead.
-    ifname::validate(arg).map_err(|why| LineError::BadName(quote(arg), why))?;
+    ifname::validate(arg).map_err(|why| {
+        // A valid name followed by more words: say what the rest was
+        // meant to be.
+        let rest = arg
+            .iter()
+            .position(|&b| b == b' ' || b == b'\t')
+            .filter(|&at| ifname::validate(&arg[..at]).is_ok())
+            .map(|at| trim(&arg[at..]));
+        match rest {
+            Some(rest) if rest.starts_with(b"#") => LineError::TrailingComment(quote(arg)),
+            Some(rest) if rest.contains(&b'=') => LineError::Qualified(quote(arg)),
+            _ => LineError::BadName(quote(arg), why),
+        }
+    })?;
     Ok(Target::Bridge(arg.to_vec()))
 }
 
@@ -278,7 +299,15 @@ mod tests {
 
     #[test]
     fn fail_closed_deviations() {
-        assert!(matches!(p(b"deny br0 # old"), Err(LineError::BadName(..))));
+        assert!(matches!(
+            p(b"deny br0 # old"),
+            Err(LineError::TrailingComment(..))
+        ));
+        assert!(matches!(
+            p(b"allow br0 user=vmu"),
+            Err(LineError::Qualified(..))
+        ));
+        assert!(matches!(p(b"allow br0 br1"), Err(LineError::BadName(..))));
         assert!(matches!(p(b"allow a/b"), Err(LineError::BadName(..))));
         assert!(matches!(p(b"allow .."), Err(LineError::BadName(..))));
         assert!(matches!(

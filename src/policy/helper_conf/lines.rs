@@ -342,3 +342,13 @@ pub struct PortRule {
     pub who: Who,
     pub settings: PortSettings,
 }
+
+/// Whether some grant or port line is for a group, so that the caller's
+/// groups must be asked of the kernel.
+pub fn names_groups(grants: &[Grant], ports: &[PortRule]) -> bool {
+    grants
+        .iter()
+        .map(|g| &g.who)
+        .chain(ports.iter().map(|p| &p.who))
+        .any(|w| matches!(w, Who::Group(_)))
+}

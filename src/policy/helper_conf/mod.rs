@@ -46,11 +46,7 @@ impl Settings {
     /// Whether some line is for a group, so that the caller's groups
     /// must be asked of the kernel.
     pub fn names_groups(&self) -> bool {
-        self.grants
-            .iter()
-            .map(|g| &g.who)
-            .chain(self.ports.iter().map(|p| &p.who))
-            .any(|w| matches!(w, Who::Group(_)))
+        lines::names_groups(&self.grants, &self.ports)
     }
 
     /// Whether some line names a user or group by name, so that
@@ -119,6 +115,18 @@ pub fn parse_in(
             file: path.to_path_buf(),
             line: number,
         };
+        if let Some(at) = words.iter().skip(1).position(|w| w.starts_with(b"#")) {
+            if !words[0].starts_with(b"#") {
+                let comment = words[at + 1..].join(&b' ');
+                return Err((
+                    number,
+                    LineError::BadSetting(format!(
+                        "a comment needs a line of its own (starting with #); move {} to the line above",
+                        quote(&comment)
+                    )),
+                ));
+            }
+        }
         match words.as_slice() {
             [] => {}
             [first, ..] if first.starts_with(b"#") => {}

@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(verdict(&chain(MAX_DEPTH), "br0"), Ok("allowed"));
         assert_eq!(
             verdict(&chain(MAX_DEPTH + 1), "br0").unwrap_err(),
-            "/etc/qemu/8:1: includes nest deeper than 8 levels"
+            "/etc/qemu/8:1: includes nest deeper than 8 levels; fix: include the files from fewer levels"
         );
     }
 

@@ -296,7 +296,7 @@ fn a_root_file_renamed_into_a_sticky_directory_is_not_roots_choice() {
     );
     let o = run_as_nobody(&sb, &ns, "br0", None, None, Duration::from_secs(20));
     let renamed_in = format!(
-        "{0}: {0} is not a directory, and lies in {1}, which anyone can write: a user can rename a root-owned file into it",
+        "{0}: {0} is a root-owned file in {1}, which anyone can write: a user can rename a root-owned one into it",
         deny.display(),
         sticky.display()
     );

@@ -1,4 +1,5 @@
-//! Exit statuses, one per class of failure, as documented in the README.
+//! Exit statuses, one per class of failure, as documented in
+//! bridge-helper(8) and `--help`.
 //! A leaf: the system code that must exit before `main` or without
 //! allocating uses these without reaching into the error type.
 

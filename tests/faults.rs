@@ -127,13 +127,15 @@ fn check_run(ns: &NetNs, run: HelperRun) -> Vec<String> {
         ));
     }
     drop(run);
-    for _ in 0..50 {
+    let limit = time::secs(1);
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
         if ns.taps().is_empty() {
             return bad;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bad.push(format!("taps left behind: {:?}", ns.taps()));
+    bad.push(format!("taps left behind after {limit:?}: {:?}", ns.taps()));
     // Clean up so one failure does not cascade into every later run.
     for tap in ns.taps() {
         let _ = Command::new("ip")

@@ -23,7 +23,7 @@ use crate::policy::files::{FileText, Files, OpenError};
 use crate::policy::helper_conf::lines::{PortRule, Who};
 use crate::policy::helper_conf::Settings;
 use crate::report::error::Error;
-use crate::report::escape::{quote, Escaped};
+use crate::report::escape::{quote, Bytes, Escaped};
 use crate::report::status;
 use crate::steps;
 use crate::system::netlink::{Link, Rtnetlink};
@@ -50,9 +50,9 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
         }
         Some(spec) => {
             if !root {
-                return Err(UsageError::NotRoot(quote(spec)).into());
+                return Err(UsageError::NotRoot(Bytes::from(spec)).into());
             }
-            let user = users::find(spec).ok_or_else(|| UsageError::NoUser(quote(spec)))?;
+            let user = users::find(spec).ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?;
             let groups = users::groups(&user);
             let how = privileges::installed_binary();
             let net_admin = match how {

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
-use bridge_helper::report::escape::quote;
+use bridge_helper::report::escape::{quote, Bytes};
 use bridge_helper::report::{audit, output, status};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
@@ -154,10 +154,10 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
 /// is revoked.
 fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Error> {
     if !caller.uid.is_root() {
-        return Err(cli::UsageError::NotRoot(quote(spec)).into());
+        return Err(cli::UsageError::NotRoot(Bytes::from(spec)).into());
     }
     caller.require_net_admin()?;
-    let user = users::find(spec).ok_or_else(|| cli::UsageError::NoUser(quote(spec)))?;
+    let user = users::find(spec).ok_or_else(|| cli::UsageError::NoUser(Bytes::from(spec)))?;
     let uid = Uid::from_raw(user.uid);
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let removed = reaper::remove_all_abandoned(&mut route, uid)?;

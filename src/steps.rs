@@ -22,7 +22,7 @@ use crate::policy::helper_conf::{self, Settings};
 use crate::policy::ifname::IfName;
 use crate::policy::{compiled, ifname};
 use crate::report::error::Error;
-use crate::report::escape::quote;
+use crate::report::escape::{quote, Bytes};
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges;
 use crate::taps::tap;
@@ -107,9 +107,9 @@ pub fn access(policy: &Policy, route: &mut Rtnetlink, asked: &IfName) -> Result<
     let rule = authorize((decision.bridge, decision.verdict), asked)?;
     if let Some(rule) = vlan_refusal {
         return Err(Error::NoVlanFiltering {
-            bridge: quote(&bridge.name),
-            rule: rule.origin.to_string(),
-            settings: rule.settings.to_string(),
+            bridge: Bytes::from(&bridge.name),
+            rule: rule.origin.clone(),
+            settings: rule.settings.clone(),
         });
     }
     Ok(Access { bridge, rule, port })
@@ -130,13 +130,13 @@ fn authorize(
     match verdict {
         Verdict::Allowed(rule) => Ok(rule.clone()),
         Verdict::Denied(rule) => Err(Error::DeniedBy {
-            bridge: quote(name),
-            rule: rule.to_string(),
+            bridge: Bytes::from(name),
+            rule: rule.clone(),
             asked: check_arg(asked),
         }),
         Verdict::NoAllow => Err(Error::NotAllowed {
-            bridge: quote(name),
-            file: compiled::ACL_FILE.into(),
+            bridge: Bytes::from(name),
+            file: compiled::ACL_FILE,
             asked: check_arg(asked),
         }),
     }

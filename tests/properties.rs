@@ -575,7 +575,7 @@ proptest! {
         ] {
             prop_assert_eq!(
                 cli::parse(&args).err(),
-                Some(UsageError::BadBridge(bridge_helper::report::escape::quote(&long), Invalid::TooLong(long.len())))
+                Some(UsageError::BadBridge(bridge_helper::report::escape::Bytes(long.clone()), Invalid::TooLong(long.len())))
             );
         }
         // As an ACL name (bytes that would split or end the line aside).

@@ -20,7 +20,7 @@ use clap::error::ErrorKind;
 use clap::{Arg, ArgAction, ArgMatches};
 
 use crate::policy::ifname::{self, IfName};
-use crate::report::escape::quote;
+use crate::report::escape::Bytes;
 
 /// The most queues one run hands over. A tap takes up to 256 queues
 /// (MAX_TAP_QUEUES), but one SCM_RIGHTS message carries at most 253 fds
@@ -153,31 +153,31 @@ pub enum TestHook {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
     #[error("unknown argument {0}")]
-    Unknown(String),
+    Unknown(Bytes),
     #[error("{0} given more than once")]
     Repeated(&'static str),
     #[error("missing {0}")]
     Missing(&'static str),
     #[error("--fd={0}: not a file descriptor number")]
-    BadFd(String),
+    BadFd(Bytes),
     #[error("--br={0}: not a valid bridge name: {1}")]
-    BadBridge(String, ifname::Invalid),
+    BadBridge(Bytes, ifname::Invalid),
     #[error("{0} takes no other arguments")]
     Alone(&'static str),
     #[error(
         "--queues={0}: not a number of queues (a plain decimal number from 1 to {MAX_QUEUES})"
     )]
-    BadQueues(String),
+    BadQueues(Bytes),
     #[error("--queues={0}: out of range: a tap's queues travel in one message of at most {MAX_QUEUES} fds")]
-    QueuesOutOfRange(String),
+    QueuesOutOfRange(Bytes),
     #[error("{0} cannot be used with {1}")]
     Conflict(&'static str, &'static str),
     #[error("{0} needs {1}")]
     Needs(&'static str, &'static str),
     #[error("--user={0}: only root may use --user")]
-    NotRoot(String),
+    NotRoot(Bytes),
     #[error("--user={0}: no such user in /etc/passwd")]
-    NoUser(String),
+    NoUser(Bytes),
 }
 
 /// clap's view of the grammar: built from [`OPTIONS`], with clap's own
@@ -279,7 +279,7 @@ fn value_of<'m>(m: &'m ArgMatches, name: &str) -> Option<&'m [u8]> {
 }
 
 fn bridge_name(value: &[u8]) -> Result<IfName, UsageError> {
-    IfName::new(value).map_err(|why| UsageError::BadBridge(quote(value), why))
+    IfName::new(value).map_err(|why| UsageError::BadBridge(Bytes::from(value), why))
 }
 
 /// clap's refusal, restated from argv: clap's kind says what went wrong,
@@ -301,7 +301,9 @@ fn refusal(kind: ErrorKind, args: &[OsString]) -> UsageError {
         // kinds: still say which argument, never clap's text.
         _ => first_unknown(args).or_else(|| first_repeat(args)),
     };
-    found.unwrap_or_else(|| UsageError::Unknown(quote(args.first().map_or(b"", |a| a.as_bytes()))))
+    found.unwrap_or_else(|| {
+        UsageError::Unknown(Bytes::from(args.first().map_or(&b""[..], |a| a.as_bytes())))
+    })
 }
 
 /// The first argument that is no option of the table as written.
@@ -309,7 +311,7 @@ fn first_unknown(args: &[OsString]) -> Option<UsageError> {
     args.iter()
         .map(|a| a.as_bytes())
         .find(|a| !options().any(|o| written_as(o, a)))
-        .map(|a| UsageError::Unknown(quote(a)))
+        .map(|a| UsageError::Unknown(Bytes::from(a)))
 }
 
 /// The first once-only option given a second time.
@@ -336,7 +338,7 @@ fn written_as(opt: &Opt, arg: &[u8]) -> bool {
 }
 
 fn parse_fd(value: &[u8]) -> Result<i32, UsageError> {
-    let bad = || UsageError::BadFd(quote(value));
+    let bad = || UsageError::BadFd(Bytes::from(value));
     // Digits only: no sign, no whitespace, no base prefixes, no overflow.
     if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
         return Err(bad());
@@ -355,14 +357,14 @@ pub fn parse_queues(value: &[u8]) -> Result<u16, UsageError> {
     // Digits only, as for --fd; a long run of them is out of range, not
     // malformed, so that "--queues=99999999999" says what is wrong.
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(UsageError::BadQueues(quote(value)));
+        return Err(UsageError::BadQueues(Bytes::from(value)));
     }
     let n = value.iter().try_fold(0u16, |n, &d| {
         n.checked_mul(10)?.checked_add(u16::from(d - b'0'))
     });
     match n {
         Some(n @ 1..=MAX_QUEUES) => Ok(n),
-        _ => Err(UsageError::QueuesOutOfRange(quote(value))),
+        _ => Err(UsageError::QueuesOutOfRange(Bytes::from(value))),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Every way a run can fail, and the exit status each class maps to.
 
-use crate::policy::bridge_conf::includes::ConfigError;
 use nix::errno::Errno;
 
 use crate::cli::{UsageError, USAGE};
+use crate::policy::bridge_conf::includes::{ConfigError, Origin};
+use crate::policy::helper_conf::lines::PortSettings;
+use crate::report::escape::Bytes;
 use crate::report::status;
 use crate::system::netlink::NlError;
 
@@ -15,8 +17,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={asked}")]
     DeniedBy {
-        bridge: String,
-        rule: String,
+        bridge: Bytes,
+        rule: Origin,
         /// The bridge as asked for, ready to paste after `--br=`.
         asked: String,
     },
@@ -24,8 +26,8 @@ pub enum Error {
         "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge-helper --check --br={asked} and bridge.conf(5)"
     )]
     NotAllowed {
-        bridge: String,
-        file: String,
+        bridge: Bytes,
+        file: &'static str,
         asked: String,
     },
     #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
@@ -45,16 +47,17 @@ pub enum Error {
     #[error("--fd={fd}: cannot send the tap: {why}")]
     Send { fd: i32, why: String },
     #[error("bridge {name} does not exist{hint}", name = .0, hint = libvirt_hint(.0))]
-    NoBridge(String),
-    #[error("{0} is not a bridge (its kind is {1})")]
-    NotABridge(String, String),
+    NoBridge(Bytes),
+    /// The link's name and its kind (`None`: a plain device).
+    #[error("{0} is not a bridge (its kind is {kind})", kind = kind(.1.as_ref()))]
+    NotABridge(Bytes, Option<Bytes>),
     /// A port line asks for VLANs on a bridge that cannot filter by
     /// VLAN: attaching untagged would put the VM on every VLAN's traffic.
     #[error("{rule}: {settings} needs VLAN filtering on bridge {bridge}, which is off; refused rather than attached untagged (ip link set {bridge} type bridge vlan_filtering 1)")]
     NoVlanFiltering {
-        bridge: String,
-        rule: String,
-        settings: String,
+        bridge: Bytes,
+        rule: Origin,
+        settings: PortSettings,
     },
     #[error("{what}: {why}")]
     Kernel {
@@ -66,7 +69,7 @@ pub enum Error {
     /// handed out.
     #[error("{tap}: {step}: {what}")]
     Mismatch {
-        tap: String,
+        tap: Bytes,
         step: &'static str,
         what: &'static str,
     },
@@ -79,8 +82,8 @@ pub enum Error {
 
 /// libvirt creates its `virbrN` bridges only when their network starts,
 /// the most common reason one is missing.
-fn libvirt_hint(quoted: &str) -> &'static str {
-    if quoted.starts_with("'virbr") {
+fn libvirt_hint(name: &Bytes) -> &'static str {
+    if name.as_bytes().starts_with(b"virbr") {
         "; libvirt creates it when its network starts (virsh net-start default)"
     } else {
         ""
@@ -98,6 +101,10 @@ fn tun_hint(cause: &str) -> &'static str {
     } else {
         ""
     }
+}
+
+fn kind(kind: Option<&Bytes>) -> String {
+    kind.map_or_else(|| "none: a plain device".into(), Bytes::to_string)
 }
 
 impl Error {

@@ -36,14 +36,49 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// Owned form of [`Quoted`], for error values that outlive their input.
+/// Bytes from outside (argv, a file, the kernel) kept as they came, for
+/// error values: displayed as [`Quoted`], so the escaping happens once,
+/// where the value is shown, and cannot be forgotten where it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Bytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(b: &[u8]) -> Self {
+        Bytes(b.to_vec())
+    }
+}
+
+impl From<&Vec<u8>> for Bytes {
+    fn from(b: &Vec<u8>) -> Self {
+        Bytes(b.clone())
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Quoted(&self.0).fmt(f)
+    }
+}
+
+/// Owned form of [`Quoted`], for text built from several pieces.
 pub fn quote(bytes: &[u8]) -> String {
     Quoted(bytes).to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{quote, Bytes};
+
+    #[test]
+    fn bytes_display_quoted_and_escaped() {
+        assert_eq!(Bytes(b"a\nb\xff".to_vec()).to_string(), "'a\\nb\\xff'");
+    }
 
     #[test]
     fn printable_text_is_kept() {

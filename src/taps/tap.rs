@@ -7,7 +7,7 @@ use nix::errno::Errno;
 use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname::IfName;
 use crate::report::error::Error;
-use crate::report::escape::quote;
+use crate::report::escape::{quote, Bytes};
 use crate::taps::reaper;
 use nix::unistd::Uid;
 
@@ -23,14 +23,10 @@ pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> 
     let link = route
         .link(name)
         .map_err(|e| Error::kernel(format!("looking up bridge {}", quote(name)), e))?
-        .ok_or_else(|| Error::NoBridge(quote(name)))?;
+        .ok_or_else(|| Error::NoBridge(Bytes::from(name)))?;
     match link.kind.as_deref() {
         Some(b"bridge") => Ok(link),
-        Some(kind) => Err(Error::NotABridge(quote(name), quote(kind))),
-        None => Err(Error::NotABridge(
-            quote(name),
-            "none: a plain device".into(),
-        )),
+        kind => Err(Error::NotABridge(Bytes::from(name), kind.map(Bytes::from))),
     }
 }
 
@@ -113,7 +109,7 @@ pub fn create(
         Some(link) if link.address == mac && link.tun.is_some() => link.index,
         _ => {
             return Err(Error::Mismatch {
-                tap: quote(&name),
+                tap: Bytes::from(&name),
                 step: "looking up its index",
                 what: "the tap was renamed",
             })
@@ -166,7 +162,7 @@ impl Tap {
         tun::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
         let wrong = |what: &'static str| Error::Mismatch {
-            tap: quote(&self.name),
+            tap: Bytes::from(&self.name),
             step: "attaching its queues",
             what,
         };
@@ -309,7 +305,7 @@ impl Tap {
     ) -> Result<(), Error> {
         let wrong = |what: &'static str| {
             Err(Error::Mismatch {
-                tap: quote(&self.name),
+                tap: Bytes::from(&self.name),
                 step: "read back after setup",
                 what,
             })
@@ -344,7 +340,7 @@ impl Tap {
     ) -> Result<Link, Error> {
         let wrong = |what: &'static str| {
             Err(Error::Mismatch {
-                tap: quote(&self.name),
+                tap: Bytes::from(&self.name),
                 step: "read back after setup",
                 what,
             })

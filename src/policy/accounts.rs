@@ -138,7 +138,7 @@ pub fn load(files: &impl Files) -> Result<Accounts, ConfigError> {
     let read = |path: &str| match files.read(Path::new(path), MAX_BYTES) {
         Ok(text) => Ok(parse(&text.bytes)),
         Err(OpenError::Missing) => Ok(Vec::new()),
-        Err(e) => Err(ConfigError::opening(path.into(), e)),
+        Err(e) => Err(ConfigError::opening(Path::new(path), e)),
     };
     Ok(Accounts {
         users: read(PASSWD)?,

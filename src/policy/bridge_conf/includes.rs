@@ -48,21 +48,23 @@ pub enum ConfigError {
     #[error("{0}: {1}")]
     Syntax(Origin, LineError),
     #[error(
-        "{0}: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))"
+        "{}: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))",
+        shown(.0)
     )]
-    Missing(String),
-    #[error("{0}: not readable by the calling user; fix: chmod 0644 {0} (rules for one group go in an include only that group can read, see bridge.conf(5))")]
-    Unreadable(String),
-    #[error("{0}: {1}")]
-    Untrusted(String, Untrusted),
+    Missing(PathBuf),
+    #[error("{path}: not readable by the calling user; fix: chmod 0644 {path} (rules for one group go in an include only that group can read, see bridge.conf(5))", path = shown(.0))]
+    Unreadable(PathBuf),
+    #[error("{path}: {why}", path = shown(.0), why = .1)]
+    Untrusted(PathBuf, Untrusted),
     #[error(
-        "{0}: over the {MAX_BYTES}-byte limit for all ACL files together; fix: shorten the files"
+        "{}: over the {MAX_BYTES}-byte limit for all ACL files together; fix: shorten the files",
+        shown(.0)
     )]
-    TooBig(String),
-    #[error("{0}: {1}")]
-    Io(String, io::Error),
-    #[error("{0}: include of {1} forms a cycle; fix: remove one of the includes")]
-    Cycle(Origin, String),
+    TooBig(PathBuf),
+    #[error("{path}: {why}", path = shown(.0), why = .1)]
+    Io(PathBuf, io::Error),
+    #[error("{at}: include of {path} forms a cycle; fix: remove one of the includes", at = .0, path = shown(.1))]
+    Cycle(Origin, PathBuf),
     #[error("{0}: includes nest deeper than {MAX_DEPTH} levels; fix: include the files from fewer levels")]
     TooDeep(Origin),
     #[error("{0}: more than {MAX_FILES} files or {MAX_BYTES} bytes to read; fix: merge or shorten the files")]
@@ -72,20 +74,26 @@ pub enum ConfigError {
     #[error("{0} and {1}: port lines that both apply to this caller disagree; add a user= line for this user or make them agree")]
     PortConflict(Origin, Origin),
     /// Out of descriptors or memory: the environment's fault, not the file's.
-    #[error("{0}: {1}")]
-    Resources(String, io::Error),
+    #[error("{path}: {why}", path = shown(.0), why = .1)]
+    Resources(PathBuf, io::Error),
+}
+
+/// A path as written, escaped (paths read better without quotes).
+fn shown(path: &Path) -> Escaped<'_> {
+    Escaped(path.as_os_str().as_bytes())
 }
 
 impl ConfigError {
-    /// The file `shown` (its path as written, escaped) could not be used.
-    pub fn opening(shown: String, e: OpenError) -> ConfigError {
+    /// The file at `path` (as written) could not be used.
+    pub fn opening(path: &Path, e: OpenError) -> ConfigError {
+        let path = path.to_path_buf();
         match e {
-            OpenError::Missing => ConfigError::Missing(shown),
-            OpenError::Unreadable => ConfigError::Unreadable(shown),
-            OpenError::Refused(why) => ConfigError::Untrusted(shown, why),
-            OpenError::TooBig => ConfigError::TooBig(shown),
-            OpenError::Io(e) => ConfigError::Io(shown, e),
-            OpenError::Resources(e) => ConfigError::Resources(shown, e),
+            OpenError::Missing => ConfigError::Missing(path),
+            OpenError::Unreadable => ConfigError::Unreadable(path),
+            OpenError::Refused(why) => ConfigError::Untrusted(path, why),
+            OpenError::TooBig => ConfigError::TooBig(path),
+            OpenError::Io(e) => ConfigError::Io(path, e),
+            OpenError::Resources(e) => ConfigError::Resources(path, e),
         }
     }
 }
@@ -114,7 +122,6 @@ struct Walk<'f, F> {
 
 impl<F: Files> Walk<'_, F> {
     fn file(&mut self, path: &Path, included_at: Option<&Origin>) -> Result<(), ConfigError> {
-        let shown = || Escaped(path.as_os_str().as_bytes()).to_string();
         if let Some(at) = included_at {
             if self.stack.len() > MAX_DEPTH {
                 return Err(ConfigError::TooDeep(at.clone()));
@@ -129,11 +136,11 @@ impl<F: Files> Walk<'_, F> {
             // What QEMU skips; the walk only says so behind trusted
             // directories (see trust).
             (Err(OpenError::Missing | OpenError::Unreadable), Some(_)) => return Ok(()),
-            (Err(e), _) => return Err(ConfigError::opening(shown(), e)),
+            (Err(e), _) => return Err(ConfigError::opening(path, e)),
         };
         if let Some(at) = included_at {
             if self.stack.contains(&text.id) {
-                return Err(ConfigError::Cycle(at.clone(), shown()));
+                return Err(ConfigError::Cycle(at.clone(), path.to_path_buf()));
             }
         }
         self.budget = self.budget.saturating_sub(text.bytes.len() as u64);

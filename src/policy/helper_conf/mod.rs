@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::bridge_conf::LineError;
 use crate::policy::files::{Files, OpenError};
-use crate::report::escape::{quote, Escaped};
+use crate::report::escape::quote;
 use lines::{Grant, Line, PortRule, Who};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,11 +66,10 @@ const MAX_LIMIT: usize = 1024;
 /// Reads the file if it exists (with the same trust rules as the ACL
 /// files); compiled-in defaults otherwise.
 pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Settings, ConfigError> {
-    let shown = || Escaped(path.as_os_str().as_encoded_bytes()).to_string();
     let text = match files.read(path, 64 * 1024) {
         Ok(text) => text,
         Err(OpenError::Missing) => return Ok(defaults),
-        Err(e) => return Err(ConfigError::opening(shown(), e)),
+        Err(e) => return Err(ConfigError::opening(path, e)),
     };
     parse_in(path, &text.bytes, defaults).map_err(|(line, e)| {
         ConfigError::Syntax(

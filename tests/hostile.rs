@@ -1393,6 +1393,66 @@ fn privileges_at_the_pause_root() {
     privileges_at_the_pause(Mode::Root);
 }
 
+/// Packets counted by the rule of `chain` (bridge table `t`) whose
+/// comment is `comment`.
+fn nft_count(ns: &NetNs, chain: &str, comment: &str) -> u64 {
+    let listing = ns.exec(&format!("nft list chain bridge t {chain}"));
+    let line = listing
+        .lines()
+        .find(|l| l.trim_end().ends_with(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule {comment:?} in {listing}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "packets").expect(line);
+    words[at + 1].parse().expect(line)
+}
+
+/// Issue 23, finding 3: installed setuid root, the helper opened
+/// /dev/net/tun as root, so the file, the tap's socket and every frame
+/// the guest sends were root's for netfilter's `meta skuid` for the tap's
+/// whole life (QEMU's helper opens it as the caller). A bridge-family
+/// chain counts the frames written to nobody's tap by owner: all under
+/// 65534, none under 0, whatever the install. Needs nftables (`nft`).
+#[test]
+fn netfilter_sees_a_guests_frames_as_the_callers() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    for (k, mode) in [Mode::Setuid, Mode::FileCaps].into_iter().enumerate() {
+        let chain = format!("c{k}");
+        ns.exec(&format!(
+            "nft add table bridge t && \
+             nft add chain bridge t {chain} '{{ type filter hook prerouting priority 0; }}' && \
+             nft add rule bridge t {chain} meta skuid 0 counter comment root && \
+             nft add rule bridge t {chain} meta skuid {NOBODY} counter comment caller"
+        ));
+        let fd = sb.run_helper(&ns, mode, &["--br=br0"]).expect_tap();
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0x23, 0x03, 0x88, 0xb5]);
+        frame.resize(60, 0);
+        for _ in 0..5 {
+            // SAFETY: write from a live buffer of its stated length.
+            let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            assert_eq!(
+                usize::try_from(n).ok(),
+                Some(frame.len()),
+                "{mode:?}: write"
+            );
+        }
+        let counts = (
+            nft_count(&ns, &chain, "root"),
+            nft_count(&ns, &chain, "caller"),
+        );
+        assert_eq!(
+            counts,
+            (0, 5),
+            "{mode:?}: frames counted as (root's, the caller's)"
+        );
+        ns.exec(&format!("nft delete chain bridge t {chain}"));
+        drop(fd);
+        assert_no_taps(&ns);
+    }
+}
+
 /// The peer goes away after the check and before the send: EPIPE is a
 /// refusal (status 6), not a SIGPIPE death, and the tap goes with the helper.
 #[cfg(feature = "test-hooks")]

@@ -3,6 +3,7 @@
 
 use nix::errno::Errno;
 
+pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;

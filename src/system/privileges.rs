@@ -6,10 +6,15 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::Error;
-use crate::system::caps::{self, CapSets, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
+use crate::system::caps::{
+    self, CapSets, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID,
+};
 use crate::system::files;
 
 const NET_ADMIN: u64 = 1 << CAP_NET_ADMIN;
+/// What opening a 0600 /dev/net/tun as the caller takes (setuid root
+/// installs only), kept for that one open and given up right after it.
+const DAC_OVERRIDE: u64 = 1 << CAP_DAC_OVERRIDE;
 /// What becoming another user takes: kept, permitted only, by root
 /// callers alone, until the command line says whether root checks for
 /// another user (`--check --user`); see [`Caller::settle`].
@@ -127,9 +132,11 @@ impl Caller {
     }
 }
 
-/// Where the tap's /dev/net/tun descriptor comes from: opened while still
-/// root when installed setuid root (so a 0600 device works), otherwise
-/// opened when needed, as the caller.
+/// Where the tap's /dev/net/tun descriptor comes from: when installed
+/// setuid root, opened during the drop, already as the caller but with
+/// CAP_DAC_OVERRIDE (so a 0600 device works), otherwise opened when
+/// needed, as the caller. Either way the file's credentials, and so the
+/// tap's socket (netfilter's `meta skuid`), are the caller's, never root's.
 pub struct TunDevice {
     early: Option<io::Result<OwnedFd>>,
 }
@@ -265,7 +272,8 @@ fn open_tun() -> io::Result<OwnedFd> {
 }
 
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
-/// never given it), then checks that this is really so.
+/// never given it), then checks that this is really so (CAP_DAC_OVERRIDE,
+/// held for the setuid open of the device, included).
 pub fn drop_to_caller() -> Result<Caller, Error> {
     let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
     let uids = getresuid().map_err(|e| fail("getresuid", e))?;
@@ -273,9 +281,6 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     let (uid, gid) = (uids.real, gids.real);
 
     let setuid_root = uids.effective.is_root() && !uid.is_root();
-    let tun = TunDevice {
-        early: setuid_root.then(open_tun),
-    };
 
     let caps = caps::capget().map_err(|e| fail("capget", e))?;
     let keep = caps.permitted & NET_ADMIN;
@@ -302,6 +307,25 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         permitted: keep | spare,
         inheritable: 0,
     };
+    // Setuid root: the device is opened now, with the caller's uids (the
+    // file keeps the opener's credentials for the tap's whole life) and
+    // CAP_DAC_OVERRIDE for this one open, before any user input is read.
+    // (A caller who started us without it in the bounding set gets the
+    // device's own permissions: an open that fails is reported when the
+    // tap is made.)
+    let early = if setuid_root {
+        let dac = caps.permitted & DAC_OVERRIDE;
+        let opening = CapSets {
+            effective: keep | dac,
+            permitted: keep | dac,
+            inheritable: 0,
+        };
+        caps::capset(&opening).map_err(|e| fail("capset", e))?;
+        Some(open_tun())
+    } else {
+        None
+    };
+    let tun = TunDevice { early };
     caps::capset(&want).map_err(|e| fail("capset", e))?;
     caps::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
     caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;

@@ -325,3 +325,67 @@ fn an_abnormal_end_deletes_the_unfinished_tap() {
     assert_eq!(ns.taps(), ["tapkept"]);
     ns.ip(&["link", "delete", "tapkept"]);
 }
+
+/// Issue 23, finding 1, as the attack did it: another user loops
+/// TUNSETIFF on the names the victim's new multiqueue tap may have; when
+/// one lands before the owner is set, it turns the tap's carrier off
+/// (TUNSETCARRIER 0) and closes its queue. A run that still succeeds must
+/// hand over a tap with carrier, its port forwarding in the bridge (it
+/// was handed over NO-CARRIER, the port disabled); a run that saw the
+/// queue refuses and leaves nothing.
+#[test]
+fn another_user_cannot_switch_off_the_carrier_of_a_new_tap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const OTHER_USER: u32 = 65533;
+    const ROUNDS: usize = 40;
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, Mode::FileCaps);
+    let mut landed = 0;
+    for round in 0..ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attacker = attach_in_a_loop(
+            &ns,
+            sb.tun_node(),
+            OTHER_USER,
+            window_names(NOBODY),
+            stop.clone(),
+            |queue| {
+                let off: libc::c_int = 0;
+                // SAFETY: TUNSETCARRIER reads one int through the pointer.
+                unsafe { libc::ioctl(queue.as_raw_fd(), libc::TUNSETCARRIER, &off) }
+            },
+        );
+        let run = sb.run_program(
+            &ns,
+            &program,
+            Jail::for_mode(Mode::FileCaps),
+            &["--queues=2", "--br=br0"],
+            true,
+        );
+        stop.store(true, Ordering::SeqCst);
+        let hit = attacker.join().unwrap().expect("the attacker's set-up");
+        if run.code == Some(0) {
+            let (name, _) = tun_get_iff(&run.fds[0]);
+            let details = ns.ip(&["-d", "link", "show", "dev", &name]);
+            assert!(
+                details.contains("LOWER_UP") && details.contains("state forwarding"),
+                "round {round}: handed over without carrier: {details}"
+            );
+            if hit == Some(0) {
+                landed += 1;
+            }
+        } else {
+            run.expect_refusal(8, "the kernel counts other queues than ours");
+            assert!(hit.is_some(), "round {round}: refused without an attack");
+        }
+        drop(run);
+        assert_no_taps(&ns);
+        if landed >= 3 {
+            return;
+        }
+    }
+    panic!("the attack landed {landed} times in {ROUNDS} rounds: it must land 3 times to count");
+}

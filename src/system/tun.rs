@@ -106,9 +106,10 @@ pub fn tun_set_owner(tun: BorrowedFd<'_>, uid: Uid) -> Result<(), Errno> {
 /// its queues may change without privilege, and that applies to the whole
 /// tap: the TX filter, a classic or eBPF filter, the eBPF steering
 /// program, persistence, offloads, the send buffer, the vnet header's size
-/// and byte order, the link type. Called through one of our queues once
-/// the kernel counts ours alone and the owner is set, so nobody else can
-/// change them again.
+/// and byte order, the link type, the carrier (a queue's holder that turns
+/// it off leaves the port disabled in the bridge: issue 23). Called
+/// through one of our queues once the kernel counts ours alone and the
+/// owner is set, so nobody else can change them again.
 pub fn tun_reset_shared(tun: BorrowedFd<'_>) -> Result<(), Errno> {
     let fd = tun.as_raw_fd();
     // struct tun_filter { u16 flags; u16 count; u8 addr[][6]; }: none.
@@ -118,6 +119,7 @@ pub fn tun_reset_shared(tun: BorrowedFd<'_>) -> Result<(), Errno> {
     // sizeof(struct virtio_net_hdr), the kernel's default.
     let hdr_size: libc::c_int = 10;
     let off: libc::c_int = 0;
+    let on: libc::c_int = 1;
     // SAFETY: each request reads at most one int or the 4-byte filter
     // header through its pointer (or takes a plain integer), all of which
     // are live for the call.
@@ -141,6 +143,12 @@ pub fn tun_reset_shared(tun: BorrowedFd<'_>) -> Result<(), Errno> {
             libc::TUNSETLINK,
             libc::c_ulong::from(libc::ARPHRD_ETHER),
         ))?;
+        // Kernels before 5.0 have no TUNSETCARRIER, so no holder could
+        // have turned it off; the read-back checks the carrier anyway.
+        match Errno::result(libc::ioctl(fd, libc::TUNSETCARRIER, &on)) {
+            Ok(_) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

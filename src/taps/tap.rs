@@ -379,6 +379,11 @@ impl Tap {
         if link.master != Some(bridge.index) || link.mtu != setup.mtu || link.flags & IFF_UP == 0 {
             return wrong("not up in the bridge with the bridge's MTU");
         }
+        // Off, the bridge keeps the port disabled: a tap that passes no
+        // frame is no success (a queue's holder can turn it off).
+        if link.carrier != Some(true) {
+            return wrong("its carrier is off");
+        }
         if link.address != self.mac || link.alias.as_deref() != Some(setup.alias) {
             return wrong("address or marker not as set");
         }

@@ -116,7 +116,6 @@ impl NetNs {
         sh("ip", &["netns", "exec", &self.name, "sh", "-c", script])
     }
 
-    /// Names of all interfaces whose name starts with "tap".
     /// The alternative names of `dev`, as `ip -d link show` lists them.
     pub fn altnames(&self, dev: &str) -> Vec<String> {
         self.ip(&["-d", "link", "show", "dev", dev])
@@ -126,12 +125,15 @@ impl NetNs {
             .collect()
     }
 
+    /// Names of all interfaces whose name starts with "tap", and of the
+    /// helper's taps that still have the name they were created under
+    /// (`bh<uid>-<slot>`, until they get their `tapN`).
     pub fn taps(&self) -> Vec<String> {
         self.ip(&["-o", "link", "show"])
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n.starts_with("tap"))
+            .filter(|n| n.starts_with("tap") || is_birth_name(n))
             .collect()
     }
 
@@ -352,6 +354,12 @@ impl Sandbox {
             }
         }
         path
+    }
+
+    /// The sandbox's 0666 tun node, for a thread that opens it as
+    /// another user (the attacks of issue 23).
+    pub fn tun_node(&self) -> PathBuf {
+        self.dir.join("tun-666")
     }
 
     /// A Command that runs `program` in `ns`, with this sandbox's /etc/qemu,
@@ -1073,4 +1081,83 @@ impl Dev {
         }
         cmd
     }
+}
+
+/// Issue 23's attacker: a thread in `ns` that becomes `uid` alone (raw
+/// setresuid is per thread), opens the 0666 tun node `tun` as that user,
+/// and loops TUNSETIFF(IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE) over `names`,
+/// the names a new tap may have while it has no owner, until one attaches
+/// or `stop` is set. On a hit it runs `then` on the attached queue (which
+/// is closed when `then` returns) and gives back what `then` returned.
+pub fn attach_in_a_loop<T: Send + 'static>(
+    ns: &NetNs,
+    tun: PathBuf,
+    uid: u32,
+    names: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    then: impl FnOnce(&OwnedFd) -> T + Send + 'static,
+) -> std::thread::JoinHandle<io::Result<Option<T>>> {
+    let netns = fs::File::open(ns.netns_path()).expect("open netns");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // SAFETY: setns on a live fd; per-thread, and this thread ends here.
+        sys_ok(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        let id = libc::c_long::from(uid);
+        // SAFETY: the raw system call changes this thread's ids only.
+        if unsafe { libc::syscall(libc::SYS_setresuid, id, id, id) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tun: OwnedFd = fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&tun)?
+            .into();
+        let requests: Vec<[u8; 40]> = names
+            .iter()
+            .map(|name| {
+                let mut ifr = [0u8; 40];
+                ifr[..name.len()].copy_from_slice(name.as_bytes());
+                let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
+                ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+                ifr
+            })
+            .collect();
+        let _ = ready_tx.send(());
+        while !stop.load(Ordering::SeqCst) {
+            for ifr in &requests {
+                let mut ifr = *ifr;
+                // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
+                if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } == 0 {
+                    return Ok(Some(then(&tun)));
+                }
+            }
+        }
+        Ok(None)
+    });
+    // Looping before the caller goes on to start the victim.
+    let _ = ready_rx.recv();
+    handle
+}
+
+/// The name a run creates its tap under for `uid`'s slot `slot`, before
+/// renaming it to its `tapN` (issue 23): `bh`, the uid in 8 hex digits,
+/// `-`, the slot in 4.
+pub fn birth_name(uid: u32, slot: u16) -> String {
+    format!("bh{uid:08x}-{slot:04x}")
+}
+
+/// Whether `name` is a [`birth_name`].
+pub fn is_birth_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    b.len() == 15 && b.starts_with(b"bh") && b[10] == b'-' && hex(&b[2..10]) && hex(&b[11..])
+}
+
+/// The names a run's tap may have while it may have no owner: the first
+/// `tapN`s and the caller's first slots' birth names.
+pub fn window_names(caller: u32) -> Vec<String> {
+    (0..4)
+        .map(|n| format!("tap{n}"))
+        .chain((0..8).map(|slot| birth_name(caller, slot)))
+        .collect()
 }

@@ -481,10 +481,9 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
         out.line("warning: could not list tap devices");
         return;
     };
-    let mark = reaper::marker(caller.uid);
     for tap in taps {
         let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
-        if persistent && tap.alias.as_deref() == Some(&mark[..]) {
+        if persistent && reaper::made_for(&tap) == Some(caller.uid) {
             let state = if tap.carrier == Some(false) {
                 "abandoned (no process holds it)"
             } else {
@@ -558,13 +557,7 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
     };
     let mut any = false;
     for tap in &taps {
-        let Some(uid) = tap
-            .alias
-            .as_deref()
-            .and_then(|a| a.strip_prefix(b"bridge-helper uid="))
-            .and_then(|u| std::str::from_utf8(u).ok())
-            .and_then(|u| u.parse::<u32>().ok())
-        else {
+        let Some(uid) = reaper::made_for(tap) else {
             continue;
         };
         any = true;
@@ -586,7 +579,7 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
         out.line(format!(
             "helper tap {}: uid {uid}{}, {bridge}, {state}",
             quote(&tap.name),
-            user_name(Uid::from_raw(uid))
+            user_name(uid)
         ));
     }
     if !any {

@@ -358,3 +358,164 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     drop(run.expect_tap());
     assert!(persistent_taps(&ns).is_empty());
 }
+
+/// Issue 23, finding 2, as the attack did it, by the caller itself: its
+/// run makes a 253-queue tap (adding the queues makes the window long)
+/// while it loops TUNSETIFF on the names the new tap may have; on a hit
+/// it SIGKILLs its own run (which runs as the caller after the drop), sets
+/// TUNSETPERSIST through its queue and closes it. Whether the run left a
+/// persistent tap.
+fn leave_a_tap_from_the_window(sb: &Sandbox, ns: &NetNs, program: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    use std::sync::Arc;
+    let pid = Arc::new(AtomicI32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = pid.clone();
+    // A new tap's names only: the attacker could attach to its earlier
+    // leftovers too, which would prove nothing.
+    let existing = ns.taps();
+    let names = window_names(NOBODY)
+        .into_iter()
+        .filter(|n| !existing.contains(n))
+        .collect();
+    let attacker = attach_in_a_loop(
+        ns,
+        sb.tun_node(),
+        NOBODY,
+        names,
+        stop.clone(),
+        move |queue| {
+            let run = loop {
+                match target.load(Ordering::SeqCst) {
+                    0 => std::hint::spin_loop(),
+                    pid => break pid,
+                }
+            };
+            // SAFETY: kill and an ioctl with an integer argument.
+            unsafe {
+                libc::kill(run, libc::SIGKILL);
+                libc::ioctl(queue.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) == 0
+            }
+        },
+    );
+    let (ours, theirs) = socketpair();
+    clear_cloexec(theirs.as_raw_fd());
+    let mut cmd = sb.command(ns, program, Jail::for_mode(Mode::FileCaps));
+    cmd.args(["--queues=253", "--br=br0"])
+        .arg(format!("--fd={}", theirs.as_raw_fd()))
+        .stdin(std::process::Stdio::null());
+    let running = start(&mut cmd);
+    pid.store(running.pid(), Ordering::SeqCst);
+    drop(theirs);
+    let out = running.wait_within(HANG_LIMIT);
+    stop.store(true, Ordering::SeqCst);
+    let persisted = attacker.join().unwrap().expect("the attacker's set-up");
+    // Whatever the run sent dies with our end.
+    drop(HelperRun::collect(out, ours));
+    persisted == Some(true)
+}
+
+/// The taps of `ns` that are persistent and that nothing holds.
+fn abandoned(ns: &NetNs) -> Vec<String> {
+    let taps = persistent_taps(ns);
+    let names: Vec<&str> = taps.iter().map(String::as_str).collect();
+    wait_detached(ns, &names);
+    taps
+}
+
+#[test]
+fn taps_left_before_their_owner_was_set_are_still_bounded() {
+    const ROUNDS: usize = 60;
+    const WINS: usize = 3;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 1\n", 0o644);
+    let program = sb.install(HELPER, Mode::FileCaps);
+    let mut wins = 0;
+    for round in 0..ROUNDS {
+        if leave_a_tap_from_the_window(&sb, &ns, &program) {
+            wins += 1;
+        }
+        // Each run removes the abandoned ones beyond the limit before it
+        // makes its own tap: at most one is ever left.
+        let left = abandoned(&ns);
+        assert!(
+            left.len() <= 1,
+            "round {round}, {wins} wins: {left:?} persist with max-abandoned-taps 1"
+        );
+        if wins == WINS {
+            break;
+        }
+    }
+    assert_eq!(
+        wins, WINS,
+        "the attack left a tap in {wins} of {ROUNDS} rounds"
+    );
+    // The caller's next ordinary run removes the last one.
+    let run = sb.run_helper(&ns, Mode::FileCaps, &["--br=br0"]);
+    assert!(
+        run.stderr.contains("(at most 1 are kept)"),
+        "{}",
+        run.stderr
+    );
+    drop(run.expect_tap());
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn taps_left_before_their_owner_was_set_are_seen_and_removed_by_root() {
+    const ROUNDS: usize = 60;
+    const WINS: usize = 3;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    sb.etc_file("bridge-helper.conf", "max-abandoned-taps 8\n", 0o644);
+    let program = sb.install(HELPER, Mode::FileCaps);
+    let mut wins = 0;
+    for _ in 0..ROUNDS {
+        if leave_a_tap_from_the_window(&sb, &ns, &program) {
+            wins += 1;
+        }
+        if wins == WINS {
+            break;
+        }
+    }
+    assert_eq!(
+        wins, WINS,
+        "the attack left a tap in {wins} of {ROUNDS} rounds"
+    );
+    let left = abandoned(&ns);
+    assert_eq!(left.len(), WINS, "{left:?}");
+    let root = sb.install(HELPER, Mode::Root);
+    let check = sb.run_program(&ns, &root, Jail::root(), &["--check"], false);
+    for tap in &left {
+        let line = format!("helper tap '{tap}': uid 65534 (nobody), ");
+        assert!(
+            check
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&line)
+                    && l.ends_with("abandoned (persistent, nothing attached)")),
+            "{tap} missing from root's --check:\n{}",
+            check.stdout
+        );
+    }
+    let removed = sb.run_program(
+        &ns,
+        &root,
+        Jail::root(),
+        &["--remove-abandoned", "--user=65534"],
+        false,
+    );
+    assert_eq!(removed.code, Some(0), "{}", removed.stderr);
+    assert!(
+        removed
+            .stdout
+            .starts_with(&format!("removed {WINS} abandoned tap(s) of uid 65534: ")),
+        "{}",
+        removed.stdout
+    );
+    assert_no_taps(&ns);
+}

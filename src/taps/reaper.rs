@@ -2,10 +2,13 @@
 //!
 //! Anyone holding a tap fd may set IFF_PERSIST without privilege; the tap
 //! then outlives the VM, still in the bridge. Each run removes the calling
-//! user's own abandoned ones beyond a limit, oldest first. Only taps
-//! carrying the caller's marker are considered: the alias needs
-//! CAP_NET_ADMIN to set or change, so a user can neither forge it onto
-//! someone else's tap nor strip it from one of ours.
+//! user's own abandoned ones beyond a limit, oldest first. Only taps this
+//! helper made for the caller are considered: those carrying the caller's
+//! marker (the alias), and those still under the name they were created
+//! with ([`slots::birth_name`]), which the tap has from its first instant
+//! until it gets the alias in the same request as its `tapN`. Both need
+//! CAP_NET_ADMIN to set or change, so a user can neither forge them onto
+//! someone else's tap nor strip them from one of ours.
 //!
 //! Abandoned means persistent with carrier off: the tun driver turns
 //! carrier off when its last fd detaches. A holder can also turn it off
@@ -22,22 +25,37 @@ use crate::report::error::Error;
 use crate::report::escape::quote;
 use nix::unistd::Uid;
 
+use crate::policy::ifname::IfName;
 use crate::system::netlink::{IfIndex, Link, NlError, Rtnetlink};
-use crate::taps::slots::{slot_name, Scan, BATCH};
+use crate::taps::slots::{self, birth_name, slot_name, Scan, BATCH, MAX_SLOTS};
 
 /// The alias that marks a tap as made by this helper for `uid`.
 pub fn marker(uid: Uid) -> Vec<u8> {
     format!("bridge-helper uid={uid}").into_bytes()
 }
 
+/// Whom this helper made `link` for: the uid of its marker, or of the
+/// name it was created under if it never got its `tapN`. `None` for a
+/// tap the helper did not make.
+pub fn made_for(link: &Link) -> Option<Uid> {
+    let by_alias = link
+        .alias
+        .as_deref()
+        .and_then(|a| a.strip_prefix(b"bridge-helper uid="))
+        .and_then(|u| std::str::from_utf8(u).ok())
+        .and_then(|u| u.parse::<u32>().ok())
+        .map(Uid::from_raw)
+        .filter(|&uid| link.alias.as_deref() == Some(&marker(uid)[..]));
+    by_alias.or_else(|| slots::birth_name_uid(&link.name))
+}
+
 /// Which of `links` to remove so that at most `limit - 1` of the user's
 /// abandoned taps remain, leaving room for the one about to be made.
 /// Oldest first: interface indexes only grow.
 pub fn to_reap(links: &[Link], uid: Uid, limit: usize) -> Vec<&Link> {
-    let mark = marker(uid);
     let mut abandoned: Vec<&Link> = links
         .iter()
-        .filter(|l| l.alias.as_deref() == Some(&mark[..]))
+        .filter(|l| made_for(l) == Some(uid))
         .filter(|l| l.carrier == Some(false) && l.tun.as_ref().is_some_and(|t| t.persist))
         .collect();
     abandoned.sort_by_key(|l| l.index);
@@ -135,8 +153,58 @@ impl CallerTaps {
         Ok(())
     }
 
-    /// Puts the new tap `name` (interface `index`) in the caller's lowest
-    /// free slot and returns
+    /// Gives the new tap its [`birth_name`] in a free slot of the caller's:
+    /// `create` is TUNSETIFF with IFF_TUN_EXCL under a name, returning
+    /// `None` if the name exists by now (another run of the same user took
+    /// the slot since the scan). Returns the name the kernel gave the tap
+    /// and its slot. Slots are chosen as in [`CallerTaps::claim`]; on a
+    /// kernel without altname lookups, from 0 up.
+    pub fn create<T>(
+        &mut self,
+        route: &mut Rtnetlink,
+        mut create: impl FnMut(&IfName) -> Result<Option<T>, Error>,
+    ) -> Result<(T, usize), Error> {
+        for _ in 0..CLAIM_ROUNDS {
+            let candidates = match &self.slots {
+                Some(seen) => seen.holes(),
+                None => (0..MAX_SLOTS).collect(),
+            };
+            for slot in candidates {
+                let Some(name) = birth_name(self.uid, slot) else {
+                    continue;
+                };
+                if let Some(made) = create(&name)? {
+                    return Ok((made, slot));
+                }
+            }
+            self.rescan(route)?;
+        }
+        Err(self.slots_exhausted("creating a tap (TUNSETIFF)"))
+    }
+
+    fn rescan(&mut self, route: &mut Rtnetlink) -> Result<(), Error> {
+        self.slots = Some(scan(route, self.uid)?.ok_or_else(|| {
+            Error::kernel(
+                "looking up the caller's taps by altname",
+                "no longer supported",
+            )
+        })?);
+        self.remove_excess(route)
+    }
+
+    fn slots_exhausted(&self, doing: &str) -> Error {
+        Error::kernel(
+            doing.to_string(),
+            format!(
+                "uid {}'s other requests took every free slot {CLAIM_ROUNDS} times in a row",
+                self.uid
+            ),
+        )
+    }
+
+    /// Puts the new tap `name` (interface `index`, created for slot
+    /// `born`) in the caller's slot `born` if its altname is still free,
+    /// else in the lowest free one, and returns
     /// the altname it now has, or `None` on a kernel without altnames.
     ///
     /// Only slots this run's scan saw free are tried. A slot past the
@@ -150,12 +218,17 @@ impl CallerTaps {
         route: &mut Rtnetlink,
         index: IfIndex,
         name: &[u8],
+        born: usize,
     ) -> Result<Option<Vec<u8>>, Error> {
         for _ in 0..CLAIM_ROUNDS {
             let Some(seen) = &self.slots else {
                 return Ok(None);
             };
-            for slot in seen.holes() {
+            // Its own birth slot first: in the usual case both names of
+            // the tap are for one slot.
+            let mut holes = seen.holes();
+            holes.sort_by_key(|&slot| slot != born);
+            for slot in holes {
                 let altname = slot_name(self.uid, slot);
                 match route.add_altname(index, &altname) {
                     Ok(()) => return Ok(Some(altname)),
@@ -170,35 +243,30 @@ impl CallerTaps {
                     }
                 }
             }
-            self.slots = Some(scan(route, self.uid)?.ok_or_else(|| {
-                Error::kernel(
-                    "looking up the caller's taps by altname",
-                    "no longer supported",
-                )
-            })?);
-            self.remove_excess(route)?;
+            self.rescan(route)?;
         }
-        Err(Error::kernel(
-            format!("{}: adding an altname", quote(name)),
-            format!(
-                "uid {}'s other requests took every free slot {CLAIM_ROUNDS} times in a row",
-                self.uid
-            ),
-        ))
+        Err(self.slots_exhausted(&format!("{}: adding an altname", quote(name))))
     }
 }
 
-/// Scans the caller's slots; `None` if the kernel cannot look links up
-/// by altname.
+/// Scans the caller's slots, both names of each; `None` if the kernel
+/// cannot look links up by altname.
 fn scan(route: &mut Rtnetlink, uid: Uid) -> Result<Option<Scan>, Error> {
     let mut scan = Scan::default();
     while !scan.done() {
         let first = scan.next_slot();
         let names: Vec<Vec<u8>> = (first..first + BATCH)
-            .map(|slot| slot_name(uid, slot))
+            .flat_map(|slot| {
+                let born = birth_name(uid, slot).map(|n| n.as_bytes().to_vec());
+                [slot_name(uid, slot), born.unwrap_or_default()]
+            })
             .collect();
         match route.links_by_altname(&names) {
-            Ok(found) => scan.record(found),
+            Ok(found) => {
+                let mut found = found.into_iter();
+                let pairs = std::iter::from_fn(|| Some([found.next()?, found.next()?]));
+                scan.record(pairs.collect::<Vec<_>>());
+            }
             Err(NlError {
                 errno: Errno::EINVAL,
                 ..
@@ -253,5 +321,30 @@ mod tests {
         assert_eq!(names(to_reap(&links, Uid::from_raw(1000), 1)), vec![3, 5]);
         assert_eq!(names(to_reap(&links, Uid::from_raw(1000), 0)), vec![3, 5]);
         assert_eq!(names(to_reap(&links, Uid::from_raw(1001), 1)), vec![7]);
+    }
+
+    #[test]
+    fn a_tap_left_under_its_birth_name_counts_for_its_user_alone() {
+        let born = |index, uid, slot| {
+            let mut link = tap(index, None, true, 0);
+            link.name = birth_name(Uid::from_raw(uid), slot)
+                .unwrap()
+                .as_bytes()
+                .to_vec();
+            link
+        };
+        let links = vec![
+            born(3, 1000, 0),
+            born(4, 1001, 0),
+            tap(5, Some(b"bridge-helper uid=01000"), true, 0), // not our marker
+            born(6, 1000, 1),
+        ];
+        assert_eq!(made_for(&links[0]), Some(Uid::from_raw(1000)));
+        assert_eq!(made_for(&links[2]), None);
+        let reaped: Vec<u32> = to_reap(&links, Uid::from_raw(1000), 0)
+            .iter()
+            .map(|l| l.index.0)
+            .collect();
+        assert_eq!(reaped, [3, 6]);
     }
 }

@@ -8,10 +8,12 @@ use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname::IfName;
 use crate::report::error::Error;
 use crate::report::escape::{quote, Bytes};
-use crate::taps::reaper;
+use crate::taps::reaper::{self, CallerTaps};
 use nix::unistd::Uid;
 
-use crate::system::netlink::{IfIndex, Link, PortSetup, PortVlan, Rtnetlink, Setup, IFF_UP};
+use crate::system::netlink::{
+    IfIndex, Link, NlError, PortSetup, PortVlan, Rtnetlink, Setup, IFF_UP,
+};
 use crate::system::tun::{
     self, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_PERSIST, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR,
 };
@@ -36,6 +38,8 @@ pub struct Tap {
     /// Queues 2..N of a multiqueue tap (`--queues`); empty otherwise.
     pub queues: Vec<OwnedFd>,
     pub name: Vec<u8>,
+    /// The caller's slot it was created for (its birth name's).
+    pub slot: usize,
     /// What every request after creation names the tap by.
     pub index: IfIndex,
     mac: [u8; 6],
@@ -52,8 +56,11 @@ pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
         .map(naming::name)
 }
 
-/// Creates the tap, named `name` if it is still free, else by the
-/// kernel's `tap%d`, and finds its interface index: every later request
+/// Creates the tap under the birth name of a free slot of the caller's
+/// (see [`CallerTaps::create`]): from its first instant the name says
+/// whose it is, so that a tap left at any point of the run is found and
+/// counted (issue 23). [`Tap::rename`] gives it its `tapN` later. Then
+/// finds its interface index: every later request
 /// names the tap by that index, so a rename racing with the run (udev, an
 /// administrator) cannot send its configuration to whatever holds its name
 /// by then. No ioctl reports a tap's index, so the name is looked up once
@@ -63,10 +70,10 @@ pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
 /// With `multi_queue`, the tap takes more queues: see [`Tap::add_queues`].
 pub fn create(
     route: &mut Rtnetlink,
+    own: &mut CallerTaps,
     tun: OwnedFd,
     use_vnet: bool,
     multi_queue: bool,
-    name: Option<&IfName>,
 ) -> Result<Tap, Error> {
     let features =
         tun::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e))?;
@@ -83,18 +90,16 @@ pub fn create(
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e);
-    // IFF_TUN_EXCL: a name that exists by now (another run took it) fails
-    // with EBUSY; without it, TUNSETIFF would attach to that interface.
-    let named = name.map(|n| tun::tun_set_iff(tun.as_fd(), n, flags | IFF_TUN_EXCL));
-    let name = match named {
-        Some(Ok(name)) => name,
-        None | Some(Err(Errno::EBUSY)) => {
-            tun::tun_set_iff(tun.as_fd(), &naming::pattern(), flags | IFF_TUN_EXCL)
-                .map_err(failed)?
+    // IFF_TUN_EXCL: a name that exists by now (another run took the slot)
+    // fails with EBUSY; without it, TUNSETIFF would attach to that
+    // interface.
+    let (name, slot) = own.create(route, |name| {
+        match tun::tun_set_iff(tun.as_fd(), name, flags | IFF_TUN_EXCL) {
+            Ok(name) => Ok(Some(name)),
+            Err(Errno::EBUSY) => Ok(None),
+            Err(e) => Err(Error::kernel("creating a tap (TUNSETIFF)", e)),
         }
-        Some(Err(e)) => return Err(failed(e)),
-    };
+    })?;
     let what = |doing: &str| format!("{}: {doing}", quote(&name));
     let mut mac =
         tun::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
@@ -120,6 +125,7 @@ pub fn create(
         fd: tun,
         queues: Vec::new(),
         name,
+        slot,
         index,
         mac,
         flags,
@@ -203,6 +209,37 @@ impl Tap {
         // ownerless moment and closed again may have set for the whole tap.
         tun::tun_reset_shared(self.fd.as_fd())
             .map_err(|e| Error::kernel(self.what("resetting its shared settings"), e))?;
+        Ok(())
+    }
+
+    /// Gives the tap its `tapN` (`name`, or the kernel's `tap%d` if that
+    /// is taken by now) and the caller's marker in one request: from its
+    /// birth name to its final one, the tap always says whose it is.
+    /// Still down, so the kernel allows the rename; no unprivileged holder
+    /// can bring it up.
+    pub fn rename(
+        &mut self,
+        route: &mut Rtnetlink,
+        name: Option<&IfName>,
+        owner: Uid,
+    ) -> Result<(), Error> {
+        let alias = reaper::marker(owner);
+        let pattern = naming::pattern();
+        let renamed = match name.map(|n| route.rename(self.index, n.as_bytes(), &alias)) {
+            Some(Ok(())) => Ok(()),
+            None
+            | Some(Err(NlError {
+                errno: Errno::EEXIST,
+                ..
+            })) => route.rename(self.index, pattern.as_bytes(), &alias),
+            Some(Err(e)) => Err(e),
+        };
+        renamed.map_err(|e| Error::kernel(self.what("renaming it"), e))?;
+        let link = route
+            .link_by_index(self.index)
+            .map_err(|e| Error::kernel(self.what("reading back its name"), e))?
+            .ok_or_else(|| Error::kernel(self.what("renaming it"), "the tap disappeared"))?;
+        self.name = link.name;
         Ok(())
     }
 

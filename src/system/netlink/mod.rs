@@ -102,9 +102,10 @@ impl Rtnetlink {
         }
     }
 
-    /// Looks links up by alternative name, several per request: one entry
-    /// per name, `None` where no link has it. A kernel without altname
-    /// lookups (before 5.5) answers EINVAL.
+    /// Looks links up by alternative name (which finds a link by its own
+    /// name too: the kernel keeps both in one table), several per request:
+    /// one entry per name, `None` where no link has it. A kernel without
+    /// altname lookups (before 5.5) answers EINVAL.
     pub fn links_by_altname(&mut self, names: &[Vec<u8>]) -> Result<Vec<Option<Link>>, NlError> {
         let mut batch = Vec::new();
         let first = self.seq.wrapping_add(1);
@@ -212,6 +213,16 @@ impl Rtnetlink {
         msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
         msg.attr(IFLA_IFALIAS, setup.alias);
         msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
+        self.exchange(msg, |_| {})
+    }
+
+    /// Renames link `index` (down: the kernel renames no tap that is up)
+    /// and sets its alias, in one request: no one sees it renamed without
+    /// the alias. A name with `%d` takes the lowest free number.
+    pub fn rename(&mut self, index: IfIndex, name: &[u8], alias: &[u8]) -> Result<(), NlError> {
+        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
+        msg.attr(IFLA_IFNAME, name);
+        msg.attr(IFLA_IFALIAS, alias);
         self.exchange(msg, |_| {})
     }
 

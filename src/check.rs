@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::{CheckRequest, UsageError};
 use crate::policy::bridge_conf::includes::Origin;
 use crate::policy::bridge_conf::{self, Rule, Target};
+use crate::policy::accounts::User;
 use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::files::{FileText, Files, OpenError};
@@ -32,6 +33,11 @@ use crate::system::trusted_files::SystemFiles;
 use crate::system::users;
 use crate::taps::reaper;
 use nix::unistd::{Gid, Uid};
+
+/// The gid a check for a user that /etc/passwd does not list runs with:
+/// (gid_t)-2, which no group or file has (65534, the kernel's overflow
+/// gid, is `nogroup` and may own files).
+const NO_GID: u32 = u32::MAX - 1;
 
 /// Runs the check, prints the report, and returns the status a run would
 /// exit with (as [`Error::Checked`], already reported) or success.
@@ -52,8 +58,26 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             if !root {
                 return Err(UsageError::NotRoot(Bytes::from(spec)).into());
             }
-            let user = users::find(spec).ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?;
-            let groups = users::groups(&user);
+            // A uid /etc/passwd does not list (LDAP, sssd) is checked with
+            // a gid that no file has and no other group: this static
+            // binary cannot learn its groups.
+            let (user, groups) = match users::find(spec) {
+                Some(user) => {
+                    let groups = users::groups(&user);
+                    (user, groups)
+                }
+                None => {
+                    let uid = users::uid_of(spec)
+                        .ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?
+                        .as_raw();
+                    let user = User {
+                        name: Vec::new(),
+                        uid,
+                        gid: NO_GID,
+                    };
+                    (user, Vec::new())
+                }
+            };
             let how = privileges::installed_binary();
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
@@ -64,10 +88,17 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
             caller.become_user(Uid::from_raw(user.uid), Gid::from_raw(user.gid), &gids)?;
             let shown: Vec<String> = groups.iter().map(u32::to_string).collect();
-            report.line(format!(
-                "groups: {} (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
-                shown.join(", ")
-            ));
+            report.line(if groups.is_empty() {
+                format!(
+                    "groups: none known (uid {} is not in /etc/passwd: checked with gid {NO_GID} and no other group; a login through sssd or LDAP has groups this check cannot see)",
+                    user.uid
+                )
+            } else {
+                format!(
+                    "groups: {} (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
+                    shown.join(", ")
+                )
+            });
             Install {
                 how,
                 from_file: true,

@@ -27,7 +27,6 @@ use bridge_helper::system::users;
 use bridge_helper::system::{fd_passing, memory, privileges, startup};
 use bridge_helper::taps::{reaper, tap, unfinished};
 use bridge_helper::{check, steps};
-use nix::unistd::Uid;
 
 /// The system allocator; running out of memory is the clean exit (status
 /// 5, the unfinished tap removed), never an abort.
@@ -159,8 +158,7 @@ fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Erro
         return Err(cli::UsageError::NotRoot(Bytes::from(spec)).into());
     }
     caller.require_net_admin()?;
-    let user = users::find(spec).ok_or_else(|| cli::UsageError::NoUser(Bytes::from(spec)))?;
-    let uid = Uid::from_raw(user.uid);
+    let uid = users::uid_of(spec).ok_or_else(|| cli::UsageError::NoUser(Bytes::from(spec)))?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let removed = reaper::remove_all_abandoned(&mut route, uid)?;
     let names: Vec<String> = removed.iter().map(|n| quote(n)).collect();

@@ -454,6 +454,22 @@ fn root_checks_for_another_user() {
     has(&r, "bridge 'br0': allowed by /etc/qemu/root.conf:1");
     let r = as_root(&["--check", "--user=no-such-user"]);
     r.expect_refusal(2, "--user='no-such-user': no such user in /etc/passwd");
+    // A uid /etc/passwd does not list (an LDAP or sssd account, issue 23)
+    // is checked as that uid, with no group that could read group.conf.
+    let r = as_root(&["--check", "--user=4242"]);
+    let head: Vec<&str> = r.stdout.lines().take(2).collect();
+    assert_eq!(
+        head,
+        [
+            &*format!("bridge-helper {} check for uid 4242", env!("CARGO_PKG_VERSION")),
+            "groups: none known (uid 4242 is not in /etc/passwd: checked with gid 4294967294 and no other group; a login through sssd or LDAP has groups this check cannot see)",
+        ],
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    has(&r, "file /etc/qemu/group.conf: not readable by this user");
+    has(&r, "bridge 'br1': denied: no rule allows it");
 }
 
 /// Root sees every tap the helper made, and removes a user's abandoned ones.
@@ -503,6 +519,16 @@ fn root_lists_helper_taps_and_removes_a_users_abandoned_ones() {
         format!("removed 1 abandoned tap(s) of uid 65534: '{gone_name}'\n")
     );
     assert_eq!(ns.taps(), [held_name]);
+    // By a uid that /etc/passwd does not list (LDAP, sssd): accepted.
+    let r = sb.run_program(
+        &ns,
+        &program,
+        Jail::root(),
+        &["--remove-abandoned", "--user=4242"],
+        false,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout, "removed 0 abandoned tap(s) of uid 4242\n");
 }
 
 #[test]

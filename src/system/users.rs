@@ -28,6 +28,16 @@ pub fn find(spec: &[u8]) -> Option<User> {
     accounts::find_user(&read(accounts::PASSWD)?, spec)
 }
 
+/// The uid `spec` names: a user of /etc/passwd, or any decimal uid but
+/// -1, listed or not (an account from LDAP or sssd, which this static
+/// binary cannot ask about, runs the helper by its uid all the same).
+pub fn uid_of(spec: &[u8]) -> Option<Uid> {
+    find(spec)
+        .map(|u| u.uid)
+        .or_else(|| accounts::number(spec))
+        .map(Uid::from_raw)
+}
+
 /// `user`'s groups as /etc/group gives them, primary first.
 pub fn groups(user: &User) -> Vec<u32> {
     accounts::groups_of(&read(accounts::GROUP).unwrap_or_default(), user)

@@ -15,9 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{CheckRequest, UsageError};
+use crate::policy::accounts::User;
 use crate::policy::bridge_conf::includes::Origin;
 use crate::policy::bridge_conf::{self, Rule, Target};
-use crate::policy::accounts::User;
 use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::files::{FileText, Files, OpenError};
@@ -462,8 +462,9 @@ fn missing_bridge_lines(rules: &[Rule<Origin>], bridges: &[Link], out: &mut Repo
     }
 }
 
-/// The settings in force, and the lines of bridge-helper.conf that match
-/// no one because a name in them does not resolve.
+/// The settings in force, and the lines of bridge-helper.conf with a name
+/// that does not resolve: a grant matches no one, a port line stops every
+/// run on its bridge.
 fn settings_lines(settings: &Result<Settings, Error>, policy: Option<&Policy>, out: &mut Report) {
     match settings {
         Ok(s) => {
@@ -479,10 +480,16 @@ fn settings_lines(settings: &Result<Settings, Error>, policy: Option<&Policy>, o
         }
         Err(e) => out.line(format!("settings: {e}")),
     }
-    for (origin, who) in policy.map(Policy::unresolved).unwrap_or_default() {
-        out.line(format!(
-            "warning: {origin}: {who} does not resolve in /etc/passwd or /etc/group; the line matches no one"
-        ));
+    for (origin, who, port) in policy.map(Policy::unresolved).unwrap_or_default() {
+        out.line(match port {
+            None => format!(
+                "warning: {origin}: {who} does not resolve in /etc/passwd or /etc/group; the line matches no one"
+            ),
+            Some(bridge) => format!(
+                "warning: {origin}: {who} does not resolve in /etc/passwd or /etc/group; every run on bridge {} stops at this line",
+                quote(bridge)
+            ),
+        });
     }
 }
 

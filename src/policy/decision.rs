@@ -66,7 +66,7 @@ impl Policy {
     }
 
     /// See [`unresolved`].
-    pub fn unresolved(&self) -> Vec<(&Origin, &Who)> {
+    pub fn unresolved(&self) -> Vec<(&Origin, &Who, Option<&[u8]>)> {
         unresolved(&self.grants, &self.ports, &self.accounts)
     }
 }
@@ -147,6 +147,17 @@ fn select_port<'a>(
     names: &Accounts,
     bridge_names: &[&[u8]],
 ) -> Result<Option<&'a PortRule>, ConfigError> {
+    // A line for a name that does not resolve may be meant for this
+    // caller; taking another line instead would fail open (issue 23).
+    if let Some(p) = ports
+        .iter()
+        .find(|p| bridge_names.contains(&p.bridge.as_slice()) && !p.who.resolves(names))
+    {
+        return Err(ConfigError::UnresolvedPort(
+            p.origin.clone(),
+            p.who.to_string(),
+        ));
+    }
     let matching = |level: fn(&Who) -> bool| -> Vec<&'a PortRule> {
         ports
             .iter()
@@ -184,20 +195,25 @@ fn select_port<'a>(
     Ok(None)
 }
 
-/// Lines whose user or group name does not resolve (they match no one):
-/// for `--check` to flag.
+/// Lines whose user or group name does not resolve (a grant matches no
+/// one; a port line refuses every run on its bridge), for `--check` to
+/// flag: each with the bridge of a port line, `None` for a grant.
 pub fn unresolved<'a>(
     grants: &'a [Grant],
     ports: &'a [PortRule],
     names: &Accounts,
-) -> Vec<(&'a Origin, &'a Who)> {
-    let mut v: Vec<(&Origin, &Who)> = grants
+) -> Vec<(&'a Origin, &'a Who, Option<&'a [u8]>)> {
+    let mut v: Vec<(&Origin, &Who, Option<&[u8]>)> = grants
         .iter()
-        .map(|g| (&g.origin, &g.who))
-        .chain(ports.iter().map(|p| (&p.origin, &p.who)))
-        .filter(|(_, w)| !w.resolves(names))
+        .map(|g| (&g.origin, &g.who, None))
+        .chain(
+            ports
+                .iter()
+                .map(|p| (&p.origin, &p.who, Some(p.bridge.as_slice()))),
+        )
+        .filter(|(_, w, _)| !w.resolves(names))
         .collect();
-    v.sort_by_key(|(o, _)| o.line);
+    v.sort_by_key(|(o, _, _)| o.line);
     v
 }
 

@@ -73,6 +73,10 @@ pub enum ConfigError {
     DuplicatePort(Origin, Origin),
     #[error("{0} and {1}: port lines that both apply to this caller disagree; add a user= line for this user or make them agree")]
     PortConflict(Origin, Origin),
+    /// A restriction for an account that cannot be told fails closed: it
+    /// could be the caller's.
+    #[error("{0}: {1} does not resolve in /etc/passwd or /etc/group, so this port line could be the caller's; fix the name, use a number, or remove the line")]
+    UnresolvedPort(Origin, String),
     /// Out of descriptors or memory: the environment's fault, not the file's.
     #[error("{path}: {why}", path = shown(.0), why = .1)]
     Resources(PathBuf, io::Error),

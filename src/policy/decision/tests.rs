@@ -320,6 +320,43 @@ fn unresolved_names_are_listed() {
         who: Who::User(name("ghost")),
     }];
     let u = unresolved(&grants, &ports, &names());
-    let lines: Vec<usize> = u.iter().map(|(o, _)| o.line).collect();
-    assert_eq!(lines, vec![1, 3]);
+    let lines: Vec<(usize, Option<&[u8]>)> = u.iter().map(|(o, _, b)| (o.line, *b)).collect();
+    assert_eq!(lines, vec![(1, None), (3, Some(&b"br0"[..]))]);
+}
+
+#[test]
+fn a_port_line_for_a_name_that_does_not_resolve_fails_closed() {
+    let acl = vec![Rule {
+        origin: acl_at(1),
+        allow: true,
+        target: Target::All,
+    }];
+    let ports = vec![
+        port_rule(1, "br0", Who::Everyone, "learning=off"),
+        // Meant for an account /etc/passwd does not list (sssd, LDAP):
+        // falling through to line 1 would drop the isolation.
+        port_rule(2, "br0", Who::User(name("ldap-alice")), "isolated"),
+        port_rule(3, "br1", Who::User(Account::Id(4242)), "isolated"),
+    ];
+    let pick = |me: &Identity, bridge: &'static [u8]| {
+        decide(&acl, &[], &ports, me, &names(), &[bridge], &[])
+            .map(|d| d.port.map(|p| p.origin.line))
+    };
+    let err = pick(&ALICE(), b"br0").unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::UnresolvedPort(o, _) if o.line == 2),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("user='ldap-alice' does not resolve"),
+        "{err}"
+    );
+    // Numbers always resolve; other bridges are not affected.
+    assert_eq!(pick(&ALICE(), b"br1").unwrap(), None);
+    let ldap = Identity {
+        uid: 4242,
+        gids: vec![4242],
+    };
+    assert_eq!(pick(&ldap, b"br1").unwrap(), Some(3));
 }

@@ -70,9 +70,10 @@ pub struct Identity {
 
 impl Who {
     /// A name that does not resolve matches no one: a deleted account must
-    /// not stop every request on the host. For a grant that never widens
-    /// access; for a port line it means the next line applies (a
-    /// bridge-wide one, or none), which `--check` warns about.
+    /// not stop every request on the host, and for a grant that never
+    /// widens access. A port line with such a name is refused before this
+    /// is asked (see `select_port`): another line would apply instead, and
+    /// a restriction must not fail open.
     pub fn matches(&self, me: &Identity, names: &Accounts) -> bool {
         match self {
             Who::Everyone => true,

@@ -83,7 +83,8 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
                 _ => Err(Error::NoNetAdmin),
             };
-            // A setuid run opens /dev/net/tun as root, before its drop.
+            // A setuid run opens /dev/net/tun during its drop, as the user
+            // with CAP_DAC_OVERRIDE: what root can open, it can.
             let early_tun = (how == privileges::Install::SetuidRoot).then(|| caller.tun.check());
             let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
             caller.become_user(Uid::from_raw(user.uid), Gid::from_raw(user.gid), &gids)?;

@@ -454,40 +454,50 @@ fn taps_left_before_their_owner_was_set_are_still_bounded() {
         "the attack left a tap in {wins} of {ROUNDS} rounds"
     );
     // The caller's next ordinary run removes the last one.
+    let left = abandoned(&ns);
     let run = sb.run_helper(&ns, Mode::FileCaps, &["--br=br0"]);
-    assert!(
-        run.stderr.contains("(at most 1 are kept)"),
-        "{}",
-        run.stderr
-    );
+    for tap in &left {
+        assert!(
+            run.stderr.contains(&format!("removed '{tap}'")),
+            "{}",
+            run.stderr
+        );
+    }
     drop(run.expect_tap());
     assert_no_taps(&ns);
 }
 
+/// A tap such a run leaves is counted even with a high limit: one that
+/// never got its `tapN` is removed by the caller's next run (no run
+/// handed it over, so no VM can be waiting for it); until then, and for
+/// the ones that did, root's --check lists them and --remove-abandoned
+/// removes them.
 #[test]
 fn taps_left_before_their_owner_was_set_are_seen_and_removed_by_root() {
     const ROUNDS: usize = 60;
-    const WINS: usize = 3;
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     sb.etc_file("bridge-helper.conf", "max-abandoned-taps 8\n", 0o644);
     let program = sb.install(HELPER, Mode::FileCaps);
     let mut wins = 0;
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         if leave_a_tap_from_the_window(&sb, &ns, &program) {
             wins += 1;
         }
-        if wins == WINS {
+        let left = abandoned(&ns);
+        let unfinished = left.iter().filter(|t| is_birth_name(t)).count();
+        assert!(unfinished <= 1, "round {round}: {left:?}");
+        if wins == 3 {
             break;
         }
     }
     assert_eq!(
-        wins, WINS,
+        wins, 3,
         "the attack left a tap in {wins} of {ROUNDS} rounds"
     );
     let left = abandoned(&ns);
-    assert_eq!(left.len(), WINS, "{left:?}");
+    assert!(!left.is_empty());
     let root = sb.install(HELPER, Mode::Root);
     let check = sb.run_program(&ns, &root, Jail::root(), &["--check"], false);
     for tap in &left {
@@ -511,9 +521,10 @@ fn taps_left_before_their_owner_was_set_are_seen_and_removed_by_root() {
     );
     assert_eq!(removed.code, Some(0), "{}", removed.stderr);
     assert!(
-        removed
-            .stdout
-            .starts_with(&format!("removed {WINS} abandoned tap(s) of uid 65534: ")),
+        removed.stdout.starts_with(&format!(
+            "removed {} abandoned tap(s) of uid 65534: ",
+            left.len()
+        )),
         "{}",
         removed.stdout
     );

@@ -51,17 +51,28 @@ pub fn made_for(link: &Link) -> Option<Uid> {
 
 /// Which of `links` to remove so that at most `limit - 1` of the user's
 /// abandoned taps remain, leaving room for the one about to be made.
-/// Oldest first: interface indexes only grow.
+/// Oldest first: interface indexes only grow. An abandoned tap still
+/// under its birth name is always removed: no run handed it over (it
+/// was left by a run killed before it was done), so no VM can be waiting
+/// for it, and it may have no owner, which lets any user attach to it.
 pub fn to_reap(links: &[Link], uid: Uid, limit: usize) -> Vec<&Link> {
     let mut abandoned: Vec<&Link> = links
         .iter()
         .filter(|l| made_for(l) == Some(uid))
         .filter(|l| l.carrier == Some(false) && l.tun.as_ref().is_some_and(|t| t.persist))
         .collect();
-    abandoned.sort_by_key(|l| l.index);
-    let excess = abandoned.len().saturating_sub(limit.saturating_sub(1));
+    abandoned.sort_by_key(|l| (!unfinished(l), l.index));
+    let unfinished_ones = abandoned.iter().filter(|l| unfinished(l)).count();
+    let kept = limit.saturating_sub(1);
+    let excess = abandoned.len().saturating_sub(kept).max(unfinished_ones);
     abandoned.truncate(excess);
     abandoned
+}
+
+/// Whether `link` still has the name a run created it under: the run
+/// never finished it.
+fn unfinished(link: &Link) -> bool {
+    slots::birth_name_uid(&link.name).is_some()
 }
 
 /// Removes every abandoned tap this helper made for `uid` (root's
@@ -145,8 +156,13 @@ impl CallerTaps {
             if let Some(scan) = &mut self.slots {
                 scan.forget(index, uid);
             }
+            let why = if slots::birth_name_uid(&name).is_some() {
+                ", left unfinished by a run that was killed".to_string()
+            } else {
+                format!(" (at most {limit} are kept)")
+            };
             crate::report::output::notice(&format!(
-                "removed {}, a persistent tap of uid {uid} that nothing was attached to (at most {limit} are kept)",
+                "removed {}, a persistent tap of uid {uid} that nothing was attached to{why}",
                 quote(&name)
             ));
         }
@@ -346,5 +362,18 @@ mod tests {
             .map(|l| l.index.0)
             .collect();
         assert_eq!(reaped, [3, 6]);
+        // Whatever the limit: no VM can be waiting for them.
+        let mut with_finished = links.clone();
+        with_finished.push(tap(2, Some(&marker(Uid::from_raw(1000))), true, 0));
+        let reaped: Vec<u32> = to_reap(&with_finished, Uid::from_raw(1000), 8)
+            .iter()
+            .map(|l| l.index.0)
+            .collect();
+        assert_eq!(reaped, [3, 6]);
+        let reaped: Vec<u32> = to_reap(&with_finished, Uid::from_raw(1000), 1)
+            .iter()
+            .map(|l| l.index.0)
+            .collect();
+        assert_eq!(reaped, [3, 6, 2]);
     }
 }

@@ -56,7 +56,8 @@ ports (isolated, VLANs). --version prints both files' paths.
                 /dev/net/tun usable by the caller when N > 1
   --check       report what a run would decide for you (every bridge, or
                 BRIDGE), one fact a line; creates, changes and sends nothing
-  --user=USER   root only: --check, or --remove-abandoned, for USER
+  --user=USER   root only: --check, or --remove-abandoned, for USER (a
+                name, or a uid, in /etc/passwd or not)
   --remove-abandoned  root only: remove USER's abandoned persistent taps
   --help        this text;  --version  the version and compiled-in paths
 

@@ -34,7 +34,7 @@ pub enum Error {
     NoNetAdmin,
     #[error("cannot open /dev/net/tun: {0}{hint}", hint = tun_hint(.0))]
     TunDevice(String),
-    #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it as root only once, before it reads its arguments")]
+    #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it with CAP_DAC_OVERRIDE only once, before it reads its arguments")]
     QueuesNeedTun(u16),
     #[error(
         "--queues={queues}: RLIMIT_NOFILE ({limit}) leaves no room for {queues} tap descriptors"

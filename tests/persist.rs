@@ -507,7 +507,7 @@ fn taps_left_before_their_owner_was_set_are_seen_and_removed_by_root() {
                 .stdout
                 .lines()
                 .any(|l| l.starts_with(&line)
-                    && l.ends_with("abandoned (persistent, nothing attached)")),
+                    && l.contains("abandoned (persistent, nothing attached)")),
             "{tap} missing from root's --check:\n{}",
             check.stdout
         );

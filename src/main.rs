@@ -121,19 +121,21 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     // creates nothing.
     let mut queues = caller.tun.for_queues(request.queues)?;
     let more = queues.split_off(1);
-    // Under a name that is the caller's slot until it is renamed below:
-    // findable by the caller's later runs from its first instant.
+    // A multiqueue tap under a name that is the caller's slot until it is
+    // renamed below: findable by the caller's later runs from its first
+    // instant, as anyone may attach to it before it has an owner.
     let mut tap = tap::create(
         &mut route,
         &mut own_taps,
         queues.pop().ok_or(Error::Internal)?,
         request.use_vnet,
         !more.is_empty(),
+        name.as_ref(),
     )?;
     checkpoint(request.hook, Stage::BeforeQueues(&tap.name));
     tap.add_queues(&mut route, more, caller.uid)?;
     checkpoint(request.hook, Stage::BeforeClaim(&tap.name));
-    let slot = own_taps.claim(&mut route, tap.index, &tap.name, tap.slot)?;
+    let slot = own_taps.claim(&mut route, tap.index, &tap.name, tap.born)?;
     tap.rename(&mut route, name.as_ref(), caller.uid)?;
     tap.attach(
         &mut route,

@@ -28,6 +28,11 @@ fn expect_queues(run: HelperRun, ns: &NetNs, n: usize, vnet: bool, owner: i64) -
         let mask = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_PERSIST | IFF_MULTI_QUEUE;
         assert_eq!(flags & mask, want, "flags of {each}");
     }
+    // Created under its birth name (issue 23), handed over as a tapN
+    // that its slot's altname lists for its owner.
+    assert!(name.starts_with("tap"), "{name}");
+    let slot = format!("bridge-helper.{owner}.0");
+    assert_eq!(ns.altnames(&name), [slot]);
     let st = ns.tap_state(&name);
     assert_eq!(st.master, "br0");
     assert_eq!(st.mtu, 1400);

@@ -234,7 +234,7 @@ impl CallerTaps {
         route: &mut Rtnetlink,
         index: IfIndex,
         name: &[u8],
-        born: usize,
+        born: Option<usize>,
     ) -> Result<Option<Vec<u8>>, Error> {
         for _ in 0..CLAIM_ROUNDS {
             let Some(seen) = &self.slots else {
@@ -243,7 +243,7 @@ impl CallerTaps {
             // Its own birth slot first: in the usual case both names of
             // the tap are for one slot.
             let mut holes = seen.holes();
-            holes.sort_by_key(|&slot| slot != born);
+            holes.sort_by_key(|&slot| Some(slot) != born);
             for slot in holes {
                 let altname = slot_name(self.uid, slot);
                 match route.add_altname(index, &altname) {

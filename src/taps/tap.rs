@@ -38,8 +38,9 @@ pub struct Tap {
     /// Queues 2..N of a multiqueue tap (`--queues`); empty otherwise.
     pub queues: Vec<OwnedFd>,
     pub name: Vec<u8>,
-    /// The caller's slot it was created for (its birth name's).
-    pub slot: usize,
+    /// The caller's slot a multiqueue tap was created for (its birth
+    /// name's); `None` for a tap created under its `tapN`.
+    pub born: Option<usize>,
     /// What every request after creation names the tap by.
     pub index: IfIndex,
     mac: [u8; 6],
@@ -56,11 +57,17 @@ pub fn free_name(route: &Rtnetlink) -> Option<IfName> {
         .map(naming::name)
 }
 
-/// Creates the tap under the birth name of a free slot of the caller's
-/// (see [`CallerTaps::create`]): from its first instant the name says
-/// whose it is, so that a tap left at any point of the run is found and
-/// counted (issue 23). [`Tap::rename`] gives it its `tapN` later. Then
-/// finds its interface index: every later request
+/// Creates the tap. A multiqueue tap is created under the birth name of
+/// a free slot of the caller's (see [`CallerTaps::create`]): it takes
+/// anyone's queue by name before it has an owner, and its name then says
+/// from its first instant whose it is, so that a tap left at any point of
+/// the run is found and counted (issue 23); [`Tap::rename`] gives it its
+/// `tapN` later. A single-queue tap takes no second fd while ours holds
+/// it, so it dies with the run whatever happens: it is created as `name`
+/// if that is still free, else by the kernel's `tap%d`, and spared the
+/// rename (which waits for an RCU grace period under the RTNL lock, and
+/// so costs every concurrent run). Then finds its interface index: every
+/// later request
 /// names the tap by that index, so a rename racing with the run (udev, an
 /// administrator) cannot send its configuration to whatever holds its name
 /// by then. No ioctl reports a tap's index, so the name is looked up once
@@ -74,6 +81,7 @@ pub fn create(
     tun: OwnedFd,
     use_vnet: bool,
     multi_queue: bool,
+    name: Option<&IfName>,
 ) -> Result<Tap, Error> {
     let features =
         tun::tun_features(tun.as_fd()).map_err(|e| Error::kernel("TUNGETFEATURES", e))?;
@@ -90,16 +98,26 @@ pub fn create(
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    // IFF_TUN_EXCL: a name that exists by now (another run took the slot)
+    // IFF_TUN_EXCL: a name that exists by now (another run took it)
     // fails with EBUSY; without it, TUNSETIFF would attach to that
     // interface.
-    let (name, slot) = own.create(route, |name| {
-        match tun::tun_set_iff(tun.as_fd(), name, flags | IFF_TUN_EXCL) {
+    let set_iff = |name: &IfName| tun::tun_set_iff(tun.as_fd(), name, flags | IFF_TUN_EXCL);
+    let failed = |e: Errno| Error::kernel("creating a tap (TUNSETIFF)", e);
+    let (name, slot) = if multi_queue {
+        let (name, slot) = own.create(route, |name| match set_iff(name) {
             Ok(name) => Ok(Some(name)),
             Err(Errno::EBUSY) => Ok(None),
-            Err(e) => Err(Error::kernel("creating a tap (TUNSETIFF)", e)),
-        }
-    })?;
+            Err(e) => Err(failed(e)),
+        })?;
+        (name, Some(slot))
+    } else {
+        let name = match name.map(set_iff) {
+            Some(Ok(name)) => name,
+            None | Some(Err(Errno::EBUSY)) => set_iff(&naming::pattern()).map_err(failed)?,
+            Some(Err(e)) => return Err(failed(e)),
+        };
+        (name, None)
+    };
     let what = |doing: &str| format!("{}: {doing}", quote(&name));
     let mut mac =
         tun::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
@@ -125,7 +143,7 @@ pub fn create(
         fd: tun,
         queues: Vec::new(),
         name,
-        slot,
+        born: slot,
         index,
         mac,
         flags,
@@ -223,6 +241,9 @@ impl Tap {
         name: Option<&IfName>,
         owner: Uid,
     ) -> Result<(), Error> {
+        if self.born.is_none() {
+            return Ok(());
+        }
         let alias = reaper::marker(owner);
         let pattern = naming::pattern();
         let renamed = match name.map(|n| route.rename(self.index, n.as_bytes(), &alias)) {

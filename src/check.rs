@@ -238,7 +238,7 @@ fn check(
         _ => {
             for bridge in &bridges {
                 out.line(format!(
-                    "bridge {}: no verdict: the ACL files stop every run",
+                    "bridge {}: no verdict: the configuration stops every run (above)",
                     quote(&bridge.name)
                 ));
             }

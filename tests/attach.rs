@@ -158,7 +158,7 @@ fn bridge_problems_have_status_7() {
     let sb = Sandbox::new();
     sb.acl("allow all\n");
     sb.run_helper(&ns, Mode::Setuid, &["--br=nope"])
-        .expect_refusal(7, "bridge 'nope' does not exist");
+        .expect_refusal(7, "bridge 'nope' does not exist; fix: name a bridge that exists (bridge-helper --check lists them), or create it first");
     sb.run_helper(&ns, Mode::Setuid, &["--br=veth0"])
         .expect_refusal(7, "'veth0' is not a bridge (its kind is 'veth')");
     sb.run_helper(&ns, Mode::Setuid, &["--br=lo"])

@@ -174,7 +174,10 @@ fn acl_missing_untrusted_malformed() {
     assert_eq!(r.code, Some(3));
     has(&r, "file /etc/qemu/bridge.conf: does not exist");
     has(&r, "ACL: /etc/qemu/bridge.conf: does not exist; create it, owned by root, to allow bridges (see bridge.conf(5))");
-    has(&r, "bridge 'br0': no verdict: the ACL files stop every run");
+    has(
+        &r,
+        "bridge 'br0': no verdict: the configuration stops every run (above)",
+    );
     has(&r, "exit status: 3");
 
     sb.etc_file("bridge.conf", "allow br0\n", 0o666);

@@ -86,7 +86,7 @@ fn libvirt_hint(name: &Bytes) -> &'static str {
     if name.as_bytes().starts_with(b"virbr") {
         "; libvirt creates it when its network starts (virsh net-start default)"
     } else {
-        ""
+        "; fix: name a bridge that exists (bridge-helper --check lists them), or create it first"
     }
 }
 

@@ -22,7 +22,7 @@ fi
 [ "${1:-}" = --install-tools ] && exit 0
 
 seconds="${FUZZ_SECONDS:-30}"
-targets=(acl_parser args_parser helper_conf)
+targets=(acl_parser args_parser helper_conf service_wire)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz build -s address >build.log 2>&1; then

@@ -17,6 +17,9 @@
 //!   one line a run prints.
 //!
 //!
+//! [`service`] is the privileged service (`--serve`) and the forwarder
+//! that asks it when the binary runs without privilege.
+//!
 //! Beside them, [`steps`] holds the decisions a run takes before it
 //! creates anything, shared by `main.rs` and [`check`] (`--check`), so that
 //! the two cannot disagree.
@@ -36,6 +39,7 @@ pub mod check;
 pub mod cli;
 pub mod policy;
 pub mod report;
+pub mod service;
 pub mod steps;
 pub mod system;
 pub mod taps;

@@ -20,6 +20,7 @@ use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
 use bridge_helper::report::escape::{quote, Bytes};
 use bridge_helper::report::{audit, output, status};
+use bridge_helper::service::{forward, server};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
@@ -79,6 +80,10 @@ fn main() -> ExitCode {
 /// A run, in order. `audit` learns who asked for what as the run goes, and
 /// logs the outcome (see report::audit).
 fn run(audit: &mut audit::Record) -> Result<(), Error> {
+    if server::asked_to_serve() {
+        audit.quiet();
+        return server::serve();
+    }
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
@@ -98,6 +103,12 @@ fn run(audit: &mut audit::Record) -> Result<(), Error> {
     };
     audit.bridge(request.bridge.as_bytes());
     caller.settle()?;
+    if caller.install == privileges::Install::Neither {
+        // Installed without privilege: the service makes the tap and
+        // logs the request (see service::forward).
+        audit.quiet();
+        return forward::attach(&request);
+    }
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);
     let socket = fd_passing::verify(request.fd, &caller.tun.own_fds())?;

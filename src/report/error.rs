@@ -73,6 +73,18 @@ pub enum Error {
         step: &'static str,
         what: &'static str,
     },
+    /// Bytes sent to the service that are not a request (wire format).
+    #[error("bad request to the bridge-helper service: {0}")]
+    BadRequest(#[from] crate::service::wire::WireError),
+    /// A peer the service does not answer for (see service::identity).
+    #[error("refused by the bridge-helper service: {0}")]
+    PeerRefused(String),
+    /// The service, or the way to it, failed.
+    #[error("bridge-helper service: {0}")]
+    Service(String),
+    /// The forwarder (no privilege) found no service to ask.
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({why}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'")]
+    NoPrivilegeNoService { socket: &'static str, why: String },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
     /// `--check` has reported on stdout; exit with the status a run would.
@@ -113,7 +125,11 @@ impl Error {
             Error::Usage(_) => status::USAGE,
             Error::Config(ConfigError::Resources(..)) => status::INSTALLATION,
             Error::Config(_) => status::ACL_CONFIG,
-            Error::DeniedBy { .. } | Error::NotAllowed { .. } => status::DENIED,
+            Error::DeniedBy { .. } | Error::NotAllowed { .. } | Error::PeerRefused(_) => {
+                status::DENIED
+            }
+            Error::BadRequest(_) => status::USAGE,
+            Error::Service(_) | Error::NoPrivilegeNoService { .. } => status::INSTALLATION,
             Error::NoNetAdmin
             | Error::TunDevice(_)
             | Error::QueuesNeedTun(_)

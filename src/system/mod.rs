@@ -4,8 +4,8 @@
 //!
 //! Every `unsafe` block and raw system call of the program is here, by
 //! topic, each with a `SAFETY` note, in the files marked
-//! `#[allow(unsafe_code)]` below (caps, files, memory, startup, tun, and
-//! netlink's ext_ack); the other modules use them or nix's safe wrappers
+//! `#[allow(unsafe_code)]` below (caps, files, memory, service, startup,
+//! tun, and netlink's ext_ack); the other modules use them or nix's safe wrappers
 //! and present safe functions to the rest of the program.
 
 #[allow(unsafe_code)]
@@ -19,6 +19,9 @@ pub mod memory;
 pub mod netlink;
 pub mod privileges;
 pub mod process;
+#[allow(unsafe_code)]
+#[allow(unsafe_code)]
+pub mod service;
 #[allow(unsafe_code)]
 pub mod startup;
 pub mod syslog;

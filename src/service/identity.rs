@@ -1,0 +1,177 @@
+//! Which peers the service answers for (see the module doc of
+//! [`crate::service`] for why): pure decisions on facts the system layer
+//! read from the kernel, and the parser of `/etc/subuid` and `/etc/subgid`.
+
+/// What the kernel says about a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Effective ids at `connect()` (`SO_PEERCRED`), in the service's
+    /// user namespace.
+    pub uid: u32,
+    pub gid: u32,
+    /// `SO_PEERGROUPS`, in the service's user namespace.
+    pub groups: Vec<u32>,
+    pub userns: UserNs,
+}
+
+/// The peer's user namespace, seen from the service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNs {
+    Same,
+    /// A child of the service's namespace.
+    Child {
+        setgroups_allowed: bool,
+    },
+    /// Nested deeper: its ancestors' `setgroups` cannot be read.
+    Deeper,
+}
+
+/// One line of `/etc/subuid` or `/etc/subgid`: `owner:first:count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubRange {
+    /// A user name or a decimal uid, as written.
+    pub owner: Vec<u8>,
+    pub first: u32,
+    pub count: u32,
+}
+
+impl SubRange {
+    fn contains(&self, id: u32) -> bool {
+        id >= self.first && u64::from(id) < u64::from(self.first) + u64::from(self.count)
+    }
+}
+
+/// The lines of a subordinate-id file that parse; others are ignored, as
+/// shadow's own tools ignore them.
+pub fn parse_subids(text: &[u8]) -> Vec<SubRange> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let mut fields = line.split(|&b| b == b':');
+            let owner = fields.next()?;
+            let first = number(fields.next()?)?;
+            let count = number(fields.next()?)?;
+            (fields.next().is_none() && !owner.is_empty()).then(|| SubRange {
+                owner: owner.to_vec(),
+                first,
+                count,
+            })
+        })
+        .collect()
+}
+
+fn number(field: &[u8]) -> Option<u32> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
+/// Why a peer is not answered; the text follows "refused: ".
+pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<String> {
+    match peer.userns {
+        UserNs::Same | UserNs::Child { setgroups_allowed: false } => {}
+        UserNs::Child { setgroups_allowed: true } => {
+            return Some(format!(
+                "uid {} connected from a user namespace that allows setgroups (made with newuidmap/newgidmap, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
+                peer.uid
+            ))
+        }
+        UserNs::Deeper => {
+            return Some(format!(
+                "uid {} connected from a nested user namespace, whose parents' setgroups the service cannot check; connect from the host or from a sandbox made directly from it (bubblewrap, Flatpak)",
+                peer.uid
+            ))
+        }
+    }
+    let owner = |ranges: &[SubRange], id: u32| {
+        ranges
+            .iter()
+            .find(|r| r.contains(id))
+            .map(|r| crate::report::escape::quote(&r.owner))
+    };
+    if let Some(user) = owner(subuids, peer.uid) {
+        return Some(format!(
+            "uid {} is a subordinate uid of {user} (/etc/subuid): a container's user acting for {user}; ask as {user} itself",
+            peer.uid
+        ));
+    }
+    if let Some(user) = owner(subgids, peer.gid) {
+        return Some(format!(
+            "gid {} is a subordinate gid of {user} (/etc/subgid): a container's group acting for {user}; ask as {user} itself",
+            peer.gid
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(userns: UserNs) -> Peer {
+        Peer {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+            userns,
+        }
+    }
+
+    #[test]
+    fn subids_parse_like_shadow_and_skip_bad_lines() {
+        let ranges =
+            parse_subids(b"alice:100000:65536\n1001:200000:10\nbad\nx:1:2:3\n:1:1\ny:z:1\n");
+        assert_eq!(
+            ranges,
+            vec![
+                SubRange {
+                    owner: b"alice".to_vec(),
+                    first: 100_000,
+                    count: 65536
+                },
+                SubRange {
+                    owner: b"1001".to_vec(),
+                    first: 200_000,
+                    count: 10
+                },
+            ]
+        );
+        assert!(ranges[1].contains(200_009) && !ranges[1].contains(200_010));
+        let top = SubRange {
+            owner: b"t".to_vec(),
+            first: u32::MAX,
+            count: u32::MAX,
+        };
+        assert!(top.contains(u32::MAX));
+    }
+
+    #[test]
+    fn host_and_bubblewrap_peers_are_answered() {
+        assert_eq!(refusal(&peer(UserNs::Same), &[], &[]), None);
+        let bwrap = UserNs::Child {
+            setgroups_allowed: false,
+        };
+        assert_eq!(refusal(&peer(bwrap), &[], &[]), None);
+    }
+
+    #[test]
+    fn a_peer_that_could_have_shed_a_group_is_refused() {
+        let allow = UserNs::Child {
+            setgroups_allowed: true,
+        };
+        assert!(refusal(&peer(allow), &[], &[])
+            .unwrap()
+            .contains("allows setgroups"));
+        assert!(refusal(&peer(UserNs::Deeper), &[], &[])
+            .unwrap()
+            .contains("nested"));
+    }
+
+    #[test]
+    fn a_subordinate_id_is_refused_naming_its_owner() {
+        let subs = parse_subids(b"alice:999:2\n");
+        let line = refusal(&peer(UserNs::Same), &subs, &[]).unwrap();
+        assert!(line.contains("subordinate uid of 'alice'"), "{line}");
+        let line = refusal(&peer(UserNs::Same), &[], &subs).unwrap();
+        assert!(line.contains("subordinate gid of 'alice'"), "{line}");
+        let elsewhere = parse_subids(b"alice:2000:10\n");
+        assert_eq!(refusal(&peer(UserNs::Same), &elsewhere, &elsewhere), None);
+    }
+}

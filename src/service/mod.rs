@@ -1,0 +1,97 @@
+//! The service: the same binary, run as root by systemd (or by hand) with
+//! `--serve`, hands out taps to unprivileged callers over a Unix socket,
+//! so that no file on the host needs the setuid bit or a file capability,
+//! and a sandboxed VMM that is given the socket can use it.
+//!
+//! # The pieces
+//! - [`wire`]: the request and answer, versioned, bounded, pure code.
+//! - [`identity`]: which peers the service answers for, pure code.
+//! - [`server`]: the listening loop and one process per connection.
+//! - [`forward`]: the forwarder, what an unprivileged copy of the binary
+//!   does instead of failing: it asks the service and relays the answer.
+//!
+//! # The socket
+//! [`SOCKET_PATH`], fixed at build time: one path to document and to grant
+//! in AppArmor and sandboxes. systemd hands it over (`LISTEN_FDS`, socket
+//! activation, [`crate::system::service`]); without systemd the service
+//! binds it itself. Its mode is the gate of who may ask at all (0666 by
+//! default: the ACL decides); everything after that is the ACL's.
+//!
+//! # One request
+//! The service accepts, reads the peer's identity from the kernel
+//! (`SO_PEERCRED`: uid, gid, pid; `SO_PEERGROUPS`; `SO_PEERPIDFD` where the
+//! kernel has it), counts the connection against the bounds (in total and
+//! per uid) and forks a session for it, a process of its own (the service
+//! loop itself reads nothing a client sends). The session reads the
+//! request under a deadline, decides whether it answers for this peer at
+//! all ([`identity`]) and then runs the request as a setuid run by that
+//! user with those groups: it executes this binary with the real uid and
+//! gid and the supplementary groups of the peer and an effective uid of 0,
+//! exactly the state the kernel leaves a setuid-root program in, with an
+//! empty environment, `/dev/null` on stdin and stdout, a pipe on stderr and
+//! the connection as `--fd`. From there the run is a setuid run: the same
+//! privilege drop (`system::privileges`), the same files and include
+//! scoping read as the caller, the same decision code (`steps`), the same
+//! tap code, and the tap is sent on the connection as on any `--fd`. The
+//! session then sends the run's exit status and stderr ([`wire::Answer`])
+//! and closes.
+//!
+//! Why exec rather than calling the run in the forked session: the run
+//! then starts from a fresh image and an empty environment like a setuid
+//! run, and its privilege drop is the one already reviewed, not a second
+//! sequence for the service; the cost is one exec per request.
+//!
+//! # Decisions where the issue is silent
+//! - **Real against effective ids.** `SO_PEERCRED` gives the effective
+//!   ids at `connect()`; a setuid run decides by the real ones. The
+//!   forwarder (the binary without privilege) sets its effective ids to
+//!   its real ones before it connects (the privilege drop every run
+//!   starts with), so through it the service decides by the same ids as a
+//!   setuid run. A client that connects directly is decided by the ids it
+//!   connected with: the ones the kernel checks every file access against.
+//! - **User namespaces.** A peer in the service's user namespace is
+//!   answered. So is one in a user namespace created directly from it
+//!   (bubblewrap, Flatpak) whose `setgroups` is "deny": no process in it
+//!   could ever drop a supplementary group, so `SO_PEERGROUPS` is the full
+//!   list a `deny` for a group is judged by. A peer whose namespace allows
+//!   `setgroups` (made with newuidmap/newgidmap, rootless containers), or
+//!   is nested deeper (whose ancestors the service cannot inspect), is
+//!   refused with a line saying so: it could have shed a group. The
+//!   namespace is read through a pidfd (`SO_PEERPIDFD`; `pidfd_open` on
+//!   kernels before 6.5), and only trusted if the peer is still alive
+//!   after the read, so a recycled pid is never inspected in its place.
+//! - **Subordinate ids.** A peer whose uid (or gid) lies in a range of
+//!   `/etc/subuid` (`/etc/subgid`) is a container user acting for the
+//!   range's owner, and skips the includes only the owner can read: it is
+//!   refused, naming the owner.
+//! - **Hostile clients.** [`MAX_CONNECTIONS`] sessions at once and
+//!   [`MAX_PER_UID`] of one uid (64 VMs of one user started at once all
+//!   succeed); over either the connection gets its answer at once and is
+//!   closed. A request must arrive within [`REQUEST_DEADLINE`]; a session
+//!   still alive at [`SESSION_DEADLINE`] is killed with its run (its
+//!   process group). Answers are sent without blocking: a client that
+//!   never reads holds nothing. A request is at most [`wire::MAX_REQUEST`]
+//!   bytes.
+
+pub mod forward;
+pub mod identity;
+pub mod server;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Where the service listens, and where the forwarder connects.
+pub const SOCKET_PATH: &str = "/run/bridge-helper/socket";
+
+/// Sessions at once, in total.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Sessions of one uid at once: at least 64, so that 64 VMs of one user
+/// started together all get their taps.
+pub const MAX_PER_UID: usize = 64;
+/// From accept to the last byte of the request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// From accept to the answer; a run takes milliseconds.
+pub const SESSION_DEADLINE: Duration = Duration::from_secs(10);
+/// A socket-activated service exits after this long with nothing to do;
+/// systemd starts it again on the next connection.
+pub const IDLE_EXIT: Duration = Duration::from_secs(30);

@@ -1,0 +1,306 @@
+//! `bridge-helper --serve`: the listening loop and the session each
+//! connection gets (see [`crate::service`] for the design).
+//!
+//! The loop is one thread and reads nothing a client sends: it accepts,
+//! asks the kernel who connected, counts the connection against the
+//! bounds, and forks a session for it. Sessions run in process groups of
+//! their own, so that one past its deadline is killed with its run.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::socket::{self, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::report::error::Error;
+use crate::report::status;
+use crate::service::identity::{self, Peer};
+use crate::service::wire::{self, Answer, Request};
+use crate::service::{
+    IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
+};
+use crate::system::service::{self as sys, PeerCred, RunAs};
+
+/// A session the loop is waiting for.
+struct Session {
+    uid: u32,
+    started: Instant,
+}
+
+/// `bridge-helper --serve`, by root: anything else (more arguments, a
+/// setuid copy run by a user) is an ordinary run, whose parser refuses it.
+pub fn asked_to_serve() -> bool {
+    let mut argv = std::env::args_os().skip(1);
+    let only_serve = argv.next().is_some_and(|a| a == "--serve") && argv.next().is_none();
+    only_serve
+        && nix::unistd::getresuid().is_ok_and(|ids| ids.real.is_root() && ids.effective.is_root())
+}
+
+/// Runs the service until it has been idle for [`IDLE_EXIT`] (when
+/// socket-activated: systemd starts it again) or forever (when it bound
+/// the socket itself). Root only.
+pub fn serve() -> Result<(), Error> {
+    let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(e.desc().into()))?;
+    if !(ids.real.is_root() && ids.effective.is_root()) {
+        return Err(Error::Service(
+            "--serve is for root (systemd's bridge-helper.socket starts it)".into(),
+        ));
+    }
+    let (listener, activated) = match sys::activated_listener().map_err(Error::Service)? {
+        Some(sock) => (sock, true),
+        None => (
+            sys::bind_listener(Path::new(SOCKET_PATH)).map_err(Error::Service)?,
+            false,
+        ),
+    };
+    let mut sessions: HashMap<Pid, Session> = HashMap::new();
+    let mut idle_since = Instant::now();
+    loop {
+        reap(&mut sessions);
+        let now = Instant::now();
+        for (pid, s) in &sessions {
+            if now.duration_since(s.started) >= SESSION_DEADLINE {
+                // The session and its run: a run past the deadline is
+                // stuck, and its tap goes with its descriptors.
+                let _ = killpg(*pid, Signal::SIGKILL);
+            }
+        }
+        if !sessions.is_empty() {
+            idle_since = now;
+        } else if activated && now.duration_since(idle_since) >= IDLE_EXIT {
+            return Ok(());
+        }
+        // Wake for the next deadline or reap; sessions end in milliseconds.
+        let wait = if sessions.is_empty() {
+            IDLE_EXIT
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(Error::kernel("polling the service socket", e)),
+        }
+        let Ok(conn) = sys::accept(listener.as_fd()) else {
+            continue;
+        };
+        let Ok(cred) = sys::peer_cred(conn.as_fd()) else {
+            continue;
+        };
+        let mine = sessions.values().filter(|s| s.uid == cred.uid).count();
+        if sessions.len() >= MAX_CONNECTIONS || mine >= MAX_PER_UID {
+            let why = if mine >= MAX_PER_UID {
+                format!("{MAX_PER_UID} requests of uid {} already running", cred.uid)
+            } else {
+                format!("{MAX_CONNECTIONS} requests already running")
+            };
+            answer_error(
+                conn.as_fd(),
+                &Error::Service(format!("busy: {why}; try again")),
+            );
+            continue;
+        }
+        match sys::fork() {
+            Ok(Some(pid)) => {
+                sessions.insert(
+                    pid,
+                    Session {
+                        uid: cred.uid,
+                        started: Instant::now(),
+                    },
+                );
+            }
+            Ok(None) => {
+                drop(listener);
+                let code = session(&conn, cred);
+                std::process::exit(code);
+            }
+            Err(e) => answer_error(
+                conn.as_fd(),
+                &Error::kernel("starting a session for the request", e),
+            ),
+        }
+    }
+}
+
+/// Collects every session that has ended.
+fn reap(sessions: &mut HashMap<Pid, Session>) {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    sessions.remove(&pid);
+                }
+            }
+        }
+    }
+}
+
+/// One connection, in its own process: returns the process's exit code
+/// (for the service's bookkeeping only; the client has its answer).
+fn session(conn: &OwnedFd, cred: PeerCred) -> i32 {
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    match run_request(conn.as_fd(), cred) {
+        Ok(answer) => {
+            send_answer(conn.as_fd(), &answer);
+            0
+        }
+        Err(e) => {
+            answer_error(conn.as_fd(), &e);
+            1
+        }
+    }
+}
+
+/// Reads the request, decides whether this peer is answered at all, and
+/// runs it as a setuid run by the peer; the run's status and stderr.
+fn run_request(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Answer, Error> {
+    let started = Instant::now();
+    let request = read_request(conn, started + REQUEST_DEADLINE)?;
+    let peer = identify(conn, cred)?;
+    let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
+    let subgids = identity::parse_subids(&std::fs::read("/etc/subgid").unwrap_or_default());
+    if let Some(why) = identity::refusal(&peer, &subuids, &subgids) {
+        return Err(Error::PeerRefused(why));
+    }
+    let who = RunAs {
+        uid: peer.uid,
+        gid: peer.gid,
+        groups: peer.groups,
+    };
+    let mut child = sys::spawn_as_setuid_run(
+        Path::new("/proc/self/exe"),
+        &run_args(&request, conn.as_raw_fd()),
+        &who,
+        conn,
+    )
+    .map_err(|e| Error::Service(format!("starting the run: {e}")))?;
+    let mut line = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        let _ = stderr.take(wire::MAX_LINE as u64).read_to_end(&mut line);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Service(format!("waiting for the run: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(status::INTERNAL),
+        (None, sig) => {
+            line = format!(
+                "bridge-helper: the run ended by signal {}; no tap was handed out\n",
+                sig.unwrap_or(0)
+            )
+            .into_bytes();
+            status::INTERNAL
+        }
+    };
+    Ok(Answer { status, line })
+}
+
+/// The command line of a setuid run for `request`, its tap to `fd`.
+fn run_args(request: &Request, fd: i32) -> Vec<OsString> {
+    let mut br = b"--br=".to_vec();
+    br.extend_from_slice(&request.bridge);
+    let mut args = vec![OsString::from_vec(br), OsString::from(format!("--fd={fd}"))];
+    if request.use_vnet {
+        args.push("--use-vnet".into());
+    }
+    if request.queues != 1 {
+        args.push(format!("--queues={}", request.queues).into());
+    }
+    args
+}
+
+/// The peer as the kernel sees it, refused if its namespace cannot be read.
+fn identify(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Peer, Error> {
+    let kernel = |what: &str, e: Errno| Error::PeerRefused(format!("{what}: {}", e.desc()));
+    let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
+    let pidfd = sys::peer_pidfd(conn, cred.pid).map_err(|e| kernel("the peer's pidfd", e))?;
+    let userns = sys::peer_userns(pidfd.as_fd(), cred.pid).map_err(|e| {
+        kernel(
+            "the connecting process's user namespace (did it exit before its answer?)",
+            e,
+        )
+    })?;
+    Ok(Peer {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups,
+        userns,
+    })
+}
+
+/// Reads one request, checking each byte as it arrives, until
+/// `deadline`: a silent or trickling client is answered then.
+fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Request, Error> {
+    let mut buf = Vec::with_capacity(wire::MAX_REQUEST);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Service(format!(
+                "no complete request within {} s",
+                REQUEST_DEADLINE.as_secs()
+            )));
+        }
+        let mut fds = [PollFd::new(conn, PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(Error::kernel("waiting for the request", e)),
+        }
+        let mut chunk = [0u8; wire::MAX_REQUEST];
+        let room = wire::MAX_REQUEST - buf.len();
+        let n = match socket::recv(conn.as_raw_fd(), &mut chunk[..room], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Err(Error::BadRequest(wire::WireError::Short)),
+            Ok(n) => n,
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(e) => return Err(Error::kernel("reading the request", e)),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(request) = Request::decode(&buf)? {
+            return Ok(request);
+        }
+    }
+}
+
+/// The answer for a request refused before any run: the one line a run
+/// would print, with its status.
+fn answer_error(conn: BorrowedFd<'_>, e: &Error) {
+    send_answer(
+        conn,
+        &Answer {
+            status: e.status(),
+            line: format!("bridge-helper: {e}\n").into_bytes(),
+        },
+    );
+}
+
+/// Never blocks and never raises SIGPIPE: a client that does not read
+/// loses its answer, and holds nothing.
+fn send_answer(conn: BorrowedFd<'_>, answer: &Answer) {
+    let frame = answer.encode();
+    let _ = socket::sendmsg::<()>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(&frame)],
+        &[],
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    );
+}

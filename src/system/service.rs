@@ -1,0 +1,389 @@
+//! The service's boundary with the kernel (see [`crate::service`]): the
+//! listening socket, the peer's identity as the kernel reports it, and the
+//! processes a request runs in. Every `unsafe` block here has a `SAFETY`
+//! line; the rest of the service uses these safe functions.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, UnixAddr,
+};
+use nix::unistd::Pid;
+
+use crate::service::identity::UserNs;
+
+/// `SO_PEERCRED`: the peer's pid, and its effective uid and gid at
+/// `connect()`, in this process's namespaces.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred, Errno> {
+    let c = socket::getsockopt(&sock, sockopt::PeerCredentials)?;
+    Ok(PeerCred {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
+/// `SO_PEERGROUPS`: the peer's supplementary groups at `connect()`.
+pub fn peer_groups(sock: BorrowedFd<'_>) -> Result<Vec<u32>, Errno> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * size_of::<libc::gid_t>())
+            .map_err(|_| Errno::E2BIG)?;
+        // SAFETY: the buffer is `len` bytes of writable gid_t; the kernel
+        // writes at most `len` bytes and sets `len` to what it wrote (or,
+        // with ERANGE, to what it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = usize::try_from(len).map_err(|_| Errno::EINVAL)? / size_of::<libc::gid_t>();
+        match Errno::result(rc) {
+            Ok(_) => {
+                groups.truncate(count);
+                return Ok(groups);
+            }
+            // NGROUPS_MAX is 65536: bounded growth.
+            Err(Errno::ERANGE) if count > groups.len() && count <= 65536 => {
+                groups.resize(count, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A pidfd for the process that connected: `SO_PEERPIDFD` (Linux 6.5+),
+/// which cannot name a recycled pid; `pidfd_open` of the pid before it,
+/// which can if the peer has exited between its `connect()` and now.
+pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: i32) -> Result<OwnedFd, Errno> {
+    let mut fd: libc::c_int = -1;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: an int-sized out buffer and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&raw mut fd).cast(),
+            &mut len,
+        )
+    };
+    match Errno::result(rc) {
+        // SAFETY: the kernel just gave us this new descriptor.
+        Ok(_) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::ENOPROTOOPT) => {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new
+            // descriptor or -1.
+            let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            let fd = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
+            // SAFETY: the kernel just gave us this new descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the process behind `pidfd` is still running (signal 0).
+fn alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: pidfd_send_signal with signal 0 and no siginfo only checks.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+/// The peer's user namespace, seen from ours, read from `/proc/PID` and
+/// trusted only if the pidfd's process is still alive afterwards: then
+/// the pid was never recycled, and the files read were the peer's.
+pub fn peer_userns(pidfd: BorrowedFd<'_>, pid: i32) -> Result<UserNs, Errno> {
+    let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
+    let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
+    let at = |name: &str| {
+        crate::system::files::open_at(
+            Some(dir.as_fd()),
+            &std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?,
+            libc::O_RDONLY,
+        )
+    };
+    let ns = at("ns/user")?;
+    let setgroups = io::read_to_string(fs::File::from(at("setgroups")?)).map_err(io_errno)?;
+    if !alive(pidfd) {
+        return Err(Errno::ESRCH);
+    }
+    let same = |fd: BorrowedFd<'_>| {
+        nix::sys::stat::fstat(fd.as_raw_fd())
+            .map(|st| st.st_dev == ours.dev() && st.st_ino == ours.ino())
+    };
+    if same(ns.as_fd())? {
+        return Ok(UserNs::Same);
+    }
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new
+    // descriptor or -1.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_PARENT) };
+    let parent = match Errno::result(rc) {
+        // SAFETY: the kernel just gave us this new descriptor.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        // Not below ours at all (EPERM): no better than nested.
+        Err(Errno::EPERM) => return Ok(UserNs::Deeper),
+        Err(e) => return Err(e),
+    };
+    if same(parent.as_fd())? {
+        Ok(UserNs::Child {
+            setgroups_allowed: setgroups.trim() != "deny",
+        })
+    } else {
+        Ok(UserNs::Deeper)
+    }
+}
+
+fn io_errno(e: io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The listening socket systemd handed over (`LISTEN_PID` is us,
+/// `LISTEN_FDS=1`: fd 3), checked to be a listening Unix stream socket.
+/// `None` when not socket-activated.
+pub fn activated_listener() -> Result<Option<OwnedFd>, String> {
+    let for_us = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
+    if !for_us {
+        return Ok(None);
+    }
+    if std::env::var("LISTEN_FDS").ok().as_deref() != Some("1") {
+        return Err("LISTEN_FDS is not 1: give the service exactly one socket".into());
+    }
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let fd = crate::system::files::inherited_fd(SD_LISTEN_FDS_START)
+        .map_err(|e| format!("fd 3 from systemd: {}", e.desc()))?;
+    // Ours from here on: a copy with close-on-exec, and the original closed
+    // so no run inherits it.
+    let sock = fd
+        .try_clone_to_owned()
+        .map_err(|e| format!("fd 3 from systemd: {e}"))?;
+    // SAFETY: fd 3 was given to this process by systemd and nothing else
+    // in it owns it; it is closed once, here.
+    drop(unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) });
+    check_listener(sock.as_fd())?;
+    Ok(Some(sock))
+}
+
+fn check_listener(sock: BorrowedFd<'_>) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("the socket from systemd {why}"));
+    let local = socket::getsockname::<socket::SockaddrStorage>(sock.as_raw_fd())
+        .map_err(|e| e.desc().to_string())?;
+    if local.family() != Some(AddressFamily::Unix) {
+        return bad("is not a Unix socket (ListenStream= a path)");
+    }
+    if socket::getsockopt(&sock, sockopt::SockType).map_err(|e| e.desc().to_string())?
+        != SockType::Stream
+    {
+        return bad("is not a stream socket (ListenStream=)");
+    }
+    if !socket::getsockopt(&sock, sockopt::AcceptConn).map_err(|e| e.desc().to_string())? {
+        return bad("is not listening (Accept=no)");
+    }
+    Ok(())
+}
+
+/// Binds `path` (mode 0666: the ACL is the gate) in a directory made 0755
+/// if missing; a stale socket from an earlier service is replaced, any
+/// other file is left alone and refused.
+pub fn bind_listener(path: &Path) -> Result<OwnedFd, String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", &e))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            fs::remove_file(path).map_err(|e| fail("removing the stale", &e))?
+        }
+        Ok(_) => return Err(fail("refusing to replace", &"not a socket")),
+        Err(_) => {}
+    }
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| fail("socket for", &e))?;
+    let addr = UnixAddr::new(path).map_err(|e| fail("address", &e))?;
+    socket::bind(sock.as_raw_fd(), &addr).map_err(|e| fail("binding", &e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .map_err(|e| fail("chmod 0666", &e))?;
+    socket::listen(&sock, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
+        .map_err(|e| fail("listening on", &e))?;
+    Ok(sock)
+}
+
+/// The next connection, close-on-exec.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    let fd = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new process for one connection. The service is single-threaded, so
+/// the child may do anything after the fork.
+pub fn fork() -> Result<Option<Pid>, Errno> {
+    // SAFETY: the service process never starts a thread (see
+    // service::server), so no lock can be held by a thread that does not
+    // exist in the child.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
+/// Who a run is for: the peer's ids and groups.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Executes `exe` as if it were installed setuid root and run by `who`:
+/// real and saved gid and all three gids `who.gid`, supplementary groups
+/// `who.groups`, real uid `who.uid` and effective and saved uid 0 (what
+/// the kernel leaves a setuid-root program started by that user). Empty
+/// environment, `/dev/null` on stdin and stdout, stderr piped back,
+/// `conn` left open across the exec (its number is given as `--fd`).
+pub fn spawn_as_setuid_run(
+    exe: &Path,
+    args: &[OsString],
+    who: &RunAs,
+    conn: BorrowedFd<'_>,
+) -> io::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let fd = conn.as_raw_fd();
+    let (uid, gid) = (who.uid, who.gid);
+    let groups: Vec<libc::gid_t> = who.groups.clone();
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only async-signal-safe system calls on values prepared before
+    // the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = |rc: libc::c_int| {
+                if rc == -1 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            ok(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            ok(libc::setresgid(gid, gid, gid))?;
+            ok(libc::setresuid(uid, 0, 0))
+        })
+    };
+    cmd.spawn()
+}
+
+/// A connection to the service at `path`, close-on-exec.
+pub fn connect(path: &Path) -> Result<OwnedFd, Errno> {
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::connect(sock.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(sock)
+}
+
+/// Sends `request`, then reads until the service closes the connection
+/// (at most `max` bytes, by `deadline`): the bytes, and every descriptor
+/// that came with them.
+pub fn exchange(
+    conn: BorrowedFd<'_>,
+    request: &[u8],
+    max: usize,
+    deadline: std::time::Instant,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), Errno> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags};
+    let sent = socket::send(conn.as_raw_fd(), request, MsgFlags::MSG_NOSIGNAL)?;
+    if sent != request.len() {
+        return Err(Errno::EMSGSIZE);
+    }
+    let mut bytes = Vec::new();
+    let mut fds = Vec::new();
+    let mut cmsg = nix::cmsg_space!([RawFd; crate::cli::MAX_QUEUES as usize]);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Errno::ETIMEDOUT);
+        }
+        let mut p = [PollFd::new(conn, PollFlags::POLLIN)];
+        match poll(
+            &mut p,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let mut buf = vec![0u8; max.saturating_sub(bytes.len()).max(1)];
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = match socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            other => other?,
+        };
+        let n = msg.bytes;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: SCM_RIGHTS just installed these descriptors in
+                // this process; nothing else owns them.
+                fds.extend(
+                    got.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(Errno::EMSGSIZE);
+        }
+        if n == 0 {
+            return Ok((bytes, fds));
+        }
+        if bytes.len() + n > max {
+            return Err(Errno::EMSGSIZE);
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The service (`bridge-helper --serve`) for a test: started through
+//! systemd's own `systemd-socket-activate` in the test's network namespace
+//! and in a private mount namespace of its own (the sandbox's /etc/qemu,
+//! and an empty tmpfs on /run holding only /run/bridge-helper/socket):
+//! nothing of the host's /run, and no service or socket of the host.
+//! Clients join that mount and network namespace, so the compiled-in
+//! socket path is the test's.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, sys_ok, HelperRun, Jail, Mode, NetNs, Sandbox, HELPER};
+
+pub const SOCKET: &str = "/run/bridge-helper/socket";
+
+pub struct Service {
+    child: Child,
+    /// The service's mount namespace, held open for clients to join.
+    mnt: fs::File,
+    pub netns: PathBuf,
+}
+
+impl Service {
+    /// Starts the service and waits until its socket is there.
+    pub fn start(sb: &Sandbox, ns: &NetNs) -> Service {
+        let tool = "/usr/bin/systemd-socket-activate";
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install systemd (scripts/install-test-deps)"
+        );
+        let mut cmd = sb.command(ns, tool, Jail::root());
+        cmd.args(["-l", SOCKET, HELPER, "--serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: raw system calls on static strings between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                sys_ok(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/run".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"mode=0755".as_ptr().cast(),
+                ))?;
+                sys_ok(libc::mkdir(c"/run/bridge-helper".as_ptr(), 0o755))
+            });
+        }
+        let child = common::spawn(&mut cmd);
+        let root = PathBuf::from(format!("/proc/{}/root{SOCKET}", child.id()));
+        let start = Instant::now();
+        while !root.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the service's socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // What the socket unit's SocketMode=0666 does (the ACL is the
+        // gate); systemd-socket-activate binds with 0644.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+        let mnt = fs::File::open(format!("/proc/{}/ns/mnt", child.id())).expect("service mnt ns");
+        Service {
+            child,
+            mnt,
+            netns: ns.netns_path(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A Command for `program` in the service's namespaces, as `jail`'s user.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, jail: Jail) -> Command {
+        let mut cmd = Command::new(program);
+        let netns = fs::File::open(&self.netns).expect("open netns");
+        let mnt = self.mnt.try_clone().expect("dup mnt ns");
+        let groups: Vec<libc::gid_t> = jail.groups.clone();
+        // SAFETY: raw system calls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys_ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+                sys_ok(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                if let Some(uid) = jail.uid {
+                    let gid = jail.gid.unwrap_or(uid);
+                    sys_ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                    sys_ok(libc::setresgid(gid, gid, gid))?;
+                    sys_ok(libc::setresuid(uid, uid, uid))?;
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// The binary installed without privilege (the forwarder), run as
+    /// `jail`'s user with `args` and a socketpair as `--fd`.
+    pub fn forward(&self, sb: &Sandbox, jail: Jail, args: &[&str]) -> HelperRun {
+        let program = sb.install(HELPER, Mode::Unprivileged);
+        let mut cmd = self.command(&program, jail);
+        cmd.args(args);
+        let (child, ours) = common::spawn_with_socket(&mut cmd, true);
+        let out = child.wait_with_output().expect("wait");
+        HelperRun::collect(out, ours)
+    }
+
+    /// The service's open descriptors, by number.
+    pub fn open_fds(&self) -> Vec<String> {
+        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("service fds")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        fds
+    }
+
+    /// The service's children (its sessions) right now.
+    pub fn children(&self) -> Vec<String> {
+        let path = format!("/proc/{0}/task/{0}/children", self.pid());
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until the service has no session left.
+    pub fn wait_idle(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self.children().is_empty() {
+            assert!(
+                start.elapsed() < limit,
+                "sessions still running: {:?}",
+                self.children()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the service, in kB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Connects to the socket as `jail`'s user, from a helper process
+    /// (python3) in the service's namespaces, sends `bytes` and returns
+    /// what came back (status byte and line decoded by the test). The
+    /// client shuts its sending side down after `bytes`.
+    pub fn raw_exchange(&self, jail: Jail, bytes: &[u8]) -> Vec<u8> {
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{SOCKET}')\ns.sendall(bytes.fromhex('{}'))\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let out = common::output(self.command("python3", jail).args(["-c", &script]));
+        assert!(
+            out.status.success(),
+            "python3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

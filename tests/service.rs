@@ -8,7 +8,7 @@ mod common;
 mod service;
 
 use common::*;
-use service::Service;
+use service::{Service, PYTHON};
 
 fn nobody() -> Jail {
     Jail::user(NOBODY)
@@ -177,4 +177,172 @@ fn serve_is_for_root_only() {
         assert_eq!(out.status.code(), Some(2), "{mode:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--serve"));
     }
+}
+
+/// A request for br0 sent by python3 from a user namespace that the
+/// test (root, outside) gives `setgroups` and maps to uid and gid 65534;
+/// inside, the process drops every supplementary group where it can, and
+/// with `nested`
+/// enters a second user namespace before it connects. Returns the raw
+/// answer.
+fn ask_from_userns(svc: &Service, setgroups: &str, nested: bool) -> Vec<u8> {
+    let script = format!(
+        r#"
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+NEWUSER = 0x10000000
+r, w = os.pipe(); r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if libc.unshare(NEWUSER) != 0: os._exit(10)
+    os.write(w, b'x'); os.read(r2, 1)
+    os.setresgid(0, 0, 0)
+    if '{setgroups}' == 'allow': os.setgroups([])
+    os.setresuid(0, 0, 0)
+    if {nested} and libc.unshare(NEWUSER) != 0: os._exit(11)
+    s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
+    s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
+    d = b''
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        d += c
+    sys.stdout.buffer.write(d); sys.stdout.flush(); os._exit(0)
+os.read(r, 1)
+open('/proc/%d/uid_map' % pid, 'w').write('0 65534 1')
+open('/proc/%d/setgroups' % pid, 'w').write('{setgroups}')
+open('/proc/%d/gid_map' % pid, 'w').write('0 65534 1')
+os.write(w2, b'x')
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#,
+        nested = if nested { "True" } else { "False" },
+        sock = service::SOCKET,
+    );
+    let out = output(svc.command(PYTHON, Jail::root()).args(["-c", &script]));
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// (tap sent, status, line) of a raw answer.
+fn answer(raw: &[u8]) -> (bool, u8, String) {
+    let (tap, frame) = match raw.split_first() {
+        Some((0, rest)) => (true, rest),
+        _ => (false, raw),
+    };
+    assert_eq!(&frame[..5], b"BHAN\x01", "{raw:?}");
+    (
+        tap,
+        frame[5],
+        String::from_utf8_lossy(&frame[8..]).into_owned(),
+    )
+}
+
+#[test]
+fn a_peer_whose_user_namespace_allows_setgroups_is_refused() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let (tap, status, line) = answer(&ask_from_userns(&svc, "allow", false));
+    assert_eq!((tap, status), (false, 4), "{line}");
+    assert!(
+        line.contains("a user namespace that allows setgroups"),
+        "{line}"
+    );
+    let (tap, status, line) = answer(&ask_from_userns(&svc, "deny", true));
+    assert_eq!((tap, status), (false, 4), "{line}");
+    assert!(line.contains("nested user namespace"), "{line}");
+    assert_no_taps(&ns);
+}
+
+#[test]
+fn a_sandbox_peer_whose_setgroups_is_deny_is_answered() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let (tap, status, line) = answer(&ask_from_userns(&svc, "deny", false));
+    assert_eq!((tap, status, line.as_str()), (true, 0, ""));
+    // Flatpak's shape: the unprivileged user makes the namespace itself
+    // (setgroups deny, its own ids mapped) and runs the forwarder in it.
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let mut cmd = svc.command("unshare", nobody());
+    cmd.args(["--user", "--map-current-user", "--"])
+        .arg(&program)
+        .arg("--br=br0");
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let fd = HelperRun::collect(child.wait_with_output().unwrap(), ours).expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
+}
+
+#[test]
+fn a_subordinate_uid_is_refused_naming_its_owner() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    std::fs::write(sb.dir.join("layer/subuid"), "alice:65000:1000\n").unwrap();
+    let svc = Service::start(&sb, &ns);
+    let run = svc.forward(&sb, nobody(), &["--br=br0"]);
+    run.expect_refusal(4, "uid 65534 is a subordinate uid of 'alice' (/etc/subuid)");
+    assert_no_taps(&ns);
+}
+
+/// `setpriv` arguments: real uid and gid 65534, effective gid `ACL_GROUP`
+/// (the one group the include is readable by), no supplementary groups.
+const SPLIT_GIDS: &[&str] = &[
+    "--rgid=65534",
+    "--egid=4242",
+    "--clear-groups",
+    "--reuid=65534",
+    "--",
+];
+
+#[test]
+fn the_forwarder_is_decided_by_real_ids_as_a_setuid_run_and_a_direct_client_by_effective_ones() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("include /etc/qemu/group.conf\n");
+    sb.etc_file("group.conf", "allow br0\n", 0o640);
+    sb.etc_chown("group.conf", 0, 4242);
+    let svc = Service::start(&sb, &ns);
+    // A setuid run decides by the real gid: the include is skipped.
+    let setuid = sb.install(HELPER, Mode::Setuid);
+    let mut cmd = sb.command(&ns, "setpriv", Jail::root());
+    cmd.args(SPLIT_GIDS).arg(&setuid).arg("--br=br0");
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let by_setuid = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+    by_setuid.expect_refusal(4, "no rule in /etc/qemu/bridge.conf");
+    // The forwarder drops to its real ids before it connects: the same.
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let mut cmd = svc.command("setpriv", Jail::root());
+    cmd.args(SPLIT_GIDS).arg(&forwarder).arg("--br=br0");
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let forwarded = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+    assert_eq!(
+        (forwarded.code, &forwarded.stderr),
+        (by_setuid.code, &by_setuid.stderr)
+    );
+    // A client that connects itself with effective gid 4242 is decided
+    // by the ids it connected with (SO_PEERCRED's), and gets its tap.
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(b'BHRQ\\x01\\x01\\x00\\x00\\x01\\x03br0')\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+        service::SOCKET
+    );
+    let out = output(
+        svc.command("setpriv", Jail::root())
+            .args(SPLIT_GIDS)
+            .args([PYTHON, "-c", &script]),
+    );
+    let (tap, status, line) = answer(&out.stdout);
+    assert_eq!(
+        (tap, status, line.as_str()),
+        (true, 0, ""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use crate::common::{self, sys_ok, HelperRun, Jail, Mode, NetNs, Sandbox, HELPER};
 
 pub const SOCKET: &str = "/run/bridge-helper/socket";
+/// Debian's python3, by path: a PATH lookup may find a per-user shim
+/// that another user cannot run.
+pub const PYTHON: &str = "/usr/bin/python3";
 
 pub struct Service {
     child: Child,
@@ -164,7 +167,7 @@ impl Service {
             "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{SOCKET}')\ns.sendall(bytes.fromhex('{}'))\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let out = common::output(self.command("python3", jail).args(["-c", &script]));
+        let out = common::output(self.command(PYTHON, jail).args(["-c", &script]));
         assert!(
             out.status.success(),
             "python3: {}",

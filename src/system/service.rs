@@ -177,16 +177,17 @@ pub fn activated_listener() -> Result<Option<OwnedFd>, String> {
         return Err("LISTEN_FDS is not 1: give the service exactly one socket".into());
     }
     const SD_LISTEN_FDS_START: RawFd = 3;
-    let fd = crate::system::files::inherited_fd(SD_LISTEN_FDS_START)
+    crate::system::files::inherited_fd(SD_LISTEN_FDS_START)
         .map_err(|e| format!("fd 3 from systemd: {}", e.desc()))?;
-    // Ours from here on: a copy with close-on-exec, and the original closed
-    // so no run inherits it.
-    let sock = fd
-        .try_clone_to_owned()
-        .map_err(|e| format!("fd 3 from systemd: {e}"))?;
-    // SAFETY: fd 3 was given to this process by systemd and nothing else
-    // in it owns it; it is closed once, here.
-    drop(unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) });
+    // SAFETY: fd 3 is open (checked above) and was given to this process
+    // by systemd; nothing else in it owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+    // No run may inherit it.
+    nix::fcntl::fcntl(
+        sock.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("fd 3 from systemd: {}", e.desc()))?;
     check_listener(sock.as_fd())?;
     Ok(Some(sock))
 }

@@ -70,11 +70,16 @@ impl Service {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&root, fs::Permissions::from_mode(0o666)).expect("chmod socket");
         let mnt = fs::File::open(format!("/proc/{}/ns/mnt", child.id())).expect("service mnt ns");
-        Service {
+        let svc = Service {
             child,
             mnt,
             netns: ns.netns_path(),
-        }
+        };
+        // Answered once: the service itself (not only the tool that bound
+        // its socket) is up, and has set itself up.
+        assert_eq!(svc.ask(b"X").status, 2);
+        svc.wait_idle(Duration::from_secs(5));
+        svc
     }
 
     pub fn pid(&self) -> u32 {
@@ -174,6 +179,72 @@ impl Service {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+}
+
+/// A request for `bridge`, as the wire format spells it.
+pub fn request(bridge: &[u8]) -> Vec<u8> {
+    let mut r = b"BHRQ\x01\x01\x00\x00\x01".to_vec();
+    r.push(u8::try_from(bridge.len()).unwrap());
+    r.extend_from_slice(bridge);
+    r
+}
+
+/// What the service sent on one connection until it closed.
+#[derive(Debug)]
+pub struct Reply {
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    pub tap: bool,
+    pub status: u8,
+    pub line: String,
+}
+
+impl Service {
+    /// A connection from this (root) process, through the service's root
+    /// directory: the compiled-in path as seen in its mount namespace.
+    pub fn connect(&self) -> std::os::unix::net::UnixStream {
+        std::os::unix::net::UnixStream::connect(format!("/proc/{}/root{SOCKET}", self.pid()))
+            .expect("connect to the service")
+    }
+
+    /// Sends `bytes` (then shuts down the sending side) and reads the
+    /// reply to the end.
+    pub fn ask(&self, bytes: &[u8]) -> Reply {
+        use std::io::Write;
+        let mut conn = self.connect();
+        conn.write_all(bytes).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        read_reply(&conn)
+    }
+}
+
+/// Reads what the service sends until it closes; panics on a malformed
+/// answer.
+pub fn read_reply(conn: &std::os::unix::net::UnixStream) -> Reply {
+    let mut data = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        let mut buf = [0u8; 8192];
+        let got = common::sys::recv_with_fds(conn.as_raw_fd(), &mut buf, false).expect("recvmsg");
+        fds.extend(got.fds);
+        if got.bytes == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..got.bytes]);
+    }
+    let (tap, frame) = match data.split_first() {
+        Some((0, rest)) => (true, rest),
+        _ => (false, &data[..]),
+    };
+    assert!(
+        frame.len() >= 8 && &frame[..5] == b"BHAN\x01",
+        "not an answer: {data:?}"
+    );
+    Reply {
+        fds,
+        tap,
+        status: frame[5],
+        line: String::from_utf8_lossy(&frame[8..]).into_owned(),
     }
 }
 

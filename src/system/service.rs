@@ -102,7 +102,9 @@ pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: i32) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// Whether the process behind `pidfd` is still running (signal 0).
+/// Whether the process behind `pidfd` is still running (signal 0): ESRCH
+/// once it has exited; EPERM (no CAP_KILL for another user's process)
+/// still means it is there.
 fn alive(pidfd: BorrowedFd<'_>) -> bool {
     // SAFETY: pidfd_send_signal with signal 0 and no siginfo only checks.
     let rc = unsafe {
@@ -114,7 +116,7 @@ fn alive(pidfd: BorrowedFd<'_>) -> bool {
             0,
         )
     };
-    rc == 0
+    rc == 0 || Errno::last() == Errno::EPERM
 }
 
 /// The peer's user namespace, seen from ours, read from `/proc/PID` and

@@ -36,11 +36,19 @@ impl Service {
             Path::new(tool).exists(),
             "{tool} is missing: apt-get install systemd (scripts/install-test-deps)"
         );
-        let mut cmd = sb.command(ns, tool, Jail::root());
-        cmd.args(["-l", SOCKET, HELPER, "--serve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        // As the unit runs it (systemd/bridge-helper.service): only the
+        // capabilities in its CapabilityBoundingSet=, NoNewPrivileges=yes.
+        let mut cmd = sb.command(ns, "setpriv", Jail::root());
+        cmd.args([
+            "--bounding-set=-all,+net_admin,+setuid,+setgid,+setpcap,+sys_ptrace",
+            "--no-new-privs",
+            "--",
+            tool,
+        ])
+        .args(["-l", SOCKET, HELPER, "--serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // SAFETY: raw system calls on static strings between fork and exec.
         unsafe {
             cmd.pre_exec(|| {

@@ -42,6 +42,7 @@ bridge-helper: attach a VM's tap device to a host bridge
 usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD
        bridge-helper --check [--br=BRIDGE] [--user=USER]
        bridge-helper --remove-abandoned --user=USER
+       bridge-helper --serve
 
 Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
 and sends its file descriptor over the connected Unix socket FD. Only bridges
@@ -60,6 +61,8 @@ ports (isolated, VLANs). --version prints both files' paths.
                 name, or a uid, in /etc/passwd or not)
   --remove-abandoned  root only: remove USER's abandoned persistent taps
   --help        this text;  --version  the version and compiled-in paths
+  --serve       root only: the service on /run/bridge-helper/socket; a copy
+                with no privilege asks it instead (see bridge-helper(8))
 
 Exit status: 0 only when the tap was sent; 2 usage, 3 ACL file error,
 4 access denied, 5 installation or environment, 6 bad --fd or sending failed,

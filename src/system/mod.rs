@@ -20,7 +20,6 @@ pub mod netlink;
 pub mod privileges;
 pub mod process;
 #[allow(unsafe_code)]
-#[allow(unsafe_code)]
 pub mod service;
 #[allow(unsafe_code)]
 pub mod startup;

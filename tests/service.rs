@@ -346,3 +346,39 @@ fn the_forwarder_is_decided_by_real_ids_as_a_setuid_run_and_a_direct_client_by_e
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_client_library_asks_the_service_directly() {
+    use bridge_helper_client::{Error, Failure, Service as Client};
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ndeny br1\n");
+    let svc = Service::start(&sb, &ns);
+    // This (root) process reaches the socket through the service's root.
+    let socket = format!("/proc/{}/root{}", svc.pid(), service::SOCKET);
+    let tap = Client::at(&socket)
+        .bridge("br0")
+        .vnet_hdr(true)
+        .request()
+        .expect("a tap from the service");
+    assert_eq!(ns.tap_state(tap.name()).master, "br0");
+    assert!(tap.vnet_hdr() && tap.fds().len() == 1);
+    drop(tap);
+    match Client::at(&socket).bridge("br1").request() {
+        Err(Error::Refused {
+            class: Failure::Denied,
+            status: 4,
+            message,
+        }) => assert!(
+            message.starts_with("access to bridge 'br1' denied by"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Client::at(&socket).bridge("br-sixteen-12345").request(),
+        Err(Error::Request(_))
+    ));
+    assert_no_taps(&ns);
+}

@@ -156,6 +156,9 @@ pub enum Protocol {
     /// More arrived after the message.
     #[error("more arrived after the descriptors")]
     Trailing,
+    /// The service's answer is not one (wire format version 1).
+    #[error("the service's answer is malformed")]
+    Answer,
 }
 
 /// Why a descriptor is not a queue of the tap asked for.

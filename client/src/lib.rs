@@ -25,6 +25,14 @@
 //! # Ok::<(), bridge_helper_client::Error>(())
 //! ```
 //!
+//! Where a host runs the bridge-helper service (no setuid helper at all),
+//! [`Service`] asks it directly, with no program run:
+//!
+//! ```no_run
+//! let tap = bridge_helper_client::Service::new().bridge("br0").vnet_hdr(true).request()?;
+//! # Ok::<(), bridge_helper_client::Error>(())
+//! ```
+//!
 //! With one queue (the default) and no `--queues` argument, the command
 //! line is QEMU's, so QEMU's own `qemu-bridge-helper` works too.
 //!
@@ -51,6 +59,7 @@
 )]
 
 mod error;
+mod service;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -64,6 +73,7 @@ use std::process::{Command, Stdio};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 pub use error::{Error, Failure, Mismatch, Protocol};
+pub use service::{Service, SOCKET};
 
 /// The most queues one run can hand over: one SCM_RIGHTS message carries
 /// at most 253 descriptors (the kernel's SCM_MAX_FD).

@@ -382,3 +382,52 @@ fn the_client_library_asks_the_service_directly() {
     ));
     assert_no_taps(&ns);
 }
+
+/// The differential test of issue 26, point 3, on what decides: the same
+/// user with and without the group that may read an include, includes
+/// that allow and deny, a missing one, names the ACL refuses. Each case
+/// runs as a setuid run and through the service, and the two must agree
+/// on status, line and whether a tap came. Expected differences, not
+/// compared: rlimits, inherited fds, signals, LSM domain and namespaces
+/// (a run in the service has the service's), and nothing else.
+#[test]
+fn the_service_decides_as_a_setuid_run_of_the_same_user_and_groups() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    ns.add_bridge("br2", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\ninclude /etc/qemu/staff.conf\ninclude /etc/qemu/missing.conf\n");
+    // Readable by group 4242 only: it allows br1 and denies br0.
+    sb.etc_file("staff.conf", "allow br1\ndeny br0\n", 0o640);
+    sb.etc_chown("staff.conf", 0, 4242);
+    let svc = Service::start(&sb, &ns);
+    let staff = Jail {
+        groups: vec![4242],
+        ..Jail::user(NOBODY)
+    };
+    for jail in [nobody(), staff] {
+        for bridge in ["br0", "br1", "br2", "nosuch", "br0\u{1b}"] {
+            let args = ["--use-vnet".to_string(), format!("--br={bridge}")];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let program = sb.install(HELPER, Mode::Setuid);
+            let mut cmd = sb.command(&ns, &program, jail.clone());
+            cmd.args(&args);
+            let (child, ours) = spawn_with_socket(&mut cmd, true);
+            let setuid = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+            let forwarded = svc.forward(&sb, jail.clone(), &args);
+            let what = format!("groups {:?}, {bridge:?}", jail.groups);
+            // The include decides: br0 only without the group, br1 only with it.
+            match bridge {
+                "br0" => assert_eq!(setuid.code == Some(0), jail.groups.is_empty(), "{what}"),
+                "br1" => assert_eq!(setuid.code == Some(0), !jail.groups.is_empty(), "{what}"),
+                _ => assert_ne!(setuid.code, Some(0), "{what}"),
+            }
+            assert_eq!(
+                (forwarded.code, &forwarded.stderr, forwarded.fds.len()),
+                (setuid.code, &setuid.stderr, setuid.fds.len()),
+                "{what}"
+            );
+        }
+    }
+    assert_no_taps(&ns);
+}

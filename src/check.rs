@@ -47,11 +47,31 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     let install = match &request.user {
         None => {
             caller.settle()?;
-            Install {
-                how: caller.install,
-                from_file: false,
-                net_admin: caller.require_net_admin(),
-                tun: caller.tun.check(),
+            // Without privilege a run asks the service, which has both.
+            let service = (caller.install == privileges::Install::Neither)
+                .then(crate::service::forward::service_reachable);
+            if let Some(reached) = &service {
+                report.line(match reached {
+                    Ok(()) => format!(
+                        "service: {} answers; a run asks it, as this copy has no privilege",
+                        crate::service::SOCKET_PATH
+                    ),
+                    Err(why) => format!("service: {why}"),
+                });
+            }
+            match service {
+                Some(Ok(())) => Install {
+                    how: caller.install,
+                    from_file: false,
+                    net_admin: Ok(()),
+                    tun: Ok(()),
+                },
+                _ => Install {
+                    how: caller.install,
+                    from_file: false,
+                    net_admin: caller.require_net_admin(),
+                    tun: caller.tun.check(),
+                },
             }
         }
         Some(spec) => {

@@ -431,3 +431,34 @@ fn the_service_decides_as_a_setuid_run_of_the_same_user_and_groups() {
     }
     assert_no_taps(&ns);
 }
+
+#[test]
+fn check_on_a_service_install_says_a_run_asks_the_service() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let out = output(
+        svc.command(&program, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("service: /run/bridge-helper/socket answers; a run asks it"),
+        "{report}"
+    );
+    assert!(report.contains("CAP_NET_ADMIN: a run gets it"), "{report}");
+    // And where no service answers, the check says that too.
+    let out = output(
+        sb.command(&ns, &program, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    assert!(
+        report.contains("service: no service answers at /run/bridge-helper/socket"),
+        "{report}"
+    );
+}

@@ -462,3 +462,46 @@ fn check_on_a_service_install_says_a_run_asks_the_service() {
         "{report}"
     );
 }
+
+#[test]
+fn every_request_is_logged_once() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    // Drains what the service's start logged.
+    sb.logged();
+    let fd = svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
+    let refused = svc.forward(&sb, nobody(), &["--br=br1"]);
+    assert_eq!(refused.code, Some(4));
+    svc.raw_exchange(nobody(), b"BHRQ\x01\x01\x00\x00\x01\x03br9junk");
+    let (_, status, _) = answer(&ask_from_userns(&svc, "allow", false));
+    assert_eq!(status, 4);
+    svc.wait_idle(std::time::Duration::from_secs(5));
+    let lines = sb.logged();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[0].contains("uid=65534")
+            && lines[0].contains("bridge='br0'")
+            && lines[0].contains("granted"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("bridge='br1' refused (status 4)"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("refused by the service (status 2): bad request"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].contains("bridge='br0' refused by the service (status 4)"),
+        "{}",
+        lines[3]
+    );
+    drop(fd);
+}

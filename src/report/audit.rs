@@ -96,6 +96,20 @@ impl Record {
     }
 }
 
+/// The line for a request the service refused before any run (a run
+/// logs its own): `ppid` is the connecting process (`SO_PEERCRED`), the
+/// forwarder or the VMM itself.
+pub fn service_refused(uid: Uid, peer_pid: i32, bridge: Option<&[u8]>, e: &Error) {
+    let user = crate::system::users::name_of_uid(uid);
+    let outcome = format!(
+        "refused by the service (status {}): {}",
+        e.status(),
+        capped(&one_line(&e.to_string()))
+    );
+    let line = line(Some(uid), user.as_deref(), peer_pid, None, bridge, &outcome);
+    syslog::send(&datagram(NOTICE, std::process::id(), &line));
+}
+
 /// The message, without syslog's header.
 pub fn line(
     uid: Option<Uid>,

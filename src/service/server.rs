@@ -19,8 +19,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{self, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, Uid};
 
+use crate::report::audit;
 use crate::report::error::Error;
 use crate::report::status;
 use crate::service::identity::{self, Peer};
@@ -151,26 +152,32 @@ fn reap(sessions: &mut HashMap<Pid, Session>) {
 }
 
 /// One connection, in its own process: returns the process's exit code
-/// (for the service's bookkeeping only; the client has its answer).
+/// (for the service's bookkeeping only; the client has its answer). A
+/// request refused here is logged here; a run logs its own.
 fn session(conn: &OwnedFd, cred: PeerCred) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    match run_request(conn.as_fd(), cred) {
+    let mut bridge = None;
+    let result =
+        read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE).and_then(|request| {
+            bridge = Some(request.bridge.clone());
+            run_request(conn.as_fd(), cred, &request)
+        });
+    match result {
         Ok(answer) => {
             send_answer(conn.as_fd(), &answer);
             0
         }
         Err(e) => {
+            audit::service_refused(Uid::from_raw(cred.uid), cred.pid, bridge.as_deref(), &e);
             answer_error(conn.as_fd(), &e);
             1
         }
     }
 }
 
-/// Reads the request, decides whether this peer is answered at all, and
-/// runs it as a setuid run by the peer; the run's status and stderr.
-fn run_request(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Answer, Error> {
-    let started = Instant::now();
-    let request = read_request(conn, started + REQUEST_DEADLINE)?;
+/// Decides whether this peer is answered at all, and runs `request` as a
+/// setuid run by the peer; the run's status and stderr.
+fn run_request(conn: BorrowedFd<'_>, cred: PeerCred, request: &Request) -> Result<Answer, Error> {
     let peer = identify(conn, cred)?;
     let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
     let subgids = identity::parse_subids(&std::fs::read("/etc/subgid").unwrap_or_default());
@@ -184,7 +191,7 @@ fn run_request(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Answer, Error> {
     };
     let mut child = sys::spawn_as_setuid_run(
         Path::new("/proc/self/exe"),
-        &run_args(&request, conn.as_raw_fd()),
+        &run_args(request, conn.as_raw_fd()),
         &who,
         conn,
     )

@@ -365,6 +365,9 @@ pub fn exchange(
             MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
         ) {
             Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            // The service closed with bytes of ours unread (it answered
+            // before reading the whole request): what came is all there is.
+            Err(Errno::ECONNRESET) => return Ok((bytes, fds)),
             other => other?,
         };
         let n = msg.bytes;

@@ -233,7 +233,13 @@ pub fn read_reply(conn: &std::os::unix::net::UnixStream) -> Reply {
     let mut fds = Vec::new();
     loop {
         let mut buf = [0u8; 8192];
-        let got = common::sys::recv_with_fds(conn.as_raw_fd(), &mut buf, false).expect("recvmsg");
+        let got = match common::sys::recv_with_fds(conn.as_raw_fd(), &mut buf, false) {
+            Ok(got) => got,
+            // The service closed with bytes of ours unread (it answered
+            // before reading them all: busy, say): the end, as EOF is.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => break,
+            Err(e) => panic!("recvmsg: {e}"),
+        };
         fds.extend(got.fds);
         if got.bytes == 0 {
             break;

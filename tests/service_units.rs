@@ -9,10 +9,12 @@ use std::process::Command;
 const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd");
 
 /// The score today. The issue asks for 2.0: what is left above it is
-/// CAP_SYS_PTRACE (0.3, for reading a peer's user namespace in /proc) and
-/// what the helper's job needs (root, CAP_NET_ADMIN/SETUID/SETGID,
-/// netlink, the host's network, /proc and /tmp as a setuid run sees them).
-const SCORE: f64 = 2.5;
+/// CAP_SYS_PTRACE (0.3, for reading a peer's user namespace in /proc),
+/// CAP_DAC_OVERRIDE (a run opens a 0600 /dev/net/tun with it, as a setuid
+/// run does) and what the helper's job needs (root, CAP_NET_ADMIN/SETUID/
+/// SETGID, netlink, the host's network, /proc and /tmp as a setuid run
+/// sees them).
+const SCORE: f64 = 2.6;
 
 fn unit(name: &str) -> String {
     std::fs::read_to_string(Path::new(UNITS).join(name)).unwrap()

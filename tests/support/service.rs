@@ -40,7 +40,7 @@ impl Service {
         // capabilities in its CapabilityBoundingSet=, NoNewPrivileges=yes.
         let mut cmd = sb.command(ns, "setpriv", Jail::root());
         cmd.args([
-            "--bounding-set=-all,+net_admin,+setuid,+setgid,+setpcap,+sys_ptrace",
+            "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+sys_ptrace",
             "--no-new-privs",
             "--",
             tool,

@@ -14,7 +14,8 @@
 //! - `autofs`: is the automount daemon for an include that lies behind an
 //!   automount, and checks that the helper triggers the mount and obeys
 //!   what it finds there, and refuses (status 3, naming the automount)
-//!   when the mount fails instead of skipping the include.
+//!   when the mount fails, direct or indirect, instead of skipping the
+//!   include.
 //!
 //! On the host, it behaves as a libtest binary would: `--list`, name
 //! filters, `--exact`, `--skip` (the guest boots only when a test is
@@ -99,6 +100,9 @@ const AUTOFS_CHECKS: &[&str] = &[
     "autofs-indirect-mount-made",
     "helper-triggers-the-indirect-automount",
     "failed-automount-is-refused-status-3",
+    "autofs-failing-direct-mount-made",
+    "helper-triggers-the-failing-direct-automount",
+    "failed-direct-automount-is-refused-status-3",
 ];
 
 const BRIDGE_CONF: &str = "allow br0\nallow br1\n";
@@ -790,6 +794,22 @@ fn autofs_role() -> ExitCode {
         &format!(
             "{INDIRECT}/deny.conf is missing from {INDIRECT}, an automount point that is not mounted"
         ),
+    );
+    // The direct automount again, its mount failing this time: the lookup
+    // of /etc/qemu/net itself says ENOENT, in /etc/qemu, which is not
+    // autofs. Not the administrator's choice either: refused, never skipped.
+    automount_case(
+        &mut p,
+        DIRECT,
+        "direct",
+        Answer::Fail,
+        [
+            "autofs-failing-direct-mount-made",
+            "helper-triggers-the-failing-direct-automount",
+            "failed-direct-automount-is-refused-status-3",
+        ],
+        3,
+        &format!("{DIRECT} is an automount point that is not mounted"),
     );
     set_acl(BRIDGE_CONF);
     p.exit()

@@ -14,7 +14,8 @@
 //! - `autofs`: is the automount daemon for an include that lies behind an
 //!   automount, and checks that the helper triggers the mount and obeys
 //!   what it finds there, and refuses (status 3, naming the automount)
-//!   when the mount fails instead of skipping the include.
+//!   when the mount fails, direct or indirect, instead of skipping the
+//!   include.
 //!
 //! On the host, it behaves as a libtest binary would: `--list`, name
 //! filters, `--exact`, `--skip` (the guest boots only when a test is
@@ -99,6 +100,9 @@ const AUTOFS_CHECKS: &[&str] = &[
     "autofs-indirect-mount-made",
     "helper-triggers-the-indirect-automount",
     "failed-automount-is-refused-status-3",
+    "autofs-failing-direct-mount-made",
+    "helper-triggers-the-failing-direct-automount",
+    "failed-direct-automount-is-refused-status-3",
 ];
 
 const BRIDGE_CONF: &str = "allow br0\nallow br1\n";
@@ -760,58 +764,89 @@ fn autofs_role() -> ExitCode {
 
     // A direct automount on /etc/qemu/net (expired, as automounts do when
     // idle): the helper must trigger it and obey the deny it then finds.
-    let direct = Automount::new(DIRECT, "direct");
-    p.check(
-        "autofs-direct-mount-made",
-        direct.is_ok(),
-        format!("{:?}", direct.as_ref().err()),
-    );
-    if let Ok(am) = &direct {
-        set_acl(&format!("allow br2\ninclude {DIRECT}/deny.conf\n"));
-        let (run, asked) = am.serve(Answer::MountDeny, || attach(AUTOFS_USER, AUTOFS_BRIDGE));
-        p.check(
+    automount_case(
+        &mut p,
+        DIRECT,
+        "direct",
+        Answer::MountDeny,
+        [
+            "autofs-direct-mount-made",
             "helper-triggers-the-direct-automount",
-            !asked.is_empty(),
-            "no mount request reached the daemon",
-        );
-        p.check(
             "deny-behind-a-mounted-automount-applies-status-4",
-            matches!(&run, Err(e) if e.starts_with("status 4:")
-                && e.contains(&format!("{DIRECT}/deny.conf"))),
-            format!("{run:?} (requests: {asked:?})"),
-        );
-    }
-    drop(direct);
-
+        ],
+        4,
+        &format!("{DIRECT}/deny.conf"),
+    );
     // An indirect automount on /etc/qemu/maps whose mount of `deny.conf`
     // fails: the file is missing from the automount point, which is not
     // the administrator's choice: refused, never skipped.
-    let indirect = Automount::new(INDIRECT, "indirect");
-    p.check(
-        "autofs-indirect-mount-made",
-        indirect.is_ok(),
-        format!("{:?}", indirect.as_ref().err()),
-    );
-    if let Ok(am) = &indirect {
-        set_acl(&format!("allow br2\ninclude {INDIRECT}/deny.conf\n"));
-        let (run, asked) = am.serve(Answer::Fail, || attach(AUTOFS_USER, AUTOFS_BRIDGE));
-        p.check(
+    automount_case(
+        &mut p,
+        INDIRECT,
+        "indirect",
+        Answer::Fail,
+        [
+            "autofs-indirect-mount-made",
             "helper-triggers-the-indirect-automount",
-            asked.iter().any(|k| k == "deny.conf"),
-            format!("requests: {asked:?}"),
-        );
-        let reason = format!(
-            "{INDIRECT}/deny.conf is missing from {INDIRECT}, an automount point that is not mounted"
-        );
-        p.check(
             "failed-automount-is-refused-status-3",
-            matches!(&run, Err(e) if e.starts_with("status 3:") && e.contains(&reason)),
-            format!("{run:?}, wanted status 3 and {reason:?}"),
-        );
-    }
-    drop(indirect);
+        ],
+        3,
+        &format!(
+            "{INDIRECT}/deny.conf is missing from {INDIRECT}, an automount point that is not mounted"
+        ),
+    );
+    // The direct automount again, its mount failing this time: the lookup
+    // of /etc/qemu/net itself says ENOENT, in /etc/qemu, which is not
+    // autofs. Not the administrator's choice either: refused, never skipped.
+    automount_case(
+        &mut p,
+        DIRECT,
+        "direct",
+        Answer::Fail,
+        [
+            "autofs-failing-direct-mount-made",
+            "helper-triggers-the-failing-direct-automount",
+            "failed-direct-automount-is-refused-status-3",
+        ],
+        3,
+        &format!("{DIRECT} is an automount point that is not mounted"),
+    );
     set_acl(BRIDGE_CONF);
     p.exit()
+}
+
+/// One automount case: a `kind` automount on `dir` whose daemon gives
+/// `answer`, and an ACL that allows br2 and includes `dir`/deny.conf.
+/// `checks` name, in order: the mount was made; the helper's run asked the
+/// daemon for a mount (an indirect one for `deny.conf`, its key; a direct
+/// one names no key); the run failed with `status` and said `reason`.
+fn automount_case(
+    p: &mut Probe,
+    dir: &'static str,
+    kind: &str,
+    answer: Answer,
+    checks: [&str; 3],
+    status: i32,
+    reason: &str,
+) {
+    let [made, triggered, refused] = checks;
+    let am = match Automount::new(dir, kind) {
+        Ok(am) => am,
+        Err(e) => return p.check(made, false, e),
+    };
+    p.check(made, true, "");
+    set_acl(&format!("allow br2\ninclude {dir}/deny.conf\n"));
+    let (run, asked) = am.serve(answer, || attach(AUTOFS_USER, AUTOFS_BRIDGE));
+    let asked_for_it = match kind {
+        "indirect" => asked.iter().any(|k| k == "deny.conf"),
+        _ => !asked.is_empty(),
+    };
+    p.check(triggered, asked_for_it, format!("requests: {asked:?}"));
+    p.check(
+        refused,
+        matches!(&run, Err(e) if e.starts_with(&format!("status {status}:")) && e.contains(reason)),
+        format!("{run:?}, wanted status {status} and {reason:?} (requests: {asked:?})"),
+    );
 }
 
 /// Replaces the guest's /etc/qemu/bridge.conf (root's, 0644).

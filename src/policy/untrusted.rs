@@ -54,7 +54,8 @@ pub enum Untrusted {
         group: Option<u32>,
         symlink: bool,
     },
-    /// A name missing from an automount point: the mount may have failed.
+    /// A name missing from an automount point `dir`, or (`at` == `dir`)
+    /// a direct automount point whose own mount failed.
     NotMounted {
         at: PathBuf,
         dir: PathBuf,
@@ -172,6 +173,11 @@ impl fmt::Display for Untrusted {
             Untrusted::NoSymlinks { at } => write!(
                 f,
                 "{} is a symbolic link on a file system mounted nosymfollow, which the kernel would not follow; fix: point the include at the file itself",
+                shown(at)
+            ),
+            Untrusted::NotMounted { at, dir } if at == dir => write!(
+                f,
+                "{} is an automount point that is not mounted (the mount may have failed), so an include under it cannot be skipped; fix: make the mount work, or keep the file on a file system that is always mounted",
                 shown(at)
             ),
             Untrusted::NotMounted { at, dir } => write!(

@@ -36,7 +36,7 @@
 //! through another mount, so only owners and modes count.
 
 use std::cell::RefCell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -148,11 +148,11 @@ impl Walk {
                     Ok(fd) => return self.file(&dir, &at, fd),
                     // A symlink (O_NOFOLLOW), or not readable: look closer.
                     Err(Errno::ELOOP | Errno::EACCES) => {}
-                    Err(e) => return Err(self.failed_lookup(&dir, at, e)),
+                    Err(e) => return Err(self.failed_lookup(&dir, &cname, at, e)),
                 }
             }
-            let fd =
-                look_up(&dir, &cname, last).map_err(|e| self.failed_lookup(&dir, at.clone(), e))?;
+            let fd = look_up(&dir, &cname, last)
+                .map_err(|e| self.failed_lookup(&dir, &cname, at.clone(), e))?;
             let st = fstat(fd.as_raw_fd()).map_err(io_error)?;
             self.entry(&dir, &at, &st)?;
             let fs = self.filesystem(fd.as_fd(), &st, &at)?;
@@ -188,7 +188,7 @@ impl Walk {
                 file_itself(&at, &st)?;
                 return Err(unreadable(&dir, &cname, at));
             } else if dir.autofs {
-                return Err(self.failed_lookup(&dir, at, Errno::ENOTDIR));
+                return Err(self.failed_lookup(&dir, &cname, at, Errno::ENOTDIR));
             } else {
                 // A file where a directory should be: ENOTDIR to the
                 // kernel, "missing" to QEMU. The entry passed the checks
@@ -267,9 +267,21 @@ impl Walk {
         })
     }
 
-    /// A lookup in `dir` failed: a skip only where nobody but root could
-    /// have made the name missing.
-    fn failed_lookup(&self, dir: &Dir, at: PathBuf, e: Errno) -> OpenError {
+    /// A lookup of `name` in `dir` failed: a skip only where nobody but
+    /// root could have made the name missing.
+    fn failed_lookup(&self, dir: &Dir, name: &CStr, at: PathBuf, e: Errno) -> OpenError {
+        if e == Errno::ENOENT && !dir.autofs {
+            match unmounted_automount(dir, name) {
+                Ok(true) => {
+                    return OpenError::Refused(Untrusted::NotMounted {
+                        dir: at.clone(),
+                        at,
+                    })
+                }
+                Ok(false) => {}
+                Err(e) => return io_error(e),
+            }
+        }
         match e {
             Errno::ENOENT | Errno::ENOTDIR if dir.autofs => {
                 OpenError::Refused(Untrusted::NotMounted {
@@ -469,6 +481,21 @@ fn look_up(dir: &Dir, name: &CString, last: bool) -> Result<OwnedFd, Errno> {
         }
     }
     files::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP)
+}
+
+/// Whether `name` in `dir` is an automount point whose mount did not
+/// happen: a direct automount whose daemon failed the mount says ENOENT to
+/// the lookups that trigger it, although its mount point is there, in a
+/// directory that is not itself on autofs. Looked up again as a bare
+/// O_PATH, which triggers nothing, it shows the automounter's own root.
+/// Any error but ENOENT is the caller's to report, never a skip.
+fn unmounted_automount(dir: &Dir, name: &CStr) -> Result<bool, Errno> {
+    use nix::sys::statfs::{fstatfs, AUTOFS_SUPER_MAGIC};
+    match files::open_at(Some(dir.fd.as_fd()), name, O_LOOKUP) {
+        Ok(fd) => Ok(fstatfs(fd.as_fd())?.filesystem_type() == AUTOFS_SUPER_MAGIC),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A directory to look names up in: root's, and closed to others unless

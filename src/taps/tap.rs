@@ -223,6 +223,20 @@ impl Tap {
         if link.address != self.mac || !self.has_only_our_queues(&link) {
             return Err(wrong("the kernel counts other queues than ours"));
         }
+        // A queue attached in the ownerless moment may set the owner (and
+        // group) without privilege, to re-attach after the reset below. This
+        // one read is taken under RTNL, as TUNSETIFF and TUNSETOWNER are: if
+        // it shows no queue but ours and the caller as owner, no one else
+        // can attach again.
+        let owned = link
+            .tun
+            .as_ref()
+            .is_some_and(|t| t.owner == Some(owner.as_raw()) && t.group.is_none());
+        if !owned {
+            return Err(wrong(
+                "its owner was changed by a queue attached before it had one",
+            ));
+        }
         // Ours alone now, and owned: undo whatever a queue attached in the
         // ownerless moment and closed again may have set for the whole tap.
         tun::tun_reset_shared(self.fd.as_fd())

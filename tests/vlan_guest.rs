@@ -76,9 +76,12 @@ const VLAN_CHECKS: &[&str] = &[
     "vlan10-reaches-vlan10",
     "vlan10-not-vlan20",
     "vlan10-not-plain-vlan1",
+    "vlan20-reaches-vlan20",
     "vlan20-not-vlan10",
+    "plain-vlan1-reaches-plain-vlan1",
     "plain-vlan1-not-vlan10",
     "plain-vlan1-not-vlan20",
+    "vlan10-port-sends-in-order",
     "vlan1-removed-from-vlan10-port",
     "vlan10-port-cannot-send-into-vlan20",
     "tagged30-reaches-vlan30-port",
@@ -113,6 +116,7 @@ port br0 user=1020 vlan=20
 port br0 user=1030 vlan=10 tagged=30
 port br0 user=1031 vlan=30
 port br1 user=1010 vlan=10
+port br0 user=1021 vlan=20
 ";
 
 /// The guest's /init after the prelude: each selected role in turn.
@@ -434,7 +438,10 @@ fn vlan_role() -> ExitCode {
         format!("{setup:?} vlan_filtering={filtering:?}"),
     );
 
-    let users = [1010, 1011, 1020, 1040, 1030, 1031];
+    // d20 and plain2 are witnesses: a "not received" below counts only
+    // after the same frame (a flood reaches every port of a VLAN in one
+    // pass) or a later one from the same tap has arrived somewhere.
+    let users = [1010, 1011, 1020, 1040, 1030, 1031, 1021, 1042];
     let taps: Vec<Result<OwnedFd, String>> = users.iter().map(|&u| attach(u, "br0")).collect();
     let errors: Vec<&String> = taps.iter().filter_map(|t| t.as_ref().err()).collect();
     p.check(
@@ -442,7 +449,8 @@ fn vlan_role() -> ExitCode {
         errors.is_empty(),
         format!("{errors:?}"),
     );
-    let [Ok(a10), Ok(b10), Ok(c20), Ok(plain), Ok(trunk), Ok(v30)] = &taps[..] else {
+    let [Ok(a10), Ok(b10), Ok(c20), Ok(plain), Ok(trunk), Ok(v30), Ok(d20), Ok(plain2)] = &taps[..]
+    else {
         return ExitCode::FAILURE;
     };
 
@@ -465,12 +473,22 @@ fn vlan_role() -> ExitCode {
 
     send(c20, 2, None, "c20-untagged");
     p.check(
+        "vlan20-reaches-vlan20",
+        receives(d20, "c20-untagged") == Some(false),
+        "d20 did not get it untagged",
+    );
+    p.check(
         "vlan20-not-vlan10",
         receives(a10, "c20-untagged").is_none() && receives(b10, "c20-untagged").is_none(),
         "a VLAN 10 port got it",
     );
 
     send(plain, 3, None, "plain-untagged");
+    p.check(
+        "plain-vlan1-reaches-plain-vlan1",
+        receives(plain2, "plain-untagged") == Some(false),
+        "plain2 did not get it",
+    );
     p.check(
         "plain-vlan1-not-vlan10",
         receives(a10, "plain-untagged").is_none(),
@@ -483,14 +501,21 @@ fn vlan_role() -> ExitCode {
     );
 
     // Were VLAN 1 still on a10's port (tagged), this would reach the plain
-    // port, whose PVID is 1.
+    // port, whose PVID is 1. a10's next frame reaching b10 shows the
+    // bridge has dealt with both tagged ones (a tap's frames go in order).
     send(a10, 1, Some(1), "a10-tagged-1");
+    send(a10, 1, Some(20), "a10-tagged-20");
+    send(a10, 1, None, "a10-after-tagged");
+    p.check(
+        "vlan10-port-sends-in-order",
+        receives(b10, "a10-after-tagged") == Some(false),
+        "b10 did not get a10's next frame",
+    );
     p.check(
         "vlan1-removed-from-vlan10-port",
         receives(plain, "a10-tagged-1").is_none(),
         "the plain port got VLAN 1 from a10",
     );
-    send(a10, 1, Some(20), "a10-tagged-20");
     p.check(
         "vlan10-port-cannot-send-into-vlan20",
         receives(c20, "a10-tagged-20").is_none(),

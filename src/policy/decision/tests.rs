@@ -360,3 +360,39 @@ fn a_port_line_for_a_name_that_does_not_resolve_fails_closed() {
     };
     assert_eq!(pick(&ldap, b"br1").unwrap(), Some(3));
 }
+
+#[test]
+fn only_vlan_settings_need_vlan_filtering() {
+    let s = |l: &str| match p(l) {
+        Ok(Line::Port(_, _, s)) => s,
+        other => panic!("{l}: {other:?}"),
+    };
+    for (line, wants) in [
+        ("port br0", false),
+        ("port br0 isolated learning=off", false),
+        ("port br0 vlan=20", true),
+        ("port br0 tagged=30", true),
+        ("port br0 vlan=1 tagged=30", true),
+    ] {
+        assert_eq!(s(line).wants_vlans(), wants, "{line}");
+    }
+    assert_eq!(s("port br0 isolated").vlans(), vec![]);
+    assert_eq!(s("port br0 tagged=30").vlans(), vec![(30, false)]);
+    // A run refuses VLAN settings on a bridge without filtering, and only
+    // those.
+    let acl = vec![Rule {
+        origin: acl_at(1),
+        allow: true,
+        target: Target::All,
+    }];
+    for (settings, refused_unfiltered) in [("vlan=20", true), ("isolated", false)] {
+        let ports = vec![port_rule(1, "br0", Who::Everyone, settings)];
+        let d = decide(&acl, &[], &ports, &ALICE(), &names(), &[b"br0"], &[]).unwrap();
+        assert_eq!(
+            d.vlan_refusal(false).is_some(),
+            refused_unfiltered,
+            "{settings}"
+        );
+        assert!(d.vlan_refusal(true).is_none(), "{settings}");
+    }
+}

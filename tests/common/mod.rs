@@ -458,12 +458,24 @@ impl PrivateDev {
             // A mount point of the same kind: a bind of a file (such as a
             // tun node) needs a file, a directory a directory.
             let stash = sandbox.join("dev-stash").join(submounts.len().to_string());
-            if !stash.exists() {
-                if mount_point.is_dir() {
-                    fs::create_dir(&stash).unwrap();
-                } else {
-                    fs::write(&stash, "").unwrap();
-                }
+            // (Another thread of the test may be making the same one.)
+            let made = if mount_point.is_dir() {
+                fs::create_dir(&stash)
+            } else {
+                fs::File::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&stash)
+                    .map(drop)
+            };
+            if let Err(e) = made {
+                assert_eq!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists,
+                    "{}: {e}",
+                    stash.display()
+                );
             }
             submounts.push((c(&mount_point), c(&stash)));
         }

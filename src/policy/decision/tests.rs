@@ -396,3 +396,30 @@ fn only_vlan_settings_need_vlan_filtering() {
         assert!(d.vlan_refusal(true).is_none(), "{settings}");
     }
 }
+
+#[test]
+fn an_allow_for_everyone_is_sent_to_bridge_conf() {
+    for line in ["allow br0", "allow all"] {
+        assert_eq!(
+            p(line),
+            Err(LineError::BadSetting(
+                "allow here needs user=NAME or group=NAME; an allow for everyone belongs in bridge.conf"
+                    .into()
+            )),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn account_names_are_taken_up_to_their_limit() {
+    let longest = "a".repeat(MAX_ACCOUNT_NAME);
+    assert_eq!(
+        p(&format!("allow br0 user={longest}")),
+        Ok(Line::Grant(
+            Target::Bridge(b"br0".to_vec()),
+            Who::User(name(&longest))
+        ))
+    );
+    assert_all_refused(&[&format!("allow br0 user={longest}a")]);
+}

@@ -25,7 +25,7 @@ use crate::policy::ifname;
 use crate::report::escape::quote;
 
 /// A name longer than any real account's is a typo or an attack.
-const MAX_ACCOUNT_NAME: usize = 256;
+pub(crate) const MAX_ACCOUNT_NAME: usize = 256;
 
 /// Who a line is for, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -423,3 +423,21 @@ fn account_names_are_taken_up_to_their_limit() {
     );
     assert_all_refused(&[&format!("allow br0 user={longest}a")]);
 }
+
+#[test]
+fn port_line_refusals_say_what_is_wrong() {
+    let says = |line: &str, text: &str| match p(line) {
+        Err(LineError::BadSetting(why)) => assert!(why.contains(text), "{line}: {why}"),
+        other => panic!("{line}: {other:?}"),
+    };
+    says(
+        "port br0 isolated user=alice",
+        "'user=alice': one user= or group= a line, right after the bridge",
+    );
+    says(
+        "port br0 mtu=9000",
+        "unknown port setting 'mtu=9000' (expected isolated, vlan=N, tagged=LIST or learning=on|off)",
+    );
+    says("port br0 vlan=10 tagged=5-15", "VLAN 10 cannot be both");
+    says("port br0 tagged=5-3", "'5-3' is an empty range");
+}

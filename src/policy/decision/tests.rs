@@ -322,6 +322,16 @@ fn unresolved_names_are_listed() {
     let u = unresolved(&grants, &ports, &names());
     let lines: Vec<(usize, Option<&[u8]>)> = u.iter().map(|(o, _, b)| (o.line, *b)).collect();
     assert_eq!(lines, vec![(1, None), (3, Some(&b"br0"[..]))]);
+    // What --check asks: the same, through the policy.
+    let policy = Policy {
+        acl: vec![],
+        grants: grants.to_vec(),
+        ports: ports.to_vec(),
+        accounts: names(),
+        me: ALICE(),
+    };
+    let lines: Vec<usize> = policy.unresolved().iter().map(|(o, _, _)| o.line).collect();
+    assert_eq!(lines, vec![1, 3]);
 }
 
 #[test]

@@ -214,17 +214,16 @@ fn file_caps_with_a_0600_tun_device_explain_it() {
 
 #[test]
 fn help_and_version_need_no_privilege() {
-    let out = std::process::Command::new(HELPER)
-        .arg("--help")
-        .output()
-        .unwrap();
+    // As nobody, and in a sandbox: a refused run logs, and its line must
+    // reach the sandbox's /dev/log, not the machine's.
+    let ns = NetNs::new();
+    let sb = Sandbox::new();
+    let run = |args: &[&str]| output(sb.command(&ns, HELPER, Jail::user(NOBODY)).args(args));
+    let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD"));
-    let out = std::process::Command::new(HELPER)
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -233,11 +232,16 @@ fn help_and_version_need_no_privilege() {
             env!("CARGO_PKG_VERSION")
         )
     );
-    let out = std::process::Command::new(HELPER)
-        .args(["--help", "--fd=3"])
-        .output()
-        .unwrap();
+    assert_eq!(
+        sb.logged(),
+        Vec::<String>::new(),
+        "--help and --version log nothing"
+    );
+    let out = run(&["--help", "--fd=3"]);
     assert_eq!(out.status.code(), Some(2));
+    let logged = sb.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("refused (status 2)"), "{logged:?}");
 }
 
 #[test]

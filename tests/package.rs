@@ -111,11 +111,15 @@ fn original_qemu_helper() -> String {
     out
 }
 
-/// A private mount namespace with overlays on /usr, /etc and /var, held by
-/// a sleeping process; removed with it.
+/// A private mount namespace with overlays on /usr, /etc and /var and a
+/// /dev of its own (the machine's nodes and mounts, with the test's
+/// /dev/net/tun and a /dev/log that only the test holds: what the helper
+/// and the maintainer scripts log never reaches the machine's log), held
+/// by a sleeping process; removed with it.
 struct Root {
     dir: PathBuf,
     holder: Child,
+    _syslog: std::os::unix::net::UnixDatagram,
 }
 
 /// What /dev/net/tun looks like inside the namespace.
@@ -153,13 +157,23 @@ impl Root {
                 ),
             ],
         );
+        let syslog = std::os::unix::net::UnixDatagram::bind(dir.join("log")).unwrap();
+        syslog.set_nonblocking(true).unwrap();
         let d = dir.display();
         let script = format!(
             "set -e
              for d in usr etc var; do
                mount -t overlay overlay -o lowerdir=/$d,upperdir={d}/$d/upper,workdir={d}/$d/work /$d
              done
-             mount --bind {d}/tun /dev/net/tun
+             mkdir {d}/dev
+             mount -t tmpfs -o mode=755 tmpfs {d}/dev
+             cp -a /dev/. {d}/dev/
+             for m in pts shm mqueue hugepages; do
+               if mountpoint -q /dev/$m; then mount --rbind /dev/$m {d}/dev/$m; fi
+             done
+             rm -f {d}/dev/log && touch {d}/dev/log && mount --bind {d}/log {d}/dev/log
+             mount --bind {d}/tun {d}/dev/net/tun
+             mount --move {d}/dev /dev
              echo ready
              exec sleep 100000"
         );
@@ -183,7 +197,11 @@ impl Root {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Root { dir, holder }
+        Root {
+            dir,
+            holder,
+            _syslog: syslog,
+        }
     }
 
     fn mnt_ns(&self) -> PathBuf {

@@ -197,6 +197,38 @@ mod tests {
     };
 
     #[test]
+    fn the_file_is_read_up_to_64_kib() {
+        struct Asked(std::cell::Cell<u64>);
+        impl Files for Asked {
+            fn read(
+                &self,
+                _: &Path,
+                limit: u64,
+            ) -> Result<crate::policy::files::FileText, OpenError> {
+                self.0.set(limit);
+                Err(OpenError::Missing)
+            }
+        }
+        let files = Asked(std::cell::Cell::new(0));
+        let got = load(
+            &files,
+            Path::new("/etc/qemu/bridge-helper.conf"),
+            DEFAULTS.clone(),
+        );
+        assert_eq!(got.ok(), Some(DEFAULTS), "a missing file is the defaults");
+        assert_eq!(files.0.get(), 64 * 1024);
+    }
+
+    #[test]
+    fn only_group_lines_need_the_callers_groups() {
+        let s = |text: &[u8]| parse(text, DEFAULTS.clone()).unwrap();
+        assert!(!s(b"").names_groups());
+        assert!(!s(b"allow br0 user=alice\nport br0 user=7 isolated\n").names_groups());
+        assert!(s(b"allow br0 group=staff\n").names_groups());
+        assert!(s(b"port br0 group=staff isolated\n").names_groups());
+    }
+
+    #[test]
     fn settings_override_defaults() {
         assert_eq!(parse(b"", DEFAULTS.clone()), Ok(DEFAULTS));
         assert_eq!(

@@ -242,6 +242,11 @@ mod tests {
             parse(b"max-abandoned-taps 0\n", DEFAULTS.clone()),
             Ok(Settings::with_limit(0))
         );
+        // The largest accepted (1025 is refused below).
+        assert_eq!(
+            parse(b"max-abandoned-taps 1024\n", DEFAULTS.clone()),
+            Ok(Settings::with_limit(MAX_LIMIT))
+        );
     }
 
     #[test]

@@ -332,6 +332,13 @@ fn unresolved_names_are_listed() {
     };
     let lines: Vec<usize> = policy.unresolved().iter().map(|(o, _, _)| o.line).collect();
     assert_eq!(lines, vec![1, 3]);
+    // Line 3 is for a group: --check then shows the caller's groups.
+    assert!(policy.names_groups());
+    let no_groups = Policy {
+        ports: ports[1..].to_vec(),
+        ..policy
+    };
+    assert!(!no_groups.names_groups());
 }
 
 #[test]

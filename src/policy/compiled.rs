@@ -41,3 +41,17 @@ const fn parse_usize(s: &str) -> usize {
     }
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a build with BRIDGE_HELPER_MAX_ABANDONED set runs it (at
+    /// compile time), so a default build's tests check it here.
+    #[test]
+    fn the_build_time_limit_is_read_as_a_decimal_number() {
+        assert_eq!(parse_usize("0"), 0);
+        assert_eq!(parse_usize("7"), 7);
+        assert_eq!(parse_usize("1024"), 1024);
+    }
+}

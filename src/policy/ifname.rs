@@ -75,6 +75,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_reason_says_what_is_wrong() {
+        let said = |name: &[u8]| validate(name).unwrap_err().to_string();
+        assert_eq!(said(b""), "the name is empty");
+        assert_eq!(said(b"0123456789abcdef"), "16 bytes long, the limit is 15");
+        assert_eq!(said(b".."), "'.' and '..' are not interface names");
+        assert_eq!(
+            said(b"br/0"),
+            "contains the byte 0x2f, not allowed in an interface name"
+        );
+    }
+
+    #[test]
     fn ordinary_names_pass() {
         for n in [
             &b"br0"[..],

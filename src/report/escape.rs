@@ -81,6 +81,12 @@ mod tests {
     }
 
     #[test]
+    fn each_escape_as_a_reader_expects_it() {
+        let shown = super::Escaped(b"\t\n\r\\'\x1b~").to_string();
+        assert_eq!(shown, "\\t\\n\\r\\\\\\'\\x1b~");
+    }
+
+    #[test]
     fn printable_text_is_kept() {
         assert_eq!(quote(b"br0"), "'br0'");
     }

@@ -218,9 +218,15 @@ mod tests {
         let s = scan(&layout, 7);
         assert!(!s.done());
         assert_eq!(s.holes(), [1, 2, 4, 5, 6]);
+        assert_eq!(
+            s.next_slot(),
+            7,
+            "the next request starts after the last answer"
+        );
         let mut s = s;
         s.record([[None, None]]);
         assert!(s.done());
+        assert_eq!(s.next_slot(), 8);
         assert_eq!(s.links.len(), 2);
     }
 

@@ -394,3 +394,182 @@ fn another_user_cannot_switch_off_the_carrier_of_a_new_tap() {
     }
     panic!("the attack landed {landed} times in {ROUNDS} rounds: it must land 3 times to count");
 }
+
+/// Red-team finding on the multiqueue count: another user attaches a queue
+/// to the victim's new tap by its name while the tap has no owner, waits
+/// for the run to set the owner, then sets itself as the owner through that
+/// queue (TUNSETOWNER asks an attached queue for no privilege) and closes
+/// it, before the run counts its queues. The count then shows the run's
+/// queues alone, and the tap stays the attacker's until the run sets the
+/// owner again as it joins the bridge: time to attach again after the
+/// run's reset of the shared settings and install a filter that leaves the
+/// tap deaf, while the run exits 0. The count's read must also show the
+/// caller as owner: the run refuses, one line, and deletes the tap.
+///
+/// Deterministic up to one race: the attacker's queue is attached while
+/// the run is stopped before its queues (the ownerless moment), and its
+/// TUNSETOWNER must land after the run's own and before the count, a
+/// window as long as attaching 252 more queues. A round where it came late
+/// (its queue still attached at the count, so the run refuses for the
+/// queue itself) does not count; the attack must land in one of a bounded
+/// number of rounds.
+#[test]
+#[cfg(feature = "test-hooks")]
+fn another_user_cannot_make_itself_the_owner_of_a_new_tap() {
+    const OTHER_USER: u32 = 65533;
+    const ROUNDS: usize = 20;
+    let ns = NetNs::with_bridge(1400);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    // The victim: uid 65534 with a cap_net_admin copy and a 0666 tun node
+    // (Debian's), which the attacker opens as well.
+    let helper = sb.install(HELPER, Mode::FileCaps);
+    let args = ["--test-pause-queues", "--queues=253", "--br=br0"];
+    let mut late = Vec::new();
+    for round in 0..ROUNDS {
+        let (running, ours) = stopped_as(&sb, &ns, &helper, Jail::for_mode(Mode::FileCaps), &args);
+        let birth = birth_name(NOBODY, 0);
+        assert_eq!(ns.taps(), [birth.as_str()], "round {round}");
+        let (attached, thief) = take_ownership(&ns, sb.tun_node(), OTHER_USER, &birth, NOBODY);
+        attached
+            .recv_timeout(time::secs(10))
+            .expect("the attacker's thread never reported its queue")
+            .expect("an ownerless multiqueue tap takes another user's queue");
+        let run = resume(running, ours);
+        let stolen = thief.join().expect("the attacker's thread");
+        if run.code == Some(0) {
+            let (name, _) = tun_get_iff(&run.fds[0]);
+            panic!(
+                "round {round}: the run handed over {name} (status 0) although uid \
+                 {OTHER_USER} had attached a queue before it had an owner and, after the \
+                 run set it, set itself as owner through it ({stolen:?}): {}",
+                run.stderr
+            );
+        }
+        assert_eq!((run.code, run.fds.len()), (Some(8), 0), "{}", run.stderr);
+        // The pause's own line first, then the refusal.
+        assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
+        drop(run.fds);
+        assert_no_taps(&ns);
+        let owner_changed = "its owner was changed by a queue attached before it had one\n";
+        if run.stderr.ends_with(owner_changed) {
+            assert_eq!(
+                stolen,
+                Ok(()),
+                "round {round}: refused for the owner, yet no TUNSETOWNER of uid {OTHER_USER} took"
+            );
+            return;
+        }
+        // Too late: its queue was still attached when the run counted.
+        assert!(
+            run.stderr
+                .ends_with("the kernel counts other queues than ours\n"),
+            "round {round}: {}",
+            run.stderr
+        );
+        late.push(stolen);
+    }
+    panic!(
+        "in {ROUNDS} rounds uid {OTHER_USER}'s TUNSETOWNER never came between the run's own \
+         and its count (what the attacker did each round: {late:?}); BH_TEST_TIME_SCALE does \
+         not widen that window"
+    );
+}
+
+/// The attacker of the test above, as a thread that enters `ns` and a
+/// mount namespace of its own with that namespace's sysfs, then becomes
+/// `uid` alone (raw setresuid is per thread), opens the 0666 tun node `tun`
+/// and attaches a queue to `tap` by its name, sending whether that worked.
+/// It then polls the tap's owner until it reads `victim`, sets
+/// itself as the owner through its queue, closes it and returns `Ok`; or
+/// `Err` with what happened instead (the tap gone, the owner never set, a
+/// TUNSETOWNER refused). Its setup's failures panic.
+#[cfg(feature = "test-hooks")]
+fn take_ownership(
+    ns: &NetNs,
+    tun: std::path::PathBuf,
+    uid: u32,
+    tap: &str,
+    victim: u32,
+) -> (
+    std::sync::mpsc::Receiver<std::io::Result<()>>,
+    std::thread::JoinHandle<Result<(), String>>,
+) {
+    let netns = std::fs::File::open(ns.netns_path()).expect("open netns");
+    let (attached_tx, attached) = std::sync::mpsc::channel();
+    let name = tap.to_string();
+    let thief = std::thread::spawn(move || {
+        // SAFETY: setns on a live fd, unshare, and mounts of NUL-terminated
+        // paths (null where the kernel ignores the argument): all for this
+        // thread alone (unsharing the mount namespace unshares its fs
+        // struct), which ends here.
+        unsafe {
+            sys_ok(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)).expect("setns");
+            sys_ok(libc::unshare(libc::CLONE_NEWNS)).expect("unshare(CLONE_NEWNS)");
+            sys_ok(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))
+            .expect("make / rprivate");
+            sys_ok(libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ))
+            .expect("mount the namespace's sysfs");
+        }
+        let id = libc::c_long::from(uid);
+        // SAFETY: the raw system call changes this thread's ids only.
+        if unsafe { libc::syscall(libc::SYS_setresuid, id, id, id) } != 0 {
+            panic!("setresuid: {}", std::io::Error::last_os_error());
+        }
+        let queue: OwnedFd = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&tun)
+            .expect("open the 0666 tun node")
+            .into();
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a 40-byte struct ifreq.
+        let r =
+            sys_ok(unsafe { libc::ioctl(queue.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) });
+        let failed = r.is_err();
+        attached_tx.send(r).expect("the test waits for the queue");
+        if failed {
+            return Err("no queue attached".to_string());
+        }
+        // Busy: the window is a few milliseconds.
+        let owner = format!("/sys/class/net/{name}/owner");
+        let deadline = Instant::now() + time::secs(10);
+        loop {
+            match std::fs::read_to_string(&owner) {
+                Ok(v) if v.trim() == victim.to_string() => break,
+                Ok(_) if Instant::now() > deadline => {
+                    return Err("the run never set the owner".to_string())
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("the tap was gone before its owner was read: {e}")),
+            }
+        }
+        // SAFETY: TUNSETOWNER takes the uid by value, not a pointer.
+        let set = unsafe {
+            libc::ioctl(
+                queue.as_raw_fd(),
+                libc::TUNSETOWNER,
+                libc::c_ulong::from(uid),
+            )
+        };
+        sys_ok(set).map_err(|e| format!("TUNSETOWNER({uid}): {e}"))?;
+        drop(queue);
+        Ok(())
+    });
+    (attached, thief)
+}

@@ -997,7 +997,9 @@ fn apparmor_profile_text_parses_inside_libvirts_profile() {
         .unwrap();
     let text = String::from_utf8_lossy(&pre.stdout);
     assert!(
-        text.contains("profile bridge_helper") && text.contains("network netlink raw"),
+        text.contains("profile bridge_helper")
+            && text.contains("network netlink raw")
+            && text.contains("/run/bridge-helper/socket rw,"),
         "the snippet was not read into the profile"
     );
     // Package removed: the include finds nothing and the profile still loads.

@@ -126,7 +126,9 @@ fn original_qemu_helper() -> String {
 /// /dev of its own (the machine's nodes and mounts, with the test's
 /// /dev/net/tun and a /dev/log that only the test holds: what the helper
 /// and the maintainer scripts log never reaches the machine's log), held
-/// by a sleeping process; removed with it.
+/// by a sleeping process; removed with it. The machine's systemd, if it
+/// runs one, is hidden (an empty /run/systemd): a host without systemd
+/// unless the test fakes one ([`Root::fake_systemd_host`]).
 struct Root {
     dir: PathBuf,
     holder: Child,
@@ -185,6 +187,9 @@ impl Root {
              rm -f {d}/dev/log && touch {d}/dev/log && mount --bind {d}/log {d}/dev/log
              mount --bind {d}/tun {d}/dev/net/tun
              mount --move {d}/dev /dev
+             # A machine that runs systemd is not one inside: postinst and
+             # systemctl find no /run/systemd/system and no manager here.
+             if [ -d /run/systemd ]; then mount -t tmpfs -o mode=0755 bht-nosystemd /run/systemd; fi
              echo ready
              exec sleep 100000"
         );

@@ -1250,6 +1250,20 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // Whoever may execute QEMU's helper may connect: others too, or only
+    // its owner.
+    for (mode, socket_mode, group) in [("4755", "0666", "root"), ("4700", "0600", "bhvm")] {
+        root.ok(&format!(
+            "dpkg-statoverride --remove {QEMU_PATH} && dpkg-statoverride --add root {group} {mode} {QEMU_PATH}"
+        ));
+        root.ok("dpkg-reconfigure bridge-helper");
+        let dropin = root.ok(&format!("cat {DROPIN}"));
+        assert!(
+            dropin.contains(&format!("SocketGroup={group}\nSocketMode={socket_mode}\n")),
+            "{mode}:\n{dropin}"
+        );
+    }
+
     // The override goes: so does the drop-in, and anyone may connect.
     root.ok(&format!("dpkg-statoverride --remove {QEMU_PATH}"));
     let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");

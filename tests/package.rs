@@ -1160,24 +1160,14 @@ fn the_units_are_installed_verify_clean_and_hardened() {
     );
 }
 
-/// The default install on a systemd host is the service: a binary with
-/// no privilege, the socket enabled, and a line saying how to go back;
-/// BRIDGE_HELPER_SERVICE=no goes back.
+/// The default install on a systemd host is today's, until the service is
+/// chosen: a privileged binary, the socket not enabled, and a line saying
+/// how to switch.
 #[test]
-fn on_a_systemd_host_the_default_is_the_service() {
+fn on_a_systemd_host_the_default_is_still_a_privileged_binary() {
     let root = Root::new(Tun::Mode(0o666));
     root.fake_systemd_host();
     let log = root.install();
-    assert!(
-        log.contains(&format!(
-            "installed {OURS} with no setuid bit and no capability"
-        )),
-        "{log}"
-    );
-    assert!(socket_enabled(&root), "{log}");
-    assert_eq!(root.identity(OURS).lines().nth(2), None);
-    root.ok("echo BRIDGE_HELPER_SERVICE=no > /etc/default/bridge-helper");
-    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
     assert!(log.contains("file capability cap_net_admin+ep"), "{log}");
     assert!(
         log.contains("to use the service instead (no setuid, no capability): echo BRIDGE_HELPER_SERVICE=yes > /etc/default/bridge-helper && dpkg-reconfigure bridge-helper"),

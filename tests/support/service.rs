@@ -36,11 +36,11 @@ impl Service {
             Path::new(tool).exists(),
             "{tool} is missing: apt-get install systemd (scripts/install-test-deps)"
         );
-        // As the unit runs it (systemd/bridge-helper.service): only the
+        // As the unit runs it (debian/bridge-helper.service): only the
         // capabilities in its CapabilityBoundingSet=, NoNewPrivileges=yes.
         let mut cmd = sb.command(ns, "setpriv", Jail::root());
         cmd.args([
-            "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+sys_ptrace",
+            "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+kill,+sys_ptrace",
             "--no-new-privs",
             "--",
             tool,

@@ -59,6 +59,17 @@ pub fn parse_subids(text: &[u8]) -> Vec<SubRange> {
         .collect()
 }
 
+/// The user a connection from `uid` counts against: the owner of the
+/// subordinate range `uid` lies in (a container's user acts for it, and one
+/// user may own many such uids), found by `uid_of`, or `uid` itself.
+pub fn accountable(uid: u32, subuids: &[SubRange], uid_of: impl Fn(&[u8]) -> Option<u32>) -> u32 {
+    subuids
+        .iter()
+        .find(|r| r.contains(uid))
+        .and_then(|r| uid_of(&r.owner))
+        .unwrap_or(uid)
+}
+
 fn number(field: &[u8]) -> Option<u32> {
     std::str::from_utf8(field).ok()?.parse().ok()
 }
@@ -162,6 +173,19 @@ mod tests {
         assert!(refusal(&peer(UserNs::Deeper), &[], &[])
             .unwrap()
             .contains("nested"));
+    }
+
+    #[test]
+    fn a_subordinate_uid_counts_against_its_owner() {
+        let ranges = parse_subids(b"alice:100000:65536\n1001:200000:10\n");
+        let uid_of = |name: &[u8]| match name {
+            b"alice" => Some(1000),
+            other => std::str::from_utf8(other).ok()?.parse().ok(),
+        };
+        assert_eq!(accountable(100_007, &ranges, uid_of), 1000);
+        assert_eq!(accountable(200_009, &ranges, uid_of), 1001);
+        assert_eq!(accountable(200_010, &ranges, uid_of), 200_010);
+        assert_eq!(accountable(65534, &ranges, uid_of), 65534);
     }
 
     #[test]

@@ -30,9 +30,11 @@ use crate::service::{
     IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
 };
 use crate::system::service::{self as sys, PeerCred, RunAs};
+use crate::system::users;
 
 /// A session the loop is waiting for.
 struct Session {
+    /// The user it counts against (see `identity::accountable`).
     uid: u32,
     started: Instant,
 }
@@ -101,10 +103,17 @@ pub fn serve() -> Result<(), Error> {
         let Ok(cred) = sys::peer_cred(conn.as_fd()) else {
             continue;
         };
-        let mine = sessions.values().filter(|s| s.uid == cred.uid).count();
+        // A user with a subordinate range has many uids: each of them
+        // counts against that user, or one user could fill every slot (a
+        // session refuses such a peer, but only once it has read a request).
+        let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
+        let charged = identity::accountable(cred.uid, &subuids, |owner| {
+            users::uid_of(owner).map(Uid::as_raw)
+        });
+        let mine = sessions.values().filter(|s| s.uid == charged).count();
         if sessions.len() >= MAX_CONNECTIONS || mine >= MAX_PER_UID {
             let why = if mine >= MAX_PER_UID {
-                format!("{MAX_PER_UID} requests of uid {} already running", cred.uid)
+                format!("{MAX_PER_UID} requests of uid {charged} already running")
             } else {
                 format!("{MAX_CONNECTIONS} requests already running")
             };
@@ -119,7 +128,7 @@ pub fn serve() -> Result<(), Error> {
                 sessions.insert(
                     pid,
                     Session {
-                        uid: cred.uid,
+                        uid: charged,
                         started: Instant::now(),
                     },
                 );

@@ -21,7 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{time, Jail, Mode, NetNs, Sandbox, NOBODY};
-use guest::{helper_under_test, require_qemu, KillOnDrop, MARK_HOLDING, MARK_PING_OK};
+use guest::{
+    helper_under_test, require_qemu, taps_now, KillOnDrop, SeenTap, MARK_HOLDING, MARK_PING_OK,
+};
 
 const QEMU: &str = guest::QEMU;
 const BRIDGE_MTU: u32 = 1400;
@@ -139,46 +141,6 @@ impl World {
             self.ns.ip(&["-d", "link", "show"])
         )
     }
-}
-
-/// A tap seen in the namespace while QEMU ran.
-#[derive(Debug, Clone)]
-struct SeenTap {
-    name: String,
-    master: String,
-    mtu: u32,
-    up: bool,
-    mac: String,
-    alias: String,
-}
-
-fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
-    let i = s.find(key)?;
-    s[i + key.len()..].split_whitespace().next()
-}
-
-/// The namespace's tun/tap devices, from one `ip -o link` call (no panics:
-/// devices come and go while we look).
-fn taps_now(ns: &NetNs) -> Vec<SeenTap> {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-o", "link", "show", "type", "tun"])
-        .output();
-    let Ok(out) = out else { return Vec::new() };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let name = l.split(": ").nth(1)?.to_owned();
-            let flags = l.split('<').nth(1)?.split('>').next()?;
-            Some(SeenTap {
-                name,
-                master: field(l, " master ").unwrap_or("").to_owned(),
-                mtu: field(l, " mtu ")?.parse().ok()?,
-                up: flags.split(',').any(|f| f == "UP"),
-                mac: field(l, "link/ether ").unwrap_or("").to_owned(),
-                alias: l.split("    alias ").nth(1).unwrap_or("").trim().to_owned(),
-            })
-        })
-        .collect()
 }
 
 /// Polls the namespace's taps until `until` is true or QEMU exits.

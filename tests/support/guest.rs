@@ -716,3 +716,43 @@ pub fn parse_icmp_echos(snmp: &str) -> Option<(u64, u64)> {
     };
     Some((get("InEchos")?, get("OutEchoReps")?))
 }
+
+/// A tap seen in the namespace while QEMU ran.
+#[derive(Debug, Clone)]
+pub struct SeenTap {
+    pub name: String,
+    pub master: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub mac: String,
+    pub alias: String,
+}
+
+fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    let i = s.find(key)?;
+    s[i + key.len()..].split_whitespace().next()
+}
+
+/// The namespace's tun/tap devices, from one `ip -o link` call (no panics:
+/// devices come and go while we look).
+pub fn taps_now(ns: &crate::common::NetNs) -> Vec<SeenTap> {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", "type", "tun"])
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.to_owned();
+            let flags = l.split('<').nth(1)?.split('>').next()?;
+            Some(SeenTap {
+                name,
+                master: field(l, " master ").unwrap_or("").to_owned(),
+                mtu: field(l, " mtu ")?.parse().ok()?,
+                up: flags.split(',').any(|f| f == "UP"),
+                mac: field(l, "link/ether ").unwrap_or("").to_owned(),
+                alias: l.split("    alias ").nth(1).unwrap_or("").trim().to_owned(),
+            })
+        })
+        .collect()
+}

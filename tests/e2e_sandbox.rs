@@ -1,0 +1,353 @@
+//! Issue 26, item 8: a VMM in a Flatpak-shaped sandbox gets its tap from
+//! the service, with no setuid file and no file capability anywhere.
+//!
+//! The sandbox is bubblewrap's, shaped as Flatpak's: new user, pid and
+//! ipc namespaces, the root read-only, a /proc of its own, and /run empty
+//! except the service's socket directory; it runs as uid 65534, which
+//! maps to itself inside. Its /dev is the read-only one of the root
+//! (whose /dev/net/tun is 0600: the sandbox cannot make a tap itself).
+//! Not bubblewrap's `--dev /dev`: to mount devpts, an unprivileged
+//! bubblewrap then maps its user to 0 in one user namespace and back in a
+//! second one inside it, and the service refuses peers nested that deep
+//! (src/service/mod.rs, "User namespaces"). QEMU runs in it with
+//! `-netdev bridge,br=br0` and no `helper=`, so it runs its compiled-in
+//! helper, /usr/lib/qemu/qemu-bridge-helper (QEMU 7.2 relocates that path
+//! from its own directory: a QEMU in /usr/bin looks there, a Flatpak's in
+//! /app/bin under /app/lib/qemu). The sandbox shows a copy of our binary
+//! without privilege at that path: the forwarder, which asks the service.
+//! The guest pings the bridge's address.
+//!
+//! The service runs in the test's network namespace and in a mount
+//! namespace of its own with an empty /run (tests/support/service.rs);
+//! bubblewrap starts in those namespaces, so the bridge, the socket and
+//! every packet stay in namespaces the test made.
+//!
+//! Needs what tests/e2e_qemu.rs needs, plus bubblewrap and systemd's
+//! `systemd-socket-activate` (scripts/install-test-deps).
+
+mod common;
+#[path = "support/guest.rs"]
+mod guest;
+#[path = "support/service.rs"]
+mod service;
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{time, Jail, Mode, NetNs, Sandbox, HELPER, NOBODY};
+use guest::{require_qemu, taps_now, KillOnDrop, SeenTap, MARK_PING_OK};
+use service::Service;
+
+const BWRAP: &str = "/usr/bin/bwrap";
+/// Where QEMU 7.2 in /usr/bin looks for its helper without `helper=`.
+const QEMU_DEFAULT_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const BRIDGE_MTU: u32 = 1400;
+const SUBNET: u8 = 21;
+/// A boot takes 20-40 s under TCG on a busy 2-core machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn require_bwrap() {
+    let ok = Command::new(BWRAP)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{BWRAP} is missing: install the Debian package bubblewrap (scripts/install-test-deps)"
+    );
+}
+
+/// Fails unless `path` (as this process sees it) is neither setuid nor
+/// setgid and carries no file capability.
+fn assert_no_privilege(path: &Path) {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        meta.mode() & 0o6000,
+        0,
+        "{} is setuid or setgid (mode {:o})",
+        path.display(),
+        meta.mode()
+    );
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and name; a null buffer of size 0
+    // asks only for the value's size.
+    let size = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        size < 0 && err.raw_os_error() == Some(libc::ENODATA),
+        "{} carries a file capability (security.capability: {size} bytes, {err})",
+        path.display()
+    );
+    let getcap = common::sh("/usr/sbin/getcap", &[&path.display().to_string()]);
+    assert_eq!(getcap.trim(), "", "getcap {}", path.display());
+}
+
+/// One sandboxed VMM's world: `br0` (MTU 1400, 169.254.21.1/24) in a
+/// network namespace of the test's, the service in it, the forwarder (a
+/// plain copy of our binary), the guest's kernel and initramfs, and an
+/// output directory uid 65534 may write (the serial log), which the
+/// sandbox gets read-write as a Flatpak app gets its data directory.
+struct World {
+    ns: NetNs,
+    sb: Sandbox,
+    svc: Service,
+    forwarder: PathBuf,
+    image: guest::GuestImage,
+    out: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        common::require_root();
+        require_qemu();
+        require_bwrap();
+        let image = guest::guest_image();
+        let ns = NetNs::with_bridge(BRIDGE_MTU);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("169.254.{SUBNET}.1/24"),
+            "dev",
+            "br0",
+        ]);
+        let sb = Sandbox::new();
+        sb.acl("allow br0\n");
+        let forwarder = sb.install(HELPER, Mode::Unprivileged);
+        let image = image.copy_to(&sb.dir);
+        let out = sb.dir.join("out");
+        fs::create_dir(&out).unwrap();
+        std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+        let svc = Service::start(&sb, &ns);
+        World {
+            ns,
+            sb,
+            svc,
+            forwarder,
+            image,
+            out,
+        }
+    }
+
+    fn serial(&self) -> PathBuf {
+        self.out.join("serial.log")
+    }
+
+    /// `program` with `args` inside the sandbox: bubblewrap started as
+    /// uid 65534 in the service's network and mount namespaces.
+    fn sandboxed(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = self.svc.command(BWRAP, Jail::user(NOBODY));
+        let out = self.out.display().to_string();
+        let forwarder = self.forwarder.display().to_string();
+        cmd.args(["--unshare-user", "--unshare-pid", "--unshare-ipc"])
+            .args(["--die-with-parent", "--new-session"])
+            .args(["--ro-bind", "/", "/"])
+            .args(["--proc", "/proc"])
+            .args(["--tmpfs", "/run"])
+            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"])
+            .args(["--ro-bind", &forwarder, QEMU_DEFAULT_HELPER])
+            .args(["--bind", &out, &out, "--chdir", &out])
+            .args(["--setenv", "HOME", &out])
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn icmp_echos(&self) -> (u64, u64) {
+        let snmp = self.ns.exec("cat /proc/net/snmp");
+        guest::parse_icmp_echos(&snmp)
+            .unwrap_or_else(|| panic!("no Icmp lines in /proc/net/snmp:\n{snmp}"))
+    }
+
+    fn context(&self) -> String {
+        let read = |n: &str| fs::read_to_string(self.out.join(n)).unwrap_or_default();
+        format!(
+            "\n--- serial ---\n{}\n--- qemu stdout ---\n{}\n--- qemu stderr ---\n{}\n--- links ---\n{}\n--- service's log ---\n{}",
+            guest::read_serial(&self.serial()),
+            read("qemu.stdout"),
+            read("qemu.stderr"),
+            self.ns.ip(&["-d", "link", "show"]),
+            self.sb.logged().join("\n")
+        )
+    }
+}
+
+/// What the sandbox looks like from inside: its namespaces are not the
+/// test's, it has no capability, /run holds only the socket, and the file
+/// at QEMU's helper path is our binary, without setuid or capability.
+fn check_the_sandbox(w: &World) {
+    let script = format!(
+        "set -e
+id -u
+grep -E '^(CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
+for n in user pid ipc net; do echo \"$n $(readlink /proc/self/ns/$n)\"; done
+echo \"run: $(ls -A /run | tr '\\n' ' ')\"
+echo \"socketdir: $(ls -A /run/bridge-helper | tr '\\n' ' ')\"
+echo \"helper: $(stat -Lc '%a %u' {QEMU_DEFAULT_HELPER})\"
+echo \"getcap: $(/usr/sbin/getcap {QEMU_DEFAULT_HELPER})\"
+cmp {QEMU_DEFAULT_HELPER} {HELPER} && echo same-binary
+if touch /usr/bh-sandbox-probe 2>/dev/null; then echo root-writable; fi
+"
+    );
+    let out = common::output(&mut w.sandboxed("/bin/sh", &["-c", &script]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ctx = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the probe in the sandbox: {ctx}");
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {key:?} in: {ctx}"))
+            .to_string()
+    };
+    assert_eq!(text.lines().next(), Some("65534"), "uid inside: {ctx}");
+    for cap in ["CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(
+            value(cap),
+            "0000000000000000",
+            "{cap} in the sandbox: {ctx}"
+        );
+    }
+    for n in ["user", "pid", "ipc"] {
+        let ours = fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+        assert_ne!(
+            value(&format!("{n} ")),
+            ours.display().to_string(),
+            "the sandbox shares the test's {n} namespace: {ctx}"
+        );
+    }
+    let test_net = fs::read_link(format!("/proc/{}/ns/net", w.svc.pid())).unwrap();
+    assert_eq!(
+        value("net "),
+        test_net.display().to_string(),
+        "the sandbox is not in the test's network namespace: {ctx}"
+    );
+    assert_eq!(value("run:"), "bridge-helper", "/run in the sandbox: {ctx}");
+    assert_eq!(value("socketdir:"), "socket", "{ctx}");
+    let helper = value("helper:");
+    let mode = u32::from_str_radix(helper.split(' ').next().unwrap(), 8).unwrap();
+    assert_eq!(mode & 0o6000, 0, "{QEMU_DEFAULT_HELPER} inside: {ctx}");
+    assert_eq!(value("getcap:"), "", "{QEMU_DEFAULT_HELPER} inside: {ctx}");
+    assert!(text.contains("same-binary"), "{ctx}");
+    assert!(
+        !text.contains("root-writable"),
+        "the root is writable: {ctx}"
+    );
+}
+
+/// Taps of `br0` seen until QEMU exits or the limit.
+fn watch_taps(w: &World, qemu: &mut KillOnDrop) -> Vec<SeenTap> {
+    let deadline = Instant::now() + time::limit(BOOT_TIMEOUT);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && qemu.is_running() {
+        seen.extend(taps_now(&w.ns).into_iter().filter(|t| t.master == "br0"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    seen
+}
+
+#[test]
+fn a_sandboxed_qemu_without_helper_gets_its_tap_from_the_service_and_pings() {
+    let started = Instant::now();
+    let w = World::new();
+    // Outside: the forwarder and the binary the service runs.
+    for file in [w.forwarder.as_path(), Path::new(HELPER)] {
+        assert_no_privilege(file);
+    }
+    check_the_sandbox(&w);
+
+    let append = guest::cmdline(
+        &format!("169.254.{SUBNET}.2/24"),
+        &format!("169.254.{SUBNET}.1"),
+        false,
+    );
+    let mut qemu = w.sandboxed(guest::QEMU, &[]);
+    w.image
+        .boot_args(&mut qemu, 256, 1, &w.serial(), &append)
+        .args(["-netdev", "bridge,id=n0,br=br0"])
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .stdout(fs::File::create(w.out.join("qemu.stdout")).unwrap())
+        .stderr(fs::File::create(w.out.join("qemu.stderr")).unwrap());
+    let before = w.icmp_echos();
+    let booted = Instant::now();
+    let mut qemu = KillOnDrop::new(common::spawn(&mut qemu), "bwrap qemu");
+    let seen = watch_taps(&w, &mut qemu);
+    let status = qemu.wait_timeout(time::secs(5));
+    let ctx = w.context();
+    assert!(
+        status.is_some(),
+        "QEMU did not finish within {:?} (killed){ctx}",
+        time::limit(BOOT_TIMEOUT)
+    );
+    let serial = guest::read_serial(&w.serial());
+    assert!(
+        serial.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "QEMU exited with {status:?}{ctx}"
+    );
+    let after = w.icmp_echos();
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "the namespace's ICMP counters did not move {before:?} -> {after:?}{ctx}"
+    );
+    let tap = seen
+        .last()
+        .unwrap_or_else(|| panic!("no tap was ever in br0 while QEMU ran{ctx}"));
+    assert_eq!(tap.mtu, BRIDGE_MTU, "{tap:?}");
+    assert!(tap.up && tap.mac.starts_with("fe:"), "{tap:?}");
+    // Our binary labels its taps: the service made this one, for 65534.
+    assert!(
+        tap.alias
+            .starts_with(&format!("bridge-helper uid={NOBODY}")),
+        "tap not made by bridge-helper for uid {NOBODY}: {tap:?}{ctx}"
+    );
+    // The service's run logged the request once, as a setuid run would.
+    let logged = ctx
+        .split("--- service's log ---")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let wanted = [
+        format!("uid={NOBODY} "),
+        "bridge='br0'".to_string(),
+        format!("tap='{}'", tap.name),
+        "granted".to_string(),
+    ];
+    assert_eq!(
+        logged
+            .lines()
+            .filter(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+            .count(),
+        1,
+        "not one audit line with {wanted:?}:{logged}"
+    );
+    let deadline = Instant::now() + time::secs(5);
+    while !w.ns.taps().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(w.ns.taps(), Vec::<String>::new(), "taps left after QEMU");
+    eprintln!(
+        "sandboxed QEMU (no helper=): tap {} in br0 mtu {} from the service, guest pinged (ICMP {before:?} -> {after:?}); boot {:.1} s, test {:.1} s",
+        tap.name,
+        tap.mtu,
+        booted.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -6,6 +6,13 @@
 //! (`--use-vnet --br=BR --fd=N`) and hands the tap to QEMU as
 //! `-netdev tap,fd=N`. The guest pings the bridge and powers off.
 //!
+//! The same on a service install (issue 26): `bridge_helper` names a copy
+//! without setuid or capability, which forwards to the service
+//! (`bridge-helper --serve`, socket-activated in the test's network
+//! namespace and in a mount namespace of its own, whose /run holds only
+//! its socket: tests/support/service.rs); libvirtd and virsh run in those
+//! namespaces, so the copy finds the socket at its compiled-in path.
+//!
 //! Needs (Debian 12): libvirt-daemon, libvirt-daemon-driver-qemu,
 //! libvirt-clients, qemu-system-x86, busybox-static, and apt access for the
 //! guest kernel (see tests/support/guest.rs). `BH_E2E_HELPER=qemu` runs it
@@ -14,6 +21,8 @@
 mod common;
 #[path = "support/guest.rs"]
 mod guest;
+#[path = "support/service.rs"]
+mod service;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{time, Jail, Mode, NetNs, Sandbox, NOBODY};
+use common::{time, Jail, Mode, NetNs, Sandbox, HELPER, NOBODY};
 use guest::{helper_under_test, KillOnDrop, MARK_PING_OK};
 
 const LIBVIRTD: &str = "/usr/sbin/libvirtd";
@@ -215,8 +224,26 @@ fn output_of(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
+/// How the helper libvirt runs is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Install {
+    /// A setuid-root copy (or QEMU's, with `BH_E2E_HELPER=qemu`).
+    Setuid,
+    /// A copy with no privilege, forwarding to the service.
+    Service,
+}
+
 #[test]
 fn libvirt_session_guest_pings_across_the_bridge() {
+    session_guest_pings(Install::Setuid);
+}
+
+#[test]
+fn libvirt_session_guest_pings_through_the_service() {
+    session_guest_pings(Install::Service);
+}
+
+fn session_guest_pings(install: Install) {
     common::require_root();
     require_libvirt();
     let started = Instant::now();
@@ -225,7 +252,19 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     ns.ip(&["addr", "add", "169.254.21.1/24", "dev", "br0"]);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let helper = sb.install(helper_under_test(), Mode::Setuid);
+    let (helper, svc) = match install {
+        Install::Setuid => (sb.install(helper_under_test(), Mode::Setuid), None),
+        Install::Service => {
+            let helper = sb.install(HELPER, Mode::Unprivileged);
+            for file in [helper.as_path(), Path::new(HELPER)] {
+                service::assert_no_privilege(file);
+            }
+            (helper, Some(service::Service::start(&sb, &ns)))
+        }
+    };
+    // Drains what the service's start logged.
+    sb.logged();
+    let ours = install == Install::Service || helper_under_test() == Path::new(HELPER);
     let image = image.copy_to(&sb.dir);
     let s = Session::new(&sb);
     // stdio_handler = "file": QEMU's log is written by libvirtd itself, so
@@ -237,7 +276,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
             helper.display()
         ),
     );
-    let domain = format!("bh3-{}", std::process::id());
+    let domain = format!("bh3-{install:?}-{}", std::process::id()).to_lowercase();
     let xml = format!(
         r#"<domain type='qemu'>
   <name>{domain}</name>
@@ -277,7 +316,12 @@ fn libvirt_session_guest_pings_across_the_bridge() {
 
     let mut jail = Jail::user(NOBODY);
     jail.tun_0666 = true; // as on a stock Debian system
-    let mut cmd = sb.command(&ns, LIBVIRTD, jail.clone());
+                          // In the service's namespaces when there is one.
+    let command = |program: &str| match &svc {
+        None => sb.command(&ns, program, jail.clone()),
+        Some(svc) => svc.command(program, jail.clone()),
+    };
+    let mut cmd = command(LIBVIRTD);
     s.env(&mut cmd);
     cmd.arg("--timeout=300")
         .stdin(Stdio::null())
@@ -322,7 +366,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
     );
 
     let virsh = |args: &[&str]| -> Output {
-        let mut c = sb.command(&ns, VIRSH, jail.clone());
+        let mut c = command(VIRSH);
         s.env(&mut c);
         c.args(["-q", "-c", URI]).args(args);
         output_of(c, Duration::from_secs(60))
@@ -390,7 +434,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         assert!(link.contains(" master br0 "), "{link}");
         assert!(link.contains(&format!(" mtu {BRIDGE_MTU} ")), "{link}");
         assert!(link.contains("link/ether fe:"), "{link}");
-        if helper_under_test() == Path::new(common::HELPER) {
+        if ours {
             assert!(
                 link.contains(&format!("alias bridge-helper uid={NOBODY}")),
                 "tap not made by our helper: {link}"
@@ -447,6 +491,20 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         ns.taps()
     );
 
+    if install == Install::Service {
+        // The service's run made it, and logged it once.
+        let lines = sb.logged();
+        let granted = lines
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("uid={NOBODY} "))
+                    && l.contains(&format!("tap='{tap}'"))
+                    && l.contains("granted")
+            })
+            .count();
+        assert_eq!(granted, 1, "the service's log: {lines:#?}");
+    }
+
     let pid = daemon.proc.pid();
     let status = daemon.stop();
     assert!(
@@ -460,7 +518,7 @@ fn libvirt_session_guest_pings_across_the_bridge() {
         "processes of the session left running: {left:?}"
     );
     eprintln!(
-        "libvirt session: {} attached by {}, guest pinged (ICMP {before:?} -> {after:?}), no tap left, daemon {pid} stopped; {:.1} s",
+        "libvirt session ({install:?}): {} attached by {}, guest pinged (ICMP {before:?} -> {after:?}), no tap left, daemon {pid} stopped; {:.1} s",
         tap,
         helper.display(),
         started.elapsed().as_secs_f64()

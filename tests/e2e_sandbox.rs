@@ -31,17 +31,15 @@ mod guest;
 #[path = "support/service.rs"]
 mod service;
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{time, Jail, Mode, NetNs, Sandbox, HELPER, NOBODY};
 use guest::{require_qemu, taps_now, KillOnDrop, SeenTap, MARK_PING_OK};
-use service::Service;
+use service::{assert_no_privilege, Service};
 
 const BWRAP: &str = "/usr/bin/bwrap";
 /// Where QEMU 7.2 in /usr/bin looks for its helper without `helper=`.
@@ -60,38 +58,6 @@ fn require_bwrap() {
         ok,
         "{BWRAP} is missing: install the Debian package bubblewrap (scripts/install-test-deps)"
     );
-}
-
-/// Fails unless `path` (as this process sees it) is neither setuid nor
-/// setgid and carries no file capability.
-fn assert_no_privilege(path: &Path) {
-    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        meta.mode() & 0o6000,
-        0,
-        "{} is setuid or setgid (mode {:o})",
-        path.display(),
-        meta.mode()
-    );
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path and name; a null buffer of size 0
-    // asks only for the value's size.
-    let size = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    let err = std::io::Error::last_os_error();
-    assert!(
-        size < 0 && err.raw_os_error() == Some(libc::ENODATA),
-        "{} carries a file capability (security.capability: {size} bytes, {err})",
-        path.display()
-    );
-    let getcap = common::sh("/usr/sbin/getcap", &[&path.display().to_string()]);
-    assert_eq!(getcap.trim(), "", "getcap {}", path.display());
 }
 
 /// One sandboxed VMM's world: `br0` (MTU 1400, 169.254.21.1/24) in a

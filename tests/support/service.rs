@@ -268,3 +268,38 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// Fails unless `path` (as this process sees it) is neither setuid nor
+/// setgid and carries no file capability.
+pub fn assert_no_privilege(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mode = fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode();
+    assert_eq!(
+        mode & 0o6000,
+        0,
+        "{} is setuid or setgid (mode {mode:o})",
+        path.display()
+    );
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and name; a null buffer of size 0
+    // asks only for the value's size.
+    let size = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        size < 0 && err.raw_os_error() == Some(libc::ENODATA),
+        "{} carries a file capability (security.capability: {size} bytes, {err})",
+        path.display()
+    );
+    let getcap = common::sh("/usr/sbin/getcap", &[&path.display().to_string()]);
+    assert_eq!(getcap.trim(), "", "getcap {}", path.display());
+}

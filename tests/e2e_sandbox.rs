@@ -13,9 +13,11 @@
 //! `-netdev bridge,br=br0` and no `helper=`, so it runs its compiled-in
 //! helper, /usr/lib/qemu/qemu-bridge-helper (QEMU 7.2 relocates that path
 //! from its own directory: a QEMU in /usr/bin looks there, a Flatpak's in
-//! /app/bin under /app/lib/qemu). The sandbox shows a copy of our binary
-//! without privilege at that path: the forwarder, which asks the service.
-//! The guest pings the bridge's address.
+//! /app/bin under /app/lib/qemu). The forwarder (a copy of our binary
+//! without privilege, which asks the service) is at that path either way
+//! a sandbox can put it there: bound over QEMU's own path in the sandbox,
+//! or shipped in the app's tree next to the app's own QEMU (as a Flatpak
+//! app ships it under /app). The guest pings the bridge's address.
 //!
 //! The service runs in the test's network namespace and in a mount
 //! namespace of its own with an empty /run (tests/support/service.rs);
@@ -45,7 +47,6 @@ const BWRAP: &str = "/usr/bin/bwrap";
 /// Where QEMU 7.2 in /usr/bin looks for its helper without `helper=`.
 const QEMU_DEFAULT_HELPER: &str = "/usr/lib/qemu/qemu-bridge-helper";
 const BRIDGE_MTU: u32 = 1400;
-const SUBNET: u8 = 21;
 /// A boot takes 20-40 s under TCG on a busy 2-core machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 
@@ -60,6 +61,18 @@ fn require_bwrap() {
     );
 }
 
+/// Where the sandboxed QEMU is, and so where it finds its helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// The host's QEMU (/usr/bin), the forwarder bound over its helper
+    /// path inside the sandbox.
+    HostQemu,
+    /// The app's own tree, as a Flatpak's /app: a QEMU in `APP/bin`,
+    /// which looks for `APP/lib/qemu/qemu-bridge-helper`, where the app
+    /// ships the forwarder; nothing is bound over the host's files.
+    AppTree,
+}
+
 /// One sandboxed VMM's world: `br0` (MTU 1400, 169.254.21.1/24) in a
 /// network namespace of the test's, the service in it, the forwarder (a
 /// plain copy of our binary), the guest's kernel and initramfs, and an
@@ -69,13 +82,18 @@ struct World {
     ns: NetNs,
     sb: Sandbox,
     svc: Service,
+    layout: Layout,
+    /// The forwarder, outside the sandbox.
     forwarder: PathBuf,
+    /// Where QEMU looks for its helper, inside the sandbox.
+    helper_inside: PathBuf,
+    qemu: PathBuf,
     image: guest::GuestImage,
     out: PathBuf,
 }
 
 impl World {
-    fn new() -> World {
+    fn new(layout: Layout, subnet: u8) -> World {
         common::require_root();
         require_qemu();
         require_bwrap();
@@ -84,13 +102,24 @@ impl World {
         ns.ip(&[
             "addr",
             "add",
-            &format!("169.254.{SUBNET}.1/24"),
+            &format!("169.254.{subnet}.1/24"),
             "dev",
             "br0",
         ]);
         let sb = Sandbox::new();
         sb.acl("allow br0\n");
-        let forwarder = sb.install(HELPER, Mode::Unprivileged);
+        let (forwarder, helper_inside, qemu) = match layout {
+            Layout::HostQemu => (
+                sb.install(HELPER, Mode::Unprivileged),
+                PathBuf::from(QEMU_DEFAULT_HELPER),
+                PathBuf::from("/usr/bin").join(guest::QEMU),
+            ),
+            Layout::AppTree => {
+                let app = app_tree(&sb);
+                let helper = app.join("lib/qemu/qemu-bridge-helper");
+                (helper.clone(), helper, app.join("bin").join(guest::QEMU))
+            }
+        };
         let image = image.copy_to(&sb.dir);
         let out = sb.dir.join("out");
         fs::create_dir(&out).unwrap();
@@ -101,7 +130,10 @@ impl World {
             ns,
             sb,
             svc,
+            layout,
             forwarder,
+            helper_inside,
+            qemu,
             image,
             out,
         }
@@ -113,18 +145,21 @@ impl World {
 
     /// `program` with `args` inside the sandbox: bubblewrap started as
     /// uid 65534 in the service's network and mount namespaces.
-    fn sandboxed(&self, program: &str, args: &[&str]) -> Command {
+    fn sandboxed(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
         let mut cmd = self.svc.command(BWRAP, Jail::user(NOBODY));
         let out = self.out.display().to_string();
-        let forwarder = self.forwarder.display().to_string();
         cmd.args(["--unshare-user", "--unshare-pid", "--unshare-ipc"])
             .args(["--die-with-parent", "--new-session"])
             .args(["--ro-bind", "/", "/"])
             .args(["--proc", "/proc"])
             .args(["--tmpfs", "/run"])
-            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"])
-            .args(["--ro-bind", &forwarder, QEMU_DEFAULT_HELPER])
-            .args(["--bind", &out, &out, "--chdir", &out])
+            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"]);
+        if self.layout == Layout::HostQemu {
+            cmd.arg("--ro-bind")
+                .arg(&self.forwarder)
+                .arg(QEMU_DEFAULT_HELPER);
+        }
+        cmd.args(["--bind", &out, &out, "--chdir", &out])
             .args(["--setenv", "HOME", &out])
             .arg("--")
             .arg(program)
@@ -156,6 +191,7 @@ impl World {
 /// test's, it has no capability, /run holds only the socket, and the file
 /// at QEMU's helper path is our binary, without setuid or capability.
 fn check_the_sandbox(w: &World) {
+    let helper = w.helper_inside.display();
     let script = format!(
         "set -e
 id -u
@@ -163,9 +199,9 @@ grep -E '^(CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
 for n in user pid ipc net; do echo \"$n $(readlink /proc/self/ns/$n)\"; done
 echo \"run: $(ls -A /run | tr '\\n' ' ')\"
 echo \"socketdir: $(ls -A /run/bridge-helper | tr '\\n' ' ')\"
-echo \"helper: $(stat -Lc '%a %u' {QEMU_DEFAULT_HELPER})\"
-echo \"getcap: $(/usr/sbin/getcap {QEMU_DEFAULT_HELPER})\"
-cmp {QEMU_DEFAULT_HELPER} {HELPER} && echo same-binary
+echo \"helper: $(stat -Lc '%a %u' {helper})\"
+echo \"getcap: $(/usr/sbin/getcap {helper})\"
+cmp {helper} {HELPER} && echo same-binary
 if touch /usr/bh-sandbox-probe 2>/dev/null; then echo root-writable; fi
 "
     );
@@ -206,8 +242,8 @@ if touch /usr/bh-sandbox-probe 2>/dev/null; then echo root-writable; fi
     assert_eq!(value("socketdir:"), "socket", "{ctx}");
     let helper = value("helper:");
     let mode = u32::from_str_radix(helper.split(' ').next().unwrap(), 8).unwrap();
-    assert_eq!(mode & 0o6000, 0, "{QEMU_DEFAULT_HELPER} inside: {ctx}");
-    assert_eq!(value("getcap:"), "", "{QEMU_DEFAULT_HELPER} inside: {ctx}");
+    assert_eq!(mode & 0o6000, 0, "{helper} inside: {ctx}");
+    assert_eq!(value("getcap:"), "", "{helper} inside: {ctx}");
     assert!(text.contains("same-binary"), "{ctx}");
     assert!(
         !text.contains("root-writable"),
@@ -226,10 +262,69 @@ fn watch_taps(w: &World, qemu: &mut KillOnDrop) -> Vec<SeenTap> {
     seen
 }
 
+/// The app's tree in the sandbox directory: a copy of the host's QEMU in
+/// `bin/`, its data, firmware and module directories (which QEMU also
+/// finds relative to itself) as links to the host's, and a copy of our binary,
+/// without privilege, at `lib/qemu/qemu-bridge-helper`.
+fn app_tree(sb: &Sandbox) -> PathBuf {
+    let app = sb.dir.join("app");
+    for d in [
+        "bin",
+        "lib/qemu",
+        "lib/ipxe",
+        "lib/x86_64-linux-gnu",
+        "share",
+    ] {
+        fs::create_dir_all(app.join(d)).unwrap();
+    }
+    let host_qemu = PathBuf::from("/usr/bin").join(guest::QEMU);
+    for (from, to) in [
+        (host_qemu.as_path(), app.join("bin").join(guest::QEMU)),
+        (Path::new(HELPER), app.join("lib/qemu/qemu-bridge-helper")),
+    ] {
+        // By a `cp` process, as Sandbox::install copies (ETXTBSY).
+        common::sh(
+            "cp",
+            &[&from.display().to_string(), &to.display().to_string()],
+        );
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Debian's QEMU loads its accelerator from a module directory.
+    for dir in [
+        "share/qemu",
+        "share/seabios",
+        "lib/ipxe/qemu",
+        "lib/x86_64-linux-gnu/qemu",
+    ] {
+        std::os::unix::fs::symlink(Path::new("/usr").join(dir), app.join(dir)).unwrap();
+    }
+    for d in [
+        "",
+        "bin",
+        "lib",
+        "lib/qemu",
+        "lib/ipxe",
+        "lib/x86_64-linux-gnu",
+        "share",
+    ] {
+        fs::set_permissions(app.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    app
+}
+
 #[test]
 fn a_sandboxed_qemu_without_helper_gets_its_tap_from_the_service_and_pings() {
+    boot_in_sandbox(Layout::HostQemu, 21);
+}
+
+#[test]
+fn a_qemu_in_the_apps_tree_runs_the_forwarder_the_app_ships() {
+    boot_in_sandbox(Layout::AppTree, 22);
+}
+
+fn boot_in_sandbox(layout: Layout, subnet: u8) {
     let started = Instant::now();
-    let w = World::new();
+    let w = World::new(layout, subnet);
     // Outside: the forwarder and the binary the service runs.
     for file in [w.forwarder.as_path(), Path::new(HELPER)] {
         assert_no_privilege(file);
@@ -237,11 +332,11 @@ fn a_sandboxed_qemu_without_helper_gets_its_tap_from_the_service_and_pings() {
     check_the_sandbox(&w);
 
     let append = guest::cmdline(
-        &format!("169.254.{SUBNET}.2/24"),
-        &format!("169.254.{SUBNET}.1"),
+        &format!("169.254.{subnet}.2/24"),
+        &format!("169.254.{subnet}.1"),
         false,
     );
-    let mut qemu = w.sandboxed(guest::QEMU, &[]);
+    let mut qemu = w.sandboxed(&w.qemu, &[]);
     w.image
         .boot_args(&mut qemu, 256, 1, &w.serial(), &append)
         .args(["-netdev", "bridge,id=n0,br=br0"])
@@ -310,7 +405,7 @@ fn a_sandboxed_qemu_without_helper_gets_its_tap_from_the_service_and_pings() {
     }
     assert_eq!(w.ns.taps(), Vec::<String>::new(), "taps left after QEMU");
     eprintln!(
-        "sandboxed QEMU (no helper=): tap {} in br0 mtu {} from the service, guest pinged (ICMP {before:?} -> {after:?}); boot {:.1} s, test {:.1} s",
+        "sandboxed QEMU ({layout:?}, no helper=): tap {} in br0 mtu {} from the service, guest pinged (ICMP {before:?} -> {after:?}); boot {:.1} s, test {:.1} s",
         tap.name,
         tap.mtu,
         booted.elapsed().as_secs_f64(),

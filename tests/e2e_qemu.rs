@@ -78,9 +78,7 @@ impl World {
     }
 
     fn icmp_echos(&self) -> (u64, u64) {
-        let snmp = self.ns.exec("cat /proc/net/snmp");
-        guest::parse_icmp_echos(&snmp)
-            .unwrap_or_else(|| panic!("no Icmp lines in /proc/net/snmp:\n{snmp}"))
+        guest::icmp_echos(&self.ns)
     }
 
     /// Starts QEMU as uid 65534 inside the namespace with `helper_spec` as
@@ -174,19 +172,7 @@ fn assert_pinged_and_gone(
     seen: &[SeenTap],
     ctx: &str,
 ) -> (u64, u64) {
-    assert!(
-        serial.contains(MARK_PING_OK),
-        "the guest's ping did not succeed{ctx}"
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "QEMU exited with {status:?}{ctx}"
-    );
-    let after = w.icmp_echos();
-    assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "the namespace's ICMP counters did not move (InEchos, OutEchoReps) {before:?} -> {after:?}{ctx}"
-    );
+    let after = guest::assert_guest_pinged(&w.ns, serial, status, before, ctx);
     assert_tap_was_right(seen, ctx);
     let left = wait_no_taps(&w.ns, Duration::from_secs(5));
     assert!(

@@ -40,7 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{time, Jail, Mode, NetNs, Sandbox, HELPER, NOBODY};
-use guest::{require_qemu, taps_now, KillOnDrop, SeenTap, MARK_PING_OK};
+use guest::{require_qemu, taps_now, KillOnDrop, SeenTap};
 use service::{assert_no_privilege, Service};
 
 const BWRAP: &str = "/usr/bin/bwrap";
@@ -166,12 +166,6 @@ impl World {
             .args(args)
             .stdin(Stdio::null());
         cmd
-    }
-
-    fn icmp_echos(&self) -> (u64, u64) {
-        let snmp = self.ns.exec("cat /proc/net/snmp");
-        guest::parse_icmp_echos(&snmp)
-            .unwrap_or_else(|| panic!("no Icmp lines in /proc/net/snmp:\n{snmp}"))
     }
 
     fn context(&self) -> String {
@@ -350,7 +344,7 @@ fn boot_in_sandbox(layout: Layout, subnet: u8) {
         .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
         .stdout(fs::File::create(w.out.join("qemu.stdout")).unwrap())
         .stderr(fs::File::create(w.out.join("qemu.stderr")).unwrap());
-    let before = w.icmp_echos();
+    let before = guest::icmp_echos(&w.ns);
     let booted = Instant::now();
     let mut qemu = KillOnDrop::new(common::spawn(&mut qemu), "bwrap qemu");
     let seen = watch_taps(&w, &mut qemu);
@@ -362,19 +356,7 @@ fn boot_in_sandbox(layout: Layout, subnet: u8) {
         time::limit(BOOT_TIMEOUT)
     );
     let serial = guest::read_serial(&w.serial());
-    assert!(
-        serial.contains(MARK_PING_OK),
-        "the guest's ping did not succeed{ctx}"
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "QEMU exited with {status:?}{ctx}"
-    );
-    let after = w.icmp_echos();
-    assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "the namespace's ICMP counters did not move {before:?} -> {after:?}{ctx}"
-    );
+    let after = guest::assert_guest_pinged(&w.ns, &serial, status, before, &ctx);
     let tap = seen
         .last()
         .unwrap_or_else(|| panic!("no tap was ever in br0 while QEMU ran{ctx}"));

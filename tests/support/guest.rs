@@ -756,3 +756,36 @@ pub fn taps_now(ns: &crate::common::NetNs) -> Vec<SeenTap> {
         })
         .collect()
 }
+
+/// The ICMP echo counters of a network namespace (see
+/// [`parse_icmp_echos`]).
+pub fn icmp_echos(ns: &crate::common::NetNs) -> (u64, u64) {
+    let snmp = ns.exec("cat /proc/net/snmp");
+    parse_icmp_echos(&snmp).unwrap_or_else(|| panic!("no Icmp lines in /proc/net/snmp:\n{snmp}"))
+}
+
+/// How a booted guest must end: its ping succeeded (its serial log says
+/// so), QEMU exited 0, and the namespace answered its echoes (InEchos and
+/// OutEchoReps moved from `before`). Returns the counters now.
+pub fn assert_guest_pinged(
+    ns: &crate::common::NetNs,
+    serial: &str,
+    status: Option<ExitStatus>,
+    before: (u64, u64),
+    ctx: &str,
+) -> (u64, u64) {
+    assert!(
+        serial.contains(MARK_PING_OK),
+        "the guest's ping did not succeed{ctx}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "QEMU exited with {status:?}{ctx}"
+    );
+    let after = icmp_echos(ns);
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "the namespace's ICMP counters did not move (InEchos, OutEchoReps) {before:?} -> {after:?}{ctx}"
+    );
+    after
+}

@@ -86,7 +86,7 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
         }
         UserNs::Deeper => {
             return Some(format!(
-                "uid {} connected from a nested user namespace, whose parents' setgroups the service cannot check; connect from the host or from a sandbox made directly from it (bubblewrap, Flatpak)",
+                "uid {} connected from a nested user namespace, whose parents' setgroups the service cannot check; connect from the host or from a sandbox made directly from it (bubblewrap without --dev; a Flatpak app with --device=all)",
                 peer.uid
             ))
         }

@@ -10,6 +10,9 @@ mod service;
 use common::*;
 use service::{Service, PYTHON};
 
+/// The group an include is readable by, in the group-scoped cases.
+const ACL_GROUP: u32 = 4242;
+
 fn nobody() -> Jail {
     Jail::user(NOBODY)
 }
@@ -179,12 +182,14 @@ fn serve_is_for_root_only() {
     }
 }
 
-/// A request for br0 sent by python3 from a user namespace that the
-/// test (root, outside) gives `setgroups` and maps to uid and gid 65534;
-/// inside, the process drops every supplementary group where it can, and
-/// with `nested`
-/// enters a second user namespace before it connects. Returns the raw
-/// answer.
+/// A request for br0 sent by python3 as uid 65534 with supplementary
+/// group `ACL_GROUP`, from a user namespace it creates and the test
+/// (root, outside) maps to 65534 with `setgroups` as given (root needs no
+/// "deny" to write a gid_map). Inside, where `setgroups` allows it, the
+/// process drops its supplementary group; with `nested` it then creates a
+/// second user namespace, which the test sets to "deny" and maps, so that
+/// the peer's own `/proc/PID/setgroups` says "deny" whatever the first
+/// level's does. Returns the raw answer.
 fn ask_from_userns(svc: &Service, setgroups: &str, nested: bool) -> Vec<u8> {
     let script = format!(
         r#"
@@ -194,12 +199,15 @@ NEWUSER = 0x10000000
 r, w = os.pipe(); r2, w2 = os.pipe()
 pid = os.fork()
 if pid == 0:
+    os.setgroups([{group}]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
     if libc.unshare(NEWUSER) != 0: os._exit(10)
     os.write(w, b'x'); os.read(r2, 1)
     os.setresgid(0, 0, 0)
     if '{setgroups}' == 'allow': os.setgroups([])
     os.setresuid(0, 0, 0)
-    if {nested} and libc.unshare(NEWUSER) != 0: os._exit(11)
+    if {nested}:
+        if libc.unshare(NEWUSER) != 0: os._exit(11)
+        os.write(w, b'x'); os.read(r2, 1)
     s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
     s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
     d = b''
@@ -208,14 +216,20 @@ if pid == 0:
         if not c: break
         d += c
     sys.stdout.buffer.write(d); sys.stdout.flush(); os._exit(0)
-os.read(r, 1)
-open('/proc/%d/uid_map' % pid, 'w').write('0 65534 1')
-open('/proc/%d/setgroups' % pid, 'w').write('{setgroups}')
-open('/proc/%d/gid_map' % pid, 'w').write('0 65534 1')
-os.write(w2, b'x')
+def setup(setgroups, outside):
+    os.read(r, 1)
+    open('/proc/%d/uid_map' % pid, 'w').write('0 %d 1' % outside)
+    open('/proc/%d/setgroups' % pid, 'w').write(setgroups)
+    open('/proc/%d/gid_map' % pid, 'w').write('0 %d 1' % outside)
+    os.write(w2, b'x')
+setup('{setgroups}', 65534)
+if {nested}:
+    setup('deny', 0)
+    assert open('/proc/%d/setgroups' % pid).read() == 'deny\n'
 sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 "#,
         nested = if nested { "True" } else { "False" },
+        group = ACL_GROUP,
         sock = service::SOCKET,
     );
     let out = output(svc.command(PYTHON, Jail::root()).args(["-c", &script]));
@@ -250,12 +264,17 @@ fn a_peer_whose_user_namespace_allows_setgroups_is_refused() {
     let (tap, status, line) = answer(&ask_from_userns(&svc, "allow", false));
     assert_eq!((tap, status), (false, 4), "{line}");
     assert!(
-        line.contains("a user namespace that allows setgroups"),
+        line.contains("a user namespace that allows setgroups (made with"),
         "{line}"
     );
-    let (tap, status, line) = answer(&ask_from_userns(&svc, "deny", true));
+    // Nested below a first level that allows it: the peer's own
+    // namespace says "deny", but its group was dropped above it.
+    let (tap, status, line) = answer(&ask_from_userns(&svc, "allow", true));
     assert_eq!((tap, status), (false, 4), "{line}");
-    assert!(line.contains("nested user namespace"), "{line}");
+    assert!(
+        line.contains("a user namespace that allows setgroups (nested 2 deep;"),
+        "{line}"
+    );
     assert_no_taps(&ns);
 }
 
@@ -267,8 +286,11 @@ fn a_sandbox_peer_whose_setgroups_is_deny_is_answered() {
     let svc = Service::start(&sb, &ns);
     let (tap, status, line) = answer(&ask_from_userns(&svc, "deny", false));
     assert_eq!((tap, status, line.as_str()), (true, 0, ""));
-    // Flatpak's shape: the unprivileged user makes the namespace itself
-    // (setgroups deny, its own ids mapped) and runs the forwarder in it.
+    // Nested below a first level that denies it: answered too.
+    let (tap, status, line) = answer(&ask_from_userns(&svc, "deny", true));
+    assert_eq!((tap, status, line.as_str()), (true, 0, ""));
+    // The unprivileged user makes the namespace itself (setgroups deny,
+    // its own ids mapped) and runs the forwarder in it.
     let program = sb.install(HELPER, Mode::Unprivileged);
     let mut cmd = svc.command("unshare", nobody());
     cmd.args(["--user", "--map-current-user", "--"])
@@ -278,6 +300,56 @@ fn a_sandbox_peer_whose_setgroups_is_deny_is_answered() {
     let fd = HelperRun::collect(child.wait_with_output().unwrap(), ours).expect_tap();
     let (name, _) = tun_get_iff(&fd);
     assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
+}
+
+/// Flatpak's sandbox: bubblewrap run by the user with new user, pid and
+/// ipc namespaces and `--dev /dev`, which nests a second user namespace
+/// (the first, where it mounts devpts as uid 0, keeps no process). The
+/// forwarder in it gets the decision a setuid run by the same user with
+/// the same groups gets: with the group an include is readable by, the
+/// tap; without it, the same refusal.
+#[test]
+fn a_flatpak_shaped_peer_nested_by_bubblewrap_gets_the_decision_of_a_setuid_run() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("include /etc/qemu/group.conf\n");
+    sb.etc_file("group.conf", "allow br0\n", 0o640);
+    sb.etc_chown("group.conf", 0, ACL_GROUP);
+    let svc = Service::start(&sb, &ns);
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let setuid = sb.install(HELPER, Mode::Setuid);
+    let user = |groups: Vec<u32>| Jail { groups, ..nobody() };
+    for groups in [vec![ACL_GROUP], vec![]] {
+        let mut cmd = sb.command(&ns, &setuid, user(groups.clone()));
+        cmd.arg("--br=br0");
+        let (child, ours) = spawn_with_socket(&mut cmd, true);
+        let by_setuid = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+        let granted = !groups.is_empty();
+        assert_eq!(
+            by_setuid.code,
+            Some(if granted { 0 } else { 4 }),
+            "{}",
+            by_setuid.stderr
+        );
+        let mut cmd = svc.command("/usr/bin/bwrap", user(groups.clone()));
+        cmd.args(["--unshare-user", "--unshare-pid", "--unshare-ipc"])
+            .args(["--die-with-parent", "--new-session"])
+            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args(["--tmpfs", "/run"])
+            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"])
+            .args(["--", "sh", "-c"])
+            // Two levels down: the parent of this namespace maps 65534 to 0.
+            .arg("awk '$1 == 65534 && $2 == 0 { f = 1 } END { exit !f }' /proc/self/uid_map || exit 99; exec \"$0\" \"$@\"")
+            .arg(&forwarder)
+            .arg("--br=br0");
+        let (child, ours) = spawn_with_socket(&mut cmd, true);
+        let forwarded = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+        assert_eq!(
+            (forwarded.code, &forwarded.stderr, forwarded.fds.len()),
+            (by_setuid.code, &by_setuid.stderr, by_setuid.fds.len()),
+            "groups {groups:?}"
+        );
+    }
 }
 
 #[test]

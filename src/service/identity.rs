@@ -18,12 +18,28 @@ pub struct Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserNs {
     Same,
-    /// A child of the service's namespace.
-    Child {
-        setgroups_allowed: bool,
+    /// Below the service's, `depth` levels down (1: a child of it).
+    /// `first_level` is the `setgroups` of the ancestor that is a child of
+    /// the service's namespace (the peer's own at depth 1): every
+    /// namespace below it has the same value (see the module doc of
+    /// [`crate::service`], "User namespaces").
+    Below {
+        depth: u32,
+        first_level: Setgroups,
     },
-    /// Nested deeper: its ancestors' `setgroups` cannot be read.
-    Deeper,
+    /// Not below the service's at all (the service runs in a user
+    /// namespace of its own and the peer outside it).
+    Outside,
+}
+
+/// A user namespace's `setgroups`, as `/proc/PID/setgroups` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setgroups {
+    /// No process in it or below it can ever call setgroups.
+    Deny,
+    Allow,
+    /// Could not be read: the errno of the step that failed.
+    Unread(i32),
 }
 
 /// One line of `/etc/subuid` or `/etc/subgid`: `owner:first:count`.
@@ -76,17 +92,40 @@ fn number(field: &[u8]) -> Option<u32> {
 
 /// Why a peer is not answered; the text follows "refused: ".
 pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<String> {
+    let nested = |depth: u32| match depth {
+        1 => String::new(),
+        n => format!(" (nested {n} deep; the first one below the host's decides)"),
+    };
     match peer.userns {
-        UserNs::Same | UserNs::Child { setgroups_allowed: false } => {}
-        UserNs::Child { setgroups_allowed: true } => {
+        UserNs::Same
+        | UserNs::Below {
+            first_level: Setgroups::Deny,
+            ..
+        } => {}
+        UserNs::Below {
+            depth,
+            first_level: Setgroups::Allow,
+        } => {
             return Some(format!(
-                "uid {} connected from a user namespace that allows setgroups (made with newuidmap/newgidmap, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
-                peer.uid
+                "uid {} connected from a user namespace that allows setgroups{} (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
+                peer.uid,
+                nested(depth)
             ))
         }
-        UserNs::Deeper => {
+        UserNs::Below {
+            depth,
+            first_level: Setgroups::Unread(errno),
+        } => {
             return Some(format!(
-                "uid {} connected from a nested user namespace, whose parents' setgroups the service cannot check; connect from the host or from a sandbox made directly from it (bubblewrap without --dev; a Flatpak app with --device=all)",
+                "uid {} connected from a user namespace{} whose setgroups the service could not read ({}): the service must be allowed to enter user namespaces (RestrictNamespaces=user in its unit); or connect from the host",
+                peer.uid,
+                nested(depth),
+                std::io::Error::from_raw_os_error(errno)
+            ))
+        }
+        UserNs::Outside => {
+            return Some(format!(
+                "uid {} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it",
                 peer.uid
             ))
         }
@@ -153,26 +192,32 @@ mod tests {
         assert!(top.contains(u32::MAX));
     }
 
+    fn below(depth: u32, first_level: Setgroups) -> UserNs {
+        UserNs::Below { depth, first_level }
+    }
+
     #[test]
-    fn host_and_bubblewrap_peers_are_answered() {
+    fn host_and_sandbox_peers_whose_first_level_denies_setgroups_are_answered() {
         assert_eq!(refusal(&peer(UserNs::Same), &[], &[]), None);
-        let bwrap = UserNs::Child {
-            setgroups_allowed: false,
-        };
-        assert_eq!(refusal(&peer(bwrap), &[], &[]), None);
+        // bubblewrap without --dev, and with it (Flatpak: two levels).
+        assert_eq!(refusal(&peer(below(1, Setgroups::Deny)), &[], &[]), None);
+        assert_eq!(refusal(&peer(below(2, Setgroups::Deny)), &[], &[]), None);
     }
 
     #[test]
     fn a_peer_that_could_have_shed_a_group_is_refused() {
-        let allow = UserNs::Child {
-            setgroups_allowed: true,
-        };
-        assert!(refusal(&peer(allow), &[], &[])
-            .unwrap()
-            .contains("allows setgroups"));
-        assert!(refusal(&peer(UserNs::Deeper), &[], &[])
-            .unwrap()
-            .contains("nested"));
+        let line = refusal(&peer(below(1, Setgroups::Allow)), &[], &[]).unwrap();
+        assert!(line.contains("allows setgroups (made with"), "{line}");
+        let line = refusal(&peer(below(3, Setgroups::Allow)), &[], &[]).unwrap();
+        assert!(line.contains("allows setgroups (nested 3 deep;"), "{line}");
+        let line = refusal(&peer(below(2, Setgroups::Unread(libc::EPERM))), &[], &[]).unwrap();
+        assert!(
+            line.contains("could not read (Operation not permitted"),
+            "{line}"
+        );
+        assert!(line.contains("RestrictNamespaces=user"), "{line}");
+        let line = refusal(&peer(UserNs::Outside), &[], &[]).unwrap();
+        assert!(line.contains("not below the service's"), "{line}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::Pid;
 
-use crate::service::identity::UserNs;
+use crate::service::identity::{Setgroups, UserNs};
 
 /// `SO_PEERCRED`: the peer's pid, and its effective uid and gid at
 /// `connect()`, in this process's namespaces.
@@ -119,47 +119,119 @@ fn alive(pidfd: BorrowedFd<'_>) -> bool {
     rc == 0 || Errno::last() == Errno::EPERM
 }
 
-/// The peer's user namespace, seen from ours, read from `/proc/PID` and
-/// trusted only if the pidfd's process is still alive afterwards: then
-/// the pid was never recycled, and the files read were the peer's.
+/// The peer's user namespace, seen from ours: opened from `/proc/PID` and
+/// trusted only if the pidfd's process is still alive afterwards (then the
+/// pid was never recycled, and the namespace is the peer's). From there
+/// the namespace descriptors pin what they name: the walk up to the first
+/// level (the ancestor whose parent is ours) and the read of its
+/// `setgroups` involve no pid.
 pub fn peer_userns(pidfd: BorrowedFd<'_>, pid: i32) -> Result<UserNs, Errno> {
     let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
     let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
-    let at = |name: &str| {
-        crate::system::files::open_at(
-            Some(dir.as_fd()),
-            &std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?,
-            libc::O_RDONLY,
-        )
-    };
-    let ns = at("ns/user")?;
-    let setgroups = io::read_to_string(fs::File::from(at("setgroups")?)).map_err(io_errno)?;
+    let ns = crate::system::files::open_at(Some(dir.as_fd()), c"ns/user", libc::O_RDONLY)?;
     if !alive(pidfd) {
         return Err(Errno::ESRCH);
     }
-    let same = |fd: BorrowedFd<'_>| {
+    let is_ours = |fd: BorrowedFd<'_>| {
         nix::sys::stat::fstat(fd.as_raw_fd())
             .map(|st| st.st_dev == ours.dev() && st.st_ino == ours.ino())
     };
-    if same(ns.as_fd())? {
+    if is_ours(ns.as_fd())? {
         return Ok(UserNs::Same);
     }
+    // The kernel nests user namespaces at most 32 deep: the walk ends.
+    let mut first = ns;
+    let mut depth = 1;
+    loop {
+        let parent = match parent_userns(first.as_fd()) {
+            Ok(parent) => parent,
+            // The parent is not visible from ours: not below it at all.
+            Err(Errno::EPERM) => return Ok(UserNs::Outside),
+            Err(e) => return Err(e),
+        };
+        if is_ours(parent.as_fd())? {
+            break;
+        }
+        first = parent;
+        depth += 1;
+    }
+    Ok(UserNs::Below {
+        depth,
+        first_level: setgroups_of_child(first.as_fd()),
+    })
+}
+
+/// `NS_GET_PARENT`: the user namespace `ns` was created in.
+fn parent_userns(ns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     // SAFETY: NS_GET_PARENT takes no argument and returns a new
     // descriptor or -1.
     let rc = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_PARENT) };
-    let parent = match Errno::result(rc) {
-        // SAFETY: the kernel just gave us this new descriptor.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        // Not below ours at all (EPERM): no better than nested.
-        Err(Errno::EPERM) => return Ok(UserNs::Deeper),
-        Err(e) => return Err(e),
+    // SAFETY: the kernel just gave us this new descriptor.
+    Errno::result(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `setgroups` of `ns`, a child of our user namespace, which may hold
+/// no process at all (bubblewrap's first level once its pid 1 has moved
+/// into the second): a child process joins `ns` and reads
+/// `/proc/self/setgroups` there. To join it, the child takes the euid of
+/// `ns`'s owner, who has every capability in a child namespace it owns,
+/// so the service needs no CAP_SYS_ADMIN, only to be allowed `setns` to a
+/// user namespace (RestrictNamespaces=user). The child does nothing else
+/// and tells the answer by its exit status.
+fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
+    const DENY: i32 = 0;
+    const ALLOW: i32 = 200;
+    let mut owner: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer given.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_OWNER_UID, &raw mut owner) };
+    if let Err(e) = Errno::result(rc) {
+        return Setgroups::Unread(e as i32);
+    }
+    let owner = nix::unistd::Uid::from_raw(owner);
+    // Only async-signal-safe calls on what exists before the fork, no
+    // allocation: sound whatever threads the caller has.
+    let join_and_read = || -> Result<i32, Errno> {
+        nix::unistd::setresuid(owner, owner, owner)?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)?;
+        let fd = nix::fcntl::open(
+            c"/proc/self/setgroups",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let mut text = [0u8; 8];
+        let n = nix::unistd::read(fd, &mut text)?;
+        match &text[..n] {
+            b"deny\n" => Ok(DENY),
+            b"allow\n" => Ok(ALLOW),
+            _ => Err(Errno::EIO),
+        }
     };
-    if same(parent.as_fd())? {
-        Ok(UserNs::Child {
-            setgroups_allowed: setgroups.trim() != "deny",
-        })
-    } else {
-        Ok(UserNs::Deeper)
+    // SAFETY: the child runs only `join_and_read` (system calls, no
+    // allocation, no lock) and ends in _exit.
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = join_and_read().unwrap_or_else(|e| e as i32);
+            // SAFETY: _exit ends this process at once, running nothing of
+            // the parent's (no atexit handler, no buffer flush).
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Err(e) => return Setgroups::Unread(e as i32),
+    };
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let status = loop {
+        match waitpid(child, None) {
+            Err(Errno::EINTR) => {}
+            other => break other,
+        }
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, DENY)) => Setgroups::Deny,
+        Ok(WaitStatus::Exited(_, ALLOW)) => Setgroups::Allow,
+        Ok(WaitStatus::Exited(_, errno)) => Setgroups::Unread(errno),
+        // Killed (by the owner, whose euid it had): no answer.
+        Ok(_) => Setgroups::Unread(libc::EINTR),
+        Err(e) => Setgroups::Unread(e as i32),
     }
 }
 

@@ -50,16 +50,34 @@
 //!   setuid run. A client that connects directly is decided by the ids it
 //!   connected with: the ones the kernel checks every file access against.
 //! - **User namespaces.** A peer in the service's user namespace is
-//!   answered. So is one in a user namespace created directly from it
-//!   (bubblewrap, Flatpak) whose `setgroups` is "deny": no process in it
-//!   could ever drop a supplementary group, so `SO_PEERGROUPS` is the full
-//!   list a `deny` for a group is judged by. A peer whose namespace allows
-//!   `setgroups` (made with newuidmap/newgidmap, rootless containers), or
-//!   is nested deeper (whose ancestors the service cannot inspect), is
-//!   refused with a line saying so: it could have shed a group. The
-//!   namespace is read through a pidfd (`SO_PEERPIDFD`; `pidfd_open` on
-//!   kernels before 6.5), and only trusted if the peer is still alive
-//!   after the read, so a recycled pid is never inspected in its place.
+//!   answered. A peer below it, at any depth, is answered exactly when
+//!   the *first level* (its ancestor whose parent is the service's
+//!   namespace) has `setgroups` "deny"; otherwise it is refused with a
+//!   line saying so, as it could have shed a supplementary group that a
+//!   `deny` line names. Why the first level decides, from the kernel
+//!   (kernel/user_namespace.c): a new namespace copies its parent's
+//!   `setgroups` flag, and can only be created by a process whose ids
+//!   are mapped in the parent, that is once the parent's gid_map is
+//!   written; from then on the parent's flag can no longer change ("deny"
+//!   must be written before the gid_map, and "deny" never turns back into
+//!   "allow"). So every namespace below a "deny" first level is "deny",
+//!   and no process in any of them, nor in the first level before its
+//!   gid_map existed, could ever call setgroups: `SO_PEERGROUPS` is the
+//!   list the host gave. A process can only move to a namespace below its
+//!   own (setns needs CAP_SYS_ADMIN over the target), so a peer that was
+//!   below the first level at `connect()` is still there when the service
+//!   looks. The peer's own flag proves nothing: a process in an "allow"
+//!   first level can drop a group, then create a "deny" namespace below.
+//!   How it is read: the peer's namespace is opened through a pidfd
+//!   (`SO_PEERPIDFD`; `pidfd_open` on kernels before 6.5) and only trusted
+//!   if the peer is still alive after the open, so a recycled pid is never
+//!   inspected in its place; `NS_GET_PARENT` walks up to the first level;
+//!   a child of the session joins that namespace (setns, with the euid of
+//!   its owner, who holds every capability in it) and reads
+//!   `/proc/self/setgroups`. Joining is needed because the first level
+//!   may hold no process: bubblewrap's `--dev` (Flatpak) maps the user to
+//!   0 there to mount devpts, then its pid 1 moves into a second
+//!   namespace mapped back, leaving the first one empty.
 //! - **Subordinate ids.** A peer whose uid (or gid) lies in a range of
 //!   `/etc/subuid` (`/etc/subgid`) is a container user acting for the
 //!   range's owner, and skips the includes only the owner can read: it is

@@ -4,12 +4,14 @@
 //! The sandbox is bubblewrap's, shaped as Flatpak's: new user, pid and
 //! ipc namespaces, the root read-only, a /proc of its own, and /run empty
 //! except the service's socket directory; it runs as uid 65534, which
-//! maps to itself inside. Its /dev is the read-only one of the root
-//! (whose /dev/net/tun is 0600: the sandbox cannot make a tap itself).
-//! Not bubblewrap's `--dev /dev`: to mount devpts, an unprivileged
-//! bubblewrap then maps its user to 0 in one user namespace and back in a
-//! second one inside it, and the service refuses peers nested that deep
-//! (src/service/mod.rs, "User namespaces"). QEMU runs in it with
+//! maps to itself inside. Two layouts: the host's QEMU with the root's
+//! read-only /dev (whose /dev/net/tun is 0600: the sandbox cannot make a
+//! tap itself), one user namespace deep; and Flatpak's, an app tree with
+//! bubblewrap's `--dev /dev` (no tun at all), where to mount devpts an
+//! unprivileged bubblewrap maps its user to 0 in one user namespace and
+//! back in a second one inside it, so the peer is two deep and the
+//! service reads the first one's setgroups (src/service/mod.rs, "User
+//! namespaces"). QEMU runs in it with
 //! `-netdev bridge,br=br0` and no `helper=`, so it runs its compiled-in
 //! helper, /usr/lib/qemu/qemu-bridge-helper (QEMU 7.2 relocates that path
 //! from its own directory: a QEMU in /usr/bin looks there, a Flatpak's in
@@ -69,7 +71,8 @@ enum Layout {
     HostQemu,
     /// The app's own tree, as a Flatpak's /app: a QEMU in `APP/bin`,
     /// which looks for `APP/lib/qemu/qemu-bridge-helper`, where the app
-    /// ships the forwarder; nothing is bound over the host's files.
+    /// ships the forwarder; nothing is bound over the host's files. With
+    /// Flatpak's `--dev /dev`: two user namespaces deep.
     AppTree,
 }
 
@@ -154,6 +157,9 @@ impl World {
             .args(["--proc", "/proc"])
             .args(["--tmpfs", "/run"])
             .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"]);
+        if self.layout == Layout::AppTree {
+            cmd.args(["--dev", "/dev"]);
+        }
         if self.layout == Layout::HostQemu {
             cmd.arg("--ro-bind")
                 .arg(&self.forwarder)
@@ -198,6 +204,8 @@ fn check_the_sandbox(w: &World) {
 id -u
 grep -E '^(CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
 for n in user pid ipc net; do echo \"$n $(readlink /proc/self/ns/$n)\"; done
+echo \"uid_map: $(tr -s ' ' < /proc/self/uid_map)\"
+echo \"tun: $(if [ -e /dev/net/tun ]; then stat -c '%a' /dev/net/tun; else echo none; fi)\"
 echo \"run: $(ls -A /run | tr '\\n' ' ')\"
 echo \"socketdir: $(ls -A /run/bridge-helper | tr '\\n' ' ')\"
 echo \"helper: $(stat -Lc '%a %u' {helper})\"
@@ -233,6 +241,19 @@ touch {probe_text} 2>&1 | grep -q 'Read-only file system' && echo root-read-only
             "the sandbox shares the test's {n} namespace: {ctx}"
         );
     }
+    // Inside, 65534 maps to the parent namespace's 65534 (one deep, made
+    // from the test's) or to its 0 (two deep, behind bubblewrap's --dev).
+    let (parent_id, tun) = match w.layout {
+        Layout::HostQemu => ("65534", "600"),
+        Layout::AppTree => ("0", "none"),
+    };
+    assert_eq!(
+        value("uid_map:"),
+        format!("65534 {parent_id} 1"),
+        "user namespaces of the {:?} sandbox: {ctx}",
+        w.layout
+    );
+    assert_eq!(value("tun:"), tun, "/dev/net/tun in the sandbox: {ctx}");
     let test_net = fs::read_link(format!("/proc/{}/ns/net", w.svc.pid())).unwrap();
     assert_eq!(
         value("net "),

@@ -177,7 +177,10 @@ fn parent_userns(ns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
 /// `ns`'s owner, who has every capability in a child namespace it owns,
 /// so the service needs no CAP_SYS_ADMIN, only to be allowed `setns` to a
 /// user namespace (RestrictNamespaces=user). The child does nothing else
-/// and tells the answer by its exit status.
+/// and tells the answer by its exit status. The owner can kill or stop it
+/// once it has joined (the owner holds CAP_KILL there): the peer is then
+/// refused, or its session ends at its deadline, which kills the child
+/// with the session's process group.
 fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
     const DENY: i32 = 0;
     const ALLOW: i32 = 200;
@@ -191,7 +194,12 @@ fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
     // Only async-signal-safe calls on what exists before the fork, no
     // allocation: sound whatever threads the caller has.
     let join_and_read = || -> Result<i32, Errno> {
-        nix::unistd::setresuid(owner, owner, owner)?;
+        // Only the euid: with real and saved uid 0 the owner can neither
+        // signal nor trace the child yet. Not dumpable before joining: in
+        // `ns`, where the owner holds every capability, only that keeps
+        // it from being traced (whatever fs.suid_dumpable says).
+        nix::unistd::seteuid(owner)?;
+        nix::sys::prctl::set_dumpable(false)?;
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)?;
         let fd = nix::fcntl::open(
             c"/proc/self/setgroups",

@@ -272,7 +272,7 @@ fn a_peer_whose_user_namespace_allows_setgroups_is_refused() {
     let (tap, status, line) = answer(&ask_from_userns(&svc, "allow", true));
     assert_eq!((tap, status), (false, 4), "{line}");
     assert!(
-        line.contains("a user namespace that allows setgroups (nested 2 deep;"),
+        line.contains("a user namespace nested 2 deep whose first level allows setgroups"),
         "{line}"
     );
     assert_no_taps(&ns);

@@ -92,9 +92,15 @@ fn number(field: &[u8]) -> Option<u32> {
 
 /// Why a peer is not answered; the text follows "refused: ".
 pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<String> {
-    let nested = |depth: u32| match depth {
-        1 => String::new(),
-        n => format!(" (nested {n} deep; the first one below the host's decides)"),
+    // Which namespace decides: the peer's own, or the first one below
+    // the service's on the way down to it.
+    let from = |depth: u32| match depth {
+        1 => "a user namespace that".to_string(),
+        n => format!("a user namespace nested {n} deep whose first level"),
+    };
+    let decider = |depth: u32| match depth {
+        1 => "its",
+        _ => "its first level's",
     };
     match peer.userns {
         UserNs::Same
@@ -107,9 +113,9 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
             first_level: Setgroups::Allow,
         } => {
             return Some(format!(
-                "uid {} connected from a user namespace that allows setgroups{} (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
+                "uid {} connected from {} allows setgroups (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
                 peer.uid,
-                nested(depth)
+                from(depth)
             ))
         }
         UserNs::Below {
@@ -117,10 +123,10 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
             first_level: Setgroups::Unread(errno),
         } => {
             return Some(format!(
-                "uid {} connected from a user namespace{} whose setgroups the service could not read ({}): the service must be allowed to enter user namespaces (RestrictNamespaces=user in its unit); or connect from the host",
+                "uid {} connected from a user namespace; the service could not read {} setgroups ({}): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host",
                 peer.uid,
-                nested(depth),
-                std::io::Error::from_raw_os_error(errno)
+                decider(depth),
+                nix::errno::Errno::from_raw(errno).desc()
             ))
         }
         UserNs::Outside => {
@@ -209,10 +215,13 @@ mod tests {
         let line = refusal(&peer(below(1, Setgroups::Allow)), &[], &[]).unwrap();
         assert!(line.contains("allows setgroups (made with"), "{line}");
         let line = refusal(&peer(below(3, Setgroups::Allow)), &[], &[]).unwrap();
-        assert!(line.contains("allows setgroups (nested 3 deep;"), "{line}");
+        assert!(
+            line.contains("nested 3 deep whose first level allows setgroups"),
+            "{line}"
+        );
         let line = refusal(&peer(below(2, Setgroups::Unread(libc::EPERM))), &[], &[]).unwrap();
         assert!(
-            line.contains("could not read (Operation not permitted"),
+            line.contains("could not read its first level's setgroups (Operation not permitted)"),
             "{line}"
         );
         assert!(line.contains("RestrictNamespaces=user"), "{line}");

@@ -65,9 +65,11 @@
 //!   gid_map existed, could ever call setgroups: `SO_PEERGROUPS` is the
 //!   list the host gave. A process can only move to a namespace below its
 //!   own (setns needs CAP_SYS_ADMIN over the target), so a peer that was
-//!   below the first level at `connect()` is still there when the service
-//!   looks. The peer's own flag proves nothing: a process in an "allow"
-//!   first level can drop a group, then create a "deny" namespace below.
+//!   at or below a first level at `connect()` is still at or below it when
+//!   the service looks (and one that was in the service's namespace had
+//!   the host's groups). The peer's own flag proves nothing: a process in
+//!   an "allow" first level can drop a group, then create a "deny"
+//!   namespace below.
 //!   How it is read: the peer's namespace is opened through a pidfd
 //!   (`SO_PEERPIDFD`; `pidfd_open` on kernels before 6.5) and only trusted
 //!   if the peer is still alive after the open, so a recycled pid is never

@@ -1,0 +1,453 @@
+//! The service under a real systemd as PID 1: Debian's systemd boots in a
+//! throwaway container (tests/support/boot-systemd.sh: its own pid, mount,
+//! network, cgroup, uts and ipc namespaces, the machine's / under an
+//! overlay) with the package's units from debian/ installed and the socket
+//! enabled. A request from an unprivileged user, through the forwarder at
+//! QEMU's helper path, makes that systemd start bridge-helper.service with
+//! the unit's whole sandbox (PrivateDevices= with the tun bound in, the
+//! system call filter, RestrictAddressFamilies=, the capability bounding
+//! set, /dev/log from journald): the user gets a tap on the bridge, the
+//! service exits once idle, and the next connection starts it again.
+//!
+//! Nothing here touches the machine's services or sockets; a container
+//! that does not boot fails the test with systemd's console and journal.
+//! Needs: systemd (Debian's package: /lib/systemd/systemd), util-linux
+//! (unshare, nsenter, setpriv), iproute2, a cgroup v2 hierarchy mounted
+//! somewhere (/sys/fs/cgroup or, on a hybrid host, /sys/fs/cgroup/unified).
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{sys_ok, time, tun_get_iff, HelperRun, HELPER, NOBODY};
+
+const SYSTEMD: &str = "/lib/systemd/systemd";
+const BOOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/boot-systemd.sh");
+const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/debian");
+/// QEMU's helper path: on a service install, the binary without privilege.
+const FORWARDER: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const SERVICE: &str = "bridge-helper.service";
+/// The service's own idle time (src/service: IDLE_EXIT), before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(30);
+/// Capability numbers (linux/capability.h; not in the libc crate).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The mounted cgroup v2 hierarchy: where the container's cgroup is made.
+fn cgroup2_root() -> PathBuf {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
+        })
+        .unwrap_or_else(|| {
+            panic!("no cgroup v2 hierarchy is mounted: systemd 252 in a container needs one (mount -t cgroup2 none /sys/fs/cgroup/unified)")
+        })
+}
+
+/// A booted container with systemd as its PID 1. Dropping it kills that
+/// PID 1 (the kernel ends everything in its pid namespace) and removes its
+/// cgroup and directory; if the test failed, it first prints systemd's
+/// console and the container's journal.
+struct Container {
+    unshare: Child,
+    /// PID 1 of the container, as the machine numbers it.
+    init: u32,
+    /// systemd runs as that PID 1: commands may join its namespaces.
+    up: bool,
+    console: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    cgroup: PathBuf,
+    dir: PathBuf,
+}
+
+impl Container {
+    fn boot() -> Container {
+        common::require_root();
+        for tool in [
+            SYSTEMD,
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+            "/usr/bin/setpriv",
+        ] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: apt-get install systemd util-linux (scripts/install-test-deps)"
+            );
+        }
+        let tag = format!("bht-systemd-{}", std::process::id());
+        let cgroup = cgroup2_root().join(&tag);
+        fs::create_dir(&cgroup).unwrap_or_else(|e| {
+            panic!(
+                "cannot make the container's cgroup {}: {e}",
+                cgroup.display()
+            )
+        });
+        let dir = std::env::temp_dir().join(&tag);
+        fs::create_dir_all(&dir).unwrap();
+
+        // systemd writes its boot messages to /dev/console: a pty whose
+        // far end a thread drains, so that a failed boot can be shown.
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors through the pointers; the
+        // name, termios and window size are optional (null).
+        sys_ok(unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        })
+        .expect("openpty");
+        // SAFETY: both descriptors were just opened, and nothing else owns them.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--pid",
+            "--mount",
+            "--net",
+            "--uts",
+            "--ipc",
+            "--fork",
+            "--kill-child",
+            "--",
+            "bash",
+        ])
+        .arg(BOOT)
+        .args([&dir, &cgroup])
+        .args([HELPER, UNITS])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+        // SAFETY: async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Its own session (the pty becomes the container's console,
+                // not our terminal), and gone with the thread that started
+                // it: --kill-child then ends PID 1.
+                sys_ok(libc::setsid())?;
+                sys_ok(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))
+            });
+        }
+        let unshare = common::spawn(&mut cmd);
+        drop(cmd);
+        let console = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&console);
+        let reader = std::thread::spawn(move || {
+            let mut master = fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            // EIO once every end of the pty is closed: the container is gone.
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut c = Container {
+            unshare,
+            init: 0,
+            up: false,
+            console,
+            reader: Some(reader),
+            cgroup,
+            dir,
+        };
+        let started = Instant::now();
+        let limit = time::secs(10);
+        c.init = loop {
+            let text = c.console_text();
+            if let Some(pid) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("boot-systemd: pid "))
+                .and_then(|p| p.trim().parse().ok())
+            {
+                break pid;
+            }
+            if let Ok(Some(status)) = c.unshare.try_wait() {
+                panic!("the container's boot script ended ({status}):\n{text}");
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the boot script said nothing in {limit:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Not a single command in the container before systemd runs there:
+        // until then its mount namespace still shows the machine's /run.
+        let private = format!("/proc/{}/root/run/systemd/private", c.init);
+        while fs::read_to_string(format!("/proc/{}/comm", c.init))
+            .ok()
+            .as_deref()
+            != Some("systemd\n")
+            || !Path::new(&private).exists()
+        {
+            if let Ok(Some(status)) = c.unshare.try_wait() {
+                panic!("the container ended ({status}) before systemd was up");
+            }
+            assert!(
+                started.elapsed() < limit,
+                "systemd was not up as PID 1 after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.up = true;
+        // Up when systemd says so: "running", or "degraded" if some unit of
+        // the machine's own cannot start in a container (listed below).
+        let out = c.sh("timeout 60 systemctl is-system-running --wait");
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            state == "running" || state == "degraded",
+            "systemd did not finish booting: is-system-running says {state:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if state == "degraded" {
+            eprintln!("degraded boot:\n{}", c.ok("systemctl --failed --no-pager"));
+        }
+        eprintln!(
+            "systemd booted as PID 1 of the container in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        c
+    }
+
+    fn console_text(&self) -> String {
+        String::from_utf8_lossy(&self.console.lock().unwrap()).replace('\r', "")
+    }
+
+    /// A Command for `program` in every namespace of the container, as root.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.init))
+            .args([
+                "--mount", "--net", "--pid", "--uts", "--ipc", "--cgroup", "--",
+            ])
+            .arg(program);
+        cmd
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        common::output_within(
+            self.command("sh").args(["-c", script]).stdin(Stdio::null()),
+            Duration::from_secs(70),
+        )
+    }
+
+    /// `script`'s stdout; panics unless it succeeds.
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "in the container: {script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `systemctl show -P property` of the service.
+    fn service(&self, property: &str) -> String {
+        self.ok(&format!("systemctl show -P {property} {SERVICE}"))
+    }
+
+    /// QEMU's helper path, run by nobody with `args` and a socketpair as
+    /// `--fd`: the forwarder, which asks the service.
+    fn forward(&self, args: &[&str]) -> HelperRun {
+        let mut cmd = self.command("setpriv");
+        cmd.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args(["--clear-groups", "--", FORWARDER])
+            .args(args);
+        // The forwarder's and the service's own deadlines bound the wait.
+        let (child, ours) = common::spawn_with_socket(&mut cmd, true);
+        let out = child.wait_with_output().expect("wait");
+        HelperRun::collect(out, ours)
+    }
+
+    /// Waits for a journal line (SYSLOG_IDENTIFIER=bridge-helper, the
+    /// service's audit line) that contains every one of `words`.
+    fn wait_audit(&self, words: &[&str]) -> String {
+        let limit = time::secs(5);
+        let started = Instant::now();
+        loop {
+            let lines = self.ok("journalctl --no-pager -q -o cat -t bridge-helper");
+            if let Some(l) = lines.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+                return l.to_string();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no audit line with {words:?} in the journal after {limit:?}:\n{lines}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.up {
+            let journal = self.sh("journalctl --no-pager -q -o short-monotonic | tail -n 60");
+            eprintln!(
+                "--- systemd's console:\n{}\n--- the container's journal (end):\n{}{}",
+                self.console_text(),
+                String::from_utf8_lossy(&journal.stdout),
+                String::from_utf8_lossy(&journal.stderr)
+            );
+        } else if std::thread::panicking() {
+            eprintln!("--- the container's console:\n{}", self.console_text());
+        }
+        if self.init != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        // systemd's cgroups, deepest first, once their processes are gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cgroup.exists() && Instant::now() < deadline {
+            remove_cgroup_tree(&self.cgroup);
+            if self.cgroup.exists() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// The tap's line in the container: up and a port of `bridge`.
+fn assert_tap_on_bridge(c: &Container, tap: &str, bridge: &str) {
+    let link = c.ok(&format!("ip -o link show dev {tap}"));
+    assert!(
+        link.contains(&format!(" master {bridge} ")) && link.contains(",UP,"),
+        "{tap} is not an up port of {bridge}: {link}"
+    );
+}
+
+#[test]
+fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle() {
+    let started = Instant::now();
+    let c = Container::boot();
+    assert_eq!(c.ok("systemctl is-active bridge-helper.socket"), "active");
+    assert_eq!(
+        c.service("ActiveState"),
+        "inactive",
+        "started before any request"
+    );
+    assert_eq!(
+        c.ok("stat -c '%a %U' /run/bridge-helper/socket"),
+        "666 root",
+        "the socket as bridge-helper.socket makes it"
+    );
+
+    // The forwarder cannot make a tap itself: no setuid, no capability.
+    assert_eq!(
+        c.ok(&format!(
+            "stat -L -c '%a %U' {FORWARDER}; getcap {FORWARDER}"
+        )),
+        "755 root"
+    );
+
+    // The first connection starts the service, which hands nobody a tap.
+    let run = c.forward(&["--br=br0"]);
+    assert_eq!(run.stderr, "", "a granted run prints nothing");
+    let first = run.expect_tap();
+    let (tap1, _) = tun_get_iff(&first);
+    assert_tap_on_bridge(&c, &tap1, "br0");
+    let audit = c.wait_audit(&[
+        &format!("uid={NOBODY}"),
+        &format!("tap='{tap1}'"),
+        "granted",
+    ]);
+    eprintln!("audit line through journald's /dev/log: {audit}");
+    let pid1 = c.service("MainPID");
+    let invocation1 = c.service("InvocationID");
+    assert_ne!(pid1, "0", "the service is not running after a request");
+    // It runs in the unit's sandbox, as systemd set it up.
+    let status = c.ok(&format!("cat /proc/{pid1}/status"));
+    for want in ["NoNewPrivs:\t1", "Seccomp:\t2"] {
+        assert!(
+            status.lines().any(|l| l == want),
+            "no {want:?} in:\n{status}"
+        );
+    }
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .expect("CapBnd");
+    assert!(
+        bounding & (1 << CAP_NET_ADMIN) != 0 && bounding & (1 << CAP_SYS_ADMIN) == 0,
+        "bounding set {bounding:x} is not the unit's"
+    );
+    let dev = c.ok(&format!("ls /proc/{pid1}/root/dev"));
+    assert!(
+        !dev.lines().any(|l| l == "console") && dev.lines().any(|l| l == "log"),
+        "the service's /dev is not PrivateDevices= with /dev/log:\n{dev}"
+    );
+
+    // A refusal goes through the same sandbox: the ACL's line and status.
+    c.forward(&["--br=br1"]).expect_refusal(4, "br1");
+
+    // Idle: the service exits by itself, cleanly, and the socket stays;
+    // the tap stays with whoever holds it.
+    let waited = Instant::now();
+    let limit = IDLE_EXIT + time::secs(15);
+    while c.service("ActiveState") != "inactive" {
+        assert!(
+            waited.elapsed() < limit,
+            "the service still runs after {limit:?} idle"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "the service exited idle {:.1} s after the last request",
+        waited.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        (
+            c.service("Result").as_str(),
+            c.service("ExecMainStatus").as_str()
+        ),
+        ("success", "0"),
+        "the idle exit is not a clean one"
+    );
+    assert_eq!(c.ok("systemctl is-active bridge-helper.socket"), "active");
+    assert_tap_on_bridge(&c, &tap1, "br0");
+
+    // The next connection starts it again.
+    let second = c.forward(&["--br=br0"]).expect_tap();
+    let (tap2, _) = tun_get_iff(&second);
+    assert_ne!(tap2, tap1);
+    assert_tap_on_bridge(&c, &tap2, "br0");
+    c.wait_audit(&[&format!("tap='{tap2}'"), "granted"]);
+    assert_eq!(c.service("ActiveState"), "active");
+    assert_ne!(c.service("InvocationID"), invocation1, "not a new start");
+    eprintln!(
+        "booted, served, exited idle and served again in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -47,7 +47,7 @@ const DROPIN: &str = "/etc/systemd/system/bridge-helper.socket.d/50-statoverride
 /// 2.2 is the floor even with the fewest capabilities; the service also
 /// keeps CAP_KILL and CAP_SYS_PTRACE for its peers and may enter a user
 /// namespace (a Flatpak peer's first level; see the unit's comments).
-const SECURITY_CEILING: f64 = 3.1;
+const SECURITY_CEILING: f64 = 3.0;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

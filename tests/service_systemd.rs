@@ -25,6 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge_helper::service::IDLE_EXIT;
 use common::{sys_ok, time, tun_get_iff, HelperRun, HELPER, NOBODY};
 
 const SYSTEMD: &str = "/lib/systemd/systemd";
@@ -33,8 +34,6 @@ const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/debian");
 /// QEMU's helper path: on a service install, the binary without privilege.
 const FORWARDER: &str = "/usr/lib/qemu/qemu-bridge-helper";
 const SERVICE: &str = "bridge-helper.service";
-/// The service's own idle time (src/service: IDLE_EXIT), before it exits.
-const IDLE_EXIT: Duration = Duration::from_secs(30);
 /// Capability numbers (linux/capability.h; not in the libc crate).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -411,6 +410,7 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
 
     // A refusal goes through the same sandbox: the ACL's line and status.
     c.forward(&["--br=br1"]).expect_refusal(4, "br1");
+    c.wait_audit(&["bridge='br1'", "(status 4)"]);
 
     // Idle: the service exits by itself, cleanly, and the socket stays;
     // the tap stays with whoever holds it.
@@ -423,9 +423,16 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    let idle = waited.elapsed();
     eprintln!(
         "the service exited idle {:.1} s after the last request",
-        waited.elapsed().as_secs_f64()
+        idle.as_secs_f64()
+    );
+    // Not after each request: only once nothing came for IDLE_EXIT (less
+    // the time the checks above took after the last one).
+    assert!(
+        idle + Duration::from_secs(5) >= IDLE_EXIT,
+        "the service exited {idle:?} after the last request, before {IDLE_EXIT:?} idle"
     );
     assert_eq!(
         (

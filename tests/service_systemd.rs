@@ -199,6 +199,13 @@ impl Container {
             std::thread::sleep(Duration::from_millis(20));
         }
         c.up = true;
+        // The machine's kernel settings are out of reach (no sysctl.d
+        // applied to them, no fs.file-max raised by PID 1).
+        let out = c.sh("test -w /proc/sys/fs/file-max || test -w /proc/sys/kernel");
+        assert!(
+            !out.status.success(),
+            "/proc/sys is writable in the container"
+        );
         // Up when systemd says so: "running", or "degraded" if some unit of
         // the machine's own cannot start in a container (listed below).
         let out = c.sh("timeout 60 systemctl is-system-running --wait");

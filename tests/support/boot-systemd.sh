@@ -14,10 +14,11 @@
 #
 # The container's root is an overlay of the machine's / with a tmpfs on
 # top: the machine's programs and accounts, and nothing written to them.
-# It has its own /proc, /sys, /run, /tmp and a minimal /dev (the
-# machine's /dev/net/tun bound in, as udev would make it), its own network
-# (a bridge br0) and its own cgroup namespace. Nothing it does reaches the
-# machine's services, sockets, network or files; killing PID 1 ends it all.
+# It has its own /proc (/proc/sys read-only), /sys (read-only), /run,
+# /tmp and a minimal /dev (the machine's /dev/net/tun bound in, as udev
+# would make it), its own network (a bridge br0) and its own cgroup
+# namespace. Nothing it does reaches the machine's services, sockets,
+# network, files or kernel settings; killing PID 1 ends it all.
 set -euo pipefail
 dir=$1 cgroup=$2 helper=$3 units=$4
 
@@ -62,6 +63,16 @@ ip link set br0 up
 
 # The API file systems systemd expects a container manager to provide.
 mount -t proc proc "$r/proc"
+# Read-only, as systemd-nspawn makes them: most of /proc/sys is the
+# machine's kernel, not this container's (systemd-sysctl.service would
+# apply the machine's sysctl.d, PID 1 would raise fs.file-max and
+# fs.nr_open).
+for p in sys sysrq-trigger; do
+  if [ -e "$r/proc/$p" ]; then
+    mount --bind "$r/proc/$p" "$r/proc/$p"
+    mount -o remount,bind,ro "$r/proc/$p"
+  fi
+done
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$r/sys/fs/cgroup"
 mount -t tmpfs -o mode=0755,nosuid bht-dev "$r/dev"

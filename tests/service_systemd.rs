@@ -6,14 +6,16 @@
 //! QEMU's helper path, makes that systemd start bridge-helper.service with
 //! the unit's whole sandbox (PrivateDevices= with the tun bound in, the
 //! system call filter, RestrictAddressFamilies=, the capability bounding
-//! set, /dev/log from journald): the user gets a tap on the bridge, the
+//! set, RestrictNamespaces=, /dev/log from journald): the user gets a tap
+//! on the bridge, from a Flatpak-shaped bubblewrap sandbox too; the
 //! service exits once idle, and the next connection starts it again.
 //!
-//! Nothing here touches the machine's services or sockets; a container
-//! that does not boot fails the test with systemd's console and journal.
-//! Needs: systemd (Debian's package: /lib/systemd/systemd), util-linux
-//! (unshare, nsenter, setpriv), iproute2, a cgroup v2 hierarchy mounted
-//! somewhere (/sys/fs/cgroup or, on a hybrid host, /sys/fs/cgroup/unified).
+//! Nothing here touches the machine's services, sockets or kernel
+//! settings; a container that does not boot fails the test with systemd's
+//! console and journal. Needs: systemd (Debian's package:
+//! /lib/systemd/systemd), util-linux (unshare, nsenter, setpriv), iproute2,
+//! bubblewrap, a cgroup v2 hierarchy mounted somewhere (/sys/fs/cgroup or,
+//! on a hybrid host, /sys/fs/cgroup/unified).
 mod common;
 
 use std::fs;
@@ -76,10 +78,11 @@ impl Container {
             "/usr/bin/unshare",
             "/usr/bin/nsenter",
             "/usr/bin/setpriv",
+            "/usr/bin/bwrap",
         ] {
             assert!(
                 Path::new(tool).exists(),
-                "{tool} is missing: apt-get install systemd util-linux (scripts/install-test-deps)"
+                "{tool} is missing: apt-get install systemd util-linux bubblewrap (scripts/install-test-deps)"
             );
         }
         let tag = format!("bht-systemd-{}", std::process::id());
@@ -278,6 +281,48 @@ impl Container {
         HelperRun::collect(out, ours)
     }
 
+    /// The forwarder as nobody inside a Flatpak-shaped bubblewrap sandbox
+    /// (`--unshare-user --dev /dev`: two user namespaces deep, the first
+    /// denying setgroups; `/run` empty but for the service's directory):
+    /// the service enters that first level to read its setgroups, which
+    /// the unit allows (RestrictNamespaces=user) and nothing else. The
+    /// container's /proc is bound in: a new one cannot be mounted over a
+    /// /proc with read-only parts, as in any container.
+    fn forward_from_sandbox(&self, args: &[&str]) -> HelperRun {
+        let mut cmd = self.command("setpriv");
+        cmd.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args([
+                "--clear-groups",
+                "--",
+                "bwrap",
+                "--unshare-user",
+                "--unshare-ipc",
+            ])
+            .args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--bind",
+                "/proc",
+                "/proc",
+            ])
+            .args([
+                "--tmpfs",
+                "/run",
+                "--ro-bind",
+                "/run/bridge-helper",
+                "/run/bridge-helper",
+            ])
+            .args(["--", FORWARDER])
+            .args(args);
+        let (child, ours) = common::spawn_with_socket(&mut cmd, true);
+        let out = child.wait_with_output().expect("wait");
+        HelperRun::collect(out, ours)
+    }
+
     /// Waits for a journal line (SYSLOG_IDENTIFIER=bridge-helper, the
     /// service's audit line) that contains every one of `words`.
     fn wait_audit(&self, words: &[&str]) -> String {
@@ -414,6 +459,19 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
         !dev.lines().any(|l| l == "console") && dev.lines().any(|l| l == "log"),
         "the service's /dev is not PrivateDevices= with /dev/log:\n{dev}"
     );
+
+    // A peer in a Flatpak-shaped sandbox: the service's probe of its
+    // first user namespace works in the unit's sandbox too.
+    let sandboxed = c.forward_from_sandbox(&["--br=br0"]);
+    assert_eq!(sandboxed.stderr, "", "a granted run prints nothing");
+    let third = sandboxed.expect_tap();
+    let (tap3, _) = tun_get_iff(&third);
+    assert_tap_on_bridge(&c, &tap3, "br0");
+    c.wait_audit(&[
+        &format!("uid={NOBODY}"),
+        &format!("tap='{tap3}'"),
+        "granted",
+    ]);
 
     // A refusal goes through the same sandbox: the ACL's line and status.
     c.forward(&["--br=br1"]).expect_refusal(4, "br1");

@@ -20,7 +20,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -114,6 +114,13 @@ impl Container {
         // SAFETY: both descriptors were just opened, and nothing else owns them.
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // openpty does not set close-on-exec: no command of the test (the
+        // forwarder among them) may inherit the console.
+        for fd in [&master, &slave] {
+            // SAFETY: F_SETFD with an int argument on a descriptor we own.
+            sys_ok(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })
+                .expect("FD_CLOEXEC");
+        }
         let mut cmd = Command::new("unshare");
         cmd.args([
             "--pid",

@@ -1,34 +1,32 @@
 //! The drivers: spawning a helper the way the benchmark times it (fork,
 //! join the namespaces, drop privileges, exec), one timed run, the
-//! sequential and concurrent phases, the strace / time runs and the
-//! first-run check.
+//! sequential and concurrent phases and the first-run check.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
 use std::time::Instant;
 
 use crate::setup::{
-    check_interrupted, cstr, ip, last_err, link_count, set_mode, wait_child, Mode, Prog, Role,
+    check_interrupted, cstr, ip, last_err, link_count, wait_child, Mode, Prog, Role,
 };
 use crate::{sys, Res, BRIDGE};
 
 /// A connected pair of Unix stream sockets, both close-on-exec.
-fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
+pub fn socketpair() -> Res<(OwnedFd, OwnedFd)> {
     sys::socketpair().map_err(|e| format!("socketpair: {e}").into())
 }
 
 /// Receives one byte and at most one SCM_RIGHTS fd. `Ok(None)` means EOF or no fd attached.
-fn recv_fd(sock: RawFd) -> Res<Option<OwnedFd>> {
+pub fn recv_fd(sock: RawFd) -> Res<Option<OwnedFd>> {
     Ok(recv_fds(sock)?.into_iter().next()) // extra fds are dropped (closed)
 }
 
 /// Receives one byte and its SCM_RIGHTS fds (all of a `--queues` run's).
 /// Empty means EOF or no fd attached.
-fn recv_fds(sock: RawFd) -> Res<Vec<OwnedFd>> {
+pub fn recv_fds(sock: RawFd) -> Res<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let msg = sys::recv_with_fds(sock, &mut byte, false).map_err(|e| format!("recvmsg: {e}"))?;
     if msg.bytes == 0 {
@@ -38,7 +36,7 @@ fn recv_fds(sock: RawFd) -> Res<Vec<OwnedFd>> {
 }
 
 /// TUNGETIFF on the received fd: `Ok(name)` if it is a tap.
-fn tap_name(fd: RawFd) -> Result<String, String> {
+pub fn tap_name(fd: RawFd) -> Result<String, String> {
     let (name, flags) = sys::tun_iff(fd).map_err(|e| format!("TUNGETIFF: {e}"))?;
     if flags & sys::IFF_TAP == 0 {
         return Err(format!("{name}: not a tap (flags {flags:#x})"));
@@ -105,11 +103,13 @@ pub fn child_die(msg: &[u8]) -> ! {
     }
 }
 
-/// Runs in the forked child only.
-pub fn child_exec(ns: &Ns, p: &ExecPlan) -> ! {
-    // SAFETY: only async-signal-safe syscalls on fds and buffers prepared before fork.
+/// Runs in the forked child only: stderr to `stderr_fd`, stdin and
+/// stdout to /dev/null, into the namespaces, `keep_fd` (unless -1) kept
+/// across exec, and down to `uid` (its gid too, no groups) if given.
+pub fn child_enter(ns: &Ns, stderr_fd: RawFd, keep_fd: RawFd, uid: Option<u32>) {
+    // SAFETY: only async-signal-safe syscalls on fds prepared before fork.
     unsafe {
-        if libc::dup2(p.stderr_fd, 2) < 0
+        if libc::dup2(stderr_fd, 2) < 0
             || libc::dup2(ns.devnull.as_raw_fd(), 0) < 0
             || libc::dup2(ns.devnull.as_raw_fd(), 1) < 0
         {
@@ -121,10 +121,10 @@ pub fn child_exec(ns: &Ns, p: &ExecPlan) -> ! {
         if libc::setns(ns.net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
             child_die(b"bench child: setns(net) failed\n");
         }
-        if p.keep_fd >= 0 && libc::fcntl(p.keep_fd, libc::F_SETFD, 0) != 0 {
+        if keep_fd >= 0 && libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
             child_die(b"bench child: fcntl failed\n");
         }
-        if let Some(id) = p.uid {
+        if let Some(id) = uid {
             // raw syscalls: plain, with no libc bookkeeping between fork and exec
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                 || libc::syscall(libc::SYS_setresgid, id, id, id) != 0
@@ -133,9 +133,20 @@ pub fn child_exec(ns: &Ns, p: &ExecPlan) -> ! {
                 child_die(b"bench child: privilege drop failed\n");
             }
         }
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
     }
+}
+
+/// `execve` of a plan prepared before fork; never returns.
+pub fn child_execve(p: &ExecPlan) -> ! {
+    // SAFETY: pointers into `p`, alive and NUL-terminated, prepared before fork.
+    unsafe { libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr()) };
     child_die(b"bench child: execve failed\n")
+}
+
+/// Runs in the forked child only.
+pub fn child_exec(ns: &Ns, p: &ExecPlan) -> ! {
+    child_enter(ns, p.stderr_fd, p.keep_fd, p.uid);
+    child_execve(p)
 }
 
 pub fn fork_exec(ns: &Ns, p: &ExecPlan) -> Res<libc::pid_t> {
@@ -389,14 +400,54 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
         pids.push(fork_exec(ns, plan)?);
         pair.1 = None; // close the child's end in the parent
     }
-    let mut fds: Vec<Option<OwnedFd>> = (0..k).map(|_| None).collect();
-    let mut pending: Vec<usize> = (0..k).collect();
+    let socks: Vec<RawFd> = pairs.iter().map(|p| p.0.as_raw_fd()).collect();
+    let (fds, fails) = gather(&socks)?;
+    let all_fds_us = t0.elapsed().as_secs_f64() * 1e6;
+    let mut exits_ok = Vec::with_capacity(k);
+    for &pid in &pids {
+        exits_ok.push(wait_child(pid)?.ok);
+    }
+    let total_us = t0.elapsed().as_secs_f64() * 1e6;
+    let (bad, distinct) = tally(&fds, &exits_ok);
+    Ok(ConcRound {
+        total_us,
+        all_fds_us,
+        fails: fails + bad,
+        distinct,
+    })
+}
+
+/// What K runs delivered, after [`gather`]: the runs that sent an fd but
+/// failed (not a tap, or a failed exit), and the distinct taps.
+pub fn tally(fds: &[Option<OwnedFd>], exits_ok: &[bool]) -> (usize, usize) {
+    let mut names = HashSet::new();
+    let mut fails = 0;
+    for (fd, ok) in fds.iter().zip(exits_ok) {
+        // no fd: counted by `gather` already
+        if let Some(fd) = fd {
+            match tap_name(fd.as_raw_fd()) {
+                Ok(name) if *ok => {
+                    names.insert(name);
+                }
+                _ => fails += 1,
+            }
+        }
+    }
+    (fails, names.len())
+}
+
+/// One message from each of `socks`, as they come (an error if none of
+/// the pending ones speaks for 10 s): the fd each sent, and how many sent
+/// none.
+pub fn gather(socks: &[RawFd]) -> Res<(Vec<Option<OwnedFd>>, usize)> {
+    let mut fds: Vec<Option<OwnedFd>> = socks.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..socks.len()).collect();
     let mut fails = 0;
     while !pending.is_empty() {
         let mut pfds: Vec<libc::pollfd> = pending
             .iter()
             .map(|&i| libc::pollfd {
-                fd: pairs[i].0.as_raw_fd(),
+                fd: socks[i],
                 events: libc::POLLIN,
                 revents: 0,
             })
@@ -410,7 +461,7 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
             return Err(last_err("poll"));
         }
         if r == 0 {
-            return Err(format!("{} helpers still silent after 10 s", pending.len()).into());
+            return Err(format!("{} clients still silent after 10 s", pending.len()).into());
         }
         let mut still = Vec::new();
         for (pfd, &i) in pfds.iter().zip(pending.iter()) {
@@ -425,132 +476,7 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
         }
         pending = still;
     }
-    let all_fds_us = t0.elapsed().as_secs_f64() * 1e6;
-    let mut exits_ok = Vec::with_capacity(k);
-    for &pid in &pids {
-        exits_ok.push(wait_child(pid)?.ok);
-    }
-    let total_us = t0.elapsed().as_secs_f64() * 1e6;
-    let mut names = HashSet::new();
-    for (fd, ok) in fds.iter().zip(exits_ok) {
-        match fd {
-            Some(fd) => match tap_name(fd.as_raw_fd()) {
-                Ok(name) if ok => {
-                    names.insert(name);
-                }
-                _ => fails += 1,
-            },
-            None if !ok => {} // already counted as a failure (no fd)
-            None => {}
-        }
-    }
-    Ok(ConcRound {
-        total_us,
-        all_fds_us,
-        fails,
-        distinct: names.len(),
-    })
-}
-
-pub struct Resource {
-    pub syscalls: Option<(u64, u64)>,
-    pub rss_kb: Option<u64>,
-    pub note: String,
-}
-
-/// One run under `strace -c -f` and one under `/usr/bin/time -v`.
-pub fn resources(ns: &Ns, prog: &Prog, mode: Mode, dir: &Path) -> Res<Resource> {
-    let copy = prog.copies[mode.idx()].to_string_lossy().into_owned();
-    let mut note = String::new();
-    let mut syscalls = None;
-    if prog.role.is_helper() && Path::new("/usr/bin/strace").exists() {
-        let out = dir.join(format!("strace-{:?}-{}", prog.role, mode.short()));
-        let (mine, theirs) = socketpair()?;
-        let mut args: Vec<String> = vec!["-f".into(), "-c".into(), "-o".into()];
-        args.push(out.to_string_lossy().into_owned());
-        if mode.uid().is_some() {
-            // strace runs as root and starts the helper as nobody: setuid/file caps still apply
-            args.extend(["-u".into(), "nobody".into()]);
-        }
-        args.push(copy.clone());
-        args.extend(helper_args(prog, theirs.as_raw_fd()));
-        let plan = ExecPlan::new(
-            &cstr("/usr/bin/strace")?,
-            &args,
-            None,
-            theirs.as_raw_fd(),
-            prog.log_fd.as_raw_fd(),
-        )?;
-        let pid = fork_exec(ns, &plan)?;
-        drop(theirs);
-        let fd = recv_fd(mine.as_raw_fd()).ok().flatten();
-        let ok = wait_child(pid)?.ok;
-        let tap_ok = fd.as_ref().is_some_and(|f| tap_name(f.as_raw_fd()).is_ok());
-        drop(fd);
-        if !(ok && tap_ok) {
-            note.push_str("strace run failed; ");
-        }
-        let text = fs::read_to_string(&out).unwrap_or_default();
-        syscalls = text
-            .lines()
-            .rev()
-            .find(|l| l.trim_end().ends_with("total"))
-            .and_then(|l| {
-                let nums: Vec<u64> = l
-                    .split_whitespace()
-                    .filter_map(|t| t.parse::<u64>().ok())
-                    .collect();
-                // columns: % time, seconds, usecs/call, calls, [errors]; only integers survive
-                match nums.as_slice() {
-                    [_, calls, errors] => Some((*calls, *errors)),
-                    [_, calls] => Some((*calls, 0)),
-                    _ => None,
-                }
-            });
-    }
-    let mut rss_kb = None;
-    if Path::new("/usr/bin/time").exists() {
-        let out = dir.join(format!("time-{:?}-{}", prog.role, mode.short()));
-        fs::write(&out, "")?;
-        set_mode(&out, 0o666)?; // written by `time` running as nobody
-        let (mine, theirs) = socketpair()?;
-        let mut args: Vec<String> = vec!["-v".into(), "-o".into()];
-        args.push(out.to_string_lossy().into_owned());
-        args.push(copy);
-        args.extend(helper_args(prog, theirs.as_raw_fd()));
-        let plan = ExecPlan::new(
-            &cstr("/usr/bin/time")?,
-            &args,
-            mode.uid(),
-            theirs.as_raw_fd(),
-            prog.log_fd.as_raw_fd(),
-        )?;
-        let pid = fork_exec(ns, &plan)?;
-        drop(theirs);
-        let fd = if prog.role.is_helper() {
-            recv_fd(mine.as_raw_fd()).ok().flatten()
-        } else {
-            None
-        };
-        let ok = wait_child(pid)?.ok;
-        if prog.role.is_helper() && !(ok && fd.is_some()) {
-            note.push_str("time run failed; ");
-        }
-        drop(fd);
-        rss_kb = fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("Maximum resident set size (kbytes):")
-                    .and_then(|v| v.trim().parse().ok())
-            });
-    }
-    Ok(Resource {
-        syscalls,
-        rss_kb,
-        note,
-    })
+    Ok((fds, fails))
 }
 
 /// On the first run of each helper and mode: the tap is on the bridge, up, has the bridge's

@@ -38,6 +38,7 @@
 
 mod drivers;
 mod report;
+mod resources;
 mod setup;
 mod stats;
 #[path = "../../tests/common/sys.rs"]
@@ -51,9 +52,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use drivers::{
-    concurrent, multiqueue, resources, sanity, sequential, ConcRound, Ns, QueueResults, Resource,
-    Rng, SeqResults,
+    concurrent, multiqueue, sanity, sequential, ConcRound, Ns, QueueResults, Rng, SeqResults,
 };
+use resources::{resources, Resource};
 use setup::{
     add_taps, build_floor, check_interrupted, chown_root, cstr, install, install_signal_handlers,
     ip, last_err, link_count, make_mount_ns, open_ro, remove_stale, set_mode, tiny_elf, DirGuard,

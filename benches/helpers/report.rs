@@ -7,7 +7,8 @@ use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::drivers::{ConcRound, QueueResults, Resource, SeqResults};
+use crate::drivers::{ConcRound, QueueResults, SeqResults};
+use crate::resources::Resource;
 use crate::setup::{Mode, Prog, Role};
 use crate::stats::{r2, ratio, ratio_cells, row, stats, summarize, summary_cells};
 use crate::{Opts, Res, BRIDGE};

@@ -26,19 +26,26 @@
 //!   work and nothing else) and prints every ratio against it as well as against QEMU's helper;
 //! - with `--queues Q` (default 4), runs bridge-helper and the floor with Q queues and with one,
 //!   interleaved, on the empty bridge: the floor's Q / 1 is the kernel's price for a multiqueue
-//!   tap, which no helper can go under.
+//!   tap, which no helper can go under;
+//! - the service rows (`service`; `--no-service` skips them, `--service-only` runs only them):
+//!   `bridge-helper --serve` socket-activated in a mount namespace of its own, the forwarder and
+//!   the client crate's direct request interleaved with our setuid mode and QEMU's helper, K of
+//!   each at once, and `--cold C` cold starts (first request to a service not running) apart.
 //!
 //! The reference is QEMU's helper where `dpkg-divert --truename` says it is
 //! (bridge-helper's package diverts it), checked to really be QEMU's
 //! (`tests/common/sys.rs`, shared with the tests). The code: `setup` (the
 //! namespaces, install modes and programs), `drivers` (spawning, the
 //! sequential and concurrent phases, strace / time runs), `stats` and
-//! `report` (the tables).
+//! `report` (the tables), `resources` (strace / time), `service` and
+//! `service_report` (the service rows).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod drivers;
 mod report;
 mod resources;
+mod service;
+mod service_report;
 mod setup;
 mod stats;
 #[path = "../../tests/common/sys.rs"]
@@ -84,11 +91,17 @@ struct Opts {
     out: Option<PathBuf>,
     /// Port settings for every run (bridge-helper.conf `port bhbr0 ...`).
     port: Option<String>,
+    /// The service rows: run them, and run nothing else.
+    service: bool,
+    service_only: bool,
+    /// Cold starts of each service client at each tap count.
+    cold: usize,
 }
 
 const USAGE: &str = "usage: cargo bench --bench helpers -- [--n N] [--k K] [--warmup W] \
 [--rounds R] [--taps 0,100,1000] [--queues Q] [--helper PATH] [--reference PATH] \
-[--out FILE | --update-results | --no-save] [--port 'isolated learning=off']";
+[--out FILE | --update-results | --no-save] [--port 'isolated learning=off'] \
+[--no-service | --service-only] [--cold C]";
 
 /// Where the tables go unless `--out`, `--update-results` or `--no-save` says otherwise.
 const DEFAULT_OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/RESULTS.md");
@@ -109,6 +122,9 @@ fn parse_opts() -> Res<Opts> {
         reference: PathBuf::from(sys::QEMU_HELPER),
         out: Some(PathBuf::from(DEFAULT_OUT)),
         port: None,
+        service: true,
+        service_only: false,
+        cold: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -134,6 +150,9 @@ fn parse_opts() -> Res<Opts> {
             "--update-results" => o.out = Some(PathBuf::from(KEPT_RESULTS)),
             "--no-save" => o.out = None,
             "--port" => o.port = Some(val("--port")?),
+            "--no-service" => o.service = false,
+            "--service-only" => o.service_only = true,
+            "--cold" => o.cold = val("--cold")?.parse()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -143,6 +162,9 @@ fn parse_opts() -> Res<Opts> {
     }
     if o.n == 0 || o.k == 0 || o.rounds == 0 {
         return Err("--n, --k and --rounds must be > 0".into());
+    }
+    if o.service_only && !o.service {
+        return Err("--service-only and --no-service: nothing to run".into());
     }
     if o.queues > 253 {
         return Err("--queues: at most 253 (SCM_MAX_FD: one message carries every queue)".into());
@@ -324,7 +346,7 @@ fn real_main() -> Res<()> {
     // Before any tap is added: bridge-helper and the no-checks floor (QEMU's
     // helper has no --queues), one queue and Q queues interleaved.
     let mut queues = QueueResults::new();
-    if o.queues > 1 {
+    if o.queues > 1 && !o.service_only {
         let ours = progs.iter().find(|p| p.role == Role::Ours);
         let floor = progs.iter().find(|p| p.role == Role::FloorWork);
         if let (Some(ours), Some(floor)) = (ours, floor) {
@@ -336,11 +358,40 @@ fn real_main() -> Res<()> {
     let mut seq: Vec<(usize, SeqResults)> = Vec::new();
     let mut conc: Vec<(usize, usize, Role, Mode, Vec<ConcRound>)> = Vec::new();
     let mut res: BTreeMap<(usize, Role, Mode), Resource> = BTreeMap::new();
+    let clients = if o.service {
+        Some(service_clients(&o, &dir, &ns, &progs)?)
+    } else {
+        None
+    };
+    let mut service_levels = Vec::new();
     let mut have = 0;
     for &level in &o.taps {
         check_interrupted()?;
         add_taps(&name, &dir, have, level)?;
         have = have.max(level);
+        let k = o.k.min(BRIDGE_MAX_PORTS.saturating_sub(level));
+        if k < o.k {
+            notes.push(format!(
+                "At {level} taps the concurrent runs use K={k}, not {}: a bridge takes at most {BRIDGE_MAX_PORTS} ports.",
+                o.k
+            ));
+        }
+        if let Some(clients) = &clients {
+            eprintln!("bench: {level} taps on the bridge: the service rows");
+            let plan = service::Plan {
+                taps: level,
+                n: o.n,
+                warmup: o.warmup,
+                rounds: o.rounds,
+                k,
+                cold: o.cold,
+                net: &name,
+            };
+            service_levels.push(service::measure(clients, &plan)?);
+        }
+        if o.service_only {
+            continue;
+        }
         let t = Instant::now();
         eprintln!("bench: {level} taps on the bridge: sequential runs");
         seq.push((level, sequential(&ns, &progs, o.n, o.warmup, &name)?));
@@ -349,13 +400,6 @@ fn real_main() -> Res<()> {
             t.elapsed().as_secs_f64()
         );
         let before = link_count(&name)?;
-        let k = o.k.min(BRIDGE_MAX_PORTS.saturating_sub(level));
-        if k < o.k {
-            notes.push(format!(
-                "At {level} taps the concurrent runs use K={k}, not {}: a bridge takes at most {BRIDGE_MAX_PORTS} ports.",
-                o.k
-            ));
-        }
         let helpers: Vec<&Prog> = progs.iter().filter(|p| p.role.is_helper()).collect();
         let mut rounds: BTreeMap<(Role, Mode), Vec<ConcRound>> = BTreeMap::new();
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -396,20 +440,38 @@ fn real_main() -> Res<()> {
         }
     }
 
-    let out = report::render(
-        &o,
-        &progs,
-        &report::Results {
-            started,
-            load_at_start,
-            notes,
-            sanity_rows,
-            seq,
-            conc,
-            res,
-            queues,
-        },
-    )?;
+    let mut out = if o.service_only {
+        format!(
+            "# bridge-helper benchmark: the service rows\n\nCommand (as root, from the repository root): \
+             `cargo bench --bench helpers{}`\n\n## Machine\n\n{}\n{}",
+            report::arguments(),
+            report::machine(&load_at_start),
+            notes.join("\n\n")
+        )
+    } else {
+        report::render(
+            &o,
+            &progs,
+            &report::Results {
+                started,
+                load_at_start,
+                notes,
+                sanity_rows,
+                seq,
+                conc,
+                res,
+                queues,
+            },
+        )?
+    };
+    if o.service {
+        out.push_str(&service_report::render(
+            &service_levels,
+            o.n,
+            o.rounds,
+            o.cold,
+        ));
+    }
     println!("{out}");
     if let Some(path) = &o.out {
         if let Some(parent) = path.parent() {
@@ -420,4 +482,36 @@ fn real_main() -> Res<()> {
     }
     drop(ns);
     Ok(())
+}
+
+/// What the service rows run: our setuid copy, QEMU's, and a plain copy
+/// of ours (the forwarder, and the service's own binary).
+fn service_clients<'a>(
+    o: &Opts,
+    dir: &Path,
+    ns: &'a Ns,
+    progs: &'a [Prog],
+) -> Res<service::Clients<'a>> {
+    for tool in ["/usr/bin/systemd-socket-activate", "/usr/bin/setpriv"] {
+        if !Path::new(tool).exists() {
+            return Err(format!(
+                "{tool} is missing: the service rows need it (scripts/install-test-deps), \
+                 or pass --no-service"
+            )
+            .into());
+        }
+    }
+    let log = dir.join("service.stderr");
+    let log_fd = fs::File::options().create(true).append(true).open(&log)?;
+    Ok(service::Clients {
+        ns,
+        ours: progs
+            .iter()
+            .find(|p| p.role == Role::Ours)
+            .ok_or("no bridge-helper")?,
+        qemu: progs.iter().find(|p| p.role == Role::Reference),
+        fwd: service::forwarder(dir, &o.helper)?,
+        log,
+        log_fd: log_fd.into(),
+    })
 }

@@ -44,14 +44,7 @@ pub fn render(o: &Opts, progs: &[Prog], results: &Results) -> Res<String> {
     let _ = writeln!(
         out,
         "Command (as root, from the repository root): `cargo bench --bench helpers{}`\n",
-        std::env::args()
-            .skip(1)
-            .filter(|a| a != "--bench")
-            .fold(String::new(), |acc, a| if acc.is_empty() {
-                format!(" -- {a}")
-            } else {
-                format!("{acc} {a}")
-            })
+        arguments()
     );
     let _ = writeln!(out, "## Machine\n\n{}", machine(&results.load_at_start));
     for n in &results.notes {
@@ -517,6 +510,20 @@ fn targets(out: &mut String, results: &Results, q: u16) {
             None,
         );
     }
+}
+
+/// The bench's own arguments, as ` -- ARGS` (empty without any).
+pub fn arguments() -> String {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .fold(String::new(), |acc, a| {
+            if acc.is_empty() {
+                format!(" -- {a}")
+            } else {
+                format!("{acc} {a}")
+            }
+        })
 }
 
 pub fn sh(cmd: &str, args: &[&str]) -> String {

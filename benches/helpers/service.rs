@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::drivers::{
     child_die, child_enter, child_execve, concurrent, gather, run_once, socketpair, tally,
-    ConcRound, ExecPlan, Ns, Rng, Run,
+    tap_name, ConcRound, ExecPlan, Ns, Rng, Run,
 };
 use crate::setup::{
     check_interrupted, chown_root, cstr, last_err, link_count, linkage, open_ro, pipe, set_mode,
@@ -186,7 +186,8 @@ impl Service {
         let mut svc = Service {
             pid,
             ns: Ns {
-                mnt: ns.mnt.try_clone()?, // replaced below
+                // the bench's until the service's exists (below)
+                mnt: ns.mnt.try_clone()?,
                 net: ns.net.try_clone()?,
                 devnull: ns.devnull.try_clone()?,
             },
@@ -243,6 +244,17 @@ impl Drop for Service {
 /// (one zero byte with the fds, then the request's µs as 8 bytes) or an
 /// error (`E` and its text).
 fn direct_child(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: RawFd) -> ! {
+    // A panic must not unwind into the bench's guards (which would delete
+    // its network namespace and directory) from a forked copy.
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        direct_request(ns, back, go, log)
+    }));
+    // SAFETY: _exit ends the forked child without running the bench's
+    // destructors.
+    unsafe { libc::_exit(if sent.unwrap_or(false) { 0 } else { 1 }) }
+}
+
+fn direct_request(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: RawFd) -> bool {
     child_enter(ns, log, -1, Some(sys::NOBODY));
     if let Some((ready, go)) = go {
         let _ = nix::unistd::write(ready, b"r");
@@ -255,7 +267,7 @@ fn direct_child(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: 
         .request();
     let us = t0.elapsed().as_secs_f64() * 1e6;
     let sock = back.as_raw_fd();
-    let sent = match res {
+    match res {
         Ok(tap) => {
             let fds: Vec<RawFd> = tap.fds().iter().map(AsRawFd::as_raw_fd).collect();
             let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -273,10 +285,7 @@ fn direct_child(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: 
             let _ = nix::unistd::write(back, format!("E{e}").as_bytes());
             false
         }
-    };
-    // SAFETY: _exit ends the forked child without running the bench's
-    // destructors.
-    unsafe { libc::_exit(if sent { 0 } else { 1 }) }
+    }
 }
 
 fn fork() -> Res<libc::pid_t> {
@@ -315,7 +324,7 @@ fn direct_once(svc: &Service, log: RawFd) -> Res<(Run, Option<OwnedFd>)> {
             run.fd_us = Some(us);
             run.exit_us = us;
             run.ok = exit.ok;
-            if let Err(e) = crate::drivers::tap_name(fd.as_raw_fd()) {
+            if let Err(e) = tap_name(fd.as_raw_fd()) {
                 run.ok = false;
                 run.err = Some(e);
             } else if !exit.ok {

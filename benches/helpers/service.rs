@@ -135,6 +135,8 @@ pub fn forwarder(dir: &Path, helper: &Path) -> Res<Prog> {
 /// A service in its own mount namespace; killed when dropped.
 pub struct Service {
     pid: libc::pid_t,
+    /// Reaped already (it exited at start): nothing to kill.
+    reaped: bool,
     /// The service's mount namespace, the bench's network namespace.
     ns: Ns,
 }
@@ -185,6 +187,7 @@ impl Service {
         }
         let mut svc = Service {
             pid,
+            reaped: false,
             ns: Ns {
                 // the bench's until the service's exists (below)
                 mnt: ns.mnt.try_clone()?,
@@ -202,7 +205,7 @@ impl Service {
     /// Until the socket is in the listening state (`/proc/PID/net/unix`,
     /// flag __SO_ACCEPTCON): a connection before `listen` is refused, and
     /// one made to find out would start the service.
-    fn wait_listening(&self) -> Res<()> {
+    fn wait_listening(&mut self) -> Res<()> {
         let start = Instant::now();
         let table = format!("/proc/{}/net/unix", self.pid);
         loop {
@@ -216,6 +219,7 @@ impl Service {
             let mut status = 0;
             // SAFETY: our own child; `status` is a valid out-pointer.
             if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } != 0 {
+                self.reaped = true;
                 return Err("the service's socket activation exited at start".into());
             }
             if start.elapsed() > Duration::from_secs(10) {
@@ -228,6 +232,9 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         // SAFETY: our own child, killed and reaped once.
         unsafe {
             libc::kill(self.pid, libc::SIGKILL);

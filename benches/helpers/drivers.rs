@@ -401,10 +401,16 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
         pair.1 = None; // close the child's end in the parent
     }
     let socks: Vec<RawFd> = pairs.iter().map(|p| p.0.as_raw_fd()).collect();
-    let (fds, fails) = gather(&socks)?;
+    finish_round(t0, &socks, &pids)
+}
+
+/// The end of a round of K at once started at `t0`: every client's fd
+/// (on `socks`), then every exit (`pids`); what they delivered.
+pub fn finish_round(t0: Instant, socks: &[RawFd], pids: &[libc::pid_t]) -> Res<ConcRound> {
+    let (fds, fails) = gather(socks)?;
     let all_fds_us = t0.elapsed().as_secs_f64() * 1e6;
-    let mut exits_ok = Vec::with_capacity(k);
-    for &pid in &pids {
+    let mut exits_ok = Vec::with_capacity(pids.len());
+    for &pid in pids {
         exits_ok.push(wait_child(pid)?.ok);
     }
     let total_us = t0.elapsed().as_secs_f64() * 1e6;
@@ -419,7 +425,7 @@ pub fn concurrent(ns: &Ns, prog: &Prog, mode: Mode, k: usize) -> Res<ConcRound> 
 
 /// What K runs delivered, after [`gather`]: the runs that sent an fd but
 /// failed (not a tap, or a failed exit), and the distinct taps.
-pub fn tally(fds: &[Option<OwnedFd>], exits_ok: &[bool]) -> (usize, usize) {
+fn tally(fds: &[Option<OwnedFd>], exits_ok: &[bool]) -> (usize, usize) {
     let mut names = HashSet::new();
     let mut fails = 0;
     for (fd, ok) in fds.iter().zip(exits_ok) {
@@ -439,7 +445,7 @@ pub fn tally(fds: &[Option<OwnedFd>], exits_ok: &[bool]) -> (usize, usize) {
 /// One message from each of `socks`, as they come (an error if none of
 /// the pending ones speaks for 10 s): the fd each sent, and how many sent
 /// none.
-pub fn gather(socks: &[RawFd]) -> Res<(Vec<Option<OwnedFd>>, usize)> {
+fn gather(socks: &[RawFd]) -> Res<(Vec<Option<OwnedFd>>, usize)> {
     let mut fds: Vec<Option<OwnedFd>> = socks.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..socks.len()).collect();
     let mut fails = 0;

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::drivers::{
-    child_die, child_enter, child_execve, concurrent, gather, run_once, socketpair, tally,
-    tap_name, ConcRound, ExecPlan, Ns, Rng, Run,
+    child_die, child_enter, child_execve, concurrent, finish_round, run_once, socketpair, tap_name,
+    ConcRound, ExecPlan, Ns, Rng, Run,
 };
 use crate::setup::{
     check_interrupted, chown_root, cstr, last_err, link_count, linkage, open_ro, pipe, set_mode,
@@ -367,20 +367,7 @@ fn direct_concurrent(svc: &Service, k: usize, log: RawFd) -> Res<ConcRound> {
     let t0 = Instant::now();
     drop(go_w);
     let raw: Vec<RawFd> = socks.iter().map(AsRawFd::as_raw_fd).collect();
-    let (fds, fails) = gather(&raw)?;
-    let all_fds_us = t0.elapsed().as_secs_f64() * 1e6;
-    let mut exits_ok = Vec::with_capacity(k);
-    for &pid in &pids {
-        exits_ok.push(wait_child(pid)?.ok);
-    }
-    let total_us = t0.elapsed().as_secs_f64() * 1e6;
-    let (bad, distinct) = tally(&fds, &exits_ok);
-    Ok(ConcRound {
-        total_us,
-        all_fds_us,
-        fails: fails + bad,
-        distinct,
-    })
+    finish_round(t0, &raw, &pids)
 }
 
 // ---------------------------------------------------------------------------------------------

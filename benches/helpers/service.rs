@@ -362,8 +362,27 @@ fn direct_concurrent(svc: &Service, k: usize, log: RawFd) -> Res<ConcRound> {
         pids.push(pid);
     }
     drop((go_r, ready_w));
-    let mut ready = vec![0u8; k];
-    fs::File::from(ready_r).read_exact(&mut ready)?;
+    // One byte from each child once in its namespaces: a child that died
+    // on the way never sends one, so 10 s of silence is an error.
+    let mut got = 0;
+    let mut ready = fs::File::from(ready_r);
+    while got < k {
+        let mut pfd = [libc::pollfd {
+            fd: ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: a live array of one pollfd.
+        if unsafe { libc::poll(pfd.as_mut_ptr(), 1, 10_000) } == 0 {
+            return Err(format!("{} direct clients not ready after 10 s", k - got).into());
+        }
+        match ready.read(&mut vec![0u8; k - got]) {
+            Ok(0) => return Err("a direct client died before it was ready".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let t0 = Instant::now();
     drop(go_w);
     let raw: Vec<RawFd> = socks.iter().map(AsRawFd::as_raw_fd).collect();

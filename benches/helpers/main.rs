@@ -36,9 +36,9 @@
 //! (bridge-helper's package diverts it), checked to really be QEMU's
 //! (`tests/common/sys.rs`, shared with the tests). The code: `setup` (the
 //! namespaces, install modes and programs), `drivers` (spawning, the
-//! sequential and concurrent phases, strace / time runs), `stats` and
-//! `report` (the tables), `resources` (strace / time), `service` and
-//! `service_report` (the service rows).
+//! sequential and concurrent phases), `resources` (the strace / time
+//! runs), `stats` and `report` (the tables), `service` and
+//! `service_report` (the service rows and their tables).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod drivers;
@@ -91,8 +91,9 @@ struct Opts {
     out: Option<PathBuf>,
     /// Port settings for every run (bridge-helper.conf `port bhbr0 ...`).
     port: Option<String>,
-    /// The service rows: run them, and run nothing else.
+    /// Run the service rows (not with `--no-service`).
     service: bool,
+    /// Run nothing but the service rows (`--service-only`).
     service_only: bool,
     /// Cold starts of each service client at each tap count.
     cold: usize,

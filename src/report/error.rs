@@ -1,5 +1,7 @@
 //! Every way a run can fail, and the exit status each class maps to.
 
+use std::fmt;
+
 use nix::errno::Errno;
 
 use crate::cli::{UsageError, USAGE};
@@ -59,9 +61,9 @@ pub enum Error {
         rule: Origin,
         settings: PortSettings,
     },
-    #[error("{what}: {why}")]
+    #[error("{doing}: {why}")]
     Kernel {
-        what: String,
+        doing: Doing,
         #[source]
         why: KernelCause,
     },
@@ -160,10 +162,56 @@ impl Error {
     }
 
     /// A kernel call that failed, naming what it was for.
-    pub fn kernel(what: impl Into<String>, why: impl Into<KernelCause>) -> Error {
+    pub fn kernel(doing: impl Into<Doing>, why: impl Into<KernelCause>) -> Error {
         Error::Kernel {
-            what: what.into(),
+            doing: doing.into(),
             why: why.into(),
+        }
+    }
+}
+
+/// What a run was doing when the kernel stopped it: the names in it are
+/// kept as bytes and escaped only when shown.
+#[derive(Debug)]
+pub enum Doing {
+    /// A step with nothing variable in it.
+    Step(&'static str),
+    /// A step on the new tap: `'tap0': SIOCGIFHWADDR`.
+    OnTap(Bytes, &'static str),
+    LookUpBridge(Bytes),
+    AddToBridge {
+        tap: Bytes,
+        bridge: Bytes,
+    },
+    SetPort {
+        tap: Bytes,
+        port: PortSettings,
+    },
+    RemoveAbandoned {
+        tap: Bytes,
+    },
+    AddAltname {
+        tap: Bytes,
+        altname: Bytes,
+    },
+}
+
+impl From<&'static str> for Doing {
+    fn from(step: &'static str) -> Self {
+        Doing::Step(step)
+    }
+}
+
+impl fmt::Display for Doing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Doing::Step(step) => f.write_str(step),
+            Doing::OnTap(tap, step) => write!(f, "{tap}: {step}"),
+            Doing::LookUpBridge(bridge) => write!(f, "looking up bridge {bridge}"),
+            Doing::AddToBridge { tap, bridge } => write!(f, "{tap}: adding to bridge {bridge}"),
+            Doing::SetPort { tap, port } => write!(f, "{tap}: setting port options {port}"),
+            Doing::RemoveAbandoned { tap } => write!(f, "removing abandoned persistent tap {tap}"),
+            Doing::AddAltname { tap, altname } => write!(f, "{tap}: adding altname {altname}"),
         }
     }
 }
@@ -175,19 +223,16 @@ pub enum KernelCause {
     Errno(#[from] Errno),
     #[error("{0}")]
     Netlink(#[from] NlError),
-    /// An answer that is not what was asked for, or a limit reached.
+    /// An answer that is not what was asked for.
     #[error("{0}")]
-    Unexpected(String),
+    Unexpected(&'static str),
+    /// The caller's other runs kept taking the free slots.
+    #[error("uid {uid}'s other requests took every free slot {rounds} times in a row")]
+    SlotsTaken { uid: u32, rounds: usize },
 }
 
-impl From<&str> for KernelCause {
-    fn from(why: &str) -> Self {
-        KernelCause::Unexpected(why.into())
-    }
-}
-
-impl From<String> for KernelCause {
-    fn from(why: String) -> Self {
+impl From<&'static str> for KernelCause {
+    fn from(why: &'static str) -> Self {
         KernelCause::Unexpected(why)
     }
 }

@@ -21,8 +21,8 @@
 
 use nix::errno::Errno;
 
-use crate::report::error::Error;
-use crate::report::escape::quote;
+use crate::report::error::{Doing, Error, KernelCause};
+use crate::report::escape::{Bytes, Quoted};
 use nix::unistd::Uid;
 
 use crate::policy::ifname::IfName;
@@ -101,8 +101,8 @@ fn delete_abandoned(route: &mut Rtnetlink, index: IfIndex, name: &[u8]) -> Resul
             ..
         }) => Ok(false),
         Err(e) => {
-            let what = format!("removing abandoned persistent tap {}", quote(name));
-            Err(Error::kernel(what, e))
+            let tap = Bytes::from(name);
+            Err(Error::kernel(Doing::RemoveAbandoned { tap }, e))
         }
     }
 }
@@ -163,7 +163,7 @@ impl CallerTaps {
             };
             crate::report::output::notice(&format!(
                 "removed {}, a persistent tap of uid {uid} that nothing was attached to{why}",
-                quote(&name)
+                Quoted(&name)
             ));
         }
         Ok(())
@@ -208,14 +208,9 @@ impl CallerTaps {
         self.remove_excess(route)
     }
 
-    fn slots_exhausted(&self, doing: &str) -> Error {
-        Error::kernel(
-            doing.to_string(),
-            format!(
-                "uid {}'s other requests took every free slot {CLAIM_ROUNDS} times in a row",
-                self.uid
-            ),
-        )
+    fn slots_exhausted(&self, doing: impl Into<Doing>) -> Error {
+        let (uid, rounds) = (self.uid.as_raw(), CLAIM_ROUNDS);
+        Error::kernel(doing, KernelCause::SlotsTaken { uid, rounds })
     }
 
     /// Puts the new tap `name` (interface `index`, created for slot
@@ -254,14 +249,14 @@ impl CallerTaps {
                         ..
                     }) => continue,
                     Err(e) => {
-                        let what = format!("{}: adding altname {}", quote(name), quote(&altname));
-                        return Err(Error::kernel(what, e));
+                        let (tap, altname) = (Bytes::from(name), Bytes(altname));
+                        return Err(Error::kernel(Doing::AddAltname { tap, altname }, e));
                     }
                 }
             }
             self.rescan(route)?;
         }
-        Err(self.slots_exhausted(&format!("{}: adding an altname", quote(name))))
+        Err(self.slots_exhausted(Doing::OnTap(Bytes::from(name), "adding an altname")))
     }
 }
 

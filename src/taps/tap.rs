@@ -6,8 +6,8 @@ use nix::errno::Errno;
 
 use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname::IfName;
-use crate::report::error::Error;
-use crate::report::escape::{quote, Bytes};
+use crate::report::error::{Doing, Error};
+use crate::report::escape::Bytes;
 use crate::taps::reaper::{self, CallerTaps};
 use nix::unistd::Uid;
 
@@ -24,7 +24,7 @@ pub fn find_bridge(route: &mut Rtnetlink, name: &IfName) -> Result<Link, Error> 
     let name = name.as_bytes();
     let link = route
         .link(name)
-        .map_err(|e| Error::kernel(format!("looking up bridge {}", quote(name)), e))?
+        .map_err(|e| Error::kernel(Doing::LookUpBridge(Bytes::from(name)), e))?
         .ok_or_else(|| Error::NoBridge(Bytes::from(name)))?;
     match link.kind.as_deref() {
         Some(b"bridge") => Ok(link),
@@ -118,7 +118,7 @@ pub fn create(
         };
         (name, None)
     };
-    let what = |doing: &str| format!("{}: {doing}", quote(&name));
+    let what = |step| Doing::OnTap(Bytes::from(&name), step);
     let mut mac =
         tun::tap_hwaddr(tun.as_fd()).map_err(|e| Error::kernel(what("SIOCGIFHWADDR"), e))?;
     // A bridge takes the lowest MAC of its ports; 0xfe keeps ours above
@@ -151,8 +151,8 @@ pub fn create(
 }
 
 impl Tap {
-    fn what(&self, doing: &str) -> String {
-        format!("{}: {doing}", quote(&self.name))
+    fn what(&self, step: &'static str) -> Doing {
+        Doing::OnTap(Bytes::from(&self.name), step)
     }
 
     /// Every queue's descriptor, queue 1 first: what the caller gets.
@@ -312,7 +312,10 @@ impl Tap {
             master: bridge.index,
             alias: &alias,
         };
-        let adding = || self.what(&format!("adding to bridge {}", quote(&bridge.name)));
+        let adding = || Doing::AddToBridge {
+            tap: Bytes::from(&self.name),
+            bridge: Bytes::from(&bridge.name),
+        };
         let port = port.filter(|p| !p.is_empty());
         match port {
             // As before port settings existed: one request.
@@ -346,9 +349,16 @@ impl Tap {
             learning: port.learning,
         };
         let want = wanted_vlans(port);
-        route
-            .set_port(self.index, &setup, &want)
-            .map_err(|e| Error::kernel(self.what(&format!("setting port options {port}")), e))?;
+        route.set_port(self.index, &setup, &want).map_err(|e| {
+            let port = port.clone();
+            Error::kernel(
+                Doing::SetPort {
+                    tap: Bytes::from(&self.name),
+                    port,
+                },
+                e,
+            )
+        })?;
         if port.wants_vlans() {
             let have = route
                 .port_vlans(self.index)

@@ -3,12 +3,14 @@
 use std::fmt;
 
 use nix::errno::Errno;
+use nix::unistd::{ResGid, ResUid};
 
 use crate::cli::{UsageError, USAGE};
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::helper_conf::lines::PortSettings;
 use crate::report::escape::Bytes;
 use crate::report::status;
+use crate::system::caps::CapSets;
 use crate::system::netlink::NlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +36,9 @@ pub enum Error {
     },
     #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
     NoNetAdmin,
-    #[error("cannot open /dev/net/tun: {0}{hint}", hint = tun_hint(.0))]
-    TunDevice(String),
+    /// Shown as `io::Error` shows an errno (`... (os error 13)`).
+    #[error("cannot open /dev/net/tun: {cause}{hint}", cause = std::io::Error::from(*.0), hint = tun_hint(*.0))]
+    TunDevice(Errno),
     #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it with CAP_DAC_OVERRIDE only once, before it reads its arguments")]
     QueuesNeedTun(u16),
     #[error(
@@ -43,11 +46,11 @@ pub enum Error {
     )]
     FdLimit { queues: u16, limit: u64 },
     #[error("cannot drop privileges: {0}")]
-    Privileges(String),
+    Privileges(Dropping),
     #[error("--fd={fd}: {why}")]
-    BadFd { fd: i32, why: String },
+    BadFd { fd: i32, why: &'static str },
     #[error("--fd={fd}: cannot send the tap: {why}")]
-    Send { fd: i32, why: String },
+    Send { fd: i32, why: KernelCause },
     #[error("bridge {name} does not exist{hint}", name = .0, hint = libvirt_hint(.0))]
     NoBridge(Bytes),
     /// The link's name and its kind (`None`: a plain device).
@@ -85,8 +88,8 @@ pub enum Error {
     #[error("bridge-helper service: {0}")]
     Service(String),
     /// The forwarder (no privilege) found no service to ask.
-    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({why}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'")]
-    NoPrivilegeNoService { socket: &'static str, why: String },
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'", cause = .why.desc())]
+    NoPrivilegeNoService { socket: &'static str, why: Errno },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
     /// `--check` has reported on stdout; exit with the status a run would.
@@ -106,15 +109,28 @@ fn libvirt_hint(name: &Bytes) -> &'static str {
 
 /// The fix for the two ways the node fails an installed helper: a mode
 /// that lets only root open it (a file capability is not enough), and no
-/// node at all. The cause is `io::Error`'s text, which ends in its errno.
-fn tun_hint(cause: &str) -> &'static str {
-    if cause.ends_with(&format!("(os error {})", libc::EACCES)) {
-        "; fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does"
-    } else if cause.ends_with(&format!("(os error {})", libc::ENOENT)) {
-        "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun"
-    } else {
-        ""
+/// node at all.
+fn tun_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EACCES => "; fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does",
+        Errno::ENOENT => "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
+        _ => "",
     }
+}
+
+/// Why giving up privilege failed (the drop checks what it did).
+#[derive(Debug, thiserror::Error)]
+pub enum Dropping {
+    #[error("{}", .0.desc())]
+    Errno(Errno),
+    #[error("{call}: {cause}", call = .0, cause = .1.desc())]
+    Call(&'static str, Errno),
+    #[error("becoming another user needs CAP_SETUID and CAP_SETGID")]
+    CannotBecome,
+    #[error("still running with uids {0:?} and gids {1:?}")]
+    Ids(ResUid, ResGid),
+    #[error("capabilities are {now:x?}, wanted {want:x?}")]
+    Caps { now: CapSets, want: CapSets },
 }
 
 fn kind(kind: Option<&Bytes>) -> String {

@@ -28,7 +28,7 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
     .encode()?;
     let conn = sys::connect(Path::new(SOCKET_PATH)).map_err(|e| Error::NoPrivilegeNoService {
         socket: SOCKET_PATH,
-        why: e.desc().into(),
+        why: e,
     })?;
     // The service answers within its deadline or closes; a second more
     // for the answer to travel.

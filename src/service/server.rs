@@ -22,7 +22,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Pid, Uid};
 
 use crate::report::audit;
-use crate::report::error::Error;
+use crate::report::error::{Dropping, Error};
 use crate::report::status;
 use crate::service::identity::{self, Peer};
 use crate::service::wire::{self, Answer, Request};
@@ -52,7 +52,7 @@ pub fn asked_to_serve() -> bool {
 /// socket-activated: systemd starts it again) or forever (when it bound
 /// the socket itself). Root only.
 pub fn serve() -> Result<(), Error> {
-    let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
     if !(ids.real.is_root() && ids.effective.is_root()) {
         return Err(Error::Service(
             "--serve is for root (systemd's bridge-helper.socket starts it)".into(),

@@ -16,10 +16,7 @@ use crate::system::files;
 /// Proves that `--fd` is an open, connected Unix socket with a live peer,
 /// before anything is created; nothing is ever written to anything else.
 pub fn verify(fd: i32, own: &[RawFd]) -> Result<BorrowedFd<'static>, Error> {
-    let bad = |why: &str| Error::BadFd {
-        fd,
-        why: why.to_string(),
-    };
+    let bad = |why| Error::BadFd { fd, why };
     // A setuid run opens /dev/net/tun before it reads its arguments, at the
     // lowest free number: that descriptor was not inherited.
     if own.contains(&fd) {
@@ -79,23 +76,15 @@ pub fn send(sock: BorrowedFd<'_>, fd: i32, queues: &[BorrowedFd<'_>]) -> Result<
         match socket::sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&[0])], &cmsg, flags, None) {
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
-                return Err(Error::Send {
-                    fd,
-                    why: "the socket's buffer is full (is anyone reading it?)".into(),
-                })
+                let why = "the socket's buffer is full (is anyone reading it?)".into();
+                return Err(Error::Send { fd, why });
             }
-            Err(e) => {
-                return Err(Error::Send {
-                    fd,
-                    why: e.desc().into(),
-                })
-            }
+            Err(e) => return Err(Error::Send { fd, why: e.into() }),
             Ok(1) => return Ok(()),
-            Ok(n) => {
-                return Err(Error::Send {
-                    fd,
-                    why: format!("sent {n} bytes instead of 1"),
-                })
+            // One byte was offered: anything else sent is none.
+            Ok(_) => {
+                let why = "sent 0 bytes instead of 1".into();
+                return Err(Error::Send { fd, why });
             }
         }
     }

@@ -1,11 +1,11 @@
 //! Giving up everything but CAP_NET_ADMIN before any user input is read.
 
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use nix::errno::Errno;
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
-use crate::report::error::Error;
+use crate::report::error::{Dropping, Error};
 use crate::system::caps::{
     self, CapSets, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID,
 };
@@ -69,7 +69,7 @@ impl Caller {
             permitted: kept,
             inheritable: 0,
         };
-        caps::capset(&want).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+        caps::capset(&want).map_err(|e| fail("capset", e))?;
         self.spare = 0;
         verify_caps(want)
     }
@@ -78,11 +78,8 @@ impl Caller {
     /// supplementary `groups`, keeping no capability at all: what a check
     /// for that user reads, it reads as that user.
     pub fn become_user(&mut self, uid: Uid, gid: Gid, groups: &[Gid]) -> Result<(), Error> {
-        let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
         if self.spare != BECOME {
-            return Err(Error::Privileges(
-                "becoming another user needs CAP_SETUID and CAP_SETGID".into(),
-            ));
+            return Err(Error::Privileges(Dropping::CannotBecome));
         }
         caps::capset(&CapSets {
             effective: BECOME,
@@ -120,7 +117,7 @@ impl Caller {
             permitted: kept,
             inheritable: 0,
         };
-        let fail = |e: nix::Error| Error::Privileges(format!("capset: {}", e.desc()));
+        let fail = |e| fail("capset", e);
         caps::capset(&CapSets {
             effective: 0,
             ..held
@@ -138,7 +135,7 @@ impl Caller {
 /// needed, as the caller. Either way the file's credentials, and so the
 /// tap's socket (netfilter's `meta skuid`), are the caller's, never root's.
 pub struct TunDevice {
-    early: Option<io::Result<OwnedFd>>,
+    early: Option<Result<OwnedFd, Errno>>,
 }
 
 impl TunDevice {
@@ -147,7 +144,7 @@ impl TunDevice {
         self.early
             .take()
             .unwrap_or_else(open_tun)
-            .map_err(|e| Error::TunDevice(e.to_string()))
+            .map_err(Error::TunDevice)
     }
 
     /// One descriptor per queue of the new tap, all opened before the tap
@@ -163,8 +160,7 @@ impl TunDevice {
             // (stdio, --fd, netlink): checked first for a clear line;
             // EMFILE below is the kernel's own word on it.
             const OWN: u64 = 8;
-            let limit = files::nofile_limit()
-                .map_err(|e| Error::Privileges(format!("getrlimit: {}", e.desc())))?;
+            let limit = files::nofile_limit().map_err(|e| fail("getrlimit", e))?;
             if limit < u64::from(queues) + OWN {
                 return Err(Error::FdLimit { queues, limit });
             }
@@ -175,18 +171,15 @@ impl TunDevice {
             match open_tun() {
                 Ok(fd) => fds.push(fd),
                 Err(e) => {
-                    let errno = e.raw_os_error().map(nix::errno::Errno::from_raw);
-                    return Err(match errno {
-                        Some(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)
-                            if setuid_early =>
-                        {
+                    return Err(match e {
+                        Errno::EACCES | Errno::EPERM if setuid_early => {
                             Error::QueuesNeedTun(queues)
                         }
-                        Some(nix::errno::Errno::EMFILE) => Error::FdLimit {
+                        Errno::EMFILE => Error::FdLimit {
                             queues,
                             limit: files::nofile_limit().unwrap_or(0),
                         },
-                        _ => Error::TunDevice(e.to_string()),
+                        _ => Error::TunDevice(e),
                     });
                 }
             }
@@ -200,10 +193,8 @@ impl TunDevice {
     pub fn check(&self) -> Result<(), Error> {
         match &self.early {
             Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(Error::TunDevice(e.to_string())),
-            None => open_tun()
-                .map(drop)
-                .map_err(|e| Error::TunDevice(e.to_string())),
+            Some(Err(e)) => Err(Error::TunDevice(*e)),
+            None => open_tun().map(drop).map_err(Error::TunDevice),
         }
     }
 
@@ -222,7 +213,6 @@ impl TunDevice {
 /// after the drop (which changes the gids but keeps the supplementary
 /// list): real, effective and supplementary, for `group=` lines.
 pub fn groups() -> Result<Vec<u32>, Error> {
-    let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
     let ids = getresgid().map_err(|e| fail("getresgid", e))?;
     let mut gids: Vec<u32> = getgroups()
         .map_err(|e| fail("getgroups", e))?
@@ -262,20 +252,24 @@ pub fn installed_binary() -> Install {
 /// hand-over itself needs no privilege.
 pub fn drop_all() -> Result<(), Error> {
     let none = CapSets::default();
-    caps::capset(&none).map_err(|e| Error::Privileges(format!("capset: {}", e.desc())))?;
+    caps::capset(&none).map_err(|e| fail("capset", e))?;
     verify_caps(none)
 }
 
-fn open_tun() -> io::Result<OwnedFd> {
+fn open_tun() -> Result<OwnedFd, Errno> {
     // openat: musl's open() adds an fcntl for O_CLOEXEC.
-    files::open_at(None, c"/dev/net/tun", libc::O_RDWR).map_err(io::Error::from)
+    files::open_at(None, c"/dev/net/tun", libc::O_RDWR)
+}
+
+/// A call of the drop that failed.
+fn fail(call: &'static str, e: Errno) -> Error {
+    Error::Privileges(Dropping::Call(call, e))
 }
 
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
 /// never given it), then checks that this is really so (CAP_DAC_OVERRIDE,
 /// held for the setuid open of the device, included).
 pub fn drop_to_caller() -> Result<Caller, Error> {
-    let fail = |what: &str, e: nix::Error| Error::Privileges(format!("{what}: {}", e.desc()));
     let uids = getresuid().map_err(|e| fail("getresuid", e))?;
     let gids = getresgid().map_err(|e| fail("getresgid", e))?;
     let (uid, gid) = (uids.real, gids.real);
@@ -342,21 +336,18 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
 
 /// Trust, but read back: a drop that silently did less is a hole.
 fn verify(uid: Uid, gid: Gid, want: CapSets) -> Result<(), Error> {
-    let bad = |what: String| Err(Error::Privileges(what));
-    let u = getresuid().map_err(|e| Error::Privileges(e.desc().into()))?;
-    let g = getresgid().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let u = getresuid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
+    let g = getresgid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
     if [u.real, u.effective, u.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
-        return bad(format!("still running with uids {u:?} and gids {g:?}"));
+        return Err(Error::Privileges(Dropping::Ids(u, g)));
     }
     verify_caps(want)
 }
 
 fn verify_caps(want: CapSets) -> Result<(), Error> {
-    let now = caps::capget().map_err(|e| Error::Privileges(e.desc().into()))?;
+    let now = caps::capget().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
     if now != want {
-        return Err(Error::Privileges(format!(
-            "capabilities are {now:x?}, wanted {want:x?}"
-        )));
+        return Err(Error::Privileges(Dropping::Caps { now, want }));
     }
     Ok(())
 }

@@ -10,8 +10,12 @@ use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::helper_conf::lines::PortSettings;
 use crate::report::escape::Bytes;
 use crate::report::status;
+use crate::service::identity::Refusal;
+use crate::service::wire::WireError;
+use crate::service::SOCKET_PATH;
 use crate::system::caps::CapSets;
 use crate::system::netlink::NlError;
+use crate::system::service::ListenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,13 +84,13 @@ pub enum Error {
     },
     /// Bytes sent to the service that are not a request (wire format).
     #[error("bad request to the bridge-helper service: {0}")]
-    BadRequest(#[from] crate::service::wire::WireError),
+    BadRequest(#[from] WireError),
     /// A peer the service does not answer for (see service::identity).
     #[error("refused by the bridge-helper service: {0}")]
-    PeerRefused(String),
+    PeerRefused(Refusal),
     /// The service, or the way to it, failed.
     #[error("bridge-helper service: {0}")]
-    Service(String),
+    Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
     #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'", cause = .why.desc())]
     NoPrivilegeNoService { socket: &'static str, why: Errno },
@@ -116,6 +120,31 @@ fn tun_hint(errno: Errno) -> &'static str {
         Errno::ENOENT => "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
         _ => "",
     }
+}
+
+/// What went wrong between a forwarder, the service and its runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceFault {
+    #[error("--serve is for root (systemd's bridge-helper.socket starts it)")]
+    NotRoot,
+    #[error("{0}")]
+    Listen(#[from] ListenError),
+    #[error("asking the service at {SOCKET_PATH}: {}", .0.desc())]
+    Asking(Errno),
+    #[error("the service at {SOCKET_PATH} gave no complete answer ({0})")]
+    NoAnswer(WireError),
+    #[error("the service granted a tap but sent none")]
+    NoTap,
+    #[error("busy: {max} requests of uid {uid} already running; try again")]
+    BusyUser { max: usize, uid: u32 },
+    #[error("busy: {max} requests already running; try again")]
+    Busy { max: usize },
+    #[error("no complete request within {secs} s")]
+    NoRequest { secs: u64 },
+    #[error("starting the run: {0}")]
+    Starting(std::io::Error),
+    #[error("waiting for the run: {0}")]
+    Waiting(std::io::Error),
 }
 
 /// Why giving up privilege failed (the drop checks what it did).

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::cli;
-use crate::report::error::Error;
+use crate::report::error::{Error, ServiceFault};
 use crate::service::wire::{self, Answer};
 use crate::service::{SESSION_DEADLINE, SOCKET_PATH};
 use crate::system::fd_passing;
@@ -33,15 +33,9 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
     // The service answers within its deadline or closes; a second more
     // for the answer to travel.
     let deadline = Instant::now() + SESSION_DEADLINE + std::time::Duration::from_secs(1);
-    let (bytes, fds) =
-        sys::exchange(conn.as_fd(), &frame, wire::MAX_ANSWER, deadline).map_err(|e| {
-            Error::Service(format!("asking the service at {SOCKET_PATH}: {}", e.desc()))
-        })?;
-    let (tap, answer) = Answer::decode(&bytes).map_err(|e| {
-        Error::Service(format!(
-            "the service at {SOCKET_PATH} gave no complete answer ({e})"
-        ))
-    })?;
+    let (bytes, fds) = sys::exchange(conn.as_fd(), &frame, wire::MAX_ANSWER, deadline)
+        .map_err(ServiceFault::Asking)?;
+    let (tap, answer) = Answer::decode(&bytes).map_err(ServiceFault::NoAnswer)?;
     relay(request.fd, socket, tap, &fds, &answer)
 }
 
@@ -63,9 +57,7 @@ fn relay(
 ) -> Result<(), Error> {
     if answer.status == 0 {
         if !tap || fds.is_empty() {
-            return Err(Error::Service(
-                "the service granted a tap but sent none".into(),
-            ));
+            return Err(ServiceFault::NoTap.into());
         }
         let queues: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         fd_passing::send(socket, fd, &queues)?;

@@ -2,6 +2,10 @@
 //! [`crate::service`] for why): pure decisions on facts the system layer
 //! read from the kernel, and the parser of `/etc/subuid` and `/etc/subgid`.
 
+use nix::errno::Errno;
+
+use crate::report::escape::Bytes;
+
 /// What the kernel says about a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -91,17 +95,39 @@ fn number(field: &[u8]) -> Option<u32> {
 }
 
 /// Why a peer is not answered; the text follows "refused: ".
-pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<String> {
-    // Which namespace decides: the peer's own, or the first one below
-    // the service's on the way down to it.
-    let from = |depth: u32| match depth {
-        1 => "a user namespace that".to_string(),
-        n => format!("a user namespace nested {n} deep whose first level"),
-    };
-    let decider = |depth: u32| match depth {
-        1 => "its",
-        _ => "its first level's",
-    };
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// What the service must know of the peer could not be read.
+    #[error("{what}: {cause}", cause = .why.desc())]
+    Unreadable { what: &'static str, why: Errno },
+    #[error("uid {uid} connected from {} allows setgroups (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)", Namespace(*.depth))]
+    SetgroupsAllowed { uid: u32, depth: u32 },
+    #[error("uid {uid} connected from a user namespace; the service could not read {} setgroups ({}): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host", if *.depth == 1 { "its" } else { "its first level's" }, .why.desc())]
+    SetgroupsUnread { uid: u32, depth: u32, why: Errno },
+    #[error("uid {0} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it")]
+    Outside(u32),
+    #[error("uid {uid} is a subordinate uid of {owner} (/etc/subuid): a container's user acting for {owner}; ask as {owner} itself")]
+    SubUid { uid: u32, owner: Bytes },
+    #[error("gid {gid} is a subordinate gid of {owner} (/etc/subgid): a container's group acting for {owner}; ask as {owner} itself")]
+    SubGid { gid: u32, owner: Bytes },
+}
+
+/// Which namespace decides: the peer's own, or the first one below the
+/// service's on the way down to it.
+struct Namespace(u32);
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            1 => f.write_str("a user namespace that"),
+            n => write!(f, "a user namespace nested {n} deep whose first level"),
+        }
+    }
+}
+
+/// Why a peer is not answered, if it is not.
+pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<Refusal> {
+    let uid = peer.uid;
     match peer.userns {
         UserNs::Same
         | UserNs::Below {
@@ -111,50 +137,29 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
         UserNs::Below {
             depth,
             first_level: Setgroups::Allow,
-        } => {
-            return Some(format!(
-                "uid {} connected from {} allows setgroups (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
-                peer.uid,
-                from(depth)
-            ))
-        }
+        } => return Some(Refusal::SetgroupsAllowed { uid, depth }),
         UserNs::Below {
             depth,
             first_level: Setgroups::Unread(errno),
         } => {
-            return Some(format!(
-                "uid {} connected from a user namespace; the service could not read {} setgroups ({}): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host",
-                peer.uid,
-                decider(depth),
-                nix::errno::Errno::from_raw(errno).desc()
-            ))
+            let why = Errno::from_raw(errno);
+            return Some(Refusal::SetgroupsUnread { uid, depth, why });
         }
-        UserNs::Outside => {
-            return Some(format!(
-                "uid {} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it",
-                peer.uid
-            ))
-        }
+        UserNs::Outside => return Some(Refusal::Outside(uid)),
     }
     let owner = |ranges: &[SubRange], id: u32| {
         ranges
             .iter()
             .find(|r| r.contains(id))
-            .map(|r| crate::report::escape::quote(&r.owner))
+            .map(|r| Bytes::from(&r.owner))
     };
-    if let Some(user) = owner(subuids, peer.uid) {
-        return Some(format!(
-            "uid {} is a subordinate uid of {user} (/etc/subuid): a container's user acting for {user}; ask as {user} itself",
-            peer.uid
-        ));
+    if let Some(owner) = owner(subuids, uid) {
+        return Some(Refusal::SubUid { uid, owner });
     }
-    if let Some(user) = owner(subgids, peer.gid) {
-        return Some(format!(
-            "gid {} is a subordinate gid of {user} (/etc/subgid): a container's group acting for {user}; ask as {user} itself",
-            peer.gid
-        ));
-    }
-    None
+    owner(subgids, peer.gid).map(|owner| Refusal::SubGid {
+        gid: peer.gid,
+        owner,
+    })
 }
 
 #[cfg(test)]
@@ -212,20 +217,28 @@ mod tests {
 
     #[test]
     fn a_peer_that_could_have_shed_a_group_is_refused() {
-        let line = refusal(&peer(below(1, Setgroups::Allow)), &[], &[]).unwrap();
+        let line = refusal(&peer(below(1, Setgroups::Allow)), &[], &[])
+            .unwrap()
+            .to_string();
         assert!(line.contains("allows setgroups (made with"), "{line}");
-        let line = refusal(&peer(below(3, Setgroups::Allow)), &[], &[]).unwrap();
+        let line = refusal(&peer(below(3, Setgroups::Allow)), &[], &[])
+            .unwrap()
+            .to_string();
         assert!(
             line.contains("nested 3 deep whose first level allows setgroups"),
             "{line}"
         );
-        let line = refusal(&peer(below(2, Setgroups::Unread(libc::EPERM))), &[], &[]).unwrap();
+        let line = refusal(&peer(below(2, Setgroups::Unread(libc::EPERM))), &[], &[])
+            .unwrap()
+            .to_string();
         assert!(
             line.contains("could not read its first level's setgroups (Operation not permitted)"),
             "{line}"
         );
         assert!(line.contains("RestrictNamespaces=user"), "{line}");
-        let line = refusal(&peer(UserNs::Outside), &[], &[]).unwrap();
+        let line = refusal(&peer(UserNs::Outside), &[], &[])
+            .unwrap()
+            .to_string();
         assert!(line.contains("not below the service's"), "{line}");
     }
 
@@ -245,9 +258,13 @@ mod tests {
     #[test]
     fn a_subordinate_id_is_refused_naming_its_owner() {
         let subs = parse_subids(b"alice:999:2\n");
-        let line = refusal(&peer(UserNs::Same), &subs, &[]).unwrap();
+        let line = refusal(&peer(UserNs::Same), &subs, &[])
+            .unwrap()
+            .to_string();
         assert!(line.contains("subordinate uid of 'alice'"), "{line}");
-        let line = refusal(&peer(UserNs::Same), &[], &subs).unwrap();
+        let line = refusal(&peer(UserNs::Same), &[], &subs)
+            .unwrap()
+            .to_string();
         assert!(line.contains("subordinate gid of 'alice'"), "{line}");
         let elsewhere = parse_subids(b"alice:2000:10\n");
         assert_eq!(refusal(&peer(UserNs::Same), &elsewhere, &elsewhere), None);

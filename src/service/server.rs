@@ -22,9 +22,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Pid, Uid};
 
 use crate::report::audit;
-use crate::report::error::{Dropping, Error};
+use crate::report::error::{Dropping, Error, ServiceFault};
 use crate::report::status;
-use crate::service::identity::{self, Peer};
+use crate::service::identity::{self, Peer, Refusal};
 use crate::service::wire::{self, Answer, Request};
 use crate::service::{
     IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
@@ -54,14 +54,13 @@ pub fn asked_to_serve() -> bool {
 pub fn serve() -> Result<(), Error> {
     let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
     if !(ids.real.is_root() && ids.effective.is_root()) {
-        return Err(Error::Service(
-            "--serve is for root (systemd's bridge-helper.socket starts it)".into(),
-        ));
+        return Err(ServiceFault::NotRoot.into());
     }
-    let (listener, activated) = match sys::activated_listener().map_err(Error::Service)? {
+    let listen = |e| Error::Service(ServiceFault::Listen(e));
+    let (listener, activated) = match sys::activated_listener().map_err(listen)? {
         Some(sock) => (sock, true),
         None => (
-            sys::bind_listener(Path::new(SOCKET_PATH)).map_err(Error::Service)?,
+            sys::bind_listener(Path::new(SOCKET_PATH)).map_err(listen)?,
             false,
         ),
     };
@@ -112,15 +111,17 @@ pub fn serve() -> Result<(), Error> {
         });
         let mine = sessions.values().filter(|s| s.uid == charged).count();
         if sessions.len() >= MAX_CONNECTIONS || mine >= MAX_PER_UID {
-            let why = if mine >= MAX_PER_UID {
-                format!("{MAX_PER_UID} requests of uid {charged} already running")
+            let busy = if mine >= MAX_PER_UID {
+                ServiceFault::BusyUser {
+                    max: MAX_PER_UID,
+                    uid: charged,
+                }
             } else {
-                format!("{MAX_CONNECTIONS} requests already running")
+                ServiceFault::Busy {
+                    max: MAX_CONNECTIONS,
+                }
             };
-            answer_error(
-                conn.as_fd(),
-                &Error::Service(format!("busy: {why}; try again")),
-            );
+            answer_error(conn.as_fd(), &busy.into());
             continue;
         }
         match sys::fork() {
@@ -204,14 +205,12 @@ fn run_request(conn: BorrowedFd<'_>, cred: PeerCred, request: &Request) -> Resul
         &who,
         conn,
     )
-    .map_err(|e| Error::Service(format!("starting the run: {e}")))?;
+    .map_err(ServiceFault::Starting)?;
     let mut line = Vec::new();
     if let Some(stderr) = child.stderr.take() {
         let _ = stderr.take(wire::MAX_LINE as u64).read_to_end(&mut line);
     }
-    let status = child
-        .wait()
-        .map_err(|e| Error::Service(format!("waiting for the run: {e}")))?;
+    let status = child.wait().map_err(ServiceFault::Waiting)?;
     use std::os::unix::process::ExitStatusExt;
     let status = match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code).unwrap_or(status::INTERNAL),
@@ -243,7 +242,7 @@ fn run_args(request: &Request, fd: i32) -> Vec<OsString> {
 
 /// The peer as the kernel sees it, refused if its namespace cannot be read.
 fn identify(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Peer, Error> {
-    let kernel = |what: &str, e: Errno| Error::PeerRefused(format!("{what}: {}", e.desc()));
+    let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = sys::peer_pidfd(conn, cred.pid).map_err(|e| kernel("the peer's pidfd", e))?;
     let userns = sys::peer_userns(pidfd.as_fd(), cred.pid).map_err(|e| {
@@ -267,10 +266,8 @@ fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Request, Erro
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Service(format!(
-                "no complete request within {} s",
-                REQUEST_DEADLINE.as_secs()
-            )));
+            let secs = REQUEST_DEADLINE.as_secs();
+            return Err(ServiceFault::NoRequest { secs }.into());
         }
         let mut fds = [PollFd::new(conn, PollFlags::POLLIN)];
         match poll(

@@ -7,9 +7,10 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use nix::errno::Errno;
@@ -18,6 +19,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::Pid;
 
+use crate::report::escape::Escaped;
 use crate::service::identity::{Setgroups, UserNs};
 
 /// `SO_PEERCRED`: the peer's pid, and its effective uid and gid at
@@ -247,20 +249,49 @@ fn io_errno(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// Why the service has no socket to listen on.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("LISTEN_FDS is not 1: give the service exactly one socket")]
+    FdCount,
+    #[error("fd 3 from systemd: {}", .0.desc())]
+    Fd3(Errno),
+    #[error("the socket from systemd {0}")]
+    Wrong(&'static str),
+    #[error("{}", .0.desc())]
+    Errno(Errno),
+    /// A step of binding the socket at `path`.
+    #[error("{doing} {}: {why}", Escaped(path.as_os_str().as_bytes()))]
+    Bind {
+        doing: &'static str,
+        path: PathBuf,
+        why: BindCause,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindCause {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Errno(#[from] Errno),
+    #[error("not a socket")]
+    NotASocket,
+}
+
 /// The listening socket systemd handed over (`LISTEN_PID` is us,
 /// `LISTEN_FDS=1`: fd 3), checked to be a listening Unix stream socket.
 /// `None` when not socket-activated.
-pub fn activated_listener() -> Result<Option<OwnedFd>, String> {
+pub fn activated_listener() -> Result<Option<OwnedFd>, ListenError> {
     let for_us = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
     if !for_us {
         return Ok(None);
     }
     if std::env::var("LISTEN_FDS").ok().as_deref() != Some("1") {
-        return Err("LISTEN_FDS is not 1: give the service exactly one socket".into());
+        return Err(ListenError::FdCount);
     }
     const SD_LISTEN_FDS_START: RawFd = 3;
-    crate::system::files::inherited_fd(SD_LISTEN_FDS_START)
-        .map_err(|e| format!("fd 3 from systemd: {}", e.desc()))?;
+    crate::system::files::inherited_fd(SD_LISTEN_FDS_START).map_err(ListenError::Fd3)?;
     // SAFETY: fd 3 is open (checked above) and was given to this process
     // by systemd; nothing else in it owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
@@ -269,24 +300,23 @@ pub fn activated_listener() -> Result<Option<OwnedFd>, String> {
         sock.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
-    .map_err(|e| format!("fd 3 from systemd: {}", e.desc()))?;
+    .map_err(ListenError::Fd3)?;
     check_listener(sock.as_fd())?;
     Ok(Some(sock))
 }
 
-fn check_listener(sock: BorrowedFd<'_>) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("the socket from systemd {why}"));
+fn check_listener(sock: BorrowedFd<'_>) -> Result<(), ListenError> {
+    let bad = |why| Err(ListenError::Wrong(why));
     let local = socket::getsockname::<socket::SockaddrStorage>(sock.as_raw_fd())
-        .map_err(|e| e.desc().to_string())?;
+        .map_err(ListenError::Errno)?;
     if local.family() != Some(AddressFamily::Unix) {
         return bad("is not a Unix socket (ListenStream= a path)");
     }
-    if socket::getsockopt(&sock, sockopt::SockType).map_err(|e| e.desc().to_string())?
-        != SockType::Stream
+    if socket::getsockopt(&sock, sockopt::SockType).map_err(ListenError::Errno)? != SockType::Stream
     {
         return bad("is not a stream socket (ListenStream=)");
     }
-    if !socket::getsockopt(&sock, sockopt::AcceptConn).map_err(|e| e.desc().to_string())? {
+    if !socket::getsockopt(&sock, sockopt::AcceptConn).map_err(ListenError::Errno)? {
         return bad("is not listening (Accept=no)");
     }
     Ok(())
@@ -295,16 +325,20 @@ fn check_listener(sock: BorrowedFd<'_>) -> Result<(), String> {
 /// Binds `path` (mode 0666: the ACL is the gate) in a directory made 0755
 /// if missing; a stale socket from an earlier service is replaced, any
 /// other file is left alone and refused.
-pub fn bind_listener(path: &Path) -> Result<OwnedFd, String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
+pub fn bind_listener(path: &Path) -> Result<OwnedFd, ListenError> {
+    let fail = |doing, why: BindCause| ListenError::Bind {
+        doing,
+        path: path.to_path_buf(),
+        why,
+    };
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", &e))?;
+        fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e.into()))?;
     }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            fs::remove_file(path).map_err(|e| fail("removing the stale", &e))?
+            fs::remove_file(path).map_err(|e| fail("removing the stale", e.into()))?
         }
-        Ok(_) => return Err(fail("refusing to replace", &"not a socket")),
+        Ok(_) => return Err(fail("refusing to replace", BindCause::NotASocket)),
         Err(_) => {}
     }
     let sock = socket::socket(
@@ -313,13 +347,13 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, String> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| fail("socket for", &e))?;
-    let addr = UnixAddr::new(path).map_err(|e| fail("address", &e))?;
-    socket::bind(sock.as_raw_fd(), &addr).map_err(|e| fail("binding", &e))?;
+    .map_err(|e| fail("socket for", e.into()))?;
+    let addr = UnixAddr::new(path).map_err(|e| fail("address", e.into()))?;
+    socket::bind(sock.as_raw_fd(), &addr).map_err(|e| fail("binding", e.into()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o666))
-        .map_err(|e| fail("chmod 0666", &e))?;
+        .map_err(|e| fail("chmod 0666", e.into()))?;
     socket::listen(&sock, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
-        .map_err(|e| fail("listening on", &e))?;
+        .map_err(|e| fail("listening on", e.into()))?;
     Ok(sock)
 }
 

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{CheckRequest, UsageError};
 use crate::policy::accounts::User;
+use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::Origin;
 use crate::policy::bridge_conf::{self, Rule, Target};
 use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::files::{FileText, Files, OpenError};
-use crate::policy::helper_conf::lines::{PortRule, Who};
+use crate::policy::helper_conf::lines::PortRule;
 use crate::policy::helper_conf::Settings;
 use crate::report::error::Error;
 use crate::report::escape::{quote, Bytes, Escaped};

@@ -12,12 +12,12 @@ use std::path::Path;
 
 use nix::unistd::Uid;
 
-use crate::policy::accounts::{self, Accounts};
-use crate::policy::bridge_conf::includes::{self, Origin};
+use crate::policy::accounts::{self, Accounts, Identity};
+use crate::policy::bridge_conf::includes::{self, ConfigError, Origin};
 use crate::policy::bridge_conf::{Rule, Verdict};
 use crate::policy::decision::Policy;
 use crate::policy::files::Files;
-use crate::policy::helper_conf::lines::{Identity, PortRule};
+use crate::policy::helper_conf::lines::PortRule;
 use crate::policy::helper_conf::{self, Settings};
 use crate::policy::ifname::IfName;
 use crate::policy::{compiled, ifname};
@@ -55,7 +55,7 @@ pub fn policy(
     uid: Uid,
 ) -> Result<Policy, Error> {
     let accounts = if conf.names_accounts() {
-        accounts::load(files)?
+        accounts::load(files).map_err(|(path, e)| ConfigError::opening(Path::new(path), e))?
     } else {
         Accounts::default()
     };

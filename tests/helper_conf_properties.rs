@@ -14,13 +14,11 @@
 
 use std::path::PathBuf;
 
-use bridge_helper::policy::accounts::{self, Accounts};
+use bridge_helper::policy::accounts::{self, Account, Accounts, Identity, Who};
 use bridge_helper::policy::bridge_conf::includes::Origin;
 use bridge_helper::policy::bridge_conf::{Rule, Target, Verdict};
 use bridge_helper::policy::decision;
-use bridge_helper::policy::helper_conf::lines::{
-    self, Account, Grant, Identity, Line, PortRule, PortSettings, Who,
-};
+use bridge_helper::policy::helper_conf::lines::{self, Grant, Line, PortRule, PortSettings};
 use bridge_helper::policy::helper_conf::{self, Settings};
 use proptest::prelude::*;
 use proptest::sample::select;

@@ -1,14 +1,16 @@
-//! User and group names, from /etc/passwd and /etc/group as we parse them.
+//! User and group names, from /etc/passwd and /etc/group as we parse them,
+//! and who a line of bridge-helper.conf is for ([`Who`]).
 //!
 //! Not getpwnam(3): a static binary has no NSS, and musl's lookups ask
 //! nscd, a daemon the caller may reach and answer for. Only the files
 //! count, read through the same trust walk as the ACL (see
 //! [`load`]), so nobody but root chooses what a name means.
 
+use std::fmt;
 use std::path::Path;
 
-use crate::policy::bridge_conf::includes::ConfigError;
 use crate::policy::files::{Files, OpenError};
+use crate::report::escape::Quoted;
 
 pub const PASSWD: &str = "/etc/passwd";
 pub const GROUP: &str = "/etc/group";
@@ -134,16 +136,98 @@ pub fn number(text: &[u8]) -> Option<u32> {
 /// unresolved, so its lines match no one); one the walk refuses is an
 /// error, as for the ACL: it would let someone other than root choose who
 /// a name is.
-pub fn load(files: &impl Files) -> Result<Accounts, ConfigError> {
-    let read = |path: &str| match files.read(Path::new(path), MAX_BYTES) {
+/// The error names the file.
+pub fn load(files: &impl Files) -> Result<Accounts, (&'static str, OpenError)> {
+    let read = |path: &'static str| match files.read(Path::new(path), MAX_BYTES) {
         Ok(text) => Ok(parse(&text.bytes)),
         Err(OpenError::Missing) => Ok(Vec::new()),
-        Err(e) => Err(ConfigError::opening(Path::new(path), e)),
+        Err(e) => Err((path, e)),
     };
     Ok(Accounts {
         users: read(PASSWD)?,
         groups: read(GROUP)?,
     })
+}
+
+/// A user or group as a line names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Account {
+    Id(u32),
+    Name(Vec<u8>),
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Account::Id(n) => write!(f, "{n}"),
+            Account::Name(n) => Quoted(n).fmt(f),
+        }
+    }
+}
+
+/// Who a line is for, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Who {
+    Everyone,
+    User(Account),
+    Group(Account),
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Everyone => f.write_str("everyone"),
+            Who::User(a) => write!(f, "user={a}"),
+            Who::Group(a) => write!(f, "group={a}"),
+        }
+    }
+}
+
+/// The caller as the kernel reports it: real uid, and real, effective and
+/// supplementary gids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl Who {
+    /// A name that does not resolve matches no one: a deleted account must
+    /// not stop every request on the host, and for a grant that never
+    /// widens access. A port line with such a name is refused before this
+    /// is asked (see `select_port`): another line would apply instead, and
+    /// a restriction must not fail open.
+    pub fn matches(&self, me: &Identity, names: &Accounts) -> bool {
+        match self {
+            Who::Everyone => true,
+            Who::User(a) => resolve(a, |n| names.user(n)) == Some(me.uid),
+            Who::Group(a) => resolve(a, |n| names.group(n)).is_some_and(|g| me.gids.contains(&g)),
+        }
+    }
+
+    /// The name, if resolving it needs /etc/passwd or /etc/group.
+    pub fn needs_lookup(&self) -> bool {
+        matches!(
+            self,
+            Who::User(Account::Name(_)) | Who::Group(Account::Name(_))
+        )
+    }
+
+    /// Whether the name resolves (numbers always do).
+    pub fn resolves(&self, names: &Accounts) -> bool {
+        match self {
+            Who::Everyone => true,
+            Who::User(a) => resolve(a, |n| names.user(n)).is_some(),
+            Who::Group(a) => resolve(a, |n| names.group(n)).is_some(),
+        }
+    }
+}
+
+fn resolve(a: &Account, lookup: impl Fn(&[u8]) -> Option<u32>) -> Option<u32> {
+    match a {
+        Account::Id(n) => Some(*n),
+        Account::Name(n) => lookup(n),
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! bridge-helper.conf's grants and port lines, the account names and the
 //! caller, before anything touches the kernel.
 
-use crate::policy::accounts::Accounts;
+use crate::policy::accounts::{Accounts, Identity, Who};
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::bridge_conf::{self, Rule, Target, Verdict};
-use crate::policy::helper_conf::lines::{Grant, Identity, PortRule, Who};
+use crate::policy::helper_conf::lines::{Grant, PortRule};
 
 /// Everything a run decides before it touches the kernel, for the run
 /// itself and for `--check`.
@@ -153,10 +153,7 @@ fn select_port<'a>(
         .iter()
         .find(|p| bridge_names.contains(&p.bridge.as_slice()) && !p.who.resolves(names))
     {
-        return Err(ConfigError::UnresolvedPort(
-            p.origin.clone(),
-            p.who.to_string(),
-        ));
+        return Err(ConfigError::UnresolvedPort(p.origin.clone(), p.who.clone()));
     }
     let matching = |level: fn(&Who) -> bool| -> Vec<&'a PortRule> {
         ports

@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::{self, Directive, LineError, Rule};
 use crate::policy::files::{Files, OpenError};
 use crate::policy::untrusted::Untrusted;
@@ -76,7 +77,7 @@ pub enum ConfigError {
     /// A restriction for an account that cannot be told fails closed: it
     /// could be the caller's.
     #[error("{0}: {1} does not resolve in /etc/passwd or /etc/group, so this port line could be the caller's; fix the name, use a number, or remove the line")]
-    UnresolvedPort(Origin, String),
+    UnresolvedPort(Origin, Who),
     /// Out of descriptors or memory: the environment's fault, not the file's.
     #[error("{path}: {why}", path = shown(.0), why = .1)]
     Resources(PathBuf, io::Error),

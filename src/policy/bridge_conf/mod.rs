@@ -6,8 +6,9 @@
 
 pub mod includes;
 
+use crate::policy::accounts::Who;
 use crate::policy::ifname;
-use crate::report::escape::quote;
+use crate::report::escape::Bytes;
 
 /// qemu-bridge-helper reads lines with a 4096-byte buffer: anything longer
 /// is split, and the tail parsed as a line of its own.
@@ -44,24 +45,64 @@ pub enum LineError {
     #[error("line contains a NUL byte")]
     Nul,
     #[error("expected a command and an argument, got {0}")]
-    NoArgument(String),
+    NoArgument(Bytes),
     #[error("unknown command {0} (expected allow, deny or include)")]
-    UnknownCommand(String),
+    UnknownCommand(Bytes),
     #[error("{0} is not a bridge name: {1}")]
-    BadName(String, ifname::Invalid),
+    BadName(Bytes, ifname::Invalid),
     /// `deny br0 # old`: QEMU's helper reads all of it as one name, which
     /// matches no bridge, so the rule would silently do nothing.
     #[error("{0} is not a bridge name: a comment needs a line of its own (starting with #); move it to the line above")]
-    TrailingComment(String),
+    TrailingComment(Bytes),
     /// `allow br0 user=vmu`: grants to users and groups are written in
     /// bridge-helper.conf, which QEMU's helper never reads.
     #[error("{0} is not a bridge name: bridge.conf takes only a bridge name (or all); user= and group= qualifiers belong in bridge-helper.conf, see bridge-helper.conf(5)")]
-    Qualified(String),
+    Qualified(Bytes),
     #[error("include needs a path")]
     EmptyInclude,
     /// In bridge-helper.conf, not bridge.conf.
     #[error("{0}")]
-    BadSetting(String),
+    BadSetting(BadSetting),
+}
+
+/// A line of bridge-helper.conf (see [`crate::policy::helper_conf`]) that
+/// is not a setting; the words quoted are the line's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSetting {
+    /// What the line's rule is, with nothing of the line in it.
+    #[error("{0}")]
+    Rule(&'static str),
+    /// A word of the line and what is wrong with it.
+    #[error("{0}: {1}")]
+    Word(Bytes, &'static str),
+    #[error("a comment needs a line of its own (starting with #); move {0} to the line above")]
+    TrailingComment(Bytes),
+    #[error("unknown setting {0}")]
+    Unknown(Bytes),
+    #[error("{0} is not a number from 0 to {1}")]
+    NotALimit(Bytes, usize),
+    #[error(
+        "a second port line for bridge {bridge} and {who} (the first is line {first}); keep one"
+    )]
+    SecondPort {
+        bridge: Bytes,
+        who: Who,
+        first: usize,
+    },
+    #[error("{0} is not user=NAME or group=NAME")]
+    NotAQualifier(Bytes),
+    #[error("{0} is given twice")]
+    Twice(Bytes),
+    #[error(
+        "unknown port setting {0} (expected isolated, vlan=N, tagged=LIST or learning=on|off)"
+    )]
+    UnknownPortSetting(Bytes),
+    #[error("{0} is an empty range")]
+    EmptyRange(Bytes),
+    #[error("{0} is not a VLAN id from 1 to 4094")]
+    NotAVlan(Bytes),
+    #[error("VLAN {0} cannot be both the untagged vlan= and in tagged=")]
+    UntaggedAndTagged(u16),
 }
 
 /// glib's g_ascii_isspace, which is what QEMU trims with: space, \t, \n,
@@ -122,7 +163,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Directive>, LineError> {
         .position(|&b| b == b' ')
         .or_else(|| rest.iter().position(|&b| b == b'\t'));
     let Some(split) = split else {
-        return Err(LineError::NoArgument(quote(trim(rest))));
+        return Err(LineError::NoArgument(Bytes::from(trim(rest))));
     };
     let (cmd, arg) = (&rest[..split], trim(&rest[split + 1..]));
     match cmd {
@@ -130,7 +171,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Directive>, LineError> {
         b"include" => Ok(Some(Directive::Include(arg.to_vec()))),
         b"allow" => target(arg).map(|t| Some(Directive::Allow(t))),
         b"deny" => target(arg).map(|t| Some(Directive::Deny(t))),
-        _ => Err(LineError::UnknownCommand(quote(cmd))),
+        _ => Err(LineError::UnknownCommand(Bytes::from(cmd))),
     }
 }
 
@@ -149,10 +190,11 @@ fn target(arg: &[u8]) -> Result<Target, LineError> {
             .position(|&b| b == b' ' || b == b'\t')
             .filter(|&at| ifname::validate(&arg[..at]).is_ok())
             .map(|at| trim(&arg[at..]));
+        let arg = Bytes::from(arg);
         match rest {
-            Some(rest) if rest.starts_with(b"#") => LineError::TrailingComment(quote(arg)),
-            Some(rest) if rest.contains(&b'=') => LineError::Qualified(quote(arg)),
-            _ => LineError::BadName(quote(arg), why),
+            Some(rest) if rest.starts_with(b"#") => LineError::TrailingComment(arg),
+            Some(rest) if rest.contains(&b'=') => LineError::Qualified(arg),
+            _ => LineError::BadName(arg, why),
         }
     })?;
     Ok(Target::Bridge(arg.to_vec()))
@@ -263,7 +305,7 @@ mod tests {
         // QEMU finds the space first and so reads the command "allow\tbr0".
         assert_eq!(
             p(b"allow\tbr0 "),
-            Err(LineError::UnknownCommand("'allow\\tbr0'".into()))
+            Err(LineError::UnknownCommand(Bytes(b"allow\tbr0".to_vec())))
         );
     }
 

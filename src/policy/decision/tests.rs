@@ -1,5 +1,6 @@
 use super::*;
-use crate::policy::bridge_conf::LineError;
+use crate::policy::accounts::{Account, Identity, Who};
+use crate::policy::bridge_conf::{BadSetting, LineError};
 use crate::policy::helper_conf::lines::*;
 use std::path::PathBuf;
 
@@ -419,10 +420,9 @@ fn an_allow_for_everyone_is_sent_to_bridge_conf() {
     for line in ["allow br0", "allow all"] {
         assert_eq!(
             p(line),
-            Err(LineError::BadSetting(
+            Err(LineError::BadSetting(BadSetting::Rule(
                 "allow here needs user=NAME or group=NAME; an allow for everyone belongs in bridge.conf"
-                    .into()
-            )),
+            ))),
             "{line}"
         );
     }
@@ -444,7 +444,7 @@ fn account_names_are_taken_up_to_their_limit() {
 #[test]
 fn port_line_refusals_say_what_is_wrong() {
     let says = |line: &str, text: &str| match p(line) {
-        Err(LineError::BadSetting(why)) => assert!(why.contains(text), "{line}: {why}"),
+        Err(LineError::BadSetting(why)) => assert!(why.to_string().contains(text), "{line}: {why}"),
         other => panic!("{line}: {other:?}"),
     };
     says(

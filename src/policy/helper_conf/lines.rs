@@ -18,94 +18,14 @@
 
 use std::fmt;
 
-use crate::policy::accounts::{self, Accounts};
+use crate::policy::accounts::{self, Account, Who};
 use crate::policy::bridge_conf::includes::Origin;
-use crate::policy::bridge_conf::{LineError, Target};
+use crate::policy::bridge_conf::{BadSetting, LineError, Target};
 use crate::policy::ifname;
-use crate::report::escape::quote;
+use crate::report::escape::Bytes;
 
 /// A name longer than any real account's is a typo or an attack.
 pub(crate) const MAX_ACCOUNT_NAME: usize = 256;
-
-/// Who a line is for, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Account {
-    Id(u32),
-    Name(Vec<u8>),
-}
-
-impl fmt::Display for Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Account::Id(n) => write!(f, "{n}"),
-            Account::Name(n) => f.write_str(&quote(n)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Who {
-    Everyone,
-    User(Account),
-    Group(Account),
-}
-
-impl fmt::Display for Who {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Who::Everyone => f.write_str("everyone"),
-            Who::User(a) => write!(f, "user={a}"),
-            Who::Group(a) => write!(f, "group={a}"),
-        }
-    }
-}
-
-/// The caller as the kernel reports it: real uid, and real, effective and
-/// supplementary gids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gids: Vec<u32>,
-}
-
-impl Who {
-    /// A name that does not resolve matches no one: a deleted account must
-    /// not stop every request on the host, and for a grant that never
-    /// widens access. A port line with such a name is refused before this
-    /// is asked (see `select_port`): another line would apply instead, and
-    /// a restriction must not fail open.
-    pub fn matches(&self, me: &Identity, names: &Accounts) -> bool {
-        match self {
-            Who::Everyone => true,
-            Who::User(a) => resolve(a, |n| names.user(n)) == Some(me.uid),
-            Who::Group(a) => resolve(a, |n| names.group(n)).is_some_and(|g| me.gids.contains(&g)),
-        }
-    }
-
-    /// The name, if resolving it needs /etc/passwd or /etc/group.
-    pub fn needs_lookup(&self) -> bool {
-        matches!(
-            self,
-            Who::User(Account::Name(_)) | Who::Group(Account::Name(_))
-        )
-    }
-
-    /// Whether the name resolves (numbers always do).
-    pub fn resolves(&self, names: &Accounts) -> bool {
-        match self {
-            Who::Everyone => true,
-            Who::User(a) => resolve(a, |n| names.user(n)).is_some(),
-            Who::Group(a) => resolve(a, |n| names.group(n)).is_some(),
-        }
-    }
-}
-
-fn resolve(a: &Account, lookup: impl Fn(&[u8]) -> Option<u32>) -> Option<u32> {
-    match a {
-        Account::Id(n) => Some(*n),
-        Account::Name(n) => lookup(n),
-    }
-}
 
 /// What a port line sets on the tap's bridge port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -180,11 +100,12 @@ pub enum Line {
 /// Parses a rule line split into words; `None` if `words` is not an
 /// `allow`, `deny` or `port` line (the caller knows its other settings).
 pub fn parse_words(words: &[&[u8]]) -> Option<Result<Line, LineError>> {
-    let bad = |why: String| Some(Err(LineError::BadSetting(why)));
+    let bad = |why| Some(Err(LineError::BadSetting(why)));
+    let rule = |why| bad(BadSetting::Rule(why));
     match words {
-        [b"deny", ..] => bad(
-            "deny belongs in bridge.conf: this file can only add grants and port settings".into(),
-        ),
+        [b"deny", ..] => {
+            rule("deny belongs in bridge.conf: this file can only add grants and port settings")
+        }
         [b"allow", target, qualifier] => {
             let target = match bridge_or_all(target) {
                 Ok(t) => t,
@@ -192,20 +113,16 @@ pub fn parse_words(words: &[&[u8]]) -> Option<Result<Line, LineError>> {
             };
             match who(qualifier) {
                 Ok(Some(w)) => Some(Ok(Line::Grant(target, w))),
-                Ok(None) => bad(format!(
-                    "{} is not user=NAME or group=NAME",
-                    quote(qualifier)
-                )),
+                Ok(None) => bad(BadSetting::NotAQualifier(Bytes::from(*qualifier))),
                 Err(e) => Some(Err(e)),
             }
         }
-        [b"allow", _] => bad(
-            "allow here needs user=NAME or group=NAME; an allow for everyone belongs in bridge.conf"
-                .into(),
+        [b"allow", _] => rule(
+            "allow here needs user=NAME or group=NAME; an allow for everyone belongs in bridge.conf",
         ),
-        [b"allow", ..] => bad("allow takes a bridge (or all) and one user= or group=".into()),
+        [b"allow", ..] => rule("allow takes a bridge (or all) and one user= or group="),
         [b"port", bridge, rest @ ..] => Some(port(bridge, rest)),
-        [b"port"] => bad("port needs a bridge".into()),
+        [b"port"] => rule("port needs a bridge"),
         _ => None,
     }
 }
@@ -214,7 +131,7 @@ fn bridge_or_all(word: &[u8]) -> Result<Target, LineError> {
     if word == b"all" {
         return Ok(Target::All);
     }
-    ifname::validate(word).map_err(|why| LineError::BadName(quote(word), why))?;
+    ifname::validate(word).map_err(|why| LineError::BadName(Bytes::from(word), why))?;
     Ok(Target::Bridge(word.to_vec()))
 }
 
@@ -227,7 +144,12 @@ fn who(word: &[u8]) -> Result<Option<Who>, LineError> {
     } else {
         return Ok(None);
     };
-    let bad = |why: &str| Err(LineError::BadSetting(format!("{}: {why}", quote(word))));
+    let bad = |why| {
+        Err(LineError::BadSetting(BadSetting::Word(
+            Bytes::from(word),
+            why,
+        )))
+    };
     if value.is_empty() {
         return bad("empty name");
     }
@@ -249,11 +171,13 @@ fn who(word: &[u8]) -> Result<Option<Who>, LineError> {
 }
 
 fn port(bridge: &[u8], rest: &[&[u8]]) -> Result<Line, LineError> {
-    let bad = |why: String| Err(LineError::BadSetting(why));
+    let bad = |why| Err(LineError::BadSetting(why));
     if bridge == b"all" {
-        return bad("port needs one bridge; 'all' is not accepted here".into());
+        return bad(BadSetting::Rule(
+            "port needs one bridge; 'all' is not accepted here",
+        ));
     }
-    ifname::validate(bridge).map_err(|why| LineError::BadName(quote(bridge), why))?;
+    ifname::validate(bridge).map_err(|why| LineError::BadName(Bytes::from(bridge), why))?;
     let (whom, settings) = match rest {
         [first, settings @ ..] => match who(first)? {
             Some(w) => (w, settings),
@@ -266,7 +190,7 @@ fn port(bridge: &[u8], rest: &[&[u8]]) -> Result<Line, LineError> {
     for &word in settings {
         let key = word.split(|&b| b == b'=').next().unwrap_or(word);
         if seen.contains(&key) {
-            return bad(format!("{} is given twice", quote(key)));
+            return bad(BadSetting::Twice(Bytes::from(key)));
         }
         seen.push(key);
         match word {
@@ -277,7 +201,7 @@ fn port(bridge: &[u8], rest: &[&[u8]]) -> Result<Line, LineError> {
             _ if word.starts_with(b"tagged=") => {
                 let list = &word[7..];
                 if list.is_empty() {
-                    return bad("tagged= needs a list of VLANs".into());
+                    return bad(BadSetting::Rule("tagged= needs a list of VLANs"));
                 }
                 for item in list.split(|&b| b == b',') {
                     let (from, to) = match item.iter().position(|&b| b == b'-') {
@@ -285,7 +209,7 @@ fn port(bridge: &[u8], rest: &[&[u8]]) -> Result<Line, LineError> {
                         None => (vid(item)?, vid(item)?),
                     };
                     if from > to {
-                        return bad(format!("{} is an empty range", quote(item)));
+                        return bad(BadSetting::EmptyRange(Bytes::from(item)));
                     }
                     s.tagged.extend(from..=to);
                 }
@@ -293,24 +217,17 @@ fn port(bridge: &[u8], rest: &[&[u8]]) -> Result<Line, LineError> {
                 s.tagged.dedup();
             }
             _ if who(word)?.is_some() => {
-                return bad(format!(
-                    "{}: one user= or group= a line, right after the bridge",
-                    quote(word)
+                return bad(BadSetting::Word(
+                    Bytes::from(word),
+                    "one user= or group= a line, right after the bridge",
                 ))
             }
-            _ => {
-                return bad(format!(
-                    "unknown port setting {} (expected isolated, vlan=N, tagged=LIST or learning=on|off)",
-                    quote(word)
-                ))
-            }
+            _ => return bad(BadSetting::UnknownPortSetting(Bytes::from(word))),
         }
     }
     if let Some(n) = s.vlan {
         if s.tagged.contains(&n) {
-            return bad(format!(
-                "VLAN {n} cannot be both the untagged vlan= and in tagged="
-            ));
+            return bad(BadSetting::UntaggedAndTagged(n));
         }
     }
     Ok(Line::Port(bridge.to_vec(), whom, s))
@@ -322,9 +239,7 @@ fn vid(text: &[u8]) -> Result<u16, LineError> {
     u16::try_from(n)
         .ok()
         .filter(|n| (1..=4094).contains(n))
-        .ok_or_else(|| {
-            LineError::BadSetting(format!("{} is not a VLAN id from 1 to 4094", quote(text)))
-        })
+        .ok_or_else(|| LineError::BadSetting(BadSetting::NotAVlan(Bytes::from(text))))
 }
 
 /// A grant from bridge-helper.conf.

@@ -16,11 +16,12 @@ pub mod lines;
 
 use std::path::Path;
 
+use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
-use crate::policy::bridge_conf::LineError;
+use crate::policy::bridge_conf::{BadSetting, LineError};
 use crate::policy::files::{Files, OpenError};
-use crate::report::escape::quote;
-use lines::{Grant, Line, PortRule, Who};
+use crate::report::escape::Bytes;
+use lines::{Grant, Line, PortRule};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -97,6 +98,7 @@ pub fn parse_in(
     text: &[u8],
     defaults: Settings,
 ) -> Result<Settings, (usize, LineError)> {
+    let bad = LineError::BadSetting;
     let mut settings = defaults;
     for (number, line) in crate::policy::bridge_conf::lines(text) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -116,14 +118,8 @@ pub fn parse_in(
         };
         if let Some(at) = words.iter().skip(1).position(|w| w.starts_with(b"#")) {
             if !words[0].starts_with(b"#") {
-                let comment = words[at + 1..].join(&b' ');
-                return Err((
-                    number,
-                    LineError::BadSetting(format!(
-                        "a comment needs a line of its own (starting with #); move {} to the line above",
-                        quote(&comment)
-                    )),
-                ));
+                let comment = Bytes(words[at + 1..].join(&b' '));
+                return Err((number, bad(BadSetting::TrailingComment(comment))));
             }
         }
         match words.as_slice() {
@@ -135,13 +131,12 @@ pub fn parse_in(
                     .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|s| s.parse().ok())
                     .filter(|&n| n <= MAX_LIMIT)
-                    .ok_or((
-                        number,
-                        LineError::BadSetting(format!(
-                            "{} is not a number from 0 to {MAX_LIMIT}",
-                            quote(n)
-                        )),
-                    ))?;
+                    .ok_or_else(|| {
+                        (
+                            number,
+                            bad(BadSetting::NotALimit(Bytes::from(*n), MAX_LIMIT)),
+                        )
+                    })?;
             }
             words => match lines::parse_words(words) {
                 Some(Ok(Line::Grant(target, who))) => {
@@ -157,14 +152,12 @@ pub fn parse_in(
                         .iter()
                         .find(|p| p.bridge == bridge && p.who == who)
                     {
-                        return Err((
-                            number,
-                            LineError::BadSetting(format!(
-                                "a second port line for bridge {} and {who} (the first is line {}); keep one",
-                                quote(&bridge),
-                                first.origin.line
-                            )),
-                        ));
+                        let second = BadSetting::SecondPort {
+                            bridge: Bytes(bridge),
+                            who,
+                            first: first.origin.line,
+                        };
+                        return Err((number, bad(second)));
                     }
                     settings.ports.push(PortRule {
                         origin,
@@ -174,12 +167,7 @@ pub fn parse_in(
                     });
                 }
                 Some(Err(e)) => return Err((number, e)),
-                None => {
-                    return Err((
-                        number,
-                        LineError::BadSetting(format!("unknown setting {}", quote(line))),
-                    ))
-                }
+                None => return Err((number, bad(BadSetting::Unknown(Bytes::from(line))))),
             },
         }
     }

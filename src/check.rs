@@ -25,7 +25,7 @@ use crate::policy::files::{FileText, Files, OpenError};
 use crate::policy::helper_conf::lines::PortRule;
 use crate::policy::helper_conf::Settings;
 use crate::report::error::Error;
-use crate::report::escape::{quote, Bytes, Escaped};
+use crate::report::escape::{Bytes, Escaped, Quoted};
 use crate::report::status;
 use crate::steps;
 use crate::system::netlink::{Link, Rtnetlink};
@@ -260,7 +260,7 @@ fn check(
             for bridge in &bridges {
                 out.line(format!(
                     "bridge {}: no verdict: the configuration stops every run (above)",
-                    quote(&bridge.name)
+                    Quoted(&bridge.name)
                 ));
             }
             None
@@ -321,7 +321,7 @@ fn verdict(
             let a = steps::access(&policy, route, asked)?;
             format!(
                 "a run would attach a tap to {} (allowed by {}){}",
-                quote(&a.bridge.name),
+                Quoted(&a.bridge.name),
                 a.rule,
                 port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
             )
@@ -332,7 +332,7 @@ fn verdict(
                 steps.tun?;
                 return Err(Stop::NoBridge(no_bridge_status(&rules, bridges)));
             }
-            let names: Vec<String> = allowed.iter().map(|n| quote(n)).collect();
+            let names: Vec<String> = allowed.iter().map(|n| Quoted(n).to_string()).collect();
             format!("a run could attach to {}", names.join(", "))
         }
     };
@@ -387,7 +387,7 @@ fn bridge_lines(
         let Ok(name) = crate::policy::ifname::IfName::new(&bridge.name) else {
             out.line(format!(
                 "bridge {}: a name a run cannot be asked for",
-                quote(&bridge.name)
+                Quoted(&bridge.name)
             ));
             continue;
         };
@@ -403,9 +403,9 @@ fn bridge_lines(
             // Gone between the listing and the lookup, or a kernel error.
             Err(e) => e.to_string(),
         };
-        out.line(format!("bridge {}: {verdict}", quote(&bridge.name)));
+        out.line(format!("bridge {}: {verdict}", Quoted(&bridge.name)));
         if let Some(port) = port {
-            out.line(format!("bridge {}: {port}", quote(&bridge.name)));
+            out.line(format!("bridge {}: {port}", Quoted(&bridge.name)));
         }
     }
     Ok(allowed)
@@ -449,7 +449,7 @@ fn group_lines(policy: &Policy, route: &mut Rtnetlink, bridges: &[Link], out: &m
             if let Ok(access) = steps::access(&later, route, &name) {
                 gained.push(format!(
                     "{} (allowed by {})",
-                    quote(&bridge.name),
+                    Quoted(&bridge.name),
                     access.rule
                 ));
             }
@@ -477,7 +477,7 @@ fn missing_bridge_lines(rules: &[Rule<Origin>], bridges: &[Link], out: &mut Repo
                 out.line(format!(
                     "rule {}: names bridge {}, which does not exist here",
                     rule.origin,
-                    quote(name)
+                    Quoted(name)
                 ));
             }
         }
@@ -509,7 +509,7 @@ fn settings_lines(settings: &Result<Settings, Error>, policy: Option<&Policy>, o
             ),
             Some(bridge) => format!(
                 "warning: {origin}: {who} does not resolve in /etc/passwd or /etc/group; every run on bridge {} stops at this line",
-                quote(bridge)
+                Quoted(bridge)
             ),
         });
     }
@@ -551,7 +551,7 @@ fn abandoned_tap_lines(route: &mut Rtnetlink, caller: &Caller, out: &mut Report)
             };
             out.line(format!(
                 "warning: tap {} of uid {} was made persistent and is {state}; it outlives its VM (runs remove the oldest abandoned ones beyond max-abandoned-taps; root removes them all with 'bridge-helper --remove-abandoned --user={}')",
-                quote(&tap.name),
+                Quoted(&tap.name),
                 caller.uid,
                 caller.uid
             ));
@@ -602,8 +602,8 @@ fn bridge_address_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Repor
         };
         out.line(format!(
             "warning: bridge {} has the address of its port {}: it probably has no fixed address, and then takes the lowest address among its ports, which a VM can set on its tap; fix: {fix}",
-            quote(&bridge.name),
-            quote(&port.name),
+            Quoted(&bridge.name),
+            Quoted(&port.name),
         ));
     }
 }
@@ -625,7 +625,7 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
             .master
             .and_then(|m| bridges.iter().find(|b| b.index == m))
             .map_or("no bridge".to_string(), |b| {
-                format!("bridge {}", quote(&b.name))
+                format!("bridge {}", Quoted(&b.name))
             });
         let persistent = tap.tun.as_ref().is_some_and(|t| t.persist);
         let remove = format!(
@@ -638,7 +638,7 @@ fn helper_tap_lines(route: &mut Rtnetlink, bridges: &[Link], out: &mut Report) {
         };
         out.line(format!(
             "helper tap {}: uid {uid}{}, {bridge}, {state}",
-            quote(&tap.name),
+            Quoted(&tap.name),
             user_name(uid)
         ));
     }

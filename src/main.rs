@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
-use bridge_helper::report::escape::{quote, Bytes};
+use bridge_helper::report::escape::{Bytes, Quoted};
 use bridge_helper::report::{audit, output, status};
 use bridge_helper::service::{forward, server};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
@@ -174,7 +174,7 @@ fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Erro
     let uid = users::uid_of(spec).ok_or_else(|| cli::UsageError::NoUser(Bytes::from(spec)))?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let removed = reaper::remove_all_abandoned(&mut route, uid)?;
-    let names: Vec<String> = removed.iter().map(|n| quote(n)).collect();
+    let names: Vec<String> = removed.iter().map(|n| Quoted(n).to_string()).collect();
     output::print(&format!(
         "removed {} abandoned tap(s) of uid {uid}{}{}\n",
         removed.len(),

@@ -15,14 +15,14 @@ use nix::unistd::Uid;
 use crate::policy::accounts::{self, Accounts, Identity};
 use crate::policy::bridge_conf::includes::{self, ConfigError, Origin};
 use crate::policy::bridge_conf::{Rule, Verdict};
+use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::files::Files;
 use crate::policy::helper_conf::lines::PortRule;
 use crate::policy::helper_conf::{self, Settings};
 use crate::policy::ifname::IfName;
-use crate::policy::{compiled, ifname};
 use crate::report::error::Error;
-use crate::report::escape::{quote, Bytes};
+use crate::report::escape::Bytes;
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges;
 use crate::taps::tap;
@@ -132,27 +132,12 @@ fn authorize(
         Verdict::Denied(rule) => Err(Error::DeniedBy {
             bridge: Bytes::from(name),
             rule: rule.clone(),
-            asked: check_arg(asked),
+            asked: Bytes::from(asked.as_bytes()),
         }),
         Verdict::NoAllow => Err(Error::NotAllowed {
             bridge: Bytes::from(name),
             file: compiled::ACL_FILE,
-            asked: check_arg(asked),
+            asked: Bytes::from(asked.as_bytes()),
         }),
-    }
-}
-
-/// `--br=NAME` as the user would type it after `--check`; names are
-/// checked [`ifname`]s, so only the quoting of odd bytes matters.
-fn check_arg(asked: &IfName) -> String {
-    let bytes = asked.as_bytes();
-    if ifname::validate(bytes).is_ok()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(b))
-    {
-        String::from_utf8_lossy(bytes).into_owned()
-    } else {
-        quote(bytes)
     }
 }

@@ -215,7 +215,7 @@ fn fd_numbers_that_are_not_numbers_or_not_sockets() {
     ] {
         let arg = [b"--fd=", bad].concat();
         let r = run_raw(&sb, &ns, m, &[b"--br=br0", &arg], false);
-        let shown = bridge_helper::report::escape::quote(bad);
+        let shown = bridge_helper::report::escape::Quoted(bad);
         refused(
             &ns,
             &r,

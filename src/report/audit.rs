@@ -10,7 +10,7 @@ use nix::unistd::Uid;
 
 use crate::policy::bridge_conf::includes::Origin;
 use crate::report::error::Error;
-use crate::report::escape::{quote, Escaped};
+use crate::report::escape::{Escaped, Quoted};
 use crate::system::{process, syslog};
 
 /// authpriv (10), as sudo and su log.
@@ -52,7 +52,7 @@ impl Record {
     /// The tap is ready and about to be sent: logged now, while this
     /// process is still ours to finish.
     pub fn granted(&mut self, tap: &[u8], rule: &Origin) {
-        self.log(INFO, &format!("tap={} granted by {rule}", quote(tap)));
+        self.log(INFO, &format!("tap={} granted by {rule}", Quoted(tap)));
         self.granted = Some(tap.to_vec());
     }
 
@@ -68,7 +68,7 @@ impl Record {
                 self.done = false;
                 format!(
                     "tap={} not delivered (status {}): {what}",
-                    quote(&tap),
+                    Quoted(&tap),
                     e.status()
                 )
             }
@@ -120,9 +120,8 @@ pub fn line(
     outcome: &str,
 ) -> String {
     let uid = uid.map_or("?".to_string(), |u| u.to_string());
-    let user = user.map_or("?".to_string(), quote);
-    let comm = comm.map_or("?".to_string(), quote);
-    let bridge = bridge.map_or("?".to_string(), quote);
+    let shown = |b: Option<&[u8]>| b.map_or("?".to_string(), |b| Quoted(b).to_string());
+    let (user, comm, bridge) = (shown(user), shown(comm), shown(bridge));
     format!("uid={uid} user={user} ppid={ppid} comm={comm} bridge={bridge} {outcome}")
 }
 

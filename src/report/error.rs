@@ -8,7 +8,8 @@ use nix::unistd::{ResGid, ResUid};
 use crate::cli::{UsageError, USAGE};
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::helper_conf::lines::PortSettings;
-use crate::report::escape::Bytes;
+use crate::policy::ifname;
+use crate::report::escape::{Bytes, Escaped};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::service::wire::WireError;
@@ -23,20 +24,20 @@ pub enum Error {
     Usage(#[from] UsageError),
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={asked}")]
+    #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={}", Pasted(.asked))]
     DeniedBy {
         bridge: Bytes,
         rule: Origin,
-        /// The bridge as asked for, ready to paste after `--br=`.
-        asked: String,
+        /// The bridge as asked for, shown ready to paste after `--br=`.
+        asked: Bytes,
     },
     #[error(
-        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge-helper --check --br={asked} and bridge.conf(5)"
+        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge-helper --check --br={} and bridge.conf(5)", Pasted(.asked)
     )]
     NotAllowed {
         bridge: Bytes,
         file: &'static str,
-        asked: String,
+        asked: Bytes,
     },
     #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
     NoNetAdmin,
@@ -160,6 +161,22 @@ pub enum Dropping {
     Ids(ResUid, ResGid),
     #[error("capabilities are {now:x?}, wanted {want:x?}")]
     Caps { now: CapSets, want: CapSets },
+}
+
+/// A name as typed after `--br=`: bare when no shell would need it quoted
+/// (asked names are checked [`ifname`]s, so only odd bytes matter).
+struct Pasted<'a>(&'a Bytes);
+
+impl fmt::Display for Pasted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.0.as_bytes();
+        let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.@+".contains(b);
+        if ifname::validate(name).is_ok() && name.iter().all(plain) {
+            Escaped(name).fmt(f) // nothing to escape: the name as it is
+        } else {
+            self.0.fmt(f)
+        }
+    }
 }
 
 fn kind(kind: Option<&Bytes>) -> String {

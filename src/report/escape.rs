@@ -4,7 +4,8 @@ use std::fmt;
 
 /// Displays bytes in single quotes, with everything that is not printable
 /// ASCII written as an escape, so a hostile name cannot move the cursor,
-/// change colours or forge a second line of output.
+/// change colours or forge a second line of output. Errors hold [`Bytes`]
+/// instead; this is for output lines that show bytes they do not keep.
 pub struct Quoted<'a>(pub &'a [u8]);
 
 impl fmt::Display for Quoted<'_> {
@@ -66,14 +67,13 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// Owned form of [`Quoted`], for text built from several pieces.
-pub fn quote(bytes: &[u8]) -> String {
-    Quoted(bytes).to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{quote, Bytes};
+    use super::{Bytes, Quoted};
+
+    fn quote(bytes: &[u8]) -> String {
+        Quoted(bytes).to_string()
+    }
 
     #[test]
     fn bytes_display_quoted_and_escaped() {

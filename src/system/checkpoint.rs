@@ -23,7 +23,7 @@ pub enum Stage<'a> {
 /// asks for `stage`.
 #[cfg(feature = "test-hooks")]
 pub fn checkpoint(hook: Option<TestHook>, stage: Stage<'_>) {
-    use crate::report::escape::quote;
+    use crate::report::escape::Quoted;
     let why = match (hook, stage) {
         // An address in the message: the panic hook must print none of it.
         (Some(TestHook::Panic), Stage::Privileged) => {
@@ -33,13 +33,13 @@ pub fn checkpoint(hook: Option<TestHook>, stage: Stage<'_>) {
             "paused before creating the tap".to_string()
         }
         (Some(TestHook::PauseBeforeQueues), Stage::BeforeQueues(tap)) => {
-            format!("paused before attaching queues to {}", quote(tap))
+            format!("paused before attaching queues to {}", Quoted(tap))
         }
         (Some(TestHook::PauseBeforeClaim), Stage::BeforeClaim(tap)) => {
-            format!("paused before claiming a slot for {}", quote(tap))
+            format!("paused before claiming a slot for {}", Quoted(tap))
         }
         (Some(TestHook::PauseBeforeSend), Stage::BeforeSend(tap)) => {
-            format!("paused before sending {}", quote(tap))
+            format!("paused before sending {}", Quoted(tap))
         }
         _ => return,
     };

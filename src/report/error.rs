@@ -298,3 +298,147 @@ impl From<&'static str> for KernelCause {
         KernelCause::Unexpected(why)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(bytes: &[u8]) -> Bytes {
+        Bytes::from(bytes)
+    }
+
+    /// The lines as they read when their text was composed where the error
+    /// was made: typed values must show the same bytes, escaped once.
+    #[test]
+    fn typed_variants_read_as_the_composed_text_did() {
+        let errno = Errno::EPERM;
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::kernel(Doing::OnTap(b(b"t\x1b"), "TUNSETOWNER"), errno),
+                "'t\\x1b': TUNSETOWNER: Operation not permitted",
+            ),
+            (
+                Error::kernel(Doing::LookUpBridge(b(b"br0")), errno),
+                "looking up bridge 'br0': Operation not permitted",
+            ),
+            (
+                Error::kernel(
+                    Doing::AddToBridge {
+                        tap: b(b"tap0"),
+                        bridge: b(b"br\n0"),
+                    },
+                    errno,
+                ),
+                "'tap0': adding to bridge 'br\\n0': Operation not permitted",
+            ),
+            (
+                Error::kernel(
+                    Doing::SetPort {
+                        tap: b(b"tap0"),
+                        port: PortSettings {
+                            isolated: true,
+                            ..PortSettings::default()
+                        },
+                    },
+                    errno,
+                ),
+                "'tap0': setting port options isolated: Operation not permitted",
+            ),
+            (
+                Error::kernel(Doing::RemoveAbandoned { tap: b(b"x'") }, errno),
+                "removing abandoned persistent tap 'x\\'': Operation not permitted",
+            ),
+            (
+                Error::kernel(
+                    Doing::AddAltname {
+                        tap: b(b"tap0"),
+                        altname: b(b"bh-1000-0"),
+                    },
+                    errno,
+                ),
+                "'tap0': adding altname 'bh-1000-0': Operation not permitted",
+            ),
+            (
+                Error::kernel(
+                    Doing::OnTap(b(b"tap0"), "adding an altname"),
+                    KernelCause::SlotsTaken {
+                        uid: 1000,
+                        rounds: 64,
+                    },
+                ),
+                "'tap0': adding an altname: uid 1000's other requests took every free slot 64 times in a row",
+            ),
+            (
+                Error::TunDevice(Errno::ENOENT),
+                "cannot open /dev/net/tun: No such file or directory (os error 2); fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
+            ),
+            (
+                Error::TunDevice(Errno::ENXIO),
+                "cannot open /dev/net/tun: No such device or address (os error 6)",
+            ),
+            (
+                Error::Privileges(Dropping::Call("setresuid", errno)),
+                "cannot drop privileges: setresuid: Operation not permitted",
+            ),
+            (
+                Error::Privileges(Dropping::Caps {
+                    now: CapSets::default(),
+                    want: CapSets {
+                        effective: 0x1000,
+                        permitted: 0x1000,
+                        inheritable: 0,
+                    },
+                }),
+                "cannot drop privileges: capabilities are CapSets { effective: 0, permitted: 0, inheritable: 0 }, wanted CapSets { effective: 1000, permitted: 1000, inheritable: 0 }",
+            ),
+            (
+                Error::Send {
+                    fd: 3,
+                    why: errno.into(),
+                },
+                "--fd=3: cannot send the tap: Operation not permitted",
+            ),
+            (
+                ServiceFault::BusyUser { max: 64, uid: 7 }.into(),
+                "bridge-helper service: busy: 64 requests of uid 7 already running; try again",
+            ),
+            (
+                ServiceFault::Asking(Errno::ECONNRESET).into(),
+                "bridge-helper service: asking the service at /run/bridge-helper/socket: Connection reset by peer",
+            ),
+            (
+                Error::NoPrivilegeNoService {
+                    socket: SOCKET_PATH,
+                    why: Errno::ENOENT,
+                },
+                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'",
+            ),
+            (
+                Error::PeerRefused(Refusal::SubUid {
+                    uid: 100_000,
+                    owner: b(b"al\tice"),
+                }),
+                "refused by the bridge-helper service: uid 100000 is a subordinate uid of 'al\\tice' (/etc/subuid): a container's user acting for 'al\\tice'; ask as 'al\\tice' itself",
+            ),
+            (
+                Error::NotAllowed {
+                    bridge: b(b"br0"),
+                    file: "/etc/qemu/bridge.conf",
+                    asked: b(b"br0"),
+                },
+                "access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br0 and bridge.conf(5)",
+            ),
+            (
+                Error::NotAllowed {
+                    bridge: b(b"br 0"),
+                    file: "/etc/qemu/bridge.conf",
+                    asked: b(b"br 0"),
+                },
+                "access to bridge 'br 0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br='br 0' and bridge.conf(5)",
+            ),
+        ];
+        for (error, line) in cases {
+            assert_eq!(error.to_string(), line);
+        }
+    }
+}

@@ -291,6 +291,29 @@ mod tests {
         .is_ok());
     }
 
+    /// The exact lines, bytes of the file escaped where they are shown.
+    #[test]
+    fn refusals_quote_the_line_s_own_words() {
+        for (text, line) in [
+            (&b"max-abandoned-taps 9\x1b"[..], "'9\\x1b' is not a number from 0 to 1024"),
+            (b"frobnicate 1", "unknown setting 'frobnicate 1'"),
+            (
+                b"allow br0 user=a # b\x01c",
+                "a comment needs a line of its own (starting with #); move '# b\\x01c' to the line above",
+            ),
+            (
+                b"port br0 user=al'ice\nport br0 user=al'ice vlan=3",
+                "a second port line for bridge 'br0' and user='al\\'ice' (the first is line 1); keep one",
+            ),
+            (b"allow br0 uid=1", "'uid=1' is not user=NAME or group=NAME"),
+            (b"port br0 vlan=1 vlan=2", "'vlan' is given twice"),
+            (b"allow br0 user=", "'user=': empty name"),
+        ] {
+            let e = parse(text, DEFAULTS.clone()).unwrap_err();
+            assert_eq!(e.1.to_string(), line, "{text:?}");
+        }
+    }
+
     #[test]
     fn hostile_lines() {
         for bad in [

@@ -3,6 +3,7 @@
 
 use nix::errno::Errno;
 
+use crate::report::escape::Escaped;
 use crate::system::tun;
 
 pub(super) const NLMSG_ERROR: u16 = 2;
@@ -153,13 +154,14 @@ pub struct Setup<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NlError {
     pub errno: Errno,
-    pub message: Option<String>,
+    /// The kernel's extended ack text, as sent (escaped when shown).
+    pub message: Option<Vec<u8>>,
 }
 
 impl std::fmt::Display for NlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.message {
-            Some(m) => write!(f, "{} ({})", self.errno.desc(), m),
+            Some(m) => write!(f, "{} ({})", self.errno.desc(), Escaped(m)),
             None => f.write_str(self.errno.desc()),
         }
     }
@@ -382,7 +384,7 @@ pub(super) fn ack(payload: &[u8]) -> Result<(), NlError> {
     // echoed; the extended-ack attributes follow it.
     let message = Attrs(payload.get(4 + HDR..).unwrap_or(&[]))
         .find(|(ty, _)| *ty == NLMSGERR_ATTR_MSG)
-        .map(|(_, v)| String::from_utf8_lossy(&cstr(v)).into_owned());
+        .map(|(_, v)| cstr(v));
     Err(NlError {
         errno: Errno::from_raw(code.saturating_neg()),
         message,

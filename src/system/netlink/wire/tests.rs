@@ -67,7 +67,8 @@ fn error_acks_carry_the_kernel_reason() {
     p.extend_from_slice(&m.0);
     let e = ack(&p).unwrap_err();
     assert_eq!(e.errno, Errno::EBUSY);
-    assert_eq!(e.message.as_deref(), Some("Device is busy"));
+    assert_eq!(e.message.as_deref(), Some(&b"Device is busy"[..]));
+    assert_eq!(e.to_string(), "Device or resource busy (Device is busy)");
     assert_eq!(ack(&0i32.to_ne_bytes()), Ok(()));
 }
 

@@ -52,12 +52,12 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let service = (caller.install == privileges::Install::Neither)
                 .then(crate::service::forward::service_reachable);
             if let Some(reached) = &service {
+                let socket = crate::service::SOCKET_PATH;
                 report.line(match reached {
                     Ok(()) => format!(
-                        "service: {} answers; a run asks it, as this copy has no privilege",
-                        crate::service::SOCKET_PATH
+                        "service: {socket} answers; a run asks it, as this copy has no privilege"
                     ),
-                    Err(why) => format!("service: {why}"),
+                    Err(e) => format!("service: no service answers at {socket} ({})", e.desc()),
                 });
             }
             match service {

@@ -41,10 +41,8 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
 
 /// Whether the service answers at its socket (for `--check` on a copy
 /// without privilege): a connection, closed at once.
-pub fn service_reachable() -> Result<(), String> {
-    sys::connect(Path::new(SOCKET_PATH))
-        .map(drop)
-        .map_err(|e| format!("no service answers at {SOCKET_PATH} ({})", e.desc()))
+pub fn service_reachable() -> Result<(), nix::errno::Errno> {
+    sys::connect(Path::new(SOCKET_PATH)).map(drop)
 }
 
 /// Hands the tap on and repeats the run's line and status.

@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use bridge_helper::policy::decision;
-use bridge_helper::policy::helper_conf::lines::{self, Identity, Who};
-use bridge_helper::policy::accounts::{self, Accounts};
+use bridge_helper::policy::helper_conf::lines;
+use bridge_helper::policy::accounts::{self, Accounts, Identity, Who};
 use bridge_helper::policy::bridge_conf::{Rule, Target, Verdict};
 use bridge_helper::policy::bridge_conf::includes::Origin;
 use bridge_helper::policy::helper_conf::{self, Settings};

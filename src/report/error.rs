@@ -421,6 +421,18 @@ mod tests {
                 "refused by the bridge-helper service: uid 100000 is a subordinate uid of 'al\\tice' (/etc/subuid): a container's user acting for 'al\\tice'; ask as 'al\\tice' itself",
             ),
             (
+                Error::PeerRefused(Refusal::SetgroupsAllowed { uid: 5, depth: 3 }),
+                "refused by the bridge-helper service: uid 5 connected from a user namespace nested 3 deep whose first level allows setgroups (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)",
+            ),
+            (
+                Error::PeerRefused(Refusal::SetgroupsUnread {
+                    uid: 5,
+                    depth: 1,
+                    why: errno,
+                }),
+                "refused by the bridge-helper service: uid 5 connected from a user namespace; the service could not read its setgroups (Operation not permitted): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host",
+            ),
+            (
                 Error::NotAllowed {
                     bridge: b(b"br0"),
                     file: "/etc/qemu/bridge.conf",

@@ -15,7 +15,43 @@ pub struct Peer {
     pub gid: u32,
     /// `SO_PEERGROUPS`, in the service's user namespace.
     pub groups: Vec<u32>,
+    /// The connecting process's user namespace: what vouches for its own
+    /// ids, not for the ones `connect()` ran with.
     pub userns: UserNs,
+    /// The connecting process's own ids now (`/proc/PID/status`), `None`
+    /// if they could not be parsed. `connect()` may run with credentials
+    /// that are not the process's: an io_uring personality carries those
+    /// of whichever process registered it, from any user namespace.
+    pub process: Option<Ids>,
+}
+
+/// A process's effective uid and gid and its supplementary groups, in the
+/// service's user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The effective ids and the groups in a `/proc/PID/status` text.
+pub fn status_ids(text: &[u8]) -> Option<Ids> {
+    let line = |name: &[u8]| {
+        text.split(|&b| b == b'\n')
+            .find_map(|l| l.strip_prefix(name))
+    };
+    let fields = |l: &'static [u8]| -> Option<Vec<u32>> {
+        line(l)?
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .map(number)
+            .collect()
+    };
+    Some(Ids {
+        uid: *fields(b"Uid:")?.get(1)?,
+        gid: *fields(b"Gid:")?.get(1)?,
+        groups: fields(b"Groups:")?,
+    })
 }
 
 /// The peer's user namespace, seen from the service's.
@@ -110,6 +146,8 @@ pub enum Refusal {
     SubUid { uid: u32, owner: Bytes },
     #[error("gid {gid} is a subordinate gid of {owner} (/etc/subgid): a container's group acting for {owner}; ask as {owner} itself")]
     SubGid { gid: u32, owner: Bytes },
+    #[error("uid {0} connected with ids or groups that are not its process's own (an io_uring personality, or ids changed before the answer), which the process's user namespace cannot vouch for; connect with the process's own credentials and keep them until the answer")]
+    ForeignCreds(u32),
 }
 
 /// Which namespace decides: the peer's own, or the first one below the
@@ -128,6 +166,23 @@ impl std::fmt::Display for Namespace {
 /// Why a peer is not answered, if it is not.
 pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Option<Refusal> {
     let uid = peer.uid;
+    // The namespace below vouches for the process's own ids only.
+    let sorted = |ids: Ids| Ids {
+        groups: {
+            let mut g = ids.groups;
+            g.sort_unstable();
+            g
+        },
+        ..ids
+    };
+    let connected = sorted(Ids {
+        uid: peer.uid,
+        gid: peer.gid,
+        groups: peer.groups.clone(),
+    });
+    if peer.process.clone().map(sorted) != Some(connected) {
+        return Some(Refusal::ForeignCreds(uid));
+    }
     match peer.userns {
         UserNs::Same
         | UserNs::Below {
@@ -172,7 +227,43 @@ mod tests {
             gid: 1000,
             groups: vec![1000, 27],
             userns,
+            process: Some(Ids {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![27, 1000],
+            }),
         }
+    }
+
+    #[test]
+    fn status_gives_the_effective_ids_and_the_groups() {
+        let text = b"Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nFDSize:\t64\nGroups:\t27 1000 \nNStgid:\t1\n";
+        let want = Ids {
+            uid: 1001,
+            gid: 51,
+            groups: vec![27, 1000],
+        };
+        assert_eq!(status_ids(text), Some(want));
+        let none = b"Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t\n";
+        assert_eq!(status_ids(none).map(|ids| ids.groups), Some(vec![]));
+        assert_eq!(status_ids(b"Uid:\t1\t1\t1\t1\nGid:\t2\n"), None);
+        assert_eq!(status_ids(b"Uid:\t1\tx\nGid:\t2\t2\nGroups:\t\n"), None);
+    }
+
+    #[test]
+    fn a_peer_that_connected_with_credentials_not_its_own_is_refused() {
+        let mut shed = peer(UserNs::Same);
+        shed.groups = vec![1000];
+        let line = refusal(&shed, &[], &[]).unwrap().to_string();
+        assert!(line.contains("not its process's own"), "{line}");
+        let mut other = peer(below(1, Setgroups::Deny));
+        other.uid = 1001;
+        assert!(refusal(&other, &[], &[]).is_some());
+        let unread = Peer {
+            process: None,
+            ..peer(UserNs::Same)
+        };
+        assert!(refusal(&unread, &[], &[]).is_some());
     }
 
     #[test]

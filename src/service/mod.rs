@@ -69,11 +69,17 @@
 //!   the service looks (and one that was in the service's namespace had
 //!   the host's groups). The peer's own flag proves nothing: a process in
 //!   an "allow" first level can drop a group, then create a "deny"
-//!   namespace below.
+//!   namespace below. And the namespace vouches for the process's own
+//!   ids only, while `connect()` may run with another's (an io_uring
+//!   personality carries the credentials of the process that registered
+//!   it, made in any namespace): a peer is answered only if its effective
+//!   uid and gid and its groups, in `/proc/PID/status`, are the ones it
+//!   connected with.
 //!   How it is read: the peer's namespace is opened through a pidfd
 //!   (`SO_PEERPIDFD`; `pidfd_open` on kernels before 6.5) and only trusted
-//!   if the peer is still alive after the open, so a recycled pid is never
-//!   inspected in its place; `NS_GET_PARENT` walks up to the first level;
+//!   if the peer is still alive after the open (and the read of its
+//!   `status`), so a recycled pid is never inspected in its place;
+//!   `NS_GET_PARENT` walks up to the first level;
 //!   a child of the session joins that namespace (setns, with the euid of
 //!   its owner, who holds every capability in it) and reads
 //!   `/proc/self/setgroups`. Joining is needed because the first level

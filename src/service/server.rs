@@ -245,7 +245,7 @@ fn identify(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Peer, Error> {
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = sys::peer_pidfd(conn, cred.pid).map_err(|e| kernel("the peer's pidfd", e))?;
-    let userns = sys::peer_userns(pidfd.as_fd(), cred.pid).map_err(|e| {
+    let (userns, status) = sys::peer_process(pidfd.as_fd(), cred.pid).map_err(|e| {
         kernel(
             "the connecting process's user namespace (did it exit before its answer?)",
             e,
@@ -256,6 +256,7 @@ fn identify(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Peer, Error> {
         gid: cred.gid,
         groups,
         userns,
+        process: identity::status_ids(&status),
     })
 }
 

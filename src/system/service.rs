@@ -121,19 +121,29 @@ fn alive(pidfd: BorrowedFd<'_>) -> bool {
     rc == 0 || Errno::last() == Errno::EPERM
 }
 
-/// The peer's user namespace, seen from ours: opened from `/proc/PID` and
-/// trusted only if the pidfd's process is still alive afterwards (then the
-/// pid was never recycled, and the namespace is the peer's). From there
-/// the namespace descriptors pin what they name: the walk up to the first
-/// level (the ancestor whose parent is ours) and the read of its
-/// `setgroups` involve no pid.
-pub fn peer_userns(pidfd: BorrowedFd<'_>, pid: i32) -> Result<UserNs, Errno> {
+/// The peer's user namespace, seen from ours, and its `status` text (its
+/// own ids now): both from `/proc/PID`, trusted only if the pidfd's
+/// process is still alive afterwards (then the pid was never recycled,
+/// and they are the peer's). From there the namespace descriptors pin
+/// what they name: the walk up to the first level (the ancestor whose
+/// parent is ours) and the read of its `setgroups` involve no pid.
+pub fn peer_process(pidfd: BorrowedFd<'_>, pid: i32) -> Result<(UserNs, Vec<u8>), Errno> {
     let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
     let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
-    let ns = crate::system::files::open_at(Some(dir.as_fd()), c"ns/user", libc::O_RDONLY)?;
+    let at = |name: &std::ffi::CStr| {
+        crate::system::files::open_at(Some(dir.as_fd()), name, libc::O_RDONLY)
+    };
+    let ns = at(c"ns/user")?;
+    let mut status = Vec::new();
+    io::Read::read_to_end(&mut fs::File::from(at(c"status")?), &mut status).map_err(io_errno)?;
     if !alive(pidfd) {
         return Err(Errno::ESRCH);
     }
+    Ok((userns_of(ns, &ours)?, status))
+}
+
+/// Where `ns` is, seen from ours (`ours`: its metadata).
+fn userns_of(ns: OwnedFd, ours: &fs::Metadata) -> Result<UserNs, Errno> {
     let is_ours = |fd: BorrowedFd<'_>| {
         nix::sys::stat::fstat(fd.as_raw_fd())
             .map(|st| st.st_dev == ours.dev() && st.st_ino == ours.ino())

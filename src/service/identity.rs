@@ -140,6 +140,8 @@ pub enum Refusal {
     SetgroupsAllowed { uid: u32, depth: u32 },
     #[error("uid {uid} connected from a user namespace; the service could not read {} setgroups ({}): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host", if *.depth == 1 { "its" } else { "its first level's" }, .why.desc())]
     SetgroupsUnread { uid: u32, depth: u32, why: Errno },
+    #[error("uid {uid} connected from a user namespace whose owner stopped or killed the service's check of it (no answer within a second); ask again without signalling the service's processes")]
+    ProbeStopped { uid: u32 },
     #[error("uid {0} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it")]
     Outside(u32),
     #[error("uid {uid} is a subordinate uid of {owner} (/etc/subuid): a container's user acting for {owner}; ask as {owner} itself")]
@@ -197,8 +199,10 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
             depth,
             first_level: Setgroups::Unread(errno),
         } => {
-            let why = Errno::from_raw(errno);
-            return Some(Refusal::SetgroupsUnread { uid, depth, why });
+            return Some(match Errno::from_raw(errno) {
+                Errno::ETIMEDOUT | Errno::EINTR => Refusal::ProbeStopped { uid },
+                why => Refusal::SetgroupsUnread { uid, depth, why },
+            });
         }
         UserNs::Outside => return Some(Refusal::Outside(uid)),
     }
@@ -327,6 +331,16 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("RestrictNamespaces=user"), "{line}");
+        // A probe stopped past its deadline, or killed, by the owner.
+        for errno in [libc::ETIMEDOUT, libc::EINTR] {
+            let line = refusal(&peer(below(2, Setgroups::Unread(errno))), &[], &[])
+                .unwrap()
+                .to_string();
+            assert!(
+                line.contains("stopped or killed the service's check"),
+                "{line}"
+            );
+        }
         let line = refusal(&peer(UserNs::Outside), &[], &[])
             .unwrap()
             .to_string();

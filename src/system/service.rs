@@ -92,16 +92,19 @@ pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: i32) -> Result<OwnedFd, Errno> {
     match Errno::result(rc) {
         // SAFETY: the kernel just gave us this new descriptor.
         Ok(_) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-        Err(Errno::ENOPROTOOPT) => {
-            // SAFETY: pidfd_open takes a pid and flags and returns a new
-            // descriptor or -1.
-            let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-            let fd = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
-            // SAFETY: the kernel just gave us this new descriptor.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
+        Err(Errno::ENOPROTOOPT) => pidfd_open(pid),
         Err(e) => Err(e),
     }
+}
+
+/// A pidfd for `pid` (Linux 5.3+): readable once the process has exited.
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the kernel just gave us this new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether the process behind `pidfd` is still running (signal 0): ESRCH
@@ -182,6 +185,11 @@ fn parent_userns(ns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     Errno::result(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// How long the service waits for the setgroups probe: it does three
+/// system calls, so only a child stopped by the namespace's owner takes
+/// longer.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The `setgroups` of `ns`, a child of our user namespace, which may hold
 /// no process at all (bubblewrap's first level once its pid 1 has moved
 /// into the second): a child process joins `ns` and reads
@@ -191,10 +199,12 @@ fn parent_userns(ns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
 /// user namespace (RestrictNamespaces=user). The child does nothing else
 /// and tells the answer by its exit status. The owner can kill or stop it
 /// once it has joined (the owner holds CAP_KILL there): the peer is then
-/// refused, or its session ends at its deadline, which kills the child
-/// with the session's process group.
+/// refused, and a child that has not answered within [`PROBE_DEADLINE`]
+/// is killed and the peer refused, so a stopped child holds the request
+/// for at most that long, not until the session's deadline.
 fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
-    const DENY: i32 = 0;
+    // Exit codes no errno and no ordinary exit (0) can be mistaken for.
+    const DENY: i32 = 201;
     const ALLOW: i32 = 200;
     let mut owner: libc::uid_t = 0;
     // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer given.
@@ -238,7 +248,25 @@ fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Err(e) => return Setgroups::Unread(e as i32),
     };
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::wait::{waitpid, WaitStatus};
+    let answered = pidfd_open(child.as_raw()).and_then(|pidfd| {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(PROBE_DEADLINE.as_millis()).unwrap_or(u16::MAX);
+        loop {
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Err(Errno::EINTR) => {}
+                Ok(0) => break Err(Errno::ETIMEDOUT),
+                other => break other.map(drop),
+            }
+        }
+    });
+    if let Err(e) = answered {
+        // Stopped by the owner, or no pidfd: no answer waited for longer.
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Setgroups::Unread(e as i32);
+    }
     let status = loop {
         match waitpid(child, None) {
             Err(Errno::EINTR) => {}

@@ -1,0 +1,359 @@
+//! `bridge-helper --check [--br=BRIDGE]`: what a run would decide for the
+//! caller, as a report on stdout, one fact a line, with nothing created,
+//! changed or sent.
+//!
+//! The order is a run's (`main.rs`), through the same [`steps`]: the
+//! privilege a run needs, the ACL files, the bridge's verdict, the
+//! settings, /dev/net/tun. The exit status is that of the first step a run
+//! would fail at, so for every outcome decided before a tap is made the
+//! check and the run agree. What only a run can find out (the `--fd`
+//! socket, the kernel refusing a tap, a full bridge) is said, not guessed.
+//!
+//! Here: the order of the check, its verdict and exit status. The lines of
+//! each section are in `lines.rs`; `recording.rs` keeps what each read of
+//! an ACL or settings file found.
+
+use std::io::Write;
+
+use crate::cli::{CheckRequest, UsageError};
+use crate::policy::accounts::User;
+use crate::policy::bridge_conf::includes::Origin;
+use crate::policy::bridge_conf::{Rule, Target};
+use crate::policy::compiled;
+use crate::policy::decision::Policy;
+use crate::policy::helper_conf::Settings;
+use crate::report::error::Error;
+use crate::report::escape::{Bytes, Quoted};
+use crate::report::status;
+use crate::steps;
+use crate::system::netlink::{Link, Rtnetlink};
+use crate::system::privileges::{self, Caller};
+use crate::system::trusted_files::SystemFiles;
+use crate::system::users;
+use nix::unistd::{Gid, Uid};
+
+mod lines;
+mod recording;
+
+use lines::{
+    abandoned_tap_lines, bridge_address_lines, bridge_lines, exists, group_lines, helper_tap_lines,
+    missing_bridge_lines, port_words, settings_lines, user_name, Report,
+};
+use recording::Recording;
+
+/// The gid a check for a user that /etc/passwd does not list runs with:
+/// (gid_t)-2, which no group or file has (65534, the kernel's overflow
+/// gid, is `nogroup` and may own files).
+const NO_GID: u32 = u32::MAX - 1;
+
+/// Runs the check, prints the report, and returns the status a run would
+/// exit with (as [`Error::Checked`], already reported) or success.
+pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
+    let root = caller.uid.is_root();
+    let mut report = Report::default();
+    let install = match &request.user {
+        None => {
+            caller.settle()?;
+            // Without privilege a run asks the service, which has both.
+            let service = (caller.install == privileges::Install::Neither)
+                .then(crate::service::forward::service_reachable);
+            if let Some(reached) = &service {
+                let socket = crate::service::SOCKET_PATH;
+                report.line(match reached {
+                    Ok(()) => format!(
+                        "service: {socket} answers; a run asks it, as this copy has no privilege"
+                    ),
+                    Err(e) => format!("service: no service answers at {socket} ({})", e.desc()),
+                });
+            }
+            match service {
+                Some(Ok(())) => Install {
+                    how: caller.install,
+                    from_file: false,
+                    net_admin: Ok(()),
+                    tun: Ok(()),
+                },
+                _ => Install {
+                    how: caller.install,
+                    from_file: false,
+                    net_admin: caller.require_net_admin(),
+                    tun: caller.tun.check(),
+                },
+            }
+        }
+        Some(spec) => {
+            if !root {
+                return Err(UsageError::NotRoot(Bytes::from(spec)).into());
+            }
+            // A uid /etc/passwd does not list (LDAP, sssd) is checked with
+            // a gid that no file has and no other group: this static
+            // binary cannot learn its groups.
+            let (user, groups) = match users::find(spec) {
+                Some(user) => {
+                    let groups = users::groups(&user);
+                    (user, groups)
+                }
+                None => {
+                    let uid = users::uid_of(spec)
+                        .ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?
+                        .as_raw();
+                    let user = User {
+                        name: Vec::new(),
+                        uid,
+                        gid: NO_GID,
+                    };
+                    (user, Vec::new())
+                }
+            };
+            let how = privileges::installed_binary();
+            let net_admin = match how {
+                privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
+                _ => Err(Error::NoNetAdmin),
+            };
+            // A setuid run opens /dev/net/tun during its drop, as the user
+            // with CAP_DAC_OVERRIDE: what root can open, it can.
+            let early_tun = (how == privileges::Install::SetuidRoot).then(|| caller.tun.check());
+            let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+            caller.become_user(Uid::from_raw(user.uid), Gid::from_raw(user.gid), &gids)?;
+            let shown: Vec<String> = groups.iter().map(u32::to_string).collect();
+            report.line(if groups.is_empty() {
+                format!(
+                    "groups: none known (uid {} is not in /etc/passwd: checked with gid {NO_GID} and no other group; a login through sssd or LDAP has groups this check cannot see)",
+                    user.uid
+                )
+            } else {
+                format!(
+                    "groups: {} (from /etc/passwd and /etc/group only: a login through PAM or sssd may have others)",
+                    shown.join(", ")
+                )
+            });
+            Install {
+                how,
+                from_file: true,
+                net_admin,
+                tun: early_tun.unwrap_or_else(|| caller.tun.check()),
+            }
+        }
+    };
+    // Everything from here only reads: with no capability left, nothing
+    // the check does can change what the caller could not change anyway.
+    privileges::drop_all()?;
+    // The last two lines, whatever stopped the check: the verdict, and
+    // the status, which agree.
+    let verdict = check(&caller, install, root, request, &mut report);
+    report.line(match &verdict {
+        Ok(allowed) => format!("verdict: {allowed}"),
+        Err(Stop::NoBridge(_)) => format!(
+            "verdict: no bridge here that a run could attach uid {} to",
+            caller.uid
+        ),
+        Err(Stop::Error(e)) => format!("verdict: a run would stop: {}", e.in_check()),
+    });
+    let outcome = verdict.map(drop).map_err(|stop| match stop {
+        Stop::NoBridge(status) => Error::Checked(status),
+        Stop::Error(e) => e,
+    });
+    let code = match &outcome {
+        Ok(()) => 0,
+        Err(e) => e.status(),
+    };
+    report.line(format!("exit status: {code}"));
+    let text = format!("{}{}", header(&caller), report.text);
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Error::Internal) => Err(Error::Internal),
+        Err(e) => Err(Error::Checked(e.status())),
+    }
+}
+
+fn header(caller: &Caller) -> String {
+    format!(
+        "bridge-helper {} check for uid {}{}\n",
+        env!("CARGO_PKG_VERSION"),
+        caller.uid,
+        user_name(caller.uid)
+    )
+}
+
+/// What a run by the user checked for would start with.
+struct Install {
+    how: privileges::Install,
+    /// Told from the program file (root checking for another user), not
+    /// from how this process started.
+    from_file: bool,
+    net_admin: Result<(), Error>,
+    tun: Result<(), Error>,
+}
+
+fn check(
+    caller: &Caller,
+    install: Install,
+    root: bool,
+    request: &CheckRequest,
+    out: &mut Report,
+) -> Result<String, Stop> {
+    // Installation: decided first by a run, too.
+    let from = if install.from_file {
+        " (from this program's file)"
+    } else {
+        ""
+    };
+    out.line(format!("installed: {}{from}", install.how));
+    let privilege = install.net_admin;
+    out.line(match &privilege {
+        Ok(()) => "CAP_NET_ADMIN: a run gets it".into(),
+        Err(e) => format!("CAP_NET_ADMIN: a run does not get it: {e}"),
+    });
+    let tun = install.tun;
+    out.line(match &tun {
+        Ok(()) => "/dev/net/tun: opens the way a run opens it".into(),
+        Err(e) => format!("/dev/net/tun: {e}"),
+    });
+
+    out.line(format!("ACL file: {}", compiled::ACL_FILE));
+    out.line(format!("settings file: {}", compiled::SETTINGS_FILE));
+    let system = SystemFiles::default();
+    let files = Recording::new(&system);
+    let rules = steps::rules(&files);
+    files.report(out);
+    files.syntax_errors(out);
+    if let Err(e) = &rules {
+        out.line(format!("ACL: {e}"));
+    }
+    let mut settings_files = Recording::new(&system);
+    settings_files.optional = true;
+    let settings = steps::settings(&settings_files);
+    settings_files.report(out);
+    // The same policy a run decides with (for --user, as that user: the
+    // groups are this process's, set from /etc/group above).
+    let policy = match (&rules, &settings) {
+        (Ok(rules), Ok(conf)) => {
+            let policy = steps::policy(rules.clone(), conf.clone(), &system, caller.uid);
+            if let Err(e) = &policy {
+                out.line(format!("accounts: {e}"));
+            }
+            Some(policy)
+        }
+        _ => None,
+    };
+    settings_lines(
+        &settings,
+        policy.as_ref().and_then(|p| p.as_ref().ok()),
+        out,
+    );
+
+    let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
+    let bridges = route
+        .bridges()
+        .map_err(|e| Error::kernel("listing bridges", e))?;
+    let decided = match &policy {
+        Some(Ok(policy)) => Some(bridge_lines(policy, &mut route, &bridges, out)?),
+        _ => {
+            for bridge in &bridges {
+                out.line(format!(
+                    "bridge {}: no verdict: the configuration stops every run (above)",
+                    Quoted(&bridge.name)
+                ));
+            }
+            None
+        }
+    };
+    if let (Some(Ok(policy)), None) = (&policy, &request.user) {
+        group_lines(policy, &mut route, &bridges, out);
+    }
+    if let Ok(rules) = &rules {
+        missing_bridge_lines(rules, &bridges, out);
+    }
+    abandoned_tap_lines(&mut route, caller, out);
+    bridge_address_lines(&mut route, &bridges, out);
+    if root {
+        helper_tap_lines(&mut route, &bridges, out);
+    }
+    out.line("not checked: the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
+
+    // The verdict and the exit status: the first step a run fails at, in
+    // a run's order, said on one line whatever it is.
+    let steps = Steps {
+        privilege,
+        rules,
+        settings,
+        policy,
+        tun,
+    };
+    verdict(request, &mut route, &bridges, decided, steps)
+}
+
+/// Why a run would stop: a step's error, or (without `--br`) no bridge
+/// here that the caller may use, with the status that would stop a run.
+enum Stop {
+    NoBridge(u8),
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// What a run would do, in words, or where it would stop.
+fn verdict(
+    request: &CheckRequest,
+    route: &mut Rtnetlink,
+    bridges: &[Link],
+    decided: Option<Vec<Vec<u8>>>,
+    steps: Steps,
+) -> Result<String, Stop> {
+    steps.privilege?;
+    let rules = steps.rules?;
+    steps.settings?;
+    let policy = steps.policy.ok_or(Error::Internal)??;
+    let allowed = match &request.bridge {
+        Some(asked) => {
+            let a = steps::access(&policy, route, asked)?;
+            format!(
+                "a run would attach a tap to {} (allowed by {}){}",
+                Quoted(&a.bridge.name),
+                a.rule,
+                port_words(a.port.as_ref()).map_or(String::new(), |words| format!(", {words}"))
+            )
+        }
+        None => {
+            let allowed = decided.unwrap_or_default();
+            if allowed.is_empty() {
+                steps.tun?;
+                return Err(Stop::NoBridge(no_bridge_status(&rules, bridges)));
+            }
+            let names: Vec<String> = allowed.iter().map(|n| Quoted(n).to_string()).collect();
+            format!("a run could attach to {}", names.join(", "))
+        }
+    };
+    steps.tun?;
+    Ok(allowed)
+}
+
+/// The outcome of each step a run takes before it makes a tap, in its
+/// order.
+struct Steps {
+    privilege: Result<(), Error>,
+    rules: Result<Vec<Rule<Origin>>, Error>,
+    settings: Result<Settings, Error>,
+    policy: Option<Result<Policy, Error>>,
+    tun: Result<(), Error>,
+}
+
+/// A check cannot fail at a bridge in general: without `--br` it stops
+/// with the class that would stop this user's runs. A rule allowing a
+/// bridge that does not exist (libvirt's virbr0 before its network starts)
+/// is the likelier fix than a denial.
+fn no_bridge_status(rules: &[Rule<Origin>], bridges: &[Link]) -> u8 {
+    let allows_missing = rules
+        .iter()
+        .any(|r| r.allow && matches!(&r.target, Target::Bridge(name) if !exists(bridges, name)));
+    if allows_missing || bridges.is_empty() {
+        status::BRIDGE
+    } else {
+        status::DENIED
+    }
+}

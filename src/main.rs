@@ -13,6 +13,7 @@
     clippy::cast_sign_loss
 )]
 
+use std::ffi::OsString;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
@@ -56,8 +57,22 @@ extern "C" fn early_setup() {
 
 fn main() -> ExitCode {
     startup::ignore_sigxfsz();
-    let mut audit = audit::Record::default();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
+    if server::asked_to_serve() {
+        // Each session runs its request through `request`, in the forked
+        // process, as a setuid run by the peer (see service::server).
+        let outcome =
+            std::panic::catch_unwind(|| server::serve(request)).unwrap_or(Err(Error::Internal));
+        return ExitCode::from(status_of(outcome));
+    }
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    ExitCode::from(request(audit::Record::default(), &argv))
+}
+
+/// One request, from the process state a setuid run starts in: a run of
+/// this binary, or a session of the service. `audit` says whose request
+/// it is; the outcome is the exit status, and the one line on stderr.
+fn request(mut audit: audit::Record, argv: &[OsString]) -> u8 {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit, argv)))
         .unwrap_or(Err(Error::Internal));
     if let Err(e) = &outcome {
         // Whatever failed, even a panic: no tap outlives a failed run, not
@@ -66,28 +81,28 @@ fn main() -> ExitCode {
         unfinished::remove();
         audit.failed(e);
     }
+    status_of(outcome)
+}
+
+/// The exit status, with the one line on stderr for a failure.
+fn status_of(outcome: Result<(), Error>) -> u8 {
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Internal) => ExitCode::from(status::INTERNAL),
-        Err(Error::Checked(status)) => ExitCode::from(status),
+        Ok(()) => 0,
+        Err(Error::Internal) => status::INTERNAL,
+        Err(Error::Checked(status)) => status,
         Err(e) => {
             output::notice(&e.to_string());
-            ExitCode::from(e.status())
+            e.status()
         }
     }
 }
 
 /// A run, in order. `audit` learns who asked for what as the run goes, and
 /// logs the outcome (see report::audit).
-fn run(audit: &mut audit::Record) -> Result<(), Error> {
-    if server::asked_to_serve() {
-        audit.quiet();
-        return server::serve();
-    }
+fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
-    let argv: Vec<_> = std::env::args_os().skip(1).collect();
-    let request = match cli::parse(&argv)? {
+    let request = match cli::parse(argv)? {
         Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
         Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
         Command::Check(request) => {

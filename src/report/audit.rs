@@ -11,7 +11,8 @@ use nix::unistd::Uid;
 use crate::policy::bridge_conf::includes::Origin;
 use crate::report::error::Error;
 use crate::report::escape::{Escaped, Quoted};
-use crate::system::{process, syslog};
+use crate::system::process::{self, Parent};
+use crate::system::syslog;
 
 /// authpriv (10), as sudo and su log.
 const AUTHPRIV: u8 = 10 << 3;
@@ -21,6 +22,7 @@ const INFO: u8 = 6;
 /// What the run has learnt so far, logged once.
 #[derive(Debug, Default)]
 pub struct Record {
+    asker: Asker,
     uid: Option<Uid>,
     bridge: Option<Vec<u8>>,
     /// `--check`, `--help`, `--version`: not requests for a tap.
@@ -35,7 +37,30 @@ pub struct Record {
 /// long user input.
 const MAX_OUTCOME: usize = 1024;
 
+/// Who asked, for the line's `ppid` and `comm`: the process that ran the
+/// helper, as a setuid run names it.
+#[derive(Debug, Default)]
+enum Asker {
+    /// A run of this binary: its parent, read when the line is logged.
+    #[default]
+    OurParent,
+    /// A request to the service: the parent of the process that connected
+    /// (for the forwarder, the VMM that ran it), as the session read it
+    /// through pidfds; `None` if it could not be read without a pid that
+    /// may have been recycled.
+    PeerParent(Option<Parent>),
+}
+
 impl Record {
+    /// The record of a request the service runs for a peer whose parent
+    /// is `parent` (see [`crate::system::service::peer_parent`]).
+    pub fn for_peer(parent: Option<Parent>) -> Record {
+        Record {
+            asker: Asker::PeerParent(parent),
+            ..Record::default()
+        }
+    }
+
     pub fn caller(&mut self, uid: Uid) {
         self.uid = Some(uid);
     }
@@ -82,13 +107,19 @@ impl Record {
             return;
         }
         self.done = true;
-        let parent = process::parent();
+        let ours;
+        let parent = match &self.asker {
+            Asker::OurParent => {
+                ours = process::parent();
+                Some(&ours)
+            }
+            Asker::PeerParent(parent) => parent.as_ref(),
+        };
         let user = self.uid.and_then(crate::system::users::name_of_uid);
         let line = line(
             self.uid,
             user.as_deref(),
-            parent.pid,
-            parent.comm.as_deref(),
+            parent,
             self.bridge.as_deref(),
             outcome,
         );
@@ -97,16 +128,17 @@ impl Record {
 }
 
 /// The line for a request the service refused before any run (a run
-/// logs its own): `ppid` is the connecting process (`SO_PEERCRED`), the
-/// forwarder or the VMM itself.
-pub fn service_refused(uid: Uid, peer_pid: i32, bridge: Option<&[u8]>, e: &Error) {
+/// logs its own), or turned away as busy: `parent` as in
+/// [`Record::for_peer`] (none for a busy refusal: the service loop reads
+/// nothing about the peer but its credentials).
+pub fn service_refused(uid: Uid, parent: Option<&Parent>, bridge: Option<&[u8]>, e: &Error) {
     let user = crate::system::users::name_of_uid(uid);
     let outcome = format!(
         "refused by the service (status {}): {}",
         e.status(),
         capped(&one_line(&e.to_string()))
     );
-    let line = line(Some(uid), user.as_deref(), peer_pid, None, bridge, &outcome);
+    let line = line(Some(uid), user.as_deref(), parent, bridge, &outcome);
     syslog::send(&datagram(NOTICE, std::process::id(), &line));
 }
 
@@ -114,14 +146,15 @@ pub fn service_refused(uid: Uid, peer_pid: i32, bridge: Option<&[u8]>, e: &Error
 pub fn line(
     uid: Option<Uid>,
     user: Option<&[u8]>,
-    ppid: i32,
-    comm: Option<&[u8]>,
+    parent: Option<&Parent>,
     bridge: Option<&[u8]>,
     outcome: &str,
 ) -> String {
     let uid = uid.map_or("?".to_string(), |u| u.to_string());
     let shown = |b: Option<&[u8]>| b.map_or("?".to_string(), |b| Quoted(b).to_string());
+    let comm = parent.and_then(|p| p.comm.as_deref());
     let (user, comm, bridge) = (shown(user), shown(comm), shown(bridge));
+    let ppid = parent.map_or("?".to_string(), |p| p.pid.to_string());
     format!("uid={uid} user={user} ppid={ppid} comm={comm} bridge={bridge} {outcome}")
 }
 
@@ -163,8 +196,10 @@ mod tests {
         let l = line(
             Some(Uid::from_raw(1000)),
             Some(b"al\nice"),
-            42,
-            Some(b"qemu\x1b[2J"),
+            Some(&Parent {
+                pid: 42,
+                comm: Some(b"qemu\x1b[2J".to_vec()),
+            }),
             Some(b"br\xff"),
             &one_line("refused (status 4): x\ny"),
         );
@@ -174,8 +209,8 @@ mod tests {
         );
         assert_eq!(datagram(INFO, 7, "m"), b"<86>bridge-helper[7]: m".to_vec());
         assert_eq!(
-            line(None, None, 1, None, None, "z"),
-            "uid=? user=? ppid=1 comm=? bridge=? z"
+            line(None, None, None, None, "z"),
+            "uid=? user=? ppid=? comm=? bridge=? z"
         );
     }
 

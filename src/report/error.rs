@@ -142,10 +142,6 @@ pub enum ServiceFault {
     Busy { max: usize },
     #[error("no complete request within {secs} s")]
     NoRequest { secs: u64 },
-    #[error("starting the run: {0}")]
-    Starting(std::io::Error),
-    #[error("waiting for the run: {0}")]
-    Waiting(std::io::Error),
 }
 
 /// Why giving up privilege failed (the drop checks what it did).

@@ -25,21 +25,49 @@
 //! loop itself reads nothing a client sends). The session reads the
 //! request under a deadline, decides whether it answers for this peer at
 //! all ([`identity`]) and then runs the request as a setuid run by that
-//! user with those groups: it executes this binary with the real uid and
-//! gid and the supplementary groups of the peer and an effective uid of 0,
-//! exactly the state the kernel leaves a setuid-root program in, with an
-//! empty environment, `/dev/null` on stdin and stdout, a pipe on stderr and
-//! the connection as `--fd`. From there the run is a setuid run: the same
+//! user with those groups, in itself: it takes the real uid and gid and
+//! the supplementary groups of the peer and keeps an effective uid of 0
+//! (`system::privileges::enter_setuid_run`), exactly the state the kernel
+//! leaves a setuid-root program in, with `/dev/null` on stdin and stdout,
+//! a pipe on stderr and the connection as `--fd`, and calls the entry
+//! point `main` calls for a run, with the arguments a setuid run for the
+//! request would have. From there the run is a setuid run: the same
 //! privilege drop (`system::privileges`), the same files and include
 //! scoping read as the caller, the same decision code (`steps`), the same
 //! tap code, and the tap is sent on the connection as on any `--fd`. The
 //! session then sends the run's exit status and stderr ([`wire::Answer`])
-//! and closes.
+//! and exits.
 //!
-//! Why exec rather than calling the run in the forked session: the run
-//! then starts from a fresh image and an empty environment like a setuid
-//! run, and its privilege drop is the one already reviewed, not a second
-//! sequence for the service; the cost is one exec per request.
+//! Why no exec: the session is a fork of this same binary, which has run
+//! only its own code since it started as root (systemd's or root's
+//! choice, never a user's: a user reaches it only through the bytes of a
+//! request, read and checked before anything else), so there is no
+//! untrusted image or start-up state an exec would wash off. What an exec
+//! did reset is reset without it: every descriptor but the connection and
+//! the run's stdio is closed (the listening socket and every other
+//! connection included: `system::service::run_descriptors`), the ids are
+//! set by the code of `system::privileges` and the process made
+//! non-dumpable as a setuid exec makes it, and the signal dispositions
+//! (all default but the four this binary's own start-up ignores), the
+//! signal mask (empty) and the environment (empty) are set once when the
+//! service starts, and the loop changes none of them. Rlimits, umask,
+//! working directory, namespaces and the capability bounding set are the
+//! service's, as they were for an executed run. The loop never starts a
+//! thread, so the fork leaves no lock held. The exec cost a fresh image
+//! per request: without it, forwarder and service take about what a
+//! setuid run takes (see the bench).
+//!
+//! # The audit line
+//! A run logs its parent. A session's run logs what a setuid run by the
+//! peer would: the parent of the process that connected (for the
+//! forwarder, the VMM that ran it; for a VMM that connects itself, its
+//! own parent), read as root from `/proc` through pidfds and trusted only
+//! if the peer and that parent are both still alive after the reads, so a
+//! recycled pid is never logged (`ppid=?` then). It reaches the run as a
+//! typed value in the audit record, never as an argument or variable a
+//! setuid caller could set. A connection turned away as busy is logged
+//! by the loop with the peer's uid (and `ppid=?`: the loop reads nothing
+//! more about a peer it does not serve).
 //!
 //! # Decisions where the issue is silent
 //! - **Real against effective ids.** `SO_PEERCRED` gives the effective

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{IoSlice, Read};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
@@ -19,18 +19,18 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{self, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Pid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
 use crate::report::audit;
 use crate::report::error::{Dropping, Error, ServiceFault};
-use crate::report::status;
 use crate::service::identity::{self, Peer, Refusal};
 use crate::service::wire::{self, Answer, Request};
 use crate::service::{
     IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
 };
-use crate::system::service::{self as sys, PeerCred, RunAs};
-use crate::system::users;
+use crate::system::process::Parent;
+use crate::system::service::{self as sys, PeerCred};
+use crate::system::{privileges, startup, users};
 
 /// A session the loop is waiting for.
 struct Session {
@@ -48,10 +48,16 @@ pub fn asked_to_serve() -> bool {
         && nix::unistd::getresuid().is_ok_and(|ids| ids.real.is_root() && ids.effective.is_root())
 }
 
+/// What a session runs its request with: `main`'s entry point of a run
+/// (everything a setuid run does, from the privilege drop to the exit
+/// status and the one line on stderr), given the audit record of the peer
+/// and the arguments a setuid run for the request would have.
+pub type Run = fn(audit::Record, &[OsString]) -> u8;
+
 /// Runs the service until it has been idle for [`IDLE_EXIT`] (when
 /// socket-activated: systemd starts it again) or forever (when it bound
-/// the socket itself). Root only.
-pub fn serve() -> Result<(), Error> {
+/// the socket itself). Root only. Each session calls `run`.
+pub fn serve(run: Run) -> Result<(), Error> {
     let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
     if !(ids.real.is_root() && ids.effective.is_root()) {
         return Err(ServiceFault::NotRoot.into());
@@ -64,6 +70,14 @@ pub fn serve() -> Result<(), Error> {
             false,
         ),
     };
+    // The state every session's run starts from (see crate::service, "Why
+    // no exec"): set once, the loop changes none of it. The environment
+    // is systemd's (or root's shell's); a run reads none of it, and gets
+    // none, as when it was executed with an empty one.
+    startup::reset_signals();
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
     let mut sessions: HashMap<Pid, Session> = HashMap::new();
     let mut idle_since = Instant::now();
     loop {
@@ -121,7 +135,9 @@ pub fn serve() -> Result<(), Error> {
                     max: MAX_CONNECTIONS,
                 }
             };
-            answer_error(conn.as_fd(), &busy.into());
+            let busy = Error::from(busy);
+            audit::service_refused(Uid::from_raw(cred.uid), None, None, &busy);
+            answer_error(conn.as_fd(), &busy);
             continue;
         }
         match sys::fork() {
@@ -136,7 +152,7 @@ pub fn serve() -> Result<(), Error> {
             }
             Ok(None) => {
                 drop(listener);
-                let code = session(&conn, cred);
+                let code = session(conn, cred, run);
                 std::process::exit(code);
             }
             Err(e) => answer_error(
@@ -164,66 +180,75 @@ fn reap(sessions: &mut HashMap<Pid, Session>) {
 /// One connection, in its own process: returns the process's exit code
 /// (for the service's bookkeeping only; the client has its answer). A
 /// request refused here is logged here; a run logs its own.
-fn session(conn: &OwnedFd, cred: PeerCred) -> i32 {
+fn session(conn: OwnedFd, cred: PeerCred, run: Run) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    let mut bridge = None;
-    let result =
-        read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE).and_then(|request| {
-            bridge = Some(request.bridge.clone());
-            run_request(conn.as_fd(), cred, &request)
-        });
-    match result {
-        Ok(answer) => {
-            send_answer(conn.as_fd(), &answer);
-            0
-        }
-        Err(e) => {
-            audit::service_refused(Uid::from_raw(cred.uid), cred.pid, bridge.as_deref(), &e);
-            answer_error(conn.as_fd(), &e);
-            1
-        }
+    let pidfd = sys::peer_pidfd(conn.as_fd(), cred.pid);
+    // Read as root, before anything else: the peer is there while it
+    // asks (a forwarder waits for its answer, and its VMM for it).
+    let parent = pidfd
+        .as_ref()
+        .ok()
+        .and_then(|p| sys::peer_parent(p.as_fd(), cred.pid));
+    let request = match read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE) {
+        Ok(request) => request,
+        Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), None, &e),
+    };
+    let peer = match identify(conn.as_fd(), cred, pidfd) {
+        Ok(peer) => peer,
+        Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
+    };
+    match run_request(conn, peer, &request, parent.clone(), run) {
+        Ok(()) => 0,
+        Err((conn, e)) => refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     }
 }
 
-/// Decides whether this peer is answered at all, and runs `request` as a
-/// setuid run by the peer; the run's status and stderr.
-fn run_request(conn: BorrowedFd<'_>, cred: PeerCred, request: &Request) -> Result<Answer, Error> {
-    let peer = identify(conn, cred)?;
+/// Logs and answers a request refused before any run; the session's
+/// exit code.
+fn refused(
+    conn: BorrowedFd<'_>,
+    cred: PeerCred,
+    parent: Option<&Parent>,
+    request: Option<&Request>,
+    e: &Error,
+) -> i32 {
+    let bridge = request.map(|r| r.bridge.as_slice());
+    audit::service_refused(Uid::from_raw(cred.uid), parent, bridge, e);
+    answer_error(conn, e);
+    1
+}
+
+/// Runs `request` in this process as a setuid run by the peer (see
+/// [`crate::service`], "Why no exec") and sends its status and line.
+fn run_request(
+    conn: OwnedFd,
+    peer: Peer,
+    request: &Request,
+    parent: Option<Parent>,
+    run: Run,
+) -> Result<(), (OwnedFd, Error)> {
     let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
     let subgids = identity::parse_subids(&std::fs::read("/etc/subgid").unwrap_or_default());
     if let Some(why) = identity::refusal(&peer, &subuids, &subgids) {
-        return Err(Error::PeerRefused(why));
+        return Err((conn, Error::PeerRefused(why)));
     }
-    let who = RunAs {
-        uid: peer.uid,
-        gid: peer.gid,
-        groups: peer.groups,
+    let stderr = match sys::run_descriptors(conn.as_fd()) {
+        Ok(pipe) => pipe,
+        Err(e) => return Err((conn, Error::kernel("preparing the run's descriptors", e))),
     };
-    let mut child = sys::spawn_as_setuid_run(
-        Path::new("/proc/self/exe"),
+    let groups: Vec<Gid> = peer.groups.iter().copied().map(Gid::from_raw).collect();
+    if let Err(e) =
+        privileges::enter_setuid_run(Uid::from_raw(peer.uid), Gid::from_raw(peer.gid), &groups)
+    {
+        return Err((conn, e));
+    }
+    let status = run(
+        audit::Record::for_peer(parent),
         &run_args(request, conn.as_raw_fd()),
-        &who,
-        conn,
-    )
-    .map_err(ServiceFault::Starting)?;
-    let mut line = Vec::new();
-    if let Some(stderr) = child.stderr.take() {
-        let _ = stderr.take(wire::MAX_LINE as u64).read_to_end(&mut line);
-    }
-    let status = child.wait().map_err(ServiceFault::Waiting)?;
-    use std::os::unix::process::ExitStatusExt;
-    let status = match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(status::INTERNAL),
-        (None, sig) => {
-            line = format!(
-                "bridge-helper: the run ended by signal {}; no tap was handed out\n",
-                sig.unwrap_or(0)
-            )
-            .into_bytes();
-            status::INTERNAL
-        }
-    };
-    Ok(Answer { status, line })
+    );
+    let line = sys::read_line(stderr.as_fd(), wire::MAX_LINE);
+    send_answer(conn.as_fd(), &Answer { status, line });
+    Ok(())
 }
 
 /// The command line of a setuid run for `request`, its tap to `fd`.
@@ -241,10 +266,14 @@ fn run_args(request: &Request, fd: i32) -> Vec<OsString> {
 }
 
 /// The peer as the kernel sees it, refused if its namespace cannot be read.
-fn identify(conn: BorrowedFd<'_>, cred: PeerCred) -> Result<Peer, Error> {
+fn identify(
+    conn: BorrowedFd<'_>,
+    cred: PeerCred,
+    pidfd: Result<OwnedFd, Errno>,
+) -> Result<Peer, Error> {
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
-    let pidfd = sys::peer_pidfd(conn, cred.pid).map_err(|e| kernel("the peer's pidfd", e))?;
+    let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
     let (userns, status) = sys::peer_process(pidfd.as_fd(), cred.pid).map_err(|e| {
         kernel(
             "the connecting process's user namespace (did it exit before its answer?)",

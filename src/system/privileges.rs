@@ -87,8 +87,7 @@ impl Caller {
             inheritable: 0,
         })
         .map_err(|e| fail("capset", e))?;
-        nix::unistd::setgroups(groups).map_err(|e| fail("setgroups", e))?;
-        setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+        take_groups(gid, groups)?;
         // Without PR_SET_KEEPCAPS, leaving uid 0 clears every capability;
         // staying uid 0 (checking for root itself) clears none, so they
         // are given up here either way.
@@ -207,6 +206,37 @@ impl TunDevice {
             .map(AsRawFd::as_raw_fd)
             .collect()
     }
+}
+
+/// The supplementary `groups`, and `gid` as the real, effective and saved
+/// gid: the groups part of becoming a user, for [`Caller::become_user`]
+/// and [`enter_setuid_run`] alike.
+fn take_groups(gid: Gid, groups: &[Gid]) -> Result<(), Error> {
+    nix::unistd::setgroups(groups).map_err(|e| fail("setgroups", e))?;
+    setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))
+}
+
+/// Puts this root process in the state the kernel leaves a setuid-root
+/// program in when `uid` runs it with primary group `gid` and the
+/// supplementary `groups`: those groups, `gid` as every gid, `uid` as the
+/// real uid and 0 as the effective and saved ones (the capabilities stay
+/// root's), and not dumpable (no process of that user may ptrace it or
+/// read its memory). The service's session does this before it runs a
+/// request through the code of a setuid run, whose first step is
+/// [`drop_to_caller`].
+pub fn enter_setuid_run(uid: Uid, gid: Gid, groups: &[Gid]) -> Result<(), Error> {
+    take_groups(gid, groups)?;
+    let root = Uid::from_raw(0);
+    setresuid(uid, root, root).map_err(|e| fail("setresuid", e))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| fail("PR_SET_DUMPABLE", e))?;
+    let u = getresuid().map_err(|e| fail("getresuid", e))?;
+    let g = getresgid().map_err(|e| fail("getresgid", e))?;
+    if [u.real, u.effective, u.saved] != [uid, root, root]
+        || [g.real, g.effective, g.saved] != [gid; 3]
+    {
+        return Err(Error::Privileges(Dropping::Ids(u, g)));
+    }
+    Ok(())
 }
 
 /// The caller's groups as the kernel reports them for this process, read

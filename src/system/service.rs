@@ -3,15 +3,12 @@
 //! processes a request runs in. Every `unsafe` block here has a `SAFETY`
 //! line; the rest of the service uses these safe functions.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -21,6 +18,7 @@ use nix::unistd::Pid;
 
 use crate::report::escape::Escaped;
 use crate::service::identity::{Setgroups, UserNs};
+use crate::system::process::{self, Parent};
 
 /// `SO_PEERCRED`: the peer's pid, and its effective uid and gid at
 /// `connect()`, in this process's namespaces.
@@ -105,6 +103,28 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     let fd = RawFd::try_from(Errno::result(rc)?).map_err(|_| Errno::EBADF)?;
     // SAFETY: the kernel just gave us this new descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The peer's parent, as a setuid run by the peer would name its own
+/// parent in the audit line: its pid (`/proc/PID/stat`) and name. Trusted
+/// only if, after the reads, the peer (`pidfd`) and the parent (a pidfd
+/// opened before its name was read) are both alive and the peer's parent
+/// is still that pid: a parent that had exited would have left the peer
+/// with another parent before its pid could be reused. So a recycled pid
+/// is never named; `None` when that cannot be shown.
+pub fn peer_parent(pidfd: BorrowedFd<'_>, pid: i32) -> Option<Parent> {
+    let dir = fs::File::open(format!("/proc/{pid}")).ok()?;
+    let ppid = || {
+        let stat = crate::system::files::open_at(Some(dir.as_fd()), c"stat", libc::O_RDONLY);
+        let mut text = [0u8; 512];
+        let n = io::Read::read(&mut fs::File::from(stat.ok()?), &mut text).ok()?;
+        process::ppid_in_stat(text.get(..n)?)
+    };
+    let first = ppid()?;
+    let parent = pidfd_open(first).ok()?;
+    let comm = process::comm_of(first);
+    let trusted = ppid()? == first && alive(pidfd) && alive(parent.as_fd());
+    trusted.then_some(Parent { pid: first, comm })
 }
 
 /// Whether the process behind `pidfd` is still running (signal 0): ESRCH
@@ -403,7 +423,8 @@ pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
 }
 
 /// A new process for one connection. The service is single-threaded, so
-/// the child may do anything after the fork.
+/// the child may do anything after the fork, and runs its request in it
+/// (see service::server).
 pub fn fork() -> Result<Option<Pid>, Errno> {
     // SAFETY: the service process never starts a thread (see
     // service::server), so no lock can be held by a thread that does not
@@ -414,54 +435,69 @@ pub fn fork() -> Result<Option<Pid>, Errno> {
     }
 }
 
-/// Who a run is for: the peer's ids and groups.
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
+/// The descriptors a run starts with in a session, as a run of the binary
+/// the session had started would have them: `/dev/null` on stdin and
+/// stdout, a pipe on stderr, `conn` (its `--fd`), and nothing else: not
+/// the listening socket, no other connection, nothing the service
+/// inherited. Returns the pipe's read end, non-blocking, for the run's
+/// line once it has returned ([`read_line`]); the write end is
+/// non-blocking too, so a run that printed more than the pipe holds loses
+/// the rest instead of waiting for a reader that is itself. The caller
+/// must own no other descriptor: every one is closed.
+pub fn run_descriptors(conn: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::OFlag;
+    let null = crate::system::files::open_at(None, c"/dev/null", libc::O_RDWR)?;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // Numbers 0 to 2 are in use (systemd's stdio): nothing placed there
+    // below can be one of these.
+    let keep = [conn.as_raw_fd(), read.as_raw_fd()];
+    if [null.as_raw_fd(), write.as_raw_fd()]
+        .iter()
+        .chain(&keep)
+        .any(|&fd| fd <= libc::STDERR_FILENO)
+    {
+        return Err(Errno::EBADF);
+    }
+    for (from, to) in [(&null, 0), (&null, 1), (&write, 2)] {
+        nix::unistd::dup2(from.as_raw_fd(), to)?;
+    }
+    drop((null, write));
+    let mut keep = keep;
+    keep.sort_unstable();
+    let mut first = libc::STDERR_FILENO + 1;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, RawFd::MAX)?;
+    Ok(read)
 }
 
-/// Executes `exe` as if it were installed setuid root and run by `who`:
-/// real and saved gid and all three gids `who.gid`, supplementary groups
-/// `who.groups`, real uid `who.uid` and effective and saved uid 0 (what
-/// the kernel leaves a setuid-root program started by that user). Empty
-/// environment, `/dev/null` on stdin and stdout, stderr piped back,
-/// `conn` left open across the exec (its number is given as `--fd`).
-pub fn spawn_as_setuid_run(
-    exe: &Path,
-    args: &[OsString],
-    who: &RunAs,
-    conn: BorrowedFd<'_>,
-) -> io::Result<Child> {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let fd = conn.as_raw_fd();
-    let (uid, gid) = (who.uid, who.gid);
-    let groups: Vec<libc::gid_t> = who.groups.clone();
-    // SAFETY: the closure runs in the child between fork and exec and
-    // calls only async-signal-safe system calls on values prepared before
-    // the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = |rc: libc::c_int| {
-                if rc == -1 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            ok(libc::fcntl(fd, libc::F_SETFD, 0))?;
-            ok(libc::setgroups(groups.len(), groups.as_ptr()))?;
-            ok(libc::setresgid(gid, gid, gid))?;
-            ok(libc::setresuid(uid, 0, 0))
-        })
-    };
-    cmd.spawn()
+fn close_range(first: RawFd, last: RawFd) -> Result<(), Errno> {
+    let (first, last) = (
+        libc::c_uint::try_from(first).map_err(|_| Errno::EBADF)?,
+        libc::c_uint::try_from(last).map_err(|_| Errno::EBADF)?,
+    );
+    // SAFETY: close_range takes two numbers and flags; the caller owns no
+    // descriptor in the range (see run_descriptors), so nothing is closed
+    // under an owner that would close it again.
+    Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+}
+
+/// What is in `pipe` (non-blocking) now, at most `max` bytes.
+pub fn read_line(pipe: BorrowedFd<'_>, max: usize) -> Vec<u8> {
+    let mut line = vec![0u8; max];
+    let mut got = 0;
+    while got < max {
+        match nix::unistd::read(pipe.as_raw_fd(), &mut line[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    line.truncate(got);
+    line
 }
 
 /// A connection to the service at `path`, close-on-exec.

@@ -19,6 +19,29 @@ pub fn ignore_sigxfsz() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// Every signal back to its default disposition and unblocked, but those
+/// this binary's own start-up ignores (SIGSEGV and SIGBUS, see
+/// [`leave_faults_to_the_kernel`]; SIGPIPE, Rust's runtime; SIGXFSZ,
+/// [`ignore_sigxfsz`]): for the service, so that what it inherited from
+/// whoever started it (a shell's ignored SIGHUP or blocked signals, an
+/// ignored SIGCHLD that would leave its sessions unwaitable) reaches
+/// neither its loop nor the runs of its sessions.
+pub fn reset_signals() {
+    const OWN: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGPIPE, libc::SIGXFSZ];
+    // 1 to 64: every signal Linux has; the kernel (SIGKILL, SIGSTOP) and
+    // the C library (its own real-time signals) refuse a few, and keep them.
+    for sig in (1..=64).filter(|s| !OWN.contains(s)) {
+        // SAFETY: SIG_DFL is not a handler function; this only changes the
+        // process's disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
 /// Sets SIGSEGV and SIGBUS to SIG_IGN before Rust's runtime starts. The
 /// runtime installs its stack-overflow handler (and mmaps an alternate
 /// stack for it) only over the default disposition, and that mmap is what

@@ -577,3 +577,72 @@ fn every_request_is_logged_once() {
     );
     drop(fd);
 }
+
+#[test]
+fn a_forwarded_request_is_logged_with_the_vmm_as_parent_as_a_setuid_run_logs_it() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    sb.logged();
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    // The VMM: a python3 process that runs the forwarder with its socket
+    // and waits for it, as QEMU runs its helper.
+    let vmm = "import subprocess,sys\nfd=int(sys.argv[2].split('=')[1])\nsys.exit(subprocess.run([sys.argv[1],'--br=br0',sys.argv[2]],pass_fds=(fd,)).returncode)\n";
+    let mut cmd = svc.command(PYTHON, nobody());
+    cmd.args(["-c", vmm]).arg(&forwarder);
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let vmm_pid = child.id();
+    let fd = HelperRun::collect(child.wait_with_output().unwrap(), ours).expect_tap();
+    // A client that connects itself: its own parent (this test) is named.
+    let (_, status, _) = answer(&svc.raw_exchange(nobody(), &service::request(b"br0")));
+    assert_eq!(status, 0);
+    svc.wait_idle(std::time::Duration::from_secs(5));
+    let lines = sb.logged();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!("ppid={vmm_pid} comm='python3' bridge='br0' tap="))
+            && lines[0].contains("granted"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(&format!("ppid={} comm=", std::process::id()))
+            && lines[1].contains("granted"),
+        "{}",
+        lines[1]
+    );
+    drop(fd);
+}
+
+#[test]
+fn a_connection_turned_away_as_busy_is_logged_with_its_uid() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    sb.logged();
+    // 64 silent connections of this process (uid 0) hold 64 sessions.
+    let held: Vec<_> = (0..64).map(|_| svc.connect()).collect();
+    let busy = svc.ask(&service::request(b"br0"));
+    assert_eq!(busy.status, 5, "{}", busy.line);
+    assert!(
+        busy.line
+            .contains("busy: 64 requests of uid 0 already running"),
+        "{}",
+        busy.line
+    );
+    // Logged before the answer was sent.
+    let lines = sb.logged();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].ends_with(
+            "uid=0 user='root' ppid=? comm=? bridge=? refused by the service (status 5): \
+             bridge-helper service: busy: 64 requests of uid 0 already running; try again"
+        ),
+        "{}",
+        lines[0]
+    );
+    drop(held);
+    svc.wait_idle(std::time::Duration::from_secs(5));
+}

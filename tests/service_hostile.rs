@@ -83,6 +83,8 @@ fn many_requests_of_every_kind_leave_the_service_as_it_started() {
     });
     svc.wait_idle(Duration::from_secs(15));
     assert_eq!(svc.open_fds(), fds, "the service's descriptors");
+    // Sessions are forks that run code: safe only with no other thread.
+    assert_eq!(svc.threads(), 1, "the service's threads");
     assert!(svc.children().is_empty());
     // The loop keeps nothing per request; a little slack for the heap.
     let grown = svc.rss_kb().saturating_sub(rss);

@@ -161,6 +161,16 @@ impl Service {
         }
     }
 
+    /// The service's threads: 1, or its sessions' forks would not be safe.
+    pub fn threads(&self) -> u32 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Resident memory of the service, in kB.
     pub fn rss_kb(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -197,9 +197,9 @@ fn session(conn: OwnedFd, cred: PeerCred, run: Run) -> i32 {
         Ok(peer) => peer,
         Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     };
-    match run_request(conn, peer, &request, parent.clone(), run) {
+    match run_request(conn.as_fd(), peer, &request, parent.clone(), run) {
         Ok(()) => 0,
-        Err((conn, e)) => refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
+        Err(e) => refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     }
 }
 
@@ -221,33 +221,27 @@ fn refused(
 /// Runs `request` in this process as a setuid run by the peer (see
 /// [`crate::service`], "Why no exec") and sends its status and line.
 fn run_request(
-    conn: OwnedFd,
+    conn: BorrowedFd<'_>,
     peer: Peer,
     request: &Request,
     parent: Option<Parent>,
     run: Run,
-) -> Result<(), (OwnedFd, Error)> {
+) -> Result<(), Error> {
     let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
     let subgids = identity::parse_subids(&std::fs::read("/etc/subgid").unwrap_or_default());
     if let Some(why) = identity::refusal(&peer, &subuids, &subgids) {
-        return Err((conn, Error::PeerRefused(why)));
+        return Err(Error::PeerRefused(why));
     }
-    let stderr = match sys::run_descriptors(conn.as_fd()) {
-        Ok(pipe) => pipe,
-        Err(e) => return Err((conn, Error::kernel("preparing the run's descriptors", e))),
-    };
+    let stderr = sys::run_descriptors(conn)
+        .map_err(|e| Error::kernel("preparing the run's descriptors", e))?;
     let groups: Vec<Gid> = peer.groups.iter().copied().map(Gid::from_raw).collect();
-    if let Err(e) =
-        privileges::enter_setuid_run(Uid::from_raw(peer.uid), Gid::from_raw(peer.gid), &groups)
-    {
-        return Err((conn, e));
-    }
+    privileges::enter_setuid_run(Uid::from_raw(peer.uid), Gid::from_raw(peer.gid), &groups)?;
     let status = run(
         audit::Record::for_peer(parent),
         &run_args(request, conn.as_raw_fd()),
     );
     let line = sys::read_line(stderr.as_fd(), wire::MAX_LINE);
-    send_answer(conn.as_fd(), &Answer { status, line });
+    send_answer(conn, &Answer { status, line });
     Ok(())
 }
 

@@ -140,7 +140,7 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
     steps::access_by_name(&policy, &request.bridge)?;
     let mut route = Rtnetlink::open().map_err(|e| Error::kernel("opening a netlink socket", e))?;
     let access = steps::access(&policy, &mut route, &request.bridge)?;
-    let mut own_taps = reaper::reap(&mut route, caller.uid, max_abandoned_taps)?;
+    let mut own_taps = reaper::reap(&mut route, caller.uid, caller.lookups(), max_abandoned_taps)?;
     let name = caller.without_net_admin(|| tap::free_name(&route))?;
     checkpoint(request.hook, Stage::BeforeCreate);
     // Every queue's descriptor first: a run that cannot have them all

@@ -580,10 +580,10 @@ fn sixty_four_helpers_at_once() {
     // Racing runs of one user each claimed a slot of their own, and
     // together they filled slots 0..32 with no hole.
     let slots = ns.exec(
-        "ip -o -d link show type tun | grep -o 'altname bridge-helper[^ ]*' | sort -t. -k3 -n | paste -sd' '",
+        "ip -o -d link show type tun | grep -o 'altname bh[0-9a-f]*\\.[0-9a-f]*' | sort | paste -sd' '",
     );
     let want: Vec<String> = (0..N / 2)
-        .map(|s| format!("altname bridge-helper.65534.{s}"))
+        .map(|s| format!("altname {}", slot_name(65534, u16::try_from(s).unwrap())))
         .collect();
     assert_eq!(slots.trim(), want.join(" "));
     drop(fds);

@@ -31,7 +31,7 @@ fn expect_queues(run: HelperRun, ns: &NetNs, n: usize, vnet: bool, owner: i64) -
     // Created under its birth name (issue 23), handed over as a tapN
     // that its slot's altname lists for its owner.
     assert!(name.starts_with("tap"), "{name}");
-    let slot = format!("bridge-helper.{owner}.0");
+    let slot = slot_name(u32::try_from(owner).unwrap(), 0);
     assert_eq!(ns.altnames(&name), [slot]);
     let st = ns.tap_state(&name);
     assert_eq!(st.master, "br0");

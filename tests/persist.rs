@@ -229,8 +229,8 @@ fn each_tap_is_listed_for_its_owner_in_its_own_slot_and_nothing_else_counts() {
         .expect_tap();
     let (a, _) = tun_get_iff(&first);
     let (b, _) = tun_get_iff(&second);
-    assert_eq!(ns.altnames(&a), ["bridge-helper.65534.0"]);
-    assert_eq!(ns.altnames(&b), ["bridge-helper.65534.1"]);
+    assert_eq!(ns.altnames(&a), [slot_name(NOBODY, 0)]);
+    assert_eq!(ns.altnames(&b), [slot_name(NOBODY, 1)]);
     let marker = "alias bridge-helper uid=65534";
     assert!(ns.ip(&["-d", "link", "show", &a]).contains(marker));
     let uid = NOBODY.to_string();
@@ -244,13 +244,13 @@ fn each_tap_is_listed_for_its_owner_in_its_own_slot_and_nothing_else_counts() {
         "dev",
         "admintap",
         "altname",
-        "bridge-helper.65534.2",
+        &slot_name(NOBODY, 2),
     ]);
     // The next tap goes past the slot admintap holds, which stays as it was.
     let third = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap();
     let (c, _) = tun_get_iff(&third);
-    assert_eq!(ns.altnames(&c), ["bridge-helper.65534.3"]);
-    assert_eq!(ns.altnames("admintap"), ["bridge-helper.65534.2"]);
+    assert_eq!(ns.altnames(&c), [slot_name(NOBODY, 3)]);
+    assert_eq!(ns.altnames("admintap"), [slot_name(NOBODY, 2)]);
     // With the caller's own taps abandoned beyond the limit, the run
     // removes only those (by index), never the one without the marker.
     abandon_as(&sb, &ns, first, NOBODY);
@@ -264,10 +264,10 @@ fn each_tap_is_listed_for_its_owner_in_its_own_slot_and_nothing_else_counts() {
     let fourth = fourth.expect_tap();
     let (d, _) = tun_get_iff(&fourth);
     wait_for_taps(&ns, &[&c, &d]);
-    assert_eq!(ns.altnames("admintap"), ["bridge-helper.65534.2"]);
+    assert_eq!(ns.altnames("admintap"), [slot_name(NOBODY, 2)]);
     assert!(!ns.ip(&["-d", "link", "show", "admintap"]).contains(marker));
     // Freed slots are taken again, lowest first.
-    assert_eq!(ns.altnames(&d), ["bridge-helper.65534.0"]);
+    assert_eq!(ns.altnames(&d), [slot_name(NOBODY, 0)]);
 }
 
 #[test]
@@ -289,14 +289,14 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
         "dev",
         "admintap",
         "altname",
-        "bridge-helper.65534.0",
+        &slot_name(NOBODY, 0),
     ]);
     let held: Vec<OwnedFd> = (0..4)
         .map(|_| sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap())
         .collect();
     let names: Vec<String> = held.iter().map(|fd| tun_get_iff(fd).0).collect();
     for (slot, name) in (1..).zip(&names) {
-        assert_eq!(ns.altnames(name), [format!("bridge-helper.65534.{slot}")]);
+        assert_eq!(ns.altnames(name), [slot_name(NOBODY, slot)]);
     }
     // Slots 1 and 2 empty when their VMs end; 3 and 4 are abandoned.
     make_persistent_as(&sb, &ns, &held[2], NOBODY);
@@ -315,7 +315,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
     }
     let fd = run.expect_tap();
     let (new, _) = tun_get_iff(&fd);
-    assert_eq!(ns.altnames(&new), ["bridge-helper.65534.1"]);
+    assert_eq!(ns.altnames(&new), [slot_name(NOBODY, 1)]);
     assert_eq!(persistent_taps(&ns), ["admintap"]);
 }
 
@@ -339,10 +339,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert!(run.stderr.is_empty(), "{}", run.stderr);
     let kept = run.expect_tap();
-    assert_eq!(
-        ns.altnames(&tun_get_iff(&kept).0),
-        ["bridge-helper.65534.0"]
-    );
+    assert_eq!(ns.altnames(&tun_get_iff(&kept).0), [slot_name(NOBODY, 0)]);
     assert_eq!(persistent_taps(&ns), std::slice::from_ref(&hidden));
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);

@@ -192,6 +192,10 @@ fn a_tap_in_use_is_never_reaped() {
     for fd in &held[..4] {
         persist_as_holder(&sb, &ns, fd, true);
     }
+    // The kernel applies a carrier change to the link's running state (what
+    // the scan reads first) up to a second later.
+    let names: Vec<String> = held[..4].iter().map(|fd| tun_get_iff(fd).0).collect();
+    wait_detached(&ns, &names.iter().map(String::as_str).collect::<Vec<_>>());
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert!(run.stderr.contains("removed 'tap0'"), "{:?}", run.stderr);
     let _newer = run.expect_tap();
@@ -260,7 +264,9 @@ fn slot_of(ns: &NetNs, fd: &OwnedFd) -> String {
     let (name, _) = tun_get_iff(fd);
     ns.altnames(&name)
         .iter()
-        .find_map(|a| a.strip_prefix("bridge-helper.65534.").map(str::to_string))
+        .find_map(|a| a.strip_prefix("bh0000fffe."))
+        .and_then(|slot| u16::from_str_radix(slot, 16).ok())
+        .map(|slot| slot.to_string())
         .unwrap_or_else(|| panic!("{name} has no slot"))
 }
 

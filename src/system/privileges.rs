@@ -110,10 +110,33 @@ impl Caller {
     /// Runs `f` with CAP_NET_ADMIN still permitted but not effective, then
     /// makes it effective again: for lookups that must not act with it.
     pub fn without_net_admin<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
-        let kept = if self.net_admin { NET_ADMIN } else { 0 };
+        self.lookups().run(f)
+    }
+
+    /// [`Caller::without_net_admin`] for code that looks names up later in
+    /// the run, without holding on to the caller.
+    pub fn lookups(&self) -> Lookups {
+        Lookups {
+            kept: if self.net_admin { NET_ADMIN } else { 0 },
+        }
+    }
+}
+
+/// How to run lookups by interface name: with CAP_NET_ADMIN lowered, as
+/// the kernel answers a lookup of a missing name by a caller holding it
+/// with a `netdev-NAME` module load.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookups {
+    kept: u64,
+}
+
+impl Lookups {
+    /// Runs `f` with CAP_NET_ADMIN still permitted but not effective, then
+    /// makes it effective again.
+    pub fn run<T>(self, f: impl FnOnce() -> T) -> Result<T, Error> {
         let held = CapSets {
-            effective: kept,
-            permitted: kept,
+            effective: self.kept,
+            permitted: self.kept,
             inheritable: 0,
         };
         let fail = |e| fail("capset", e);

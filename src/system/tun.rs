@@ -26,6 +26,7 @@ pub const IFF_MULTI_QUEUE: i16 = 0x0100;
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const SIOCGIFINDEX: libc::Ioctl = 0x8933;
+const SIOCGIFFLAGS: libc::Ioctl = 0x8913;
 
 /// `struct ifreq` as raw bytes: the name, then a 24-byte union of which we
 /// read only plain integers, so no union access is needed.
@@ -64,6 +65,28 @@ pub fn name_in_use(sock: BorrowedFd<'_>, name: &IfName) -> Result<bool, Errno> {
     match Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFINDEX, &mut req) }) {
         Ok(_) => Ok(true),
         Err(Errno::ENODEV) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an interface in the socket's network namespace has this name
+/// or altname, and if so whether it is running (IFF_RUNNING: up, with the
+/// operational state the kernel derives from its carrier). The kernel
+/// answers under RCU, without the RTNL lock, and fills in nothing else.
+/// The ioctl's flags are 16 bits wide, so IFF_LOWER_UP (the carrier
+/// itself) is not among them; IFF_RUNNING follows the carrier through the
+/// kernel's link watch, which applies a carrier change up to about a
+/// second later. As [`name_in_use`]: call it with CAP_NET_ADMIN lowered.
+pub fn link_running(sock: BorrowedFd<'_>, name: &IfName) -> Result<Option<bool>, Errno> {
+    let mut req = IfReq::named(name);
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name of a struct ifreq
+    // (IfReq's 40 bytes) and writes a short into its union.
+    match Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &mut req) }) {
+        Ok(_) => {
+            let flags = i16::from_ne_bytes([req.data[0], req.data[1]]);
+            Ok(Some(i32::from(flags) & libc::IFF_RUNNING != 0))
+        }
+        Err(Errno::ENODEV) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -206,6 +229,7 @@ mod tests {
             (SIOCSIFHWADDR, libc::SIOCSIFHWADDR),
             (SIOCGIFHWADDR, libc::SIOCGIFHWADDR),
             (SIOCGIFINDEX, libc::SIOCGIFINDEX),
+            (SIOCGIFFLAGS, libc::SIOCGIFFLAGS),
         ] {
             assert_eq!(libc::c_ulong::try_from(ours), Ok(theirs));
         }

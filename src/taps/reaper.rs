@@ -27,7 +27,9 @@ use nix::unistd::Uid;
 
 use crate::policy::ifname::IfName;
 use crate::system::netlink::{IfIndex, Link, NlError, Rtnetlink};
-use crate::taps::slots::{self, birth_name, slot_name, Scan, BATCH, MAX_SLOTS};
+use crate::system::privileges::Lookups;
+use crate::system::tun;
+use crate::taps::slots::{self, birth_name, slot_name, Found, Scan, MAX_SLOTS};
 
 /// The alias that marks a tap as made by this helper for `uid`.
 pub fn marker(uid: Uid) -> Vec<u8> {
@@ -117,17 +119,30 @@ const CLAIM_ROUNDS: usize = 64;
 pub struct CallerTaps {
     uid: Uid,
     limit: usize,
+    lookups: Lookups,
     /// The caller's slots as last scanned (see [`crate::taps::slots`]), or
-    /// `None` on a kernel without altname lookups (before 5.5), where every
-    /// tun device is listed instead and new taps get no slot.
+    /// `None` once the kernel turned an altname down as one without them
+    /// (before 5.5), where every tun device is listed instead and new taps
+    /// get no slot.
     slots: Option<Scan>,
 }
 
 /// Removes the caller's abandoned taps beyond the limit, saying so on
-/// stderr, and returns what the new tap's slot is chosen from.
-pub fn reap(route: &mut Rtnetlink, uid: Uid, limit: usize) -> Result<CallerTaps, Error> {
-    let slots = scan(route, uid)?;
-    let mut own = CallerTaps { uid, limit, slots };
+/// stderr, and returns what the new tap's slot is chosen from. `lookups`
+/// is how the scan looks names up (see [`tun::link_running`]).
+pub fn reap(
+    route: &mut Rtnetlink,
+    uid: Uid,
+    lookups: Lookups,
+    limit: usize,
+) -> Result<CallerTaps, Error> {
+    let slots = Some(scan(route, uid, lookups)?);
+    let mut own = CallerTaps {
+        uid,
+        limit,
+        lookups,
+        slots,
+    };
     own.remove_excess(route)?;
     Ok(own)
 }
@@ -173,8 +188,7 @@ impl CallerTaps {
     /// `create` is TUNSETIFF with IFF_TUN_EXCL under a name, returning
     /// `None` if the name exists by now (another run of the same user took
     /// the slot since the scan). Returns the name the kernel gave the tap
-    /// and its slot. Slots are chosen as in [`CallerTaps::claim`]; on a
-    /// kernel without altname lookups, from 0 up.
+    /// and its slot. Slots are chosen as in [`CallerTaps::claim`].
     pub fn create<T>(
         &mut self,
         route: &mut Rtnetlink,
@@ -199,12 +213,7 @@ impl CallerTaps {
     }
 
     fn rescan(&mut self, route: &mut Rtnetlink) -> Result<(), Error> {
-        self.slots = Some(scan(route, self.uid)?.ok_or_else(|| {
-            Error::kernel(
-                "looking up the caller's taps by altname",
-                "no longer supported",
-            )
-        })?);
+        self.slots = Some(scan(route, self.uid, self.lookups)?);
         self.remove_excess(route)
     }
 
@@ -240,7 +249,10 @@ impl CallerTaps {
             let mut holes = seen.holes();
             holes.sort_by_key(|&slot| Some(slot) != born);
             for slot in holes {
-                let altname = slot_name(self.uid, slot);
+                let Some(altname) = slot_name(self.uid, slot) else {
+                    continue;
+                };
+                let altname = altname.as_bytes().to_vec();
                 match route.add_altname(index, &altname) {
                     Ok(()) => return Ok(Some(altname)),
                     // Taken since the scan by another run of the same user.
@@ -248,6 +260,20 @@ impl CallerTaps {
                         errno: Errno::EEXIST,
                         ..
                     }) => continue,
+                    // A kernel without altnames (before 5.5) knows no
+                    // RTM_NEWLINKPROP, and the scan found taps by their
+                    // birth names alone: list every tun device now and
+                    // bound the abandoned ones among them (the new tap is
+                    // not one: ours holds it), as a run did before slots.
+                    // Newer kernels pay nothing for this fallback.
+                    Err(NlError {
+                        errno: Errno::EOPNOTSUPP,
+                        ..
+                    }) => {
+                        self.slots = None;
+                        self.remove_excess(route)?;
+                        return Ok(None);
+                    }
                     Err(e) => {
                         let (tap, altname) = (Bytes::from(name), Bytes(altname));
                         return Err(Error::kernel(Doing::AddAltname { tap, altname }, e));
@@ -260,32 +286,47 @@ impl CallerTaps {
     }
 }
 
-/// Scans the caller's slots, both names of each; `None` if the kernel
-/// cannot look links up by altname.
-fn scan(route: &mut Rtnetlink, uid: Uid) -> Result<Option<Scan>, Error> {
-    let mut scan = Scan::default();
-    while !scan.done() {
-        let first = scan.next_slot();
-        let names: Vec<Vec<u8>> = (first..first + BATCH)
-            .flat_map(|slot| {
-                let born = birth_name(uid, slot).map(|n| n.as_bytes().to_vec());
-                [slot_name(uid, slot), born.unwrap_or_default()]
-            })
-            .collect();
-        match route.links_by_altname(&names) {
-            Ok(found) => {
-                let mut found = found.into_iter();
-                let pairs = std::iter::from_fn(|| Some([found.next()?, found.next()?]));
-                scan.record(pairs.collect::<Vec<_>>());
+/// Scans the caller's slots, both names of each, and reads whole the
+/// links found that may be abandoned (see [`Found`]).
+///
+/// The names are looked up by interface ioctl, with CAP_NET_ADMIN lowered
+/// (a miss would otherwise load a module), under RCU and without the RTNL
+/// lock. That lookup only tells whether a link is running; a running one
+/// is skipped only where `to_reap` would skip it (abandoned is carrier
+/// off; see [`Found::Running`] for the second the kernel may lag). Every
+/// other link found is read by the same name in one netlink request, and
+/// `to_reap` applies to what the kernel says of it then, unchanged.
+fn scan(route: &mut Rtnetlink, uid: Uid, lookups: Lookups) -> Result<Scan, Error> {
+    let looked_up = |errno| Error::kernel("looking up the caller's taps (SIOCGIFFLAGS)", errno);
+    let sock = route.socket();
+    let (mut scan, to_read) = lookups.run(|| {
+        let mut scan = Scan::default();
+        let mut to_read = Vec::new();
+        while !scan.done() {
+            let slot = scan.next_slot();
+            let names = [slot_name(uid, slot), birth_name(uid, slot)];
+            let mut found = [Found::Nothing; 2];
+            for (name, found) in names.into_iter().zip(&mut found) {
+                // Both names exist below MAX_SLOTS, where every scan ends.
+                let Some(name) = name else { continue };
+                *found = match tun::link_running(sock, &name).map_err(looked_up)? {
+                    None => Found::Nothing,
+                    Some(true) => Found::Running,
+                    Some(false) => {
+                        to_read.push(name);
+                        Found::Other
+                    }
+                };
             }
-            Err(NlError {
-                errno: Errno::EINVAL,
-                ..
-            }) if first == 0 => return Ok(None),
-            Err(e) => return Err(Error::kernel("looking up the caller's taps by altname", e)),
+            scan.record(found);
         }
-    }
-    Ok(Some(scan))
+        Ok::<_, Error>((scan, to_read))
+    })??;
+    let links = route
+        .links_by_name(&to_read)
+        .map_err(|e| Error::kernel("looking up the caller's taps", e))?;
+    scan.read(links.into_iter().flatten());
+    Ok(scan)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Where a user's helper-made taps can be found without listing every
 //! interface on the host.
 //!
-//! Each tap gets an alternative name `bridge-helper.<uid>.<slot>`, with
+//! Each tap gets an alternative name [`slot_name`], `bh<uid>.<slot>` in
+//! hex (15 bytes, e.g. `bh000003e8.0000` for uid 1000 in slot 0), with
 //! the lowest slot that is free. The kernel finds a link by altname in
 //! constant time, and only CAP_NET_ADMIN can add or remove one, so the
 //! caller can neither forge an entry nor strip one. Finding the caller's
@@ -10,13 +11,22 @@
 //!
 //! A tap holds its slot from its first instant: it is created under a
 //! name that is itself the slot's, [`birth_name`] (`bh<uid>-<slot>` in
-//! hex, at most 15 bytes), gets the altname, and only then is renamed to
-//! its `tapN` (issue 23: a multiqueue tap takes anyone's queue by name
-//! before it has an owner, and such a queue's holder can make it
-//! persistent at any point of that window). A slot is taken while a link
-//! has either name; the scan looks both up, in the same requests. Only
-//! CAP_NET_ADMIN can create or rename a link, so neither name can be
-//! forged onto a tap, or stripped from one.
+//! hex), gets the altname, and only then is renamed to its `tapN` (issue
+//! 23: a multiqueue tap takes anyone's queue by name before it has an
+//! owner, and such a queue's holder can make it persistent at any point
+//! of that window). A slot is taken while a link has either name; the
+//! scan looks both up. Only CAP_NET_ADMIN can create or rename a link or
+//! add an altname, so neither name can be forged onto a tap, or stripped
+//! from one. (Both names fit in an interface name, so an administrator
+//! could give another interface one of them: that interface then takes the
+//! slot, and counts as the user's only if it carries the marker too.)
+//!
+//! The scan looks names up with an interface ioctl, which the kernel
+//! answers under RCU, without the RTNL lock that every run of every user
+//! needs, and without filling in the link: see [`Found`]. Only links that
+//! may be abandoned are then read whole, in one request (many runs of one
+//! user at once would otherwise each fill all of that user's live taps
+//! under the lock).
 //!
 //! A slot empties when its tap goes away with its last fd. Taps above a
 //! gap of [`GAP`] empty slots are not seen. A new tap only ever takes a
@@ -36,27 +46,31 @@ use crate::system::netlink::{IfIndex, Link};
 /// Consecutive empty slots that end a scan.
 pub const GAP: usize = 4;
 
-/// Slots asked about per netlink request: one request when the caller has
-/// no taps at all.
-pub const BATCH: usize = 4;
-
 /// More slots than any real caller fills; a scan stops here regardless.
+/// Four hex digits name every slot below it.
 pub const MAX_SLOTS: usize = 1 << 16;
 
-/// The altname that puts a tap in `uid`'s slot `slot`. At 16 bytes or
-/// more it can never clash with a primary interface name (at most 15).
-pub fn slot_name(uid: Uid, slot: usize) -> Vec<u8> {
-    format!("bridge-helper.{uid}.{slot}").into_bytes()
+/// `bh`, the uid in 8 hex digits, `sep`, the slot in 4: 15 bytes.
+fn slot_ifname(uid: Uid, slot: usize, sep: char) -> Option<IfName> {
+    if slot >= MAX_SLOTS {
+        return None;
+    }
+    IfName::new(format!("bh{:08x}{sep}{slot:04x}", uid.as_raw()).as_bytes()).ok()
+}
+
+/// The altname that puts a tap in `uid`'s slot `slot`: `bh`, the uid in 8
+/// hex digits, `.`, the slot in 4. Short enough for the interface ioctls
+/// that the scan looks it up with; never a [`birth_name`]. `None` past
+/// [`MAX_SLOTS`], which no scan reaches.
+pub fn slot_name(uid: Uid, slot: usize) -> Option<IfName> {
+    slot_ifname(uid, slot, '.')
 }
 
 /// The name a tap is created under for `uid`'s slot `slot`, before it
 /// gets its `tapN`: `bh`, the uid in 8 hex digits, `-`, the slot in 4.
 /// `None` past [`MAX_SLOTS`], which no scan reaches.
 pub fn birth_name(uid: Uid, slot: usize) -> Option<IfName> {
-    if slot >= MAX_SLOTS {
-        return None;
-    }
-    IfName::new(format!("bh{:08x}-{slot:04x}", uid.as_raw()).as_bytes()).ok()
+    slot_ifname(uid, slot, '-')
 }
 
 /// The uid a [`birth_name`] is for; `None` for any other name.
@@ -73,8 +87,27 @@ pub fn birth_name_uid(name: &[u8]) -> Option<Uid> {
 
 /// Whether `link` holds `uid`'s slot `slot`, by either name.
 fn holds(link: &Link, uid: Uid, slot: usize) -> bool {
-    link.altnames.contains(&slot_name(uid, slot))
-        || birth_name(uid, slot).is_some_and(|n| n.as_bytes() == link.name)
+    let is = |name: Option<IfName>| name.map(|n| n.as_bytes().to_vec());
+    is(slot_name(uid, slot)).is_some_and(|n| link.altnames.contains(&n))
+        || is(birth_name(uid, slot)).is_some_and(|n| n == link.name)
+}
+
+/// What looking up one of a slot's names by interface ioctl found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// No link has the name: for this name, the slot is free.
+    Nothing,
+    /// A running link (IFF_RUNNING: up, with its carrier on as the kernel
+    /// last applied it). The slot is taken, and the link is not read: it
+    /// is skipped only where `reaper::to_reap` would skip it, which takes
+    /// carrier off for abandoned. The kernel applies a carrier change to
+    /// IFF_RUNNING up to about a second late (its link watch), so a tap
+    /// abandoned within that second is left to a later run, as one
+    /// abandoned just after the scan is.
+    Running,
+    /// Any other link: the slot is taken, and the link is read whole so
+    /// that `reaper::to_reap` decides.
+    Other,
 }
 
 /// What a scan of one user's slots found.
@@ -82,27 +115,29 @@ fn holds(link: &Link, uid: Uid, slot: usize) -> bool {
 pub struct Scan {
     /// For each slot scanned, whether a link holds it.
     taken: Vec<bool>,
-    /// The links found, each once even if it holds several slots.
+    /// The links read whole (see [`Found::Other`]), each once even if it
+    /// holds several slots.
     pub links: Vec<Link>,
     seen: BTreeSet<IfIndex>,
 }
 
 impl Scan {
-    /// Records the answers for the next slots in order: for each, the
-    /// links found by its two names (two runs of one user racing can leave
-    /// two taps in one slot).
-    pub fn record(&mut self, answers: impl IntoIterator<Item = [Option<Link>; 2]>) {
-        for answer in answers {
-            self.taken.push(answer.iter().any(Option::is_some));
-            for link in answer.into_iter().flatten() {
-                if self.seen.insert(link.index) {
-                    self.links.push(link);
-                }
+    /// Records what the next slot's two names found (two runs of one user
+    /// racing can leave two taps in one slot, one by each name).
+    pub fn record(&mut self, found: [Found; 2]) {
+        self.taken.push(found.iter().any(|f| *f != Found::Nothing));
+    }
+
+    /// Adds links read whole after [`Scan::record`] found them.
+    pub fn read(&mut self, links: impl IntoIterator<Item = Link>) {
+        for link in links {
+            if self.seen.insert(link.index) {
+                self.links.push(link);
             }
         }
     }
 
-    /// The slot the next request should start at.
+    /// The slot to look up next.
     pub fn next_slot(&self) -> usize {
         self.taken.len()
     }
@@ -145,27 +180,41 @@ mod tests {
             index: IfIndex(index),
             altnames: slots
                 .iter()
-                .map(|&s| slot_name(Uid::from_raw(uid), s))
+                .map(|&s| {
+                    slot_name(Uid::from_raw(uid), s)
+                        .unwrap()
+                        .as_bytes()
+                        .to_vec()
+                })
                 .collect(),
             ..Link::default()
         }
     }
 
-    fn scan(layout: &[Option<u32>], uid: u32) -> Scan {
+    fn scan(layout: &[Found]) -> Scan {
         let mut s = Scan::default();
-        let answers = layout
-            .iter()
-            .enumerate()
-            .map(|(slot, index)| [index.map(|i| link(i, uid, &[slot])), None]);
-        s.record(answers);
+        for found in layout {
+            s.record([*found, Found::Nothing]);
+        }
         s
     }
 
+    const NO: Found = Found::Nothing;
+    const RUNNING: Found = Found::Running;
+    const OTHER: Found = Found::Other;
+
     #[test]
-    fn names_never_clash_with_interface_names() {
-        assert_eq!(slot_name(Uid::from_raw(0), 0), b"bridge-helper.0.0");
-        assert!(slot_name(Uid::from_raw(0), 0).len() >= 16);
-        assert!(slot_name(Uid::from_raw(u32::MAX), MAX_SLOTS).len() < 128);
+    fn slot_names_fit_an_ioctl_and_are_never_birth_names() {
+        let name = slot_name(Uid::from_raw(1000), 0).unwrap();
+        assert_eq!(name.as_bytes(), b"bh000003e8.0000");
+        let name = slot_name(Uid::from_raw(u32::MAX), MAX_SLOTS - 1).unwrap();
+        assert_eq!(name.as_bytes(), b"bhffffffff.ffff");
+        assert_eq!(birth_name_uid(name.as_bytes()), None);
+        assert!(slot_name(Uid::from_raw(0), MAX_SLOTS).is_none());
+        for slot in [0, 1, 0x1234, MAX_SLOTS - 1] {
+            let uid = Uid::from_raw(65534);
+            assert_ne!(slot_name(uid, slot), birth_name(uid, slot));
+        }
     }
 
     #[test]
@@ -198,41 +247,51 @@ mod tests {
         let mut born = link(10, 7, &[]);
         born.name = birth_name(uid, 2).unwrap().as_bytes().to_vec();
         let mut s = Scan::default();
-        s.record([[None, None], [None, None], [Some(born), None]]);
+        s.record([NO, NO]);
+        s.record([NO, NO]);
+        s.record([NO, OTHER]);
+        s.read([born]);
         assert_eq!(s.holes(), [0, 1]);
         s.forget(IfIndex(10), uid);
         assert_eq!(s.holes(), [0, 1, 2]);
     }
 
     #[test]
-    fn a_user_without_taps_costs_one_batch() {
-        let s = scan(&[None; BATCH], 7);
+    fn running_links_take_their_slots_unread() {
+        let mut s = scan(&[RUNNING, OTHER, RUNNING]);
+        s.read([link(11, 7, &[1])]);
+        assert_eq!(s.links.len(), 1);
+        assert_eq!(s.next_slot(), 3);
+        s.forget(IfIndex(11), Uid::from_raw(7));
+        assert_eq!(s.holes(), [1]);
+    }
+
+    #[test]
+    fn a_user_without_taps_costs_one_gap() {
+        let s = scan(&[NO; GAP]);
         assert!(s.done());
         assert_eq!(s.holes(), [0, 1, 2, 3]);
     }
 
     #[test]
     fn the_scan_looks_past_short_gaps() {
-        let mut layout = vec![Some(10), None, None, Some(11)];
-        layout.extend([None; GAP - 1]);
-        let s = scan(&layout, 7);
+        let mut layout = vec![OTHER, NO, NO, RUNNING];
+        layout.extend([NO; GAP - 1]);
+        let mut s = scan(&layout);
         assert!(!s.done());
         assert_eq!(s.holes(), [1, 2, 4, 5, 6]);
-        assert_eq!(
-            s.next_slot(),
-            7,
-            "the next request starts after the last answer"
-        );
-        let mut s = s;
-        s.record([[None, None]]);
+        assert_eq!(s.next_slot(), 7, "the next lookup follows the last");
+        s.record([NO, NO]);
         assert!(s.done());
         assert_eq!(s.next_slot(), 8);
-        assert_eq!(s.links.len(), 2);
+        s.record([NO, RUNNING]);
+        assert_eq!(s.holes(), [1, 2, 4, 5, 6, 7], "either name takes a slot");
     }
 
     #[test]
     fn removed_taps_free_their_slots() {
-        let mut s = scan(&[Some(10), Some(11), Some(12)], 7);
+        let mut s = scan(&[OTHER, OTHER, OTHER]);
+        s.read([link(10, 7, &[0]), link(11, 7, &[1]), link(12, 7, &[2])]);
         s.forget(IfIndex(11), Uid::from_raw(7));
         assert_eq!(s.holes(), [1]);
         assert_eq!(s.links.len(), 2);
@@ -242,11 +301,8 @@ mod tests {
 
     #[test]
     fn a_link_in_two_slots_is_counted_once() {
-        let mut s = Scan::default();
-        s.record([
-            [Some(link(10, 7, &[0, 1])), None],
-            [None, Some(link(10, 7, &[0, 1]))],
-        ]);
+        let mut s = scan(&[OTHER, OTHER]);
+        s.read([link(10, 7, &[0, 1]), link(10, 7, &[0, 1])]);
         assert_eq!(s.links.len(), 1);
         s.forget(IfIndex(10), Uid::from_raw(7));
         assert_eq!(s.holes(), [0, 1]);
@@ -254,10 +310,7 @@ mod tests {
 
     #[test]
     fn scans_end() {
-        let mut s = Scan::default();
-        s.record(
-            (0..MAX_SLOTS).map(|i| [Some(link(u32::try_from(i).unwrap() + 1, 7, &[i])), None]),
-        );
+        let s = scan(&vec![RUNNING; MAX_SLOTS]);
         assert!(s.done());
         assert!(s.holes().is_empty());
     }

@@ -157,10 +157,18 @@ impl NetNs {
 
     /// Whether no fd holds the tap: the tun driver drops carrier when its
     /// last queue detaches (a tap that is down never shows carrier).
+    /// Whether nothing holds `tap`: its carrier is off, and the kernel has
+    /// applied that to its operational state too (its link watch may take
+    /// up to a second), which is what the helper's slot scan reads
+    /// (IFF_RUNNING) before it looks at the carrier.
     pub fn detached(&self, tap: &str) -> bool {
-        !self
-            .ip(&["-o", "link", "show", "dev", tap])
-            .contains("LOWER_UP")
+        let line = self.ip(&["-o", "link", "show", "dev", tap]);
+        let flags = line.split(['<', '>']).nth(1).unwrap_or_default();
+        let flag = |f: &str| flags.split(',').any(|g| g == f);
+        // IFF_RUNNING: up, and operationally up or unknown.
+        let running =
+            flag("UP") && (line.contains(" state UP ") || line.contains(" state UNKNOWN "));
+        !flag("LOWER_UP") && !running
     }
 
     pub fn netns_path(&self) -> PathBuf {
@@ -708,12 +716,12 @@ pub fn abandon_as(sb: &Sandbox, ns: &NetNs, fd: OwnedFd, uid: u32) {
     wait_detached(ns, &[&name]);
 }
 
-/// Waits (2 s, scaled) until nothing holds the taps `names`. Closing our fds
+/// Waits (3 s, scaled) until nothing holds the taps `names`. Closing our fds
 /// is not enough: a child forked by a parallel test may hold copies until
 /// its exec, and the fork can fall between two of our closes, so other
 /// taps being gone says nothing about these.
 pub fn wait_detached(ns: &NetNs, names: &[&str]) {
-    let limit = time::secs(2);
+    let limit = time::secs(3);
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if names.iter().all(|name| ns.detached(name)) {
@@ -1156,6 +1164,12 @@ pub fn attach_in_a_loop<T: Send + 'static>(
 /// `-`, the slot in 4.
 pub fn birth_name(uid: u32, slot: u16) -> String {
     format!("bh{uid:08x}-{slot:04x}")
+}
+
+/// The altname that lists a tap in `uid`'s slot `slot`: `bh`, the uid in
+/// 8 hex digits, `.`, the slot in 4.
+pub fn slot_name(uid: u32, slot: u16) -> String {
+    format!("bh{uid:08x}.{slot:04x}")
 }
 
 /// Whether `name` is a [`birth_name`].

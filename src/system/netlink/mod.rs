@@ -15,6 +15,8 @@ use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
+use crate::policy::ifname::IfName;
+
 #[allow(unsafe_code)]
 mod ext_ack;
 mod wire;
@@ -102,17 +104,19 @@ impl Rtnetlink {
         }
     }
 
-    /// Looks links up by alternative name (which finds a link by its own
-    /// name too: the kernel keeps both in one table), several per request:
-    /// one entry per name, `None` where no link has it. A kernel without
-    /// altname lookups (before 5.5) answers EINVAL.
-    pub fn links_by_altname(&mut self, names: &[Vec<u8>]) -> Result<Vec<Option<Link>>, NlError> {
+    /// Looks links up by name, several per request: one entry per name,
+    /// `None` where no link has it. Since Linux 5.5 a name finds a link by
+    /// its alternative names too (the kernel keeps both in one table).
+    pub fn links_by_name(&mut self, names: &[IfName]) -> Result<Vec<Option<Link>>, NlError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut batch = Vec::new();
         let first = self.seq.wrapping_add(1);
         for name in names {
             self.seq = self.seq.wrapping_add(1);
             let mut msg = Message::new(RTM_GETLINK, NLM_F_REQUEST, 0, 0, 0);
-            msg.attr(IFLA_ALT_IFNAME, name);
+            msg.attr(IFLA_IFNAME, name.as_bytes());
             msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
             batch.extend(msg.finish(self.seq));
         }

@@ -15,11 +15,13 @@
 //! 23: a multiqueue tap takes anyone's queue by name before it has an
 //! owner, and such a queue's holder can make it persistent at any point
 //! of that window). A slot is taken while a link has either name; the
-//! scan looks both up. Only CAP_NET_ADMIN can create or rename a link or
+//! scan looks both up, always: two runs of one user racing can leave a
+//! killed run's tap under a slot's birth name while the other's tap took
+//! that slot's altname. Only CAP_NET_ADMIN can create or rename a link or
 //! add an altname, so neither name can be forged onto a tap, or stripped
 //! from one. (Both names fit in an interface name, so an administrator
 //! could give another interface one of them: that interface then takes the
-//! slot, and counts as the user's only if it carries the marker too.)
+//! slot, and counts as the user's only by the marker or a birth name.)
 //!
 //! The scan looks names up with an interface ioctl, which the kernel
 //! answers under RCU, without the RTNL lock that every run of every user

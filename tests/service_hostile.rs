@@ -195,3 +195,156 @@ fn a_client_that_never_reads_holds_nothing() {
     drop(deaf);
     assert_no_taps(&ns);
 }
+
+/// A session's descriptors, as `N -> target`, read as root.
+fn fds_of(pid: u32) -> Vec<(String, String)> {
+    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the session's fds")
+        .map(|e| {
+            let e = e.unwrap();
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                target.display().to_string(),
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// The inodes of the Unix sockets in the network namespace of `pid`.
+fn unix_sockets(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6).map(|i| format!("socket:[{i}]")))
+        .collect()
+}
+
+/// What the session's run starts from in place of an exec (see
+/// service::server, "Why no exec"): seen mid-run, held by strace at its
+/// first sendmsg (its netlink request), the session holds /dev/null,
+/// its own stderr pipe, /dev/net/tun, the peer's connection and its own
+/// netlink socket, and nothing of the loop's: not the listening socket,
+/// not another client's connection, no pidfd. The peer, who may signal
+/// its session from the moment it takes the peer's real uid, can read
+/// neither its descriptors nor its memory or environment.
+#[test]
+fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let listener = std::fs::read_link(format!("/proc/{}/fd/3", svc.pid()))
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(listener.starts_with("socket:"), "{listener}");
+    // Another client's connection, open while the peer's session runs.
+    let other = svc.connect();
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=sendmsg"])
+        .args(["-e", "inject=sendmsg:delay_enter=3000000:when=1", "-p"])
+        .arg(svc.pid().to_string())
+        .spawn()
+        .expect("strace (scripts/install-test-deps)");
+    let tracer = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .is_some_and(|t| t.trim() != "0")
+    };
+    let start = Instant::now();
+    while !tracer(svc.pid()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "strace never attached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let asking = std::thread::spawn({
+        let mut cmd = svc.command(service::PYTHON, Jail::user(NOBODY));
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(bytes.fromhex('{}'))\nd=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+            service::SOCKET,
+            request(b"br0").iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        cmd.args(["-c", &script]);
+        move || output(&mut cmd)
+    });
+    // The peer's session, stopped by strace at the entry of sendmsg (46).
+    let start = Instant::now();
+    let session = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no session of uid {NOBODY} reached sendmsg"
+        );
+        let held = svc.children().into_iter().find_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+            let uid = format!("Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}");
+            (status.contains(&uid) && syscall.starts_with("46 ")).then(|| pid.parse().unwrap())
+        });
+        if let Some(pid) = held {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let fds = fds_of(session);
+    let unix = unix_sockets(session);
+    // The peer's view, at the same moment.
+    let peek = output(svc.command("/bin/sh", Jail::user(NOBODY)).args([
+        "-c",
+        &format!(
+            "for f in fd environ mem; do \
+             if (exec 3</proc/{session}/$f) 2>/dev/null; then echo \"opened $f\"; fi; done"
+        ),
+    ]));
+    // SIGINT: strace detaches and lets the session go on.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+    let answer = asking.join().unwrap();
+    drop(other);
+    let described = format!("{fds:#?}");
+    let target = |n: &str| fds.iter().find(|(fd, _)| fd == n).map(|(_, t)| t.as_str());
+    assert_eq!(target("0"), Some("/dev/null"), "{described}");
+    assert_eq!(target("1"), Some("/dev/null"), "{described}");
+    let pipe = target("2").unwrap_or_default();
+    assert!(pipe.starts_with("pipe:"), "{described}");
+    for (fd, t) in &fds {
+        assert_ne!(
+            t, &listener,
+            "fd {fd} is the service's listening socket: {described}"
+        );
+        assert!(!t.contains("pidfd"), "fd {fd} is a pidfd: {described}");
+        let known =
+            [pipe, "/dev/null", "/dev/net/tun"].contains(&t.as_str()) || t.starts_with("socket:");
+        assert!(known, "fd {fd} -> {t} is not the run's own: {described}");
+    }
+    // Two sockets: one Unix socket, the peer's connection (the run's
+    // --fd), and one of another kind, the run's netlink socket (not yet
+    // bound, so not in /proc/net/netlink).
+    let sockets = fds.iter().filter(|(_, t)| t.starts_with("socket:"));
+    let unix_count = sockets.clone().filter(|(_, t)| unix.contains(t)).count();
+    assert_eq!((sockets.count(), unix_count), (2, 1), "{described}");
+    assert_eq!(fds.len(), 7, "{described}");
+    assert_eq!(
+        String::from_utf8_lossy(&peek.stdout),
+        "",
+        "the peer read its session's /proc files"
+    );
+    assert!(
+        answer.stdout.starts_with(b"\0BHAN\x01\x00"),
+        "{:?} {}",
+        answer.stdout,
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    svc.wait_idle(Duration::from_secs(5));
+    assert_no_taps(&ns);
+}

@@ -643,6 +643,19 @@ fn a_connection_turned_away_as_busy_is_logged_with_its_uid() {
         "{}",
         lines[0]
     );
+    // Another at once is answered but not logged; one a second later is
+    // logged with the count of those in between.
+    assert_eq!(svc.ask(&service::request(b"br0")).status, 5);
+    assert_eq!(sb.logged(), Vec::<String>::new());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(svc.ask(&service::request(b"br0")).status, 5);
+    let lines = sb.logged();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].ends_with("try again (1 more of this user's since the last such line)"),
+        "{}",
+        lines[0]
+    );
     drop(held);
     svc.wait_idle(std::time::Duration::from_secs(5));
 }

@@ -128,13 +128,26 @@ impl Record {
 }
 
 /// The line for a request the service refused before any run (a run
-/// logs its own), or turned away as busy: `parent` as in
-/// [`Record::for_peer`] (none for a busy refusal: the service loop reads
-/// nothing about the peer but its credentials).
+/// logs its own): `parent` as in [`Record::for_peer`].
 pub fn service_refused(uid: Uid, parent: Option<&Parent>, bridge: Option<&[u8]>, e: &Error) {
+    refused(uid, parent, bridge, e, "");
+}
+
+/// A connection the service turned away as busy, by the loop (no
+/// parent, no bridge: it reads nothing the client sends), with how many
+/// of the same user's were turned away unlogged since its last such line.
+pub fn service_busy(uid: Uid, e: &Error, unlogged: u32) {
+    let more = match unlogged {
+        0 => String::new(),
+        n => format!(" ({n} more of this user's since the last such line)"),
+    };
+    refused(uid, None, None, e, &more);
+}
+
+fn refused(uid: Uid, parent: Option<&Parent>, bridge: Option<&[u8]>, e: &Error, more: &str) {
     let user = crate::system::users::name_of_uid(uid);
     let outcome = format!(
-        "refused by the service (status {}): {}",
+        "refused by the service (status {}): {}{more}",
         e.status(),
         capped(&one_line(&e.to_string()))
     );

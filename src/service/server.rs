@@ -39,6 +39,39 @@ struct Session {
     started: Instant,
 }
 
+/// How often a user's busy refusals are logged: one line, then a count.
+const BUSY_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Busy refusals, logged at most once per [`BUSY_LOG_EVERY`] for each
+/// user they count against, the next line saying how many went unlogged.
+/// A refusal costs the loop no fork, so one user could otherwise log
+/// thousands a second, and journald's rate limit for the unit would then
+/// drop every user's lines, grants included.
+#[derive(Default)]
+struct BusyLog(HashMap<u32, (Instant, u32)>);
+
+impl BusyLog {
+    /// Whether to log a refusal of `uid` now: `Some` with the number of
+    /// its refusals not logged since its last line, or `None`.
+    fn admit(&mut self, uid: u32, now: Instant) -> Option<u32> {
+        let fresh = |at: Instant| now.duration_since(at) < BUSY_LOG_EVERY;
+        if self.0.len() >= MAX_CONNECTIONS {
+            self.0.retain(|_, (at, _)| fresh(*at));
+        }
+        match self.0.get_mut(&uid) {
+            Some((at, unlogged)) if fresh(*at) => {
+                *unlogged = unlogged.saturating_add(1);
+                None
+            }
+            entry => {
+                let unlogged = entry.map_or(0, |(_, n)| *n);
+                self.0.insert(uid, (now, 0));
+                Some(unlogged)
+            }
+        }
+    }
+}
+
 /// `bridge-helper --serve`, by root: anything else (more arguments, a
 /// setuid copy run by a user) is an ordinary run, whose parser refuses it.
 pub fn asked_to_serve() -> bool {
@@ -79,6 +112,7 @@ pub fn serve(run: Run) -> Result<(), Error> {
         std::env::remove_var(key);
     }
     let mut sessions: HashMap<Pid, Session> = HashMap::new();
+    let mut busy_log = BusyLog::default();
     let mut idle_since = Instant::now();
     loop {
         reap(&mut sessions);
@@ -136,7 +170,9 @@ pub fn serve(run: Run) -> Result<(), Error> {
                 }
             };
             let busy = Error::from(busy);
-            audit::service_refused(Uid::from_raw(cred.uid), None, None, &busy);
+            if let Some(unlogged) = busy_log.admit(charged, now) {
+                audit::service_busy(Uid::from_raw(cred.uid), &busy, unlogged);
+            }
             answer_error(conn.as_fd(), &busy);
             continue;
         }
@@ -340,4 +376,36 @@ fn send_answer(conn: BorrowedFd<'_>, answer: &Answer) {
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_refusals_are_logged_once_a_second_per_user_with_a_count() {
+        let mut log = BusyLog::default();
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(log.admit(1000, t0), Some(0));
+        assert_eq!(log.admit(1000, later(10)), None);
+        assert_eq!(log.admit(1000, later(999)), None);
+        // Another user's line is not held back by the first one's flood.
+        assert_eq!(log.admit(1001, later(500)), Some(0));
+        assert_eq!(log.admit(1000, later(1000)), Some(2));
+        assert_eq!(log.admit(1000, later(1500)), None);
+        assert_eq!(log.admit(1000, later(2600)), Some(1));
+        assert_eq!(log.admit(1000, later(4000)), Some(0));
+    }
+
+    #[test]
+    fn the_busy_log_forgets_quiet_users_instead_of_growing() {
+        let mut log = BusyLog::default();
+        let t0 = Instant::now();
+        for uid in 0..u32::try_from(MAX_CONNECTIONS).unwrap() {
+            log.admit(uid, t0);
+        }
+        log.admit(u32::MAX, t0 + BUSY_LOG_EVERY);
+        assert_eq!(log.0.len(), 1);
+    }
 }

@@ -483,7 +483,20 @@ fn close_range(first: RawFd, last: RawFd) -> Result<(), Errno> {
     // SAFETY: close_range takes two numbers and flags; the caller owns no
     // descriptor in the range (see run_descriptors), so nothing is closed
     // under an owner that would close it again.
-    Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+    match Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }) {
+        // Before Linux 5.9: one by one, up to the soft RLIMIT_NOFILE (the
+        // service never lowers it, so no descriptor of its lies above).
+        Err(Errno::ENOSYS) => {
+            let most = super::files::nofile_limit()?;
+            for fd in first..last.min(libc::c_uint::try_from(most).unwrap_or(libc::c_uint::MAX)) {
+                if let Ok(fd) = RawFd::try_from(fd) {
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+            Ok(())
+        }
+        other => other.map(drop),
+    }
 }
 
 /// What is in `pipe` (non-blocking) now, at most `max` bytes.

@@ -50,3 +50,31 @@ fn many_abandoned_taps_at_once_are_still_bounded_by_the_next_run() {
     let _fd = run.expect_tap();
     assert_eq!(persistent_taps(&ns).len(), 3);
 }
+
+/// The same, all made by the user: hold many taps from the helper (taps
+/// in use are not bounded), make them persistent, close them all at once.
+#[test]
+fn a_user_cannot_leave_so_many_abandoned_taps_that_runs_stop_reaping() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let held: Vec<_> = (0..120)
+        .map(|_| sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]).expect_tap())
+        .collect();
+    let names: Vec<String> = held.iter().map(|fd| tun_get_iff(fd).0).collect();
+    for fd in &held {
+        make_persistent_as(&sb, &ns, fd, NOBODY);
+    }
+    drop(held);
+    wait_detached(&ns, &names.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("removed '").count(),
+        117,
+        "{}",
+        run.stderr
+    );
+    let _fd = run.expect_tap();
+    assert_eq!(persistent_taps(&ns).len(), 3);
+}

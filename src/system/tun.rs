@@ -75,8 +75,8 @@ pub fn name_in_use(sock: BorrowedFd<'_>, name: &IfName) -> Result<bool, Errno> {
 /// answers under RCU, without the RTNL lock, and fills in nothing else.
 /// The ioctl's flags are 16 bits wide, so IFF_LOWER_UP (the carrier
 /// itself) is not among them; IFF_RUNNING follows the carrier through the
-/// kernel's link watch, which applies a carrier change up to about a
-/// second later. As [`name_in_use`]: call it with CAP_NET_ADMIN lowered.
+/// kernel's link watch, which applies a carrier change about a second
+/// later, or later still while many links' events are queued host-wide. As [`name_in_use`]: call it with CAP_NET_ADMIN lowered.
 pub fn link_running(sock: BorrowedFd<'_>, name: &IfName) -> Result<Option<bool>, Errno> {
     let mut req = IfReq::named(name);
     // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name of a struct ifreq

@@ -322,12 +322,22 @@ fn scan(route: &mut Rtnetlink, uid: Uid, lookups: Lookups) -> Result<Scan, Error
         }
         Ok::<_, Error>((scan, to_read))
     })??;
-    let links = route
-        .links_by_name(&to_read)
-        .map_err(|e| Error::kernel("looking up the caller's taps", e))?;
-    scan.read(links.into_iter().flatten());
+    // A few names per request: the kernel queues every answer of a request
+    // before the first is read, and a hundred or so taps' answers overflow
+    // the socket's receive buffer (ENOBUFS), which a user who abandons that
+    // many at once would turn into every later run failing before it reaps.
+    for names in to_read.chunks(READ_BATCH) {
+        let links = route
+            .links_by_name(names)
+            .map_err(|e| Error::kernel("looking up the caller's taps", e))?;
+        scan.read(links.into_iter().flatten());
+    }
     Ok(scan)
 }
+
+/// Links read whole per netlink request by [`scan`]: each answer takes a
+/// few KiB of the receive buffer (about 200 KiB by default).
+const READ_BATCH: usize = 8;
 
 #[cfg(test)]
 mod tests {

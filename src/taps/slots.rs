@@ -103,9 +103,10 @@ pub enum Found {
     /// last applied it). The slot is taken, and the link is not read: it
     /// is skipped only where `reaper::to_reap` would skip it, which takes
     /// carrier off for abandoned. The kernel applies a carrier change to
-    /// IFF_RUNNING up to about a second late (its link watch), so a tap
-    /// abandoned within that second is left to a later run, as one
-    /// abandoned just after the scan is.
+    /// IFF_RUNNING late (its link watch: one host-wide queue, about 100
+    /// links a second, so about a second unless someone queues many link
+    /// events), so a tap abandoned within that lag is left to a later run,
+    /// as one abandoned just after the scan is.
     Running,
     /// Any other link: the slot is taken, and the link is read whole so
     /// that `reaper::to_reap` decides.

@@ -226,7 +226,13 @@ fn session(conn: OwnedFd, cred: PeerCred, run: Run) -> i32 {
         .ok()
         .and_then(|p| sys::peer_parent(p.as_fd(), cred.pid));
     let request = match read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE) {
-        Ok(request) => request,
+        Ok(Some(request)) => request,
+        // Closed before its first byte (`--check`'s probe, a port scan):
+        // nothing was asked, so nothing is refused or logged. Logging it
+        // would put a false refusal in the audit trail for every user's
+        // check; an unlogged empty connection gains a hostile user
+        // nothing, as it counted against the same session bounds.
+        Ok(None) => return 0,
         Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), None, &e),
     };
     let peer = match identify(conn.as_fd(), cred, pidfd) {
@@ -320,8 +326,9 @@ fn identify(
 }
 
 /// Reads one request, checking each byte as it arrives, until
-/// `deadline`: a silent or trickling client is answered then.
-fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Request, Error> {
+/// `deadline`: a silent or trickling client is answered then. `None`: the
+/// client closed the connection before its first byte.
+fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Option<Request>, Error> {
     let mut buf = Vec::with_capacity(wire::MAX_REQUEST);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -341,6 +348,7 @@ fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Request, Erro
         let mut chunk = [0u8; wire::MAX_REQUEST];
         let room = wire::MAX_REQUEST - buf.len();
         let n = match socket::recv(conn.as_raw_fd(), &mut chunk[..room], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => return Err(Error::BadRequest(wire::WireError::Short)),
             Ok(n) => n,
             Err(Errno::EINTR | Errno::EAGAIN) => continue,
@@ -348,7 +356,7 @@ fn read_request(conn: BorrowedFd<'_>, deadline: Instant) -> Result<Request, Erro
         };
         buf.extend_from_slice(&chunk[..n]);
         if let Some(request) = Request::decode(&buf)? {
-            return Ok(request);
+            return Ok(Some(request));
         }
     }
 }

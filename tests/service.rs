@@ -511,18 +511,34 @@ fn check_on_a_service_install_says_a_run_asks_the_service() {
     sb.acl("allow br0\n");
     let svc = Service::start(&sb, &ns);
     let program = sb.install(HELPER, Mode::Unprivileged);
+    sb.logged();
     let out = output(
         svc.command(&program, nobody())
             .args(["--check", "--br=br0"]),
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
+    // A connect() is all the check knows: it says no more than that.
     assert!(
-        report.contains("service: /run/bridge-helper/socket answers; a run asks it"),
+        report.contains(
+            "service: /run/bridge-helper/socket accepts connections; a run asks the service there"
+        ),
         "{report}"
     );
-    assert!(report.contains("CAP_NET_ADMIN: a run gets it"), "{report}");
-    // And where no service answers, the check says that too.
+    assert!(
+        report.contains("CAP_NET_ADMIN: through the service"),
+        "{report}"
+    );
+    assert!(
+        report.contains("/dev/net/tun: through the service"),
+        "{report}"
+    );
+    // The probe is not a request: the audit trail has no refusal of it.
+    svc.wait_idle(std::time::Duration::from_secs(5));
+    let logged = sb.logged();
+    assert!(logged.is_empty(), "{logged:#?}");
+    // And where no service answers, the check says that too, and its
+    // verdict is the run's own line, which names both fixes.
     let out = output(
         sb.command(&ns, &program, nobody())
             .args(["--check", "--br=br0"]),
@@ -533,6 +549,87 @@ fn check_on_a_service_install_says_a_run_asks_the_service() {
         report.contains("service: no service answers at /run/bridge-helper/socket"),
         "{report}"
     );
+    let run = sb.run_helper(&ns, Mode::Unprivileged, &["--br=br0"]);
+    let line = run.stderr.trim_end().trim_start_matches("bridge-helper: ");
+    assert!(
+        report.contains(&format!("verdict: a run would stop: {line}\n")),
+        "{report}{line}"
+    );
+}
+
+/// Root checking for a user on a host whose binary has no privilege: the
+/// user's runs go through the service, and the check says so, as the
+/// user's own check does, with the verdict of the user's real run.
+#[test]
+fn roots_check_for_a_user_on_a_service_install_follows_the_service() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::with_accounts();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let out =
+        output(
+            svc.command(&program, Jail::root())
+                .args(["--check", "--user=nobody", "--br=br0"]),
+        );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("service: /run/bridge-helper/socket accepts connections"),
+        "{report}"
+    );
+    assert!(
+        report.contains("CAP_NET_ADMIN: through the service"),
+        "{report}"
+    );
+    assert!(!report.contains("dpkg-reconfigure"), "{report}");
+    assert!(
+        report.contains("verdict: a run would attach a tap to 'br0'"),
+        "{report}"
+    );
+    svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
+}
+
+/// In a sandbox's user namespace root's files show as the overflow uid's:
+/// the check must not judge them there (nor advise chown), as the service
+/// decides from the host's view, and the run through it succeeds.
+#[test]
+fn check_in_a_sandboxs_user_namespace_leaves_the_files_to_the_service() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let bwrap = |args: &[&str]| {
+        let mut cmd = svc.command("/usr/bin/bwrap", nobody());
+        cmd.args(["--unshare-user", "--unshare-pid", "--die-with-parent"])
+            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args(["--tmpfs", "/run"])
+            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"])
+            .arg("--")
+            .arg(&forwarder)
+            .args(args);
+        cmd
+    };
+    let out = output(&mut bwrap(&["--check", "--br=br0"]));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!report.contains("chown"), "{report}");
+    assert!(
+        report.contains("ACL: not judged here: this process is in a user namespace of its own"),
+        "{report}"
+    );
+    assert!(
+        report.contains("verdict: a run asks the service, which decides from the host's view"),
+        "{report}"
+    );
+    let (child, ours) = spawn_with_socket(&mut bwrap(&["--br=br0"]), true);
+    HelperRun::collect(child.wait_with_output().unwrap(), ours).expect_tap();
 }
 
 #[test]

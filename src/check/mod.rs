@@ -54,31 +54,14 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     let install = match &request.user {
         None => {
             caller.settle()?;
-            // Without privilege a run asks the service, which has both.
             let service = (caller.install == privileges::Install::Neither)
-                .then(crate::service::forward::service_reachable);
-            if let Some(reached) = &service {
-                let socket = crate::service::SOCKET_PATH;
-                report.line(match reached {
-                    Ok(()) => format!(
-                        "service: {socket} answers; a run asks it, as this copy has no privilege"
-                    ),
-                    Err(e) => format!("service: no service answers at {socket} ({})", e.desc()),
-                });
-            }
-            match service {
-                Some(Ok(())) => Install {
-                    how: caller.install,
-                    from_file: false,
-                    net_admin: Ok(()),
-                    tun: Ok(()),
-                },
-                _ => Install {
-                    how: caller.install,
-                    from_file: false,
-                    net_admin: caller.require_net_admin(),
-                    tun: caller.tun.check(),
-                },
+                .then(|| probe_service(&mut report));
+            Install {
+                how: caller.install,
+                from_file: false,
+                service,
+                net_admin: caller.require_net_admin(),
+                tun: caller.tun.check(),
             }
         }
         Some(spec) => {
@@ -106,6 +89,9 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 }
             };
             let how = privileges::installed_binary();
+            // Probed as root, before becoming the user: the socket is
+            // open to everyone, and the probe is not a request.
+            let service = (how == privileges::Install::Neither).then(|| probe_service(&mut report));
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
                 _ => Err(Error::NoNetAdmin),
@@ -130,6 +116,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             Install {
                 how,
                 from_file: true,
+                service,
                 net_admin,
                 tun: early_tun.unwrap_or_else(|| caller.tun.check()),
             }
@@ -176,12 +163,32 @@ fn header(caller: &Caller) -> String {
     )
 }
 
+/// Without privilege a run asks the service, which runs as root: the line
+/// saying whether its socket accepts connections. Only a connection,
+/// closed before its first byte, which the service neither logs nor
+/// answers: the wire format has no request that runs nothing, so whether
+/// the service itself then starts (systemd accepts for it) is not known.
+fn probe_service(report: &mut Report) -> Result<(), nix::errno::Errno> {
+    let socket = crate::service::SOCKET_PATH;
+    let reached = crate::service::forward::service_reachable();
+    report.line(match &reached {
+        Ok(()) => format!(
+            "service: {socket} accepts connections; a run asks the service there, as this copy has no privilege"
+        ),
+        Err(e) => format!("service: no service answers at {socket} ({})", e.desc()),
+    });
+    reached
+}
+
 /// What a run by the user checked for would start with.
 struct Install {
     how: privileges::Install,
     /// Told from the program file (root checking for another user), not
     /// from how this process started.
     from_file: bool,
+    /// For a copy without privilege: whether the service's socket
+    /// accepts connections (`None`: a run does not ask the service).
+    service: Option<Result<(), nix::errno::Errno>>,
     net_admin: Result<(), Error>,
     tun: Result<(), Error>,
 }
@@ -200,19 +207,56 @@ fn check(
         ""
     };
     out.line(format!("installed: {}{from}", install.how));
-    let privilege = install.net_admin;
-    out.line(match &privilege {
-        Ok(()) => "CAP_NET_ADMIN: a run gets it".into(),
-        Err(e) => format!("CAP_NET_ADMIN: a run does not get it: {e}"),
-    });
-    let tun = install.tun;
-    out.line(match &tun {
-        Ok(()) => "/dev/net/tun: opens the way a run opens it".into(),
-        Err(e) => format!("/dev/net/tun: {e}"),
-    });
+    let asks_service = install.service.is_some();
+    let (privilege, tun) = match install.service {
+        // What the service provides, not checked here: it runs as root.
+        Some(Ok(())) => {
+            out.line("CAP_NET_ADMIN: through the service (a run asks it; it runs as root)");
+            out.line("/dev/net/tun: through the service (it opens the device for the run)");
+            (Ok(()), Ok(()))
+        }
+        _ => {
+            out.line(match &install.net_admin {
+                Ok(()) => "CAP_NET_ADMIN: a run gets it".into(),
+                Err(e) => format!("CAP_NET_ADMIN: a run does not get it: {e}"),
+            });
+            out.line(match &install.tun {
+                Ok(()) => "/dev/net/tun: opens the way a run opens it".into(),
+                Err(e) => format!("/dev/net/tun: {e}"),
+            });
+            // Without privilege and without a service, a run stops with
+            // the forwarder's line, which names both fixes.
+            let privilege = match install.service {
+                Some(Err(why)) => Err(Error::NoPrivilegeNoService {
+                    socket: crate::service::SOCKET_PATH,
+                    why,
+                }),
+                _ => install.net_admin,
+            };
+            (privilege, install.tun)
+        }
+    };
 
     out.line(format!("ACL file: {}", compiled::ACL_FILE));
     out.line(format!("settings file: {}", compiled::SETTINGS_FILE));
+    if asks_service && privileges::in_nested_user_namespace() {
+        // Root's files show here as the overflow uid's: judged from this
+        // view they would all be untrusted, and the fix named (chown)
+        // harmful. A run is decided by the service, which reads them from
+        // the host's view.
+        out.line("ACL: not judged here: this process is in a user namespace of its own (a sandbox such as bubblewrap or Flatpak, or unshare --user), where the owners of the host's files do not show; the service judges them, from the host's view, for each run");
+        out.line("not checked: the ACL files and the bridges' verdicts (the service decides), the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
+        privilege?;
+        tun?;
+        return Ok(format!(
+            "a run asks the service, which decides from the host's view whether uid {} may attach to {}",
+            caller.uid,
+            request
+                .bridge
+                .as_ref()
+                .map_or("a bridge".to_string(), |b| Quoted(b.as_bytes()).to_string())
+        ));
+    }
     let system = SystemFiles::default();
     let files = Recording::new(&system);
     let rules = steps::rules(&files);

@@ -404,3 +404,13 @@ fn verify_caps(want: CapSets) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Whether this process is in a user namespace other than the initial
+/// one (a bubblewrap or Flatpak sandbox, `unshare --user`): there, files
+/// of uids the namespace does not map (root's, on the host) show as owned
+/// by the overflow uid. The initial namespace maps every uid to itself,
+/// which a nested one cannot (it would need all of its parent's).
+pub fn in_nested_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}

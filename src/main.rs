@@ -109,6 +109,10 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
             audit.quiet();
             return check::run(caller, &request);
         }
+        Command::Serve => {
+            audit.quiet();
+            return Err(cli::UsageError::ServeNotRoot.into());
+        }
         Command::RemoveAbandoned(user) => {
             audit.quiet();
             caller.settle()?;

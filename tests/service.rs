@@ -178,7 +178,11 @@ fn serve_is_for_root_only() {
         let program = sb.install(HELPER, mode);
         let out = output(sb.command(&ns, &program, nobody()).arg("--serve"));
         assert_eq!(out.status.code(), Some(2), "{mode:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--serve"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("bridge-helper: --serve: only root may run the service ("),
+            "{mode:?}: {stderr}"
+        );
     }
 }
 

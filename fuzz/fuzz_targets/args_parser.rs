@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     match parsed {
         Ok(Command::Help) => assert_eq!(argv, [OsString::from("--help")]),
         Ok(Command::Version) => assert_eq!(argv, [OsString::from("--version")]),
+        Ok(Command::Serve) => assert_eq!(argv, [OsString::from("--serve")]),
         Ok(Command::Attach(request)) => {
             // Success needs both options, a valid bridge and a plain fd number.
             assert!(ifname::validate(request.bridge.as_bytes()).is_ok());

@@ -28,7 +28,7 @@ use crate::report::escape::Bytes;
 /// libvirt read exactly one, and a client must never see part of a tap.
 pub const MAX_QUEUES: u16 = 253;
 
-pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER] | --remove-abandoned --user=USER";
+pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER] | --remove-abandoned --user=USER | --serve";
 
 /// One option of the grammar.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,9 @@ pub const OPTIONS: &[Opt] = &[
     flag("--check"),
     value("--user"),
     flag("--remove-abandoned"),
+    // Root's `--serve` never reaches the parser (see service::server::
+    // asked_to_serve): here it is anyone else's, refused in one line.
+    flag("--serve"),
     flag("--help"),
     flag("--version"),
 ];
@@ -113,6 +116,8 @@ pub enum Command {
     /// `--remove-abandoned --user=USER` (root only): removes the abandoned
     /// persistent taps this helper made for USER.
     RemoveAbandoned(Vec<u8>),
+    /// `--serve` by anyone but root (root's never gets here): refused.
+    Serve,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -176,6 +181,8 @@ pub enum UsageError {
     Needs(&'static str, &'static str),
     #[error("--user={0}: only root may use --user")]
     NotRoot(Bytes),
+    #[error("--serve: only root may run the service")]
+    ServeNotRoot,
     #[error("--user={0}: no such user in /etc/passwd")]
     NoUser(Bytes),
 }
@@ -210,18 +217,18 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     let m = grammar()
         .try_get_matches_from(args)
         .map_err(|e| refusal(e.kind(), args))?;
-    for alone in ["--help", "--version"] {
+    for (alone, command) in [
+        ("--help", Command::Help),
+        ("--version", Command::Version),
+        ("--serve", Command::Serve),
+    ] {
         if given(&m, alone) {
             // Alone only: a caller that passes --fd is waiting for an fd, and
             // exit status 0 must never mean success without one.
             if args.len() != 1 {
                 return Err(UsageError::Alone(alone));
             }
-            return Ok(if alone == "--help" {
-                Command::Help
-            } else {
-                Command::Version
-            });
+            return Ok(command);
         }
     }
     let fd = value_of(&m, "--fd").map(parse_fd).transpose()?;

@@ -56,6 +56,12 @@ fn help_and_version_only_alone() {
         run(&[b"--br=br0", b"--fd=3", b"--version"]),
         Err(UsageError::Alone("--version"))
     );
+    // Root's --serve is taken before parsing; anyone else's is refused.
+    assert_eq!(run(&[b"--serve"]), Ok(Command::Serve));
+    assert_eq!(
+        run(&[b"--serve", b"--br=br0"]),
+        Err(UsageError::Alone("--serve"))
+    );
 }
 
 #[test]

@@ -228,7 +228,7 @@ fn help_and_version_need_no_privilege() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(
-            "bridge-helper {}\nACL file: /etc/qemu/bridge.conf\nsettings file: /etc/qemu/bridge-helper.conf\n",
+            "bridge-helper {}\nACL file: /etc/qemu/bridge.conf\nsettings file: /etc/qemu/bridge-helper.conf\nservice socket: /run/bridge-helper/socket\n",
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -16,14 +16,16 @@ pub fn print(text: &str) -> Result<(), crate::report::error::Error> {
     Ok(())
 }
 
-/// The version, then the paths compiled in (src/config.rs), which differ
-/// by distribution: what an administrator needs to know where to write.
+/// The version, then the paths compiled in (policy::compiled, and the
+/// service's socket), which differ by distribution: what an administrator
+/// needs to know where to write, and what to expose to a sandbox.
 pub fn version() -> String {
     format!(
-        "bridge-helper {}\nACL file: {}\nsettings file: {}\n",
+        "bridge-helper {}\nACL file: {}\nsettings file: {}\nservice socket: {}\n",
         env!("CARGO_PKG_VERSION"),
         crate::policy::compiled::ACL_FILE,
-        crate::policy::compiled::SETTINGS_FILE
+        crate::policy::compiled::SETTINGS_FILE,
+        crate::service::SOCKET_PATH
     )
 }
 
@@ -48,7 +50,7 @@ Creates a tap, makes it a port of BRIDGE with the bridge's MTU, brings it up
 and sends its file descriptor over the connected Unix socket FD. Only bridges
 that the ACL file (bridge.conf(5)) allows for the calling user can be joined;
 bridge-helper.conf(5) can grant bridges to users and groups and set their
-ports (isolated, VLANs). --version prints both files' paths.
+ports (isolated, VLANs). --version prints both files' and the socket's paths.
 
   --br=BRIDGE   the bridge to join (at most 15 bytes)
   --fd=FD       an inherited, connected Unix socket to send the tap over

@@ -44,7 +44,7 @@ pub enum Error {
     /// Shown as `io::Error` shows an errno (`... (os error 13)`).
     #[error("cannot open /dev/net/tun: {cause}{hint}", cause = std::io::Error::from(*.0), hint = tun_hint(*.0))]
     TunDevice(Errno),
-    #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller (mode 0666, as on most distributions); here only root may open it, and a setuid run opens it with CAP_DAC_OVERRIDE only once, before it reads its arguments")]
+    #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller; here only root may open it, and a run (setuid, or through the service) opens it past its mode only once, for the first queue, before it reads its arguments; fix: make the node mode 0666, as Debian's udev rule does")]
     QueuesNeedTun(u16),
     #[error(
         "--queues={queues}: RLIMIT_NOFILE ({limit}) leaves no room for {queues} tap descriptors"

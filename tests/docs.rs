@@ -26,7 +26,8 @@ enum Kind {
     Acl,
     /// Lines of bridge-helper.conf.
     Settings,
-    /// Text that is neither (an audit line, libvirt's XML): shown, not run.
+    /// Text that is neither (an audit line, libvirt's XML, a systemd
+    /// drop-in): shown, not run.
     Shown,
 }
 
@@ -90,7 +91,10 @@ fn classify(source: &str, default_file: Option<Kind>, block: &str) -> Vec<Exampl
             Kind::Acl
         } else if first.starts_with("# /etc/qemu/bridge-helper.conf") {
             Kind::Settings
-        } else if first.starts_with('<') || first.starts_with("bridge-helper[") {
+        } else if first.starts_with('<')
+            || first.starts_with('[')
+            || first.starts_with("bridge-helper[")
+        {
             Kind::Shown
         } else if COMMANDS.contains(&first_word)
             || (first.starts_with('#')

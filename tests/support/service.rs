@@ -226,13 +226,19 @@ impl Service {
     }
 
     /// Sends `bytes` (then shuts down the sending side) and reads the
-    /// reply to the end.
+    /// reply to the end. The service may answer and hang up before it
+    /// has read anything (a connection turned away as busy): the write
+    /// then fails with EPIPE, and the answer is still there to read.
     pub fn ask(&self, bytes: &[u8]) -> Reply {
         use std::io::Write;
         let mut conn = self.connect();
-        conn.write_all(bytes).unwrap();
-        conn.shutdown(std::net::Shutdown::Write).unwrap();
-        read_reply(&conn)
+        let sent = conn
+            .write_all(bytes)
+            .and_then(|()| conn.shutdown(std::net::Shutdown::Write));
+        match sent {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("sending: {e}"),
+            _ => read_reply(&conn),
+        }
     }
 }
 

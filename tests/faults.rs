@@ -22,7 +22,7 @@ use common::*;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,33 +69,66 @@ fn require_strace() {
     );
 }
 
+/// A pidfd for `child`, which is not reaped yet: its pid names it alone.
+fn pidfd(child: &Child) -> OwnedFd {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it reads no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+/// Blocks until the process of `pidfd` has ended (true) or `limit` has
+/// passed (false). Returns the moment the kernel reports the exit, not the
+/// end of a polling period.
+fn ended_within(pidfd: &OwnedFd, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Rounded up, so that a timeout means the deadline has passed.
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd that lives across the call.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            1 => return true,
+            0 if Instant::now() >= deadline => return false,
+            -1 => {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+            }
+            _ => {} // Woken a little early: wait for what is left.
+        }
+    }
+}
+
 /// Waits for `child` at most `limit` (times BH_TEST_TIME_SCALE); on
 /// timeout kills it and returns None.
 fn wait_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let deadline = Instant::now() + time::limit(limit);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            let mut stdout = Vec::new();
-            let mut stderr = Vec::new();
-            if let Some(mut s) = child.stdout.take() {
-                let _ = s.read_to_end(&mut stdout);
-            }
-            if let Some(mut s) = child.stderr.take() {
-                let _ = s.read_to_end(&mut stderr);
-            }
-            return Some(Output {
-                status,
-                stdout,
-                stderr,
-            });
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_micros(300));
+    if !ended_within(&pidfd(&child), time::limit(limit)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
     }
+    let status = child.wait().expect("wait");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_end(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_end(&mut stderr);
+    }
+    Some(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The outcome of one run, checked against the invariants that hold
@@ -430,7 +463,8 @@ fn enomem_at_every_syscall() {
 }
 
 /// A real setuid run as nobody, killed after `delay` (or left alone if
-/// `delay` is None); returns the run and how long it lived.
+/// `delay` is None); returns the run and how long it lived, from the end
+/// of its exec to the first moment its pidfd reported its exit.
 fn setuid_run(
     sb: &Sandbox,
     ns: &NetNs,
@@ -441,6 +475,7 @@ fn setuid_run(
     cmd.args(["--use-vnet", "--br=br0"]);
     // spawn returns once the helper has been exec'd.
     let (mut child, ours) = spawn_with_socket(&mut cmd, true);
+    let pidfd = pidfd(&child);
     let t0 = Instant::now();
     if let Some(delay) = delay {
         while t0.elapsed() < delay {
@@ -448,67 +483,91 @@ fn setuid_run(
         }
         let _ = child.kill();
     }
+    // Spinning on the pidfd, as a killed run spins before its kill: the
+    // same load on the cores, and no wake-up latency counted in `lived`
+    // (a sleep there made every run of ~50 µs look like 385 µs).
+    let lived = loop {
+        if ended_within(&pidfd, Duration::ZERO) {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < time::limit(RUN_LIMIT), "a setuid run hung");
+    };
     let out = wait_within(child, RUN_LIMIT).expect("a setuid run hung");
-    let lived = t0.elapsed();
     (HelperRun::collect(out, ours), lived)
 }
 
+/// SIGKILL at random moments of real setuid runs never leaves a tap, nor
+/// sends an fd with a failure status. A kill counts only if it landed
+/// before the helper ended (the run died of SIGKILL): the runs go on until
+/// KILLS of them did, so a fast or a loaded machine changes how many runs
+/// that takes, never what is asserted.
 #[test]
 fn sigkill_at_random_moments_leaves_no_tap() {
     let _serial = serial();
-    const RUNS: usize = 400;
+    // Runs killed mid-run that the test needs, and the bound on runs made
+    // to get them (about half of the runs are killed, see `span`).
+    const KILLS: usize = 200;
+    const MAX_RUNS: usize = 1000;
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     let helper = sb.install(HELPER, Mode::Setuid);
-    // How long a normal run takes, from exec to exit: measured again every
-    // 50 runs, since the machine's load changes it.
-    let typical = |sb: &Sandbox, ns: &NetNs| {
-        let mut times: Vec<Duration> = (0..9)
-            .map(|_| {
-                let (run, lived) = setuid_run(sb, ns, &helper, None);
-                drop(run.expect_tap());
-                lived
-            })
-            .collect();
-        times.sort();
-        assert_no_taps(ns);
-        times[times.len() / 2]
-    };
+    // How long a normal run takes, from exec to exit (the median of 9).
+    let mut normal: Vec<Duration> = (0..9)
+        .map(|_| {
+            let (run, lived) = setuid_run(&sb, &ns, &helper, None);
+            drop(run.expect_tap());
+            lived
+        })
+        .collect();
+    normal.sort();
+    assert_no_taps(&ns);
+    let normal = normal[normal.len() / 2];
+    // Delays are drawn from 0..span. Under load a run's length from exec
+    // to exit swings from tens of µs to milliseconds (preempted or not), so
+    // no measurement fixes the span for good: it starts at a normal run and
+    // follows the outcomes, a fifth longer after a kill that landed and a
+    // fifth shorter after one that came too late. It settles where half of
+    // the kills land, about twice a run: the delays cover whole runs, from
+    // their exec to their exit, whatever the machine's load.
+    let mut span = normal.as_secs_f64() * 1e6;
     let mut rng = SplitMix(0x4272_6964_6765_2d34);
     let mut failures = Vec::new();
-    let (mut killed, mut completed) = (0, 0);
-    let mut normal = Vec::new();
+    let (mut runs, mut killed, mut completed) = (0, 0, 0);
+    let (mut shortest, mut longest) = (span, span);
     let started = Instant::now();
-    let mut span = 0;
-    for i in 0..RUNS {
-        if i % 50 == 0 {
-            let t = typical(&sb, &ns);
-            normal.push(t);
-            // Delays spread over 0..1.5x a normal run (most land inside it).
-            span = (t.as_micros() as u64 * 3 / 2).max(200);
-        }
-        let delay = Duration::from_micros(rng.below(span));
+    while killed < KILLS && runs < MAX_RUNS {
+        let i = runs;
+        runs += 1;
+        let delay = Duration::from_micros(rng.below((span as u64).max(1)));
         let (run, _) = setuid_run(&sb, &ns, &helper, Some(delay));
         match (run.code, run.signal) {
-            (_, Some(libc::SIGKILL)) => killed += 1,
-            (Some(0), None) => completed += 1,
-            (Some(_), None) => {}
+            (_, Some(libc::SIGKILL)) => {
+                killed += 1;
+                span *= 1.2;
+            }
+            (Some(code), None) => {
+                completed += usize::from(code == 0);
+                span = (span / 1.2).max(1.0);
+            }
             (_, sig) => failures.push(format!("run {i}: died of {sig:?}")),
         }
+        (shortest, longest) = (shortest.min(span), longest.max(span));
         let summary = format!("status {:?} signal {:?}", run.code, run.signal);
         for bad in check_run(&ns, run) {
             failures.push(format!("run {i} (kill after {delay:?}): {bad}; {summary}"));
         }
     }
     eprintln!(
-        "random SIGKILL: {RUNS} runs in {:.1}s (normal runs {normal:?}): {killed} killed, {completed} completed",
+        "random SIGKILL: {runs} runs in {:.1}s (normal run {normal:?}, delays drawn from 0..{shortest:.0} to 0..{longest:.0} µs): \
+         {killed} killed, {completed} completed",
         started.elapsed().as_secs_f64()
     );
-    // The delays must actually land inside runs.
+    // The kills must actually land inside runs.
     assert!(
-        killed >= RUNS / 4,
-        "only {killed} of {RUNS} runs were killed: delays miss the helper"
+        killed >= KILLS,
+        "only {killed} of {runs} runs were killed before they ended, {KILLS} required: \
+         the delays miss the helper"
     );
     report(failures);
 }

@@ -189,11 +189,40 @@ fn a_client_that_never_reads_holds_nothing() {
         deaf.push(c);
     }
     // Their sessions end though nobody reads: the answers are sent
-    // without waiting.
+    // without waiting. The connections were made in the listener's
+    // backlog, before the loop accepted any: no session running yet is not
+    // the end. The end is the service's side of every connection closed
+    // (each client sees its hang-up, still reading nothing), then every
+    // session reaped.
+    for c in &deaf {
+        wait_hangup(c, Duration::from_secs(5));
+    }
     svc.wait_idle(Duration::from_secs(5));
     assert_eq!(svc.open_fds(), fds);
     drop(deaf);
     assert_no_taps(&ns);
+}
+
+/// Waits until the service (its loop and the session) has closed its side
+/// of `conn`: POLLHUP, seen without reading anything of what was sent.
+fn wait_hangup(conn: &std::os::unix::net::UnixStream, limit: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let start = Instant::now();
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        let mut fds = [PollFd::new(conn.as_fd(), PollFlags::empty())];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let n = poll(&mut fds, timeout);
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLHUP) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the service still holds a connection after {limit:?} ({n:?}, {revents:?})"
+        );
+    }
 }
 
 /// A session's descriptors, as `N -> target`, read as root.

@@ -6,7 +6,7 @@
 //! For every input the two must agree on the decision and, when a tap is
 //! handed over, on its properties (TUNGETIFF flags, MTU, MAC prefix fe,
 //! master, up, the one data byte). Inputs that fall under one of the
-//! documented deviations (README, "Deviations from qemu-bridge-helper") are
+//! documented deviations (bridge.conf(5), "Differences from QEMU's helper") are
 //! classified instead, and for those OUR helper must refuse:
 //!
 //! - (a) lines longer than 4095 bytes

@@ -73,7 +73,7 @@ fn refused_text(class: &Failure, status: &i32, message: &str) -> String {
     }
 }
 
-/// The helper's exit statuses, as its README and bridge-helper(8) list
+/// The helper's exit statuses, as bridge-helper(8) (EXIT STATUS) lists
 /// them. QEMU's own helper exits 1 for everything: [`Failure::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

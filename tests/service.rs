@@ -8,7 +8,7 @@ mod common;
 mod service;
 
 use common::*;
-use service::{Service, PYTHON};
+use service::{answer, Service, PYTHON};
 
 /// The group an include is readable by, in the group-scoped cases.
 const ACL_GROUP: u32 = 4242;
@@ -236,27 +236,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
         group = ACL_GROUP,
         sock = service::SOCKET,
     );
-    let out = output(svc.command(PYTHON, Jail::root()).args(["-c", &script]));
-    assert!(
-        out.status.success(),
-        "python3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// (tap sent, status, line) of a raw answer.
-fn answer(raw: &[u8]) -> (bool, u8, String) {
-    let (tap, frame) = match raw.split_first() {
-        Some((0, rest)) => (true, rest),
-        _ => (false, raw),
-    };
-    assert_eq!(&frame[..5], b"BHAN\x01", "{raw:?}");
-    (
-        tap,
-        frame[5],
-        String::from_utf8_lossy(&frame[8..]).into_owned(),
-    )
+    svc.python(Jail::root(), &script)
 }
 
 #[test]

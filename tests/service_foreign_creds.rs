@@ -12,7 +12,7 @@ mod common;
 mod service;
 
 use common::*;
-use service::{Service, PYTHON};
+use service::{answer, Service};
 
 /// The group that may read the include that denies br0.
 const ACL_GROUP: u32 = 4242;
@@ -109,27 +109,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(connector, 0)[1]))
         sandboxed = if sandboxed { "True" } else { "False" },
         personality = if personality { "True" } else { "False" },
     );
-    let out = output(svc.command(PYTHON, Jail::root()).args(["-c", &script]));
-    assert!(
-        out.status.success(),
-        "python3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// (tap sent, status, line) of a raw answer.
-fn answer(raw: &[u8]) -> (bool, u8, String) {
-    let (tap, frame) = match raw.split_first() {
-        Some((0, rest)) => (true, rest),
-        _ => (false, raw),
-    };
-    assert_eq!(&frame[..5], b"BHAN\x01", "{raw:?}");
-    (
-        tap,
-        frame[5],
-        String::from_utf8_lossy(&frame[8..]).into_owned(),
-    )
+    svc.python(Jail::root(), &script)
 }
 
 fn service_denying_br0_to_the_group(ns: &NetNs, sb: &Sandbox) -> Service {

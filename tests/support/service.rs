@@ -190,7 +190,13 @@ impl Service {
             "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{SOCKET}')\ns.sendall(bytes.fromhex('{}'))\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let out = common::output(self.command(PYTHON, jail).args(["-c", &script]));
+        self.python(jail, &script)
+    }
+
+    /// Runs the python3 `script` as `jail`'s user in the service's
+    /// namespaces; fails unless it exits 0; returns its stdout.
+    pub fn python(&self, jail: Jail, script: &str) -> Vec<u8> {
+        let out = common::output(self.command(PYTHON, jail).args(["-c", script]));
         assert!(
             out.status.success(),
             "python3: {}",
@@ -262,20 +268,32 @@ pub fn read_reply(conn: &std::os::unix::net::UnixStream) -> Reply {
         }
         data.extend_from_slice(&buf[..got.bytes]);
     }
+    let (tap, status, line) = answer(&data);
+    Reply {
+        fds,
+        tap,
+        status,
+        line,
+    }
+}
+
+/// (tap sent, status, line) of the bytes a client received: the tap's
+/// one byte first if a tap came, then the answer frame; panics on
+/// anything else.
+pub fn answer(data: &[u8]) -> (bool, u8, String) {
     let (tap, frame) = match data.split_first() {
         Some((0, rest)) => (true, rest),
-        _ => (false, &data[..]),
+        _ => (false, data),
     };
     assert!(
         frame.len() >= 8 && &frame[..5] == b"BHAN\x01",
         "not an answer: {data:?}"
     );
-    Reply {
-        fds,
+    (
         tap,
-        status: frame[5],
-        line: String::from_utf8_lossy(&frame[8..]).into_owned(),
-    }
+        frame[5],
+        String::from_utf8_lossy(&frame[8..]).into_owned(),
+    )
 }
 
 impl Drop for Service {

@@ -35,14 +35,6 @@ fn attach_by_name_as(sb: &Sandbox, ns: &NetNs, name: &str, uid: u32) -> io::Resu
     cmd.status().map(|s| assert!(s.success()))
 }
 
-fn persistent_taps(ns: &NetNs) -> Vec<String> {
-    ns.ip(&["-o", "-d", "link", "show", "type", "tun"])
-        .lines()
-        .filter(|l| l.contains("persist on"))
-        .filter_map(|l| l.split(": ").nth(1).map(str::to_string))
-        .collect()
-}
-
 #[test]
 fn another_user_cannot_attach_to_an_abandoned_tap() {
     let ns = NetNs::with_bridge(1500);
@@ -59,7 +51,7 @@ fn another_user_cannot_attach_to_an_abandoned_tap() {
     );
     abandon_as(&sb, &ns, fd, NOBODY);
     assert_eq!(
-        persistent_taps(&ns),
+        ns.persistent_taps(),
         vec![name.clone()],
         "the holder's TUNSETPERSIST kept it"
     );
@@ -158,7 +150,7 @@ fn abandoned_taps_are_bounded_per_user_and_others_are_never_touched() {
             assert!(stderr.is_empty(), "round {round}: {stderr}");
         }
         made.push(name);
-        let persistent = persistent_taps(&ns);
+        let persistent = ns.persistent_taps();
         for tap in &made {
             assert!(
                 persistent.contains(tap),
@@ -196,7 +188,7 @@ fn root_sets_the_limit_in_a_file_qemus_helper_never_reads() {
         let fd = run.expect_tap();
         abandon_as(&sb, &ns, fd, NOBODY);
         assert_eq!(reaped, round > 1, "round {round}");
-        assert_eq!(persistent_taps(&ns).len(), 1, "round {round}");
+        assert_eq!(ns.persistent_taps().len(), 1, "round {round}");
     }
     sb.etc_file("bridge-helper.conf", "max-abandoned-taps lots\n", 0o644);
     sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
@@ -316,7 +308,7 @@ fn the_scan_looks_past_short_gaps_and_never_trusts_a_slot_alone() {
     let fd = run.expect_tap();
     let (new, _) = tun_get_iff(&fd);
     assert_eq!(ns.altnames(&new), [slot_name(NOBODY, 1)]);
-    assert_eq!(persistent_taps(&ns), ["admintap"]);
+    assert_eq!(ns.persistent_taps(), ["admintap"]);
 }
 
 #[test]
@@ -340,7 +332,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
     assert!(run.stderr.is_empty(), "{}", run.stderr);
     let kept = run.expect_tap();
     assert_eq!(ns.altnames(&tun_get_iff(&kept).0), [slot_name(NOBODY, 0)]);
-    assert_eq!(persistent_taps(&ns), std::slice::from_ref(&hidden));
+    assert_eq!(ns.persistent_taps(), std::slice::from_ref(&hidden));
 
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert!(
@@ -349,7 +341,7 @@ fn a_tap_hidden_behind_a_gap_is_found_once_the_gap_starts_to_fill() {
         run.stderr
     );
     drop(run.expect_tap());
-    assert!(persistent_taps(&ns).is_empty());
+    assert!(ns.persistent_taps().is_empty());
 }
 
 /// Issue 23, finding 2, as the attack did it, by the caller itself: its
@@ -411,7 +403,7 @@ fn leave_a_tap_from_the_window(sb: &Sandbox, ns: &NetNs, program: &std::path::Pa
 
 /// The taps of `ns` that are persistent and that nothing holds.
 fn abandoned(ns: &NetNs) -> Vec<String> {
-    let taps = persistent_taps(ns);
+    let taps = ns.persistent_taps();
     let names: Vec<&str> = taps.iter().map(String::as_str).collect();
     wait_detached(ns, &names);
     taps

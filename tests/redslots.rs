@@ -2,14 +2,6 @@
 mod common;
 use common::*;
 
-fn persistent_taps(ns: &NetNs) -> Vec<String> {
-    ns.ip(&["-o", "-d", "link", "show", "type", "tun"])
-        .lines()
-        .filter(|l| l.contains("persist on"))
-        .filter_map(|l| l.split(": ").nth(1).map(str::to_string))
-        .collect()
-}
-
 /// What the user leaves by holding `n` taps from the helper, making each
 /// persistent and closing them all (taps in use are not bounded, so any
 /// number can be held first): `n` abandoned taps in slots 0..n, each with
@@ -44,11 +36,11 @@ fn many_abandoned_taps_at_once_are_still_bounded_by_the_next_run() {
     sb.acl("allow br0\n");
     let n = 200;
     leave_abandoned(&ns, n);
-    assert_eq!(persistent_taps(&ns).len(), usize::from(n));
+    assert_eq!(ns.persistent_taps().len(), usize::from(n));
     let run = sb.run_helper(&ns, Mode::Setuid, &["--br=br0"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let _fd = run.expect_tap();
-    assert_eq!(persistent_taps(&ns).len(), 3);
+    assert_eq!(ns.persistent_taps().len(), 3);
 }
 
 /// The same, all made by the user: hold many taps from the helper (taps
@@ -76,5 +68,5 @@ fn a_user_cannot_leave_so_many_abandoned_taps_that_runs_stop_reaping() {
         run.stderr
     );
     let _fd = run.expect_tap();
-    assert_eq!(persistent_taps(&ns).len(), 3);
+    assert_eq!(ns.persistent_taps().len(), 3);
 }

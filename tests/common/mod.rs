@@ -111,6 +111,15 @@ impl NetNs {
         sh("ip", &full)
     }
 
+    /// The names of the persistent tun/tap devices in the namespace.
+    pub fn persistent_taps(&self) -> Vec<String> {
+        self.ip(&["-o", "-d", "link", "show", "type", "tun"])
+            .lines()
+            .filter(|l| l.contains("persist on"))
+            .filter_map(|l| l.split(": ").nth(1).map(str::to_string))
+            .collect()
+    }
+
     /// Runs a shell snippet inside the namespace (with its own /sys).
     pub fn exec(&self, script: &str) -> String {
         sh("ip", &["netns", "exec", &self.name, "sh", "-c", script])

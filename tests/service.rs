@@ -186,6 +186,32 @@ fn serve_is_for_root_only() {
     }
 }
 
+/// Without systemd, `--serve` binds the socket itself. Its directory and
+/// socket get the modes the units give them (DirectoryMode=0755,
+/// SocketMode=0666) whatever root's umask: under 077 they would be 0700
+/// and 0600, and no user could reach the service.
+#[test]
+fn a_service_binding_its_own_socket_sets_its_modes_whatever_the_umask() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::binding_itself(&sb, &ns, 0o077);
+    let mode = |path: &str| {
+        let meta = std::fs::symlink_metadata(svc.path(path)).expect(path);
+        (meta.permissions().mode() & 0o7777, meta.file_type())
+    };
+    let (dir, kind) = mode("/run/bridge-helper");
+    assert!(kind.is_dir());
+    assert_eq!(dir, 0o755, "/run/bridge-helper is {dir:o}");
+    let (socket, kind) = mode(service::SOCKET);
+    assert!(kind.is_socket());
+    assert_eq!(socket, 0o666, "the socket is {socket:o}");
+    let fd = svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
+}
+
 /// A request for br0 sent by python3 as uid 65534 with supplementary
 /// group `ACL_GROUP`, from a user namespace it creates and the test
 /// (root, outside) maps to 65534 with `setgroups` as given (root needs no

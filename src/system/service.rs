@@ -390,7 +390,7 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, ListenError> {
         why,
     };
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e.into()))?;
+        socket_directory(dir).map_err(|e| fail("creating the directory of", e.into()))?;
     }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -408,11 +408,26 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, ListenError> {
     .map_err(|e| fail("socket for", e.into()))?;
     let addr = UnixAddr::new(path).map_err(|e| fail("address", e.into()))?;
     socket::bind(sock.as_raw_fd(), &addr).map_err(|e| fail("binding", e.into()))?;
+    // bind(2) gives the socket 0777 less the umask; its mode is set before
+    // the first connection can be accepted (SocketMode=0666 in the unit).
     fs::set_permissions(path, fs::Permissions::from_mode(0o666))
         .map_err(|e| fail("chmod 0666", e.into()))?;
     socket::listen(&sock, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
         .map_err(|e| fail("listening on", e.into()))?;
     Ok(sock)
+}
+
+/// Makes the socket's directory, if missing, 0755 whatever the umask, as
+/// the socket unit's DirectoryMode=0755 does: an init system may start
+/// the service with root's 077, which would make it 0700 and keep every
+/// user from the socket. One that exists is left as it is (as systemd
+/// leaves it): only root can have made it, in root's /run.
+fn socket_directory(dir: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(dir).is_ok() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
 }
 
 /// The next connection, close-on-exec.

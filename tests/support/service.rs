@@ -64,19 +64,53 @@ impl Service {
             });
         }
         let child = common::spawn(&mut cmd);
-        let root = PathBuf::from(format!("/proc/{}/root{SOCKET}", child.id()));
-        let start = Instant::now();
-        while !root.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the service's socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let root = wait_for_socket(&child);
         // What the socket unit's SocketMode=0666 does (the ACL is the
         // gate); systemd-socket-activate binds with 0644.
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&root, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+        Service::answering(child, ns)
+    }
+
+    /// The service as started without systemd: `bridge-helper --serve`
+    /// as root binds the socket itself, in a /run where
+    /// /run/bridge-helper does not exist yet, with `umask` in force.
+    pub fn binding_itself(sb: &Sandbox, ns: &NetNs, umask: libc::mode_t) -> Service {
+        let mut cmd = sb.command(ns, HELPER, Jail::root());
+        cmd.arg("--serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: raw system calls on static strings between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                sys_ok(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/run".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"mode=0755".as_ptr().cast(),
+                ))
+            });
+        }
+        let child = common::spawn(&mut cmd);
+        // The path is there from the bind, before the listen.
+        let root = wait_for_socket(&child);
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&root).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the service never listened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Service::answering(child, ns)
+    }
+
+    /// Holds the started service's mount namespace and waits until the
+    /// service itself answers.
+    fn answering(child: Child, ns: &NetNs) -> Service {
         let mnt = fs::File::open(format!("/proc/{}/ns/mnt", child.id())).expect("service mnt ns");
         let svc = Service {
             child,
@@ -92,6 +126,11 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `path` in the service's mount namespace, from outside it.
+    pub fn path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
     }
 
     /// A Command for `program` in the service's namespaces, as `jail`'s user.
@@ -204,6 +243,21 @@ impl Service {
         );
         out.stdout
     }
+}
+
+/// Waits until the socket is there in `child`'s mount namespace; its
+/// path from outside.
+fn wait_for_socket(child: &Child) -> PathBuf {
+    let root = PathBuf::from(format!("/proc/{}/root{SOCKET}", child.id()));
+    let start = Instant::now();
+    while !root.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the service's socket never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    root
 }
 
 /// A request for `bridge`, as the wire format spells it.

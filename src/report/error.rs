@@ -157,6 +157,26 @@ pub enum Dropping {
     Ids(ResUid, ResGid),
     #[error("capabilities are {now:x?}, wanted {want:x?}")]
     Caps { now: CapSets, want: CapSets },
+    /// The caller's own id, set again by the drop, has no mapping in its
+    /// user namespace (EINVAL from setresuid or setresgid).
+    #[error("the caller's {0} has no mapping in its user namespace (setres{0}: {einval}), as in one made by 'unshare --user' without a map; fix: map it ('unshare --user --map-current-user', or --map-user= and --map-group=), or run bridge-helper outside that namespace", einval = Errno::EINVAL.desc())]
+    Unmapped(IdKind),
+}
+
+/// Which of the caller's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Uid,
+    Gid,
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdKind::Uid => "uid",
+            IdKind::Gid => "gid",
+        })
+    }
 }
 
 /// A name as typed after `--br=`: bare when no shell would need it quoted
@@ -375,6 +395,10 @@ mod tests {
             (
                 Error::Privileges(Dropping::Call("setresuid", errno)),
                 "cannot drop privileges: setresuid: Operation not permitted",
+            ),
+            (
+                Error::Privileges(Dropping::Unmapped(IdKind::Gid)),
+                "cannot drop privileges: the caller's gid has no mapping in its user namespace (setresgid: Invalid argument), as in one made by 'unshare --user' without a map; fix: map it ('unshare --user --map-current-user', or --map-user= and --map-group=), or run bridge-helper outside that namespace",
             ),
             (
                 Error::Privileges(Dropping::Caps {

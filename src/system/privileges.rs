@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
-use crate::report::error::{Dropping, Error};
+use crate::report::error::{Dropping, Error, IdKind};
 use crate::system::caps::{
     self, CapSets, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID,
 };
@@ -319,6 +319,24 @@ fn fail(call: &'static str, e: Errno) -> Error {
     Error::Privileges(Dropping::Call(call, e))
 }
 
+/// The drop's setresgid or setresuid, which sets the caller's own real
+/// id as every id, failed. EINVAL there means the id has no mapping in
+/// the process's user namespace (`unshare --user` without a map, where it
+/// shows as the overflow id): the kernel sets no id it cannot map, even
+/// one the process already has. Named, with its fix, as the cause.
+fn own_id(kind: IdKind, e: Errno) -> Error {
+    match e {
+        Errno::EINVAL => Error::Privileges(Dropping::Unmapped(kind)),
+        e => fail(
+            match kind {
+                IdKind::Uid => "setresuid",
+                IdKind::Gid => "setresgid",
+            },
+            e,
+        ),
+    }
+}
+
 /// Becomes the real user with CAP_NET_ADMIN only (or nothing, if we were
 /// never given it), then checks that this is really so (CAP_DAC_OVERRIDE,
 /// held for the setuid open of the device, included).
@@ -341,8 +359,8 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         caps::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
     }
     caps::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
-    setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
-    setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+    setresgid(gid, gid, gid).map_err(|e| own_id(IdKind::Gid, e))?;
+    setresuid(uid, uid, uid).map_err(|e| own_id(IdKind::Uid, e))?;
     caps::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     let spare = if uid.is_root() {
         caps.permitted & BECOME

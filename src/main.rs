@@ -122,9 +122,11 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
     };
     audit.bridge(request.bridge.as_bytes());
     caller.settle()?;
-    if caller.install == privileges::Install::Neither {
-        // Installed without privilege: the service makes the tap and
-        // logs the request (see service::forward).
+    if caller.install.asks_service() {
+        // Installed without privilege, or privileged only in a user
+        // namespace whose capabilities do not reach this network: the
+        // service makes the tap and logs the request (see
+        // service::forward).
         audit.quiet();
         return forward::attach(&request);
     }

@@ -1,6 +1,9 @@
 //! Runs from user namespaces the caller made itself (`unshare --user`):
 //! with no map for its ids, a run and a check stop at the drop with a line
-//! that names the missing map and its fix.
+//! that names the missing map and its fix; as root of a user namespace on
+//! the host's network (`--map-root-user`), where its capabilities reach
+//! no link, a run asks the service and a check says so; as root of one
+//! that owns its network namespace, a run makes the tap itself.
 mod common;
 #[path = "support/service.rs"]
 mod service;
@@ -52,4 +55,78 @@ fn an_unmapped_user_namespace_is_named_with_its_fix_by_run_and_check() {
         assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY), "{mode:?}");
     }
     assert_no_taps(&ns);
+}
+
+#[test]
+fn root_of_a_user_namespace_on_the_hosts_network_asks_the_service() {
+    let ns = NetNs::with_bridge(1500);
+    ns.add_bridge("br1", 1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let root = ["--user", "--map-root-user"];
+    // A setuid copy is no different there: the kernel ignores the bit of
+    // a file whose owner the namespace does not map.
+    for mode in [Mode::Unprivileged, Mode::Setuid] {
+        let program = sb.install(HELPER, mode);
+        let program = program.to_str().unwrap();
+        let run = in_userns(&svc, nobody(), &root, program, &["--br=br0"]);
+        assert_eq!(run.stderr, "", "{mode:?}: a granted run prints nothing");
+        let fd = run.expect_tap();
+        let (name, _) = tun_get_iff(&fd);
+        let st = ns.tap_state(&name);
+        assert_eq!(
+            (st.master.as_str(), st.owner),
+            ("br0", i64::from(NOBODY)),
+            "{mode:?}: judged and made as the host's uid"
+        );
+        drop(fd);
+        // Refused as a setuid run by that uid on the host is.
+        let setuid = sb.run_helper(&ns, Mode::Setuid, &["--br=br1"]);
+        let refused = in_userns(&svc, nobody(), &root, program, &["--br=br1"]);
+        assert_eq!(setuid.code, Some(4), "{}", setuid.stderr);
+        assert_eq!(
+            (refused.code, &refused.stderr, refused.fds.len()),
+            (setuid.code, &setuid.stderr, 0),
+            "{mode:?}"
+        );
+        // The check says what the run does, and no fix for the host's files.
+        let check = in_userns(&svc, nobody(), &root, program, &["--check", "--br=br0"]);
+        let report = &check.stdout;
+        assert_eq!(check.code, Some(0), "{mode:?}: {report}{}", check.stderr);
+        assert!(
+            report.contains("\ninstalled: privileged only in a user namespace that does not own this network namespace")
+                && report.contains("\nverdict: a run asks the service")
+                && !report.contains("chown"),
+            "{mode:?}: {report}"
+        );
+    }
+    assert_no_taps(&ns);
+}
+
+/// The rule is the kernel's: capabilities count in a network namespace
+/// that their user namespace owns. Root of a user namespace that maps
+/// root and owns a network namespace (an unprivileged container's shape)
+/// makes the tap itself, with no service anywhere to ask.
+#[test]
+fn root_of_a_user_namespace_that_owns_its_network_makes_the_tap_itself() {
+    let ns = NetNs::new();
+    let sb = Sandbox::new();
+    sb.acl("allow br9\n");
+    let program = sb.install(HELPER, Mode::Root);
+    let mut cmd = sb.command(&ns, "unshare", Jail::root());
+    cmd.args(["--user", "--map-user=0", "--map-group=0", "--net", "--"])
+        .args(["sh", "-c"])
+        .arg("ip link add br9 type bridge && ip link set br9 up && exec \"$0\" \"$@\"")
+        .arg(&program)
+        .arg("--br=br9");
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let run = HelperRun::collect(child.wait_with_output().expect("wait"), ours);
+    assert_eq!(run.stderr, "", "a granted run prints nothing");
+    let fd = run.expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert!(
+        ns.taps().is_empty(),
+        "{name} is in the caller's own network"
+    );
 }

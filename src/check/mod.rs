@@ -54,7 +54,9 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     let install = match &request.user {
         None => {
             caller.settle()?;
-            let service = (caller.install == privileges::Install::Neither)
+            let service = caller
+                .install
+                .asks_service()
                 .then(|| probe_service(&mut report));
             Install {
                 how: caller.install,
@@ -91,7 +93,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let how = privileges::installed_binary();
             // Probed as root, before becoming the user: the socket is
             // open to everyone, and the probe is not a request.
-            let service = (how == privileges::Install::Neither).then(|| probe_service(&mut report));
+            let service = how.asks_service().then(|| probe_service(&mut report));
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
                 _ => Err(Error::NoNetAdmin),

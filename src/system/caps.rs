@@ -1,6 +1,8 @@
 //! Capabilities and the prctl switches of the privilege drop: the system
 //! calls nix does not wrap. privileges.rs decides what to hold when.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use nix::errno::Errno;
 
 pub const CAP_DAC_OVERRIDE: u32 = 1;
@@ -132,4 +134,25 @@ pub fn set_keepcaps(on: bool) -> Result<(), Errno> {
 
 pub fn set_no_new_privs() -> Result<(), Errno> {
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop)
+}
+
+/// Whether capabilities held in this process's user namespace count in
+/// its network namespace, where a run makes its tap: they do when the
+/// user namespace owns the network namespace or is an ancestor of its
+/// owner (the kernel's `ns_capable`), and that is exactly when the kernel
+/// answers `NS_GET_USERNS` on it (otherwise EPERM: `ns_get_owner` in
+/// kernel/user_namespace.c). Always so in the initial user namespace;
+/// not for root of `unshare --user --map-root-user` on the host's network.
+pub fn reach_network_namespace() -> Result<bool, Errno> {
+    let net = super::files::open_at(None, c"/proc/self/ns/net", libc::O_RDONLY)?;
+    // SAFETY: NS_GET_USERNS takes no argument; on success it returns a new
+    // descriptor, which nothing else owns and which is closed at once.
+    let rc = unsafe { libc::ioctl(net.as_raw_fd(), libc::NS_GET_USERNS) };
+    match Errno::result(rc) {
+        // SAFETY: the ioctl just returned this open descriptor.
+        Ok(owner) => drop(unsafe { OwnedFd::from_raw_fd(owner) }),
+        Err(Errno::EPERM) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    Ok(true)
 }

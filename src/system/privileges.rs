@@ -43,6 +43,19 @@ pub enum Install {
     /// inherited through ambient capabilities).
     Capability,
     Neither,
+    /// Privileged (root, setuid or a capability) only in a user namespace
+    /// that does not own this network namespace: root of `unshare --user
+    /// --map-root-user` on the host's network. Its capabilities make no
+    /// tap here.
+    OtherUserNamespace,
+}
+
+impl Install {
+    /// Whether a run asks the service rather than making the tap itself:
+    /// it has no privilege over this network namespace.
+    pub fn asks_service(self) -> bool {
+        matches!(self, Install::Neither | Install::OtherUserNamespace)
+    }
 }
 
 impl std::fmt::Display for Install {
@@ -52,6 +65,7 @@ impl std::fmt::Display for Install {
             Install::RunByRoot => "run by root",
             Install::Capability => "file capability cap_net_admin",
             Install::Neither => "neither setuid root nor a file capability",
+            Install::OtherUserNamespace => "privileged only in a user namespace that does not own this network namespace (unshare --user, a sandbox): no privilege over the host's network",
         })
     }
 }
@@ -348,12 +362,29 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     let setuid_root = uids.effective.is_root() && !uid.is_root();
 
     let caps = caps::capget().map_err(|e| fail("capget", e))?;
-    let keep = caps.permitted & NET_ADMIN;
-    let install = match (setuid_root, uid.is_root(), keep != 0) {
-        (true, _, _) => Install::SetuidRoot,
-        (false, true, _) => Install::RunByRoot,
-        (false, false, true) => Install::Capability,
-        (false, false, false) => Install::Neither,
+    // CAP_NET_ADMIN held in a user namespace that does not own this
+    // network namespace (root of `unshare --user --map-root-user`) is no
+    // privilege over its links: such a run could only fail at the kernel,
+    // after judging the host's files from a view where root's show as
+    // someone else's. It gives the capability up with the rest and asks
+    // the service, which judges it as the uid the kernel reports on the
+    // socket (SO_PEERCRED: the host's), as it judges any other peer in a
+    // user namespace. Not a security decision: the kernel refuses what
+    // capabilities do not reach either way; when the probe cannot tell
+    // (no /proc), a run goes on as before.
+    let reaches =
+        caps.permitted & NET_ADMIN == 0 || caps::reach_network_namespace().unwrap_or(true);
+    let keep = if reaches {
+        caps.permitted & NET_ADMIN
+    } else {
+        0
+    };
+    let install = match (reaches, setuid_root, uid.is_root(), keep != 0) {
+        (false, ..) => Install::OtherUserNamespace,
+        (true, true, _, _) => Install::SetuidRoot,
+        (true, false, true, _) => Install::RunByRoot,
+        (true, false, false, true) => Install::Capability,
+        (true, false, false, false) => Install::Neither,
     };
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
         caps::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
@@ -378,7 +409,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     // (A caller who started us without it in the bounding set gets the
     // device's own permissions: an open that fails is reported when the
     // tap is made.)
-    let early = if setuid_root {
+    let early = if install == Install::SetuidRoot {
         let dac = caps.permitted & DAC_OVERRIDE;
         let opening = CapSets {
             effective: keep | dac,

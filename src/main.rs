@@ -128,7 +128,11 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
         // service makes the tap and logs the request (see
         // service::forward).
         audit.quiet();
-        return forward::attach(&request);
+        let forwarded = forward::attach(&request);
+        if caller.install == privileges::Install::OtherUserNamespace {
+            return forwarded.map_err(Error::in_user_namespace);
+        }
+        return forwarded;
     }
     caller.require_net_admin()?;
     checkpoint(request.hook, Stage::Privileged);

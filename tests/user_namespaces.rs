@@ -104,6 +104,38 @@ fn root_of_a_user_namespace_on_the_hosts_network_asks_the_service() {
     assert_no_taps(&ns);
 }
 
+/// With no service to ask, its run and check name the fixes that apply
+/// inside a user namespace: no install of the binary would help.
+#[test]
+fn root_of_a_user_namespace_with_no_service_is_told_to_start_one_or_leave() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, Mode::Setuid);
+    // The sandbox's own mount namespace: no service socket there.
+    let unshare = |args: &[&str]| {
+        let mut cmd = sb.command(&ns, "unshare", nobody());
+        cmd.args(["--user", "--map-root-user", "--"])
+            .arg(&program)
+            .args(args);
+        let (child, ours) = spawn_with_socket(&mut cmd, args[0] != "--check");
+        HelperRun::collect(child.wait_with_output().expect("wait"), ours)
+    };
+    let text = "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service on the host ('systemctl enable --now bridge-helper.socket'), or run outside that user namespace";
+    let run = unshare(&["--br=br0"]);
+    run.expect_refusal(5, text);
+    let check = unshare(&["--check", "--br=br0"]);
+    assert_eq!(check.code, Some(5), "{}", check.stdout);
+    assert!(
+        check.stdout.ends_with(&format!(
+            "verdict: a run would stop: {text}\nexit status: 5\n"
+        )),
+        "{}",
+        check.stdout
+    );
+    assert_no_taps(&ns);
+}
+
 /// The rule is the kernel's: capabilities count in a network namespace
 /// that their user namespace owns. Root of a user namespace that maps
 /// root and owns a network namespace (an unprivileged container's shape)

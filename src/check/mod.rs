@@ -229,10 +229,16 @@ fn check(
             // Without privilege and without a service, a run stops with
             // the forwarder's line, which names both fixes.
             let privilege = match install.service {
-                Some(Err(why)) => Err(Error::NoPrivilegeNoService {
-                    socket: crate::service::SOCKET_PATH,
-                    why,
-                }),
+                Some(Err(why)) => {
+                    let e = Error::NoPrivilegeNoService {
+                        socket: crate::service::SOCKET_PATH,
+                        why,
+                    };
+                    Err(match install.how {
+                        privileges::Install::OtherUserNamespace => e.in_user_namespace(),
+                        _ => e,
+                    })
+                }
                 _ => install.net_admin,
             };
             (privilege, install.tun)

@@ -95,6 +95,10 @@ pub enum Error {
     /// The forwarder (no privilege) found no service to ask.
     #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'", cause = .why.desc())]
     NoPrivilegeNoService { socket: &'static str, why: Errno },
+    /// The same for a run privileged only in a user namespace that does
+    /// not own its network namespace: no install of the binary helps it.
+    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host ('systemctl enable --now bridge-helper.socket'), or run outside that user namespace", cause = .why.desc())]
+    NamespaceNoService { socket: &'static str, why: Errno },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
     /// `--check` has reported on stdout; exit with the status a run would.
@@ -209,7 +213,9 @@ impl Error {
                 status::DENIED
             }
             Error::BadRequest(_) => status::USAGE,
-            Error::Service(_) | Error::NoPrivilegeNoService { .. } => status::INSTALLATION,
+            Error::Service(_)
+            | Error::NoPrivilegeNoService { .. }
+            | Error::NamespaceNoService { .. } => status::INSTALLATION,
             Error::NoNetAdmin
             | Error::TunDevice(_)
             | Error::QueuesNeedTun(_)
@@ -236,6 +242,18 @@ impl Error {
                 "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)"
             ),
             e => e.to_string(),
+        }
+    }
+
+    /// The forwarder's error for a run privileged only in a user
+    /// namespace that does not own its network namespace: finding no
+    /// service, it names the fixes that apply there.
+    pub fn in_user_namespace(self) -> Error {
+        match self {
+            Error::NoPrivilegeNoService { socket, why } => {
+                Error::NamespaceNoService { socket, why }
+            }
+            e => e,
         }
     }
 
@@ -432,6 +450,14 @@ mod tests {
                     why: Errno::ENOENT,
                 },
                 "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'",
+            ),
+            (
+                Error::NoPrivilegeNoService {
+                    socket: SOCKET_PATH,
+                    why: Errno::ECONNREFUSED,
+                }
+                .in_user_namespace(),
+                "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket'), or run outside that user namespace",
             ),
             (
                 Error::PeerRefused(Refusal::SubUid {

@@ -52,14 +52,7 @@ impl Service {
         // SAFETY: raw system calls on static strings between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                libc::umask(0);
-                sys_ok(libc::mount(
-                    c"tmpfs".as_ptr(),
-                    c"/run".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c"mode=0755".as_ptr().cast(),
-                ))?;
+                empty_run(0)?;
                 sys_ok(libc::mkdir(c"/run/bridge-helper".as_ptr(), 0o755))
             });
         }
@@ -83,16 +76,7 @@ impl Service {
             .stderr(Stdio::null());
         // SAFETY: raw system calls on static strings between fork and exec.
         unsafe {
-            cmd.pre_exec(move || {
-                libc::umask(umask);
-                sys_ok(libc::mount(
-                    c"tmpfs".as_ptr(),
-                    c"/run".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c"mode=0755".as_ptr().cast(),
-                ))
-            });
+            cmd.pre_exec(move || empty_run(umask));
         }
         let child = common::spawn(&mut cmd);
         // The path is there from the bind, before the listen.
@@ -242,6 +226,22 @@ impl Service {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+}
+
+/// Between fork and exec, in the service's own mount namespace: `umask`,
+/// and an empty tmpfs on /run, so that nothing of the host's /run shows.
+fn empty_run(umask: libc::mode_t) -> std::io::Result<()> {
+    // SAFETY: umask and mount with NUL-terminated static strings.
+    unsafe {
+        libc::umask(umask);
+        sys_ok(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/run".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755".as_ptr().cast(),
+        ))
     }
 }
 

@@ -238,6 +238,9 @@ if pid == 0:
     if {nested}:
         if libc.unshare(NEWUSER) != 0: os._exit(11)
         os.write(w, b'x'); os.read(r2, 1)
+    # PR_SET_DUMPABLE, which the id changes above cleared: examinable by
+    # its own user, as a process the user started is.
+    libc.prctl(4, 1)
     s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
     s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
     d = b''
@@ -384,8 +387,30 @@ const SPLIT_GIDS: &[&str] = &[
     "--",
 ];
 
+/// The refusal of a peer its own user may not examine.
+const UNEXAMINABLE: &str = "connected from a process that uid 65534 may not examine itself";
+
+/// A client that connects itself: python3 sends a request for br0 and
+/// prints the answer, after `before` (python code).
+fn direct_client(before: &str) -> String {
+    format!(
+        "import ctypes,socket,sys\nlibc=ctypes.CDLL(None)\n{before}\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(b'BHRQ\\x01\\x01\\x00\\x00\\x01\\x03br0')\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+        service::SOCKET
+    )
+}
+
+/// Real against effective ids (issue 26, point 2). A setuid run decides
+/// by the real ids. The service answers only a peer its own user may
+/// examine, which the kernel allows only for a process whose real,
+/// effective and saved ids are one and that did not start with them apart
+/// (it is not dumpable then): so the service never answers a peer whose
+/// ids are apart, and whatever it answers, real and effective ids agree.
+/// Such a caller gets the refusal that says so, through the forwarder
+/// (which starts with them apart, and drops to its real ids too late to
+/// be examinable) and directly.
 #[test]
-fn the_forwarder_is_decided_by_real_ids_as_a_setuid_run_and_a_direct_client_by_effective_ones() {
+fn a_caller_whose_real_and_effective_ids_differ_is_decided_by_real_ids_by_a_setuid_run_and_refused_by_the_service(
+) {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("include /etc/qemu/group.conf\n");
@@ -399,34 +424,106 @@ fn the_forwarder_is_decided_by_real_ids_as_a_setuid_run_and_a_direct_client_by_e
     let (child, ours) = spawn_with_socket(&mut cmd, true);
     let by_setuid = HelperRun::collect(child.wait_with_output().unwrap(), ours);
     by_setuid.expect_refusal(4, "no rule in /etc/qemu/bridge.conf");
-    // The forwarder drops to its real ids before it connects: the same.
     let forwarder = sb.install(HELPER, Mode::Unprivileged);
     let mut cmd = svc.command("setpriv", Jail::root());
     cmd.args(SPLIT_GIDS).arg(&forwarder).arg("--br=br0");
     let (child, ours) = spawn_with_socket(&mut cmd, true);
     let forwarded = HelperRun::collect(child.wait_with_output().unwrap(), ours);
-    assert_eq!(
-        (forwarded.code, &forwarded.stderr),
-        (by_setuid.code, &by_setuid.stderr)
-    );
-    // A client that connects itself with effective gid 4242 is decided
-    // by the ids it connected with (SO_PEERCRED's), and gets its tap.
-    let script = format!(
-        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(b'BHRQ\\x01\\x01\\x00\\x00\\x01\\x03br0')\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
-        service::SOCKET
-    );
-    let out = output(
-        svc.command("setpriv", Jail::root())
-            .args(SPLIT_GIDS)
-            .args([PYTHON, "-c", &script]),
-    );
+    forwarded.expect_refusal(4, UNEXAMINABLE);
+    let out = output(svc.command("setpriv", Jail::root()).args(SPLIT_GIDS).args([
+        PYTHON,
+        "-c",
+        &direct_client(""),
+    ]));
     let (tap, status, line) = answer(&out.stdout);
-    assert_eq!(
-        (tap, status, line.as_str()),
-        (true, 0, ""),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!((tap, status), (false, 4), "{line}");
+    assert!(line.contains(UNEXAMINABLE), "{line}");
+    assert_no_taps(&ns);
+}
+
+/// The service reads a peer's `/proc/PID/ns/user` as the peer's own user
+/// (it holds no CAP_SYS_PTRACE, see debian/bridge-helper.service): a peer
+/// that user may not examine, here one that made itself not dumpable, is
+/// refused with a line that says why and what to do. The same client,
+/// dumpable (as any process its user starts), gets its tap.
+#[test]
+fn a_peer_its_own_user_may_not_examine_is_refused_saying_why() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let (tap, status, line) = answer(&svc.python(nobody(), &direct_client("")));
+    assert_eq!((tap, status, line.as_str()), (true, 0, ""));
+    // PR_SET_DUMPABLE 0.
+    let hidden = svc.python(nobody(), &direct_client("libc.prctl(4, 0)"));
+    let (tap, status, line) = answer(&hidden);
+    assert_eq!((tap, status), (false, 4), "{line}");
+    for part in [
+        UNEXAMINABLE,
+        "it is not dumpable",
+        "connect from an ordinary process of that user",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    assert_no_taps(&ns);
+}
+
+/// `request`, made through the client library by a forked copy of this
+/// test that has become nobody in the service's mount namespace, as a VMM
+/// of that user makes it (this test process, root with every capability,
+/// is a peer the service refuses: it may not examine it). The tap's
+/// descriptors come back on a socket pair, a failure as its `Debug` text.
+fn request_as_nobody(
+    svc: &Service,
+    request: bridge_helper_client::Service,
+) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+    use std::os::fd::AsRawFd;
+    let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", svc.pid())).unwrap();
+    let (ours, theirs) = socketpair();
+    // SAFETY: the child only changes its namespace and ids, makes the
+    // request, sends what came of it and ends in _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        drop(ours);
+        // SAFETY: system calls on a descriptor and values of this process;
+        // PR_SET_DUMPABLE back to 1, as for a process the user started.
+        let became = unsafe {
+            libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) == 0
+                && libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setresgid(NOBODY, NOBODY, NOBODY) == 0
+                && libc::setresuid(NOBODY, NOBODY, NOBODY) == 0
+                && libc::prctl(libc::PR_SET_DUMPABLE, 1) == 0
+        };
+        let (text, fds) = match became.then(|| request.request()) {
+            None => ("could not become nobody".to_string(), vec![]),
+            Some(Ok(tap)) => (String::new(), tap.into_fds()),
+            Some(Err(e)) => (format!("{e:?}"), vec![]),
+        };
+        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+        let sent = nix::sys::socket::sendmsg::<()>(
+            theirs.as_raw_fd(),
+            &[std::io::IoSlice::new(format!("{text}.").as_bytes())],
+            if raw.is_empty() { &[] } else { &cmsg },
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        );
+        // SAFETY: ends the forked child without running this test's code.
+        unsafe { libc::_exit(i32::from(sent.is_err())) }
+    }
+    drop(theirs);
+    let mut buf = [0u8; 8192];
+    let got = common::sys::recv_with_fds(ours.as_raw_fd(), &mut buf, false).expect("recvmsg");
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(status, 0, "the child could not send its result");
+    let text = String::from_utf8_lossy(&buf[..got.bytes]);
+    match text.strip_suffix('.').unwrap_or(&text) {
+        "" => Ok(got.fds),
+        failure => Err(failure.to_string()),
+    }
 }
 
 #[test]
@@ -437,31 +534,37 @@ fn the_client_library_asks_the_service_directly() {
     let sb = Sandbox::new();
     sb.acl("allow br0\ndeny br1\n");
     let svc = Service::start(&sb, &ns);
-    // This (root) process reaches the socket through the service's root.
-    let socket = format!("/proc/{}/root{}", svc.pid(), service::SOCKET);
-    let tap = Client::at(&socket)
-        .bridge("br0")
-        .vnet_hdr(true)
-        .request()
+    let client = || Client::at(service::SOCKET);
+    let fds = request_as_nobody(&svc, client().bridge("br0").vnet_hdr(true))
         .expect("a tap from the service");
-    assert_eq!(ns.tap_state(tap.name()).master, "br0");
-    assert!(tap.vnet_hdr() && tap.fds().len() == 1);
-    drop(tap);
-    match Client::at(&socket).bridge("br1").request() {
+    assert_eq!(fds.len(), 1);
+    let (name, flags) = tun_get_iff(&fds[0]);
+    assert_eq!(flags & IFF_VNET_HDR, IFF_VNET_HDR);
+    assert_eq!(ns.tap_state(&name).master, "br0");
+    drop(fds);
+    let refused = request_as_nobody(&svc, client().bridge("br1")).unwrap_err();
+    assert!(
+        refused.starts_with(
+            "Refused { class: Denied, status: 4, message: \"access to bridge 'br1' denied by"
+        ),
+        "{refused}"
+    );
+    let bad = request_as_nobody(&svc, client().bridge("br-sixteen-12345")).unwrap_err();
+    assert!(bad.starts_with("Request("), "{bad}");
+    // Root with every capability (this process): the service may not
+    // examine it, and says so; root needs no service.
+    let socket = format!("/proc/{}/root{}", svc.pid(), service::SOCKET);
+    match Client::at(&socket).bridge("br0").request() {
         Err(Error::Refused {
             class: Failure::Denied,
             status: 4,
             message,
         }) => assert!(
-            message.starts_with("access to bridge 'br1' denied by"),
+            message.contains("uid 0 connected from a process that uid 0 may not examine itself"),
             "{message}"
         ),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        Client::at(&socket).bridge("br-sixteen-12345").request(),
-        Err(Error::Request(_))
-    ));
     assert_no_taps(&ns);
 }
 

@@ -30,7 +30,7 @@ fn many_requests_of_every_kind_leave_the_service_as_it_started() {
     let svc = Service::start(&sb, &ns);
     // Warm up (the first requests map what the loop keeps), then measure.
     for _ in 0..20 {
-        assert_eq!(svc.ask(&request(b"br0")).status, 0);
+        assert_eq!(svc.ask_as_nobody(&request(b"br0")).status, 0);
     }
     svc.wait_idle(Duration::from_secs(5));
     let (fds, rss) = (svc.open_fds(), svc.rss_kb());
@@ -43,11 +43,11 @@ fn many_requests_of_every_kind_leave_the_service_as_it_started() {
                 for i in (t..n).step_by(threads) {
                     match i % 4 {
                         0 => {
-                            let r = svc.ask(&request(b"br0"));
+                            let r = svc.ask_as_nobody(&request(b"br0"));
                             assert_eq!((r.status, r.tap, r.fds.len()), (0, true, 1), "{}", r.line);
                         }
                         1 => {
-                            let r = svc.ask(&request(b"br1"));
+                            let r = svc.ask_as_nobody(&request(b"br1"));
                             assert_eq!((r.status, r.fds.len()), (4, 0), "{}", r.line);
                             assert!(
                                 r.line.contains("denied by /etc/qemu/bridge.conf:2"),
@@ -142,7 +142,7 @@ fn silent_and_trickling_clients_hold_nothing_past_the_deadline_and_delay_nobody(
     });
     // Meanwhile another request is answered at once.
     let asked = Instant::now();
-    let r = svc.ask(&request(b"br0"));
+    let r = svc.ask_as_nobody(&request(b"br0"));
     assert_eq!((r.status, r.fds.len()), (0, 1), "{}", r.line);
     assert!(
         asked.elapsed() < Duration::from_secs(1),

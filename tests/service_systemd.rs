@@ -39,6 +39,7 @@ const SERVICE: &str = "bridge-helper.service";
 /// Capability numbers (linux/capability.h; not in the libc crate).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_PTRACE: u32 = 19;
 
 /// The mounted cgroup v2 hierarchy: where the container's cgroup is made.
 fn cgroup2_root() -> PathBuf {
@@ -458,7 +459,9 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
         .and_then(|m| u64::from_str_radix(m, 16).ok())
         .expect("CapBnd");
     assert!(
-        bounding & (1 << CAP_NET_ADMIN) != 0 && bounding & (1 << CAP_SYS_ADMIN) == 0,
+        bounding & (1 << CAP_NET_ADMIN) != 0
+            && bounding & (1 << CAP_SYS_ADMIN) == 0
+            && bounding & (1 << CAP_SYS_PTRACE) == 0,
         "bounding set {bounding:x} is not the unit's"
     );
     let dev = c.ok(&format!("ls /proc/{pid1}/root/dev"));

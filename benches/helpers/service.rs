@@ -39,7 +39,7 @@ use crate::{sys, Res, BRIDGE};
 const SOCKET: &str = "/run/bridge-helper/socket";
 /// The unit's `CapabilityBoundingSet=` (debian/bridge-helper.service).
 const BOUNDING_SET: &str =
-    "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+kill,+sys_ptrace";
+    "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+kill";
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Client {

@@ -70,6 +70,10 @@ pub enum UserNs {
     /// Not below the service's at all (the service runs in a user
     /// namespace of its own and the peer outside it).
     Outside,
+    /// Unknown: the peer's own user may not examine it (the kernel refused
+    /// its `/proc/PID/ns/user` to the ids it connected with), so nothing
+    /// vouches for its ids.
+    Unexaminable,
 }
 
 /// A user namespace's `setgroups`, as `/proc/PID/setgroups` shows it.
@@ -142,6 +146,8 @@ pub enum Refusal {
     SetgroupsUnread { uid: u32, depth: u32, why: Errno },
     #[error("uid {uid} connected from a user namespace whose owner stopped or killed the service's check of it (no answer within a second); ask again without signalling the service's processes")]
     ProbeStopped { uid: u32 },
+    #[error("uid {0} connected from a process that uid {0} may not examine itself (the kernel refused its /proc/PID/ns/user to the ids it connected with): it is not dumpable (it changed its ids, runs a setuid, setgid or file-capability program, or set PR_SET_DUMPABLE to 0), holds capabilities, or lives in a user namespace another user made; connect from an ordinary process of that user, started with its real and effective ids the same (root, or a process with CAP_NET_ADMIN, runs bridge-helper itself)")]
+    Unexaminable(u32),
     #[error("uid {0} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it")]
     Outside(u32),
     #[error("uid {uid} is a subordinate uid of {owner} (/etc/subuid): a container's user acting for {owner}; ask as {owner} itself")]
@@ -205,6 +211,7 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
             });
         }
         UserNs::Outside => return Some(Refusal::Outside(uid)),
+        UserNs::Unexaminable => return Some(Refusal::Unexaminable(uid)),
     }
     let owner = |ranges: &[SubRange], id: u32| {
         ranges
@@ -345,6 +352,30 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(line.contains("not below the service's"), "{line}");
+    }
+
+    #[test]
+    fn a_peer_its_own_user_may_not_examine_is_refused_unless_it_connected_with_others_ids() {
+        let line = refusal(&peer(UserNs::Unexaminable), &[], &[])
+            .unwrap()
+            .to_string();
+        assert!(
+            line.starts_with("uid 1000 connected from a process that uid 1000 may not examine"),
+            "{line}"
+        );
+        assert!(line.contains("it is not dumpable"), "{line}");
+        // Ids changed since connect() (which also makes it not dumpable):
+        // that line says more.
+        let changed = Peer {
+            process: Some(Ids {
+                uid: 1001,
+                gid: 1000,
+                groups: vec![27, 1000],
+            }),
+            ..peer(UserNs::Unexaminable)
+        };
+        let line = refusal(&changed, &[], &[]).unwrap().to_string();
+        assert!(line.contains("not its process's own"), "{line}");
     }
 
     #[test]

@@ -77,11 +77,15 @@
 //! # Decisions where the issue is silent
 //! - **Real against effective ids.** `SO_PEERCRED` gives the effective
 //!   ids at `connect()`; a setuid run decides by the real ones. The
-//!   forwarder (the binary without privilege) sets its effective ids to
-//!   its real ones before it connects (the privilege drop every run
-//!   starts with), so through it the service decides by the same ids as a
-//!   setuid run. A client that connects directly is decided by the ids it
-//!   connected with: the ones the kernel checks every file access against.
+//!   service answers only a peer its own user may examine (below, "How
+//!   it is read"), and the kernel lets a user examine only a process whose
+//!   real, effective and saved ids are all that user's and that did not
+//!   start with them apart (such a process is not dumpable). So whenever
+//!   the service answers, the ids it decides by are the real ones too, as
+//!   for a setuid run; a caller whose ids are apart (run from a setuid or
+//!   setgid program) gets a tap from a setuid run and a refusal, saying
+//!   so, from the service, through the forwarder as well (which drops to
+//!   its real ids, but only after it started with them apart).
 //! - **User namespaces.** A peer in the service's user namespace is
 //!   answered. A peer below it, at any depth, is answered exactly when
 //!   the *first level* (its ancestor whose parent is the service's
@@ -111,7 +115,18 @@
 //!   How it is read: the peer's namespace is opened through a pidfd
 //!   (`SO_PEERPIDFD`; `pidfd_open` on kernels before 6.5) and only trusted
 //!   if the peer is still alive after the open (and the read of its
-//!   `status`), so a recycled pid is never inspected in its place;
+//!   `status`), so a recycled pid is never inspected in its place. The
+//!   kernel opens another process's `ns/user` only to one that may ptrace
+//!   it, and the service holds no CAP_SYS_PTRACE (with it, a compromised
+//!   service could attach to any process, init included, and so leave its
+//!   capability bounding set behind): the session opens it with the
+//!   peer's ids as its effective ids, as the peer's user examining its own
+//!   process. That works for an ordinary process of the user, in a
+//!   sandbox the user made too (the owner of a user namespace may examine
+//!   what runs in it); a peer that is not dumpable, holds capabilities
+//!   (root: any the service lacks), or runs in a user namespace another
+//!   user made is refused, with a line that says so (root needs no
+//!   service);
 //!   `NS_GET_PARENT` walks up to the first level;
 //!   a child of the session joins that namespace (setns, with the euid of
 //!   its owner, who holds every capability in it) and reads

@@ -310,12 +310,13 @@ fn identify(
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
-    let (userns, status) = sys::peer_process(pidfd.as_fd(), cred.pid).map_err(|e| {
-        kernel(
-            "the connecting process's user namespace (did it exit before its answer?)",
-            e,
-        )
-    })?;
+    let (userns, status) =
+        sys::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
+            kernel(
+                "the connecting process's user namespace (did it exit before its answer?)",
+                e,
+            )
+        })?;
     Ok(Peer {
         uid: cred.uid,
         gid: cred.gid,

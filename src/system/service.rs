@@ -150,19 +150,58 @@ fn alive(pidfd: BorrowedFd<'_>) -> bool {
 /// and they are the peer's). From there the namespace descriptors pin
 /// what they name: the walk up to the first level (the ancestor whose
 /// parent is ours) and the read of its `setgroups` involve no pid.
-pub fn peer_process(pidfd: BorrowedFd<'_>, pid: i32) -> Result<(UserNs, Vec<u8>), Errno> {
+///
+/// The namespace is opened as the peer's user, `uid` and `gid` (the ids
+/// it connected with), since the kernel lets a process open another's
+/// `ns/user` only if it may ptrace it (PTRACE_MODE_READ_FSCREDS) and the
+/// service holds no CAP_SYS_PTRACE (which would let it attach to any
+/// process, a fully privileged one included, and so escape its bounding
+/// set). A user may examine its own processes, except one that is not
+/// dumpable (it changed ids, or runs a setuid, setgid or file-capability
+/// program, or asked not to be), holds capabilities, or lives in a user
+/// namespace below one the user does not own: such a peer is
+/// [`UserNs::Unexaminable`].
+pub fn peer_process(
+    pidfd: BorrowedFd<'_>,
+    pid: i32,
+    uid: u32,
+    gid: u32,
+) -> Result<(UserNs, Vec<u8>), Errno> {
     let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
     let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
     let at = |name: &std::ffi::CStr| {
         crate::system::files::open_at(Some(dir.as_fd()), name, libc::O_RDONLY)
     };
-    let ns = at(c"ns/user")?;
     let mut status = Vec::new();
     io::Read::read_to_end(&mut fs::File::from(at(c"status")?), &mut status).map_err(io_errno)?;
+    let ns = as_user(uid, gid, || at(c"ns/user"))?;
     if !alive(pidfd) {
         return Err(Errno::ESRCH);
     }
-    Ok((userns_of(ns, &ours)?, status))
+    match ns {
+        Ok(ns) => Ok((userns_of(ns, &ours)?, status)),
+        Err(Errno::EACCES) => Ok((UserNs::Unexaminable, status)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `f` with `uid` and `gid` as the effective (and so file-system)
+/// ids, then takes the effective ids back. The effective ones, not only
+/// the file-system ones: the kernel finds the owner of a user namespace
+/// by the euid. Leaving euid 0 clears the effective capabilities, so `f`
+/// acts with none; taking it back makes the permitted ones effective
+/// again, as they were. The real and saved ids stay root's throughout,
+/// so the user can neither signal nor trace this process meanwhile.
+/// `Err` if the ids could not be changed or taken back; then the session
+/// must run nothing.
+fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, Errno> {
+    use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
+    let (euid, egid) = (geteuid(), getegid());
+    setegid(Gid::from_raw(gid))?;
+    let out = seteuid(Uid::from_raw(uid)).map(|()| f());
+    seteuid(euid)?;
+    setegid(egid)?;
+    out
 }
 
 /// Where `ns` is, seen from ours (`ours`: its metadata).

@@ -8,10 +8,11 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, sys_ok, HelperRun, Jail, Mode, NetNs, Sandbox, HELPER};
@@ -26,6 +27,8 @@ pub struct Service {
     /// The service's mount namespace, held open for clients to join.
     mnt: fs::File,
     pub netns: PathBuf,
+    /// The connector of [`Service::connect_as_nobody`], started on first use.
+    connector: Mutex<Option<(Child, OwnedFd)>>,
 }
 
 impl Service {
@@ -40,7 +43,7 @@ impl Service {
         // capabilities in its CapabilityBoundingSet=, NoNewPrivileges=yes.
         let mut cmd = sb.command(ns, "setpriv", Jail::root());
         cmd.args([
-            "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+kill,+sys_ptrace",
+            "--bounding-set=-all,+net_admin,+dac_override,+setuid,+setgid,+setpcap,+kill",
             "--no-new-privs",
             "--",
             tool,
@@ -100,6 +103,7 @@ impl Service {
             child,
             mnt,
             netns: ns.netns_path(),
+            connector: Mutex::new(None),
         };
         // Answered once: the service itself (not only the tool that bound
         // its socket) is up, and has set itself up.
@@ -279,10 +283,51 @@ pub struct Reply {
 
 impl Service {
     /// A connection from this (root) process, through the service's root
-    /// directory: the compiled-in path as seen in its mount namespace.
+    /// directory: the compiled-in path as seen in its mount namespace. A
+    /// request on it that reaches the peer's examination is refused (see
+    /// [`Service::connect_as_nobody`]).
     pub fn connect(&self) -> std::os::unix::net::UnixStream {
         std::os::unix::net::UnixStream::connect(format!("/proc/{}/root{SOCKET}", self.pid()))
             .expect("connect to the service")
+    }
+
+    /// A connection made by a process of uid 65534 (nobody), for requests
+    /// the service must examine the peer of: this test process, root with
+    /// every capability, is a peer the service may not examine (it holds
+    /// no CAP_SYS_PTRACE) and refuses. A python3 connector in the
+    /// service's namespaces, started once, connects for each byte it is
+    /// sent and sends the connection back; it lives as long as the
+    /// service, so it is alive when the session looks at it.
+    pub fn connect_as_nobody(&self) -> std::os::unix::net::UnixStream {
+        let mut connector = self.connector.lock().unwrap();
+        let (_, control) = connector.get_or_insert_with(|| {
+            let script = format!(
+                "import socket,sys\nc=socket.socket(fileno=int(sys.argv[1].split('=')[1]))\nwhile c.recv(1):\n  s=socket.socket(socket.AF_UNIX)\n  s.connect('{SOCKET}')\n  socket.send_fds(c,[b'x'],[s.fileno()])\n  s.close()\n"
+            );
+            let mut cmd = self.command(PYTHON, Jail::user(common::NOBODY));
+            cmd.args(["-c", &script]);
+            common::spawn_with_socket(&mut cmd, true)
+        });
+        let sent = nix::unistd::write(&*control, b"c").expect("asking the connector");
+        assert_eq!(sent, 1);
+        let mut byte = [0u8; 1];
+        let got = common::sys::recv_with_fds(control.as_raw_fd(), &mut byte, false)
+            .expect("the connector's connection");
+        let fd = got
+            .fds
+            .into_iter()
+            .next()
+            .expect("a connection from the connector");
+        std::os::unix::net::UnixStream::from(fd)
+    }
+
+    /// [`Service::ask`] on a connection of [`Service::connect_as_nobody`].
+    pub fn ask_as_nobody(&self, bytes: &[u8]) -> Reply {
+        use std::io::Write;
+        let mut conn = self.connect_as_nobody();
+        conn.write_all(bytes).expect("sending");
+        conn.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        read_reply(&conn)
     }
 
     /// Sends `bytes` (then shuts down the sending side) and reads the
@@ -352,6 +397,10 @@ pub fn answer(data: &[u8]) -> (bool, u8, String) {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        if let Some((mut connector, _)) = self.connector.lock().unwrap().take() {
+            let _ = connector.kill();
+            let _ = connector.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

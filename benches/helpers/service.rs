@@ -263,6 +263,12 @@ fn direct_child(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: 
 
 fn direct_request(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: RawFd) -> bool {
     child_enter(ns, log, -1, Some(sys::NOBODY));
+    // Dumpable again, as a process the user started is (the drop above
+    // cleared it): the service examines its peer as the peer's own user
+    // and refuses one that user may not examine.
+    if nix::sys::prctl::set_dumpable(true).is_err() {
+        return false;
+    }
     if let Some((ready, go)) = go {
         let _ = nix::unistd::write(ready, b"r");
         let _ = nix::unistd::read(go.as_raw_fd(), &mut [0u8; 1]);

@@ -574,7 +574,10 @@ fn the_client_library_asks_the_service_directly() {
 /// runs as a setuid run and through the service, and the two must agree
 /// on status, line and whether a tap came. Expected differences, not
 /// compared: rlimits, inherited fds, signals, LSM domain and namespaces
-/// (a run in the service has the service's), and nothing else.
+/// (a run in the service has the service's), and a caller its own user
+/// may not examine (not dumpable, ids apart: the service refuses it, see
+/// `a_peer_its_own_user_may_not_examine_is_refused_saying_why`), and
+/// nothing else.
 #[test]
 fn the_service_decides_as_a_setuid_run_of_the_same_user_and_groups() {
     let ns = NetNs::with_bridge(1500);

@@ -312,8 +312,8 @@ fn fork() -> Res<libc::pid_t> {
 }
 
 /// One direct request: the run (fd and exit both the request's time, as
-/// the child measured it: `request` returns after the answer, which the
-/// service sends once the run exits) and the tap.
+/// the child measured it: `request` returns once the tap has arrived and
+/// is verified) and the tap.
 fn direct_once(svc: &Service, log: RawFd) -> Res<(Run, Option<OwnedFd>)> {
     let (mine, theirs) = socketpair()?;
     let pid = fork()?;

@@ -26,8 +26,8 @@ pub fn render(levels: &[Level], n: usize, rounds: usize, cold: usize) -> String 
          (an empty tmpfs on `/run`). *Forwarder*: our binary with no setuid bit and no capability, \
          run as nobody QEMU-style (`--use-vnet --fd=N --br=BR`), spawn → fd. *Client crate*: \
          `bridge_helper_client::Service::request` in a child already in the namespaces as nobody, \
-         from the call to its return (it returns after the service's answer, i.e. after the run's \
-         exit: at least connect → fd), so its `fd` and `exit` are one figure. N={n} each, \
+         from the call to its return (it returns once the tap has arrived and is verified: a usable \
+         tap), so its `fd` and `exit` are one figure. N={n} each, \
          interleaved with our setuid mode and QEMU's helper (setuid) in a fixed-seed shuffled \
          order (µs)."
     );

@@ -69,7 +69,9 @@ impl Service {
     }
 
     /// Sends the request, receives and verifies the tap. Blocks until the
-    /// service answers (at most its deadline).
+    /// service answers (at most its deadline). Returns as soon as the tap
+    /// has arrived and is verified: the service sends one only for a
+    /// request that succeeded, as its last act.
     pub fn request(self) -> Result<Tap, Error> {
         let bridge = self
             .bridge
@@ -119,11 +121,18 @@ impl Service {
         if peeked == 0 {
             return Err(Protocol::NothingSent.into());
         }
-        let fds = if first[0] == 0 {
-            Some(receive_tap(&conn, self.queues)?)
-        } else {
-            None
-        };
+        if first[0] == 0 {
+            // The service sends a tap only from a run that succeeded, as
+            // that run's last act, so it is the outcome: the answer after
+            // it (status 0, the run's line) is not waited for.
+            let fds = receive_tap(&conn, self.queues)?;
+            let name = verify(&fds, self.vnet_hdr, self.queues)?;
+            return Ok(Tap {
+                name,
+                fds,
+                vnet_hdr: self.vnet_hdr,
+            });
+        }
         let mut answer = Vec::new();
         conn.take(8 + 4096)
             .read_to_end(&mut answer)
@@ -136,13 +145,8 @@ impl Service {
                 message: one_line(line),
             });
         }
-        let fds = fds.ok_or(Protocol::NoDescriptors)?;
-        let name = verify(&fds, self.vnet_hdr, self.queues)?;
-        Ok(Tap {
-            name,
-            fds,
-            vnet_hdr: self.vnet_hdr,
-        })
+        // Status 0 with no tap before it.
+        Err(Protocol::NoDescriptors.into())
     }
 }
 

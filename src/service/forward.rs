@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::cli;
 use crate::report::error::{Error, ServiceFault};
-use crate::service::wire::{self, Answer};
+use crate::service::wire::{self, Answer, WireError};
 use crate::service::{SESSION_DEADLINE, SOCKET_PATH};
 use crate::system::fd_passing;
 use crate::system::service as sys;
@@ -33,32 +33,35 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
     // The service answers within its deadline or closes; a second more
     // for the answer to travel.
     let deadline = Instant::now() + SESSION_DEADLINE + std::time::Duration::from_secs(1);
-    let (bytes, fds) = sys::exchange(conn.as_fd(), &frame, wire::MAX_ANSWER, deadline)
-        .map_err(ServiceFault::Asking)?;
-    let (tap, answer) = Answer::decode(&bytes).map_err(ServiceFault::NoAnswer)?;
-    relay(request.fd, socket, tap, &fds, &answer)
-}
-
-/// Whether the service answers at its socket (for `--check` on a copy
-/// without privilege): a connection, closed at once.
-pub fn service_reachable() -> Result<(), nix::errno::Errno> {
-    sys::connect(Path::new(SOCKET_PATH)).map(drop)
-}
-
-/// Hands the tap on and repeats the run's line and status.
-fn relay(
-    fd: i32,
-    socket: std::os::fd::BorrowedFd<'_>,
-    tap: bool,
-    fds: &[std::os::fd::OwnedFd],
-    answer: &Answer,
-) -> Result<(), Error> {
-    if answer.status == 0 {
-        if !tap || fds.is_empty() {
-            return Err(ServiceFault::NoTap.into());
+    let asking = |e| Error::from(ServiceFault::Asking(e));
+    sys::send_request(conn.as_fd(), &frame).map_err(asking)?;
+    // The tap's message comes first, and only from a run that succeeded,
+    // as its last act (see wire): it goes on to `--fd` the moment it
+    // arrives, as a setuid run's last act sends it, not once the session
+    // has answered and exited. The answer after it gives the line and the
+    // status, which QEMU waits for anyway (it reaps its helper).
+    let mut bytes = Vec::new();
+    let mut relayed = false;
+    let answer = loop {
+        let room = wire::MAX_ANSWER.saturating_sub(bytes.len());
+        let (got, fds) = sys::receive(conn.as_fd(), room, deadline).map_err(asking)?;
+        if !fds.is_empty() && bytes.is_empty() && got == [0] {
+            let queues: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            fd_passing::send(socket, request.fd, &queues)?;
+            relayed = true;
         }
-        let queues: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        fd_passing::send(socket, fd, &queues)?;
+        // Any other descriptors are closed here: not a tap.
+        drop(fds);
+        let closed = got.is_empty();
+        bytes.extend_from_slice(&got);
+        // The answer's own length ends it: no wait for the session's exit.
+        match Answer::decode(&bytes) {
+            Err(WireError::Short) if !closed => {}
+            other => break other.map_err(ServiceFault::NoAnswer)?.1,
+        }
+    };
+    if answer.status == 0 && !relayed {
+        return Err(ServiceFault::NoTap.into());
     }
     // What the run printed, byte for byte (it escaped it already).
     let _ = std::io::stderr().write_all(&answer.line);
@@ -66,4 +69,10 @@ fn relay(
         0 => Ok(()),
         status => Err(Error::Checked(status)),
     }
+}
+
+/// Whether the service answers at its socket (for `--check` on a copy
+/// without privilege): a connection, closed at once.
+pub fn service_reachable() -> Result<(), nix::errno::Errno> {
+    sys::connect(Path::new(SOCKET_PATH)).map(drop)
 }

@@ -26,6 +26,15 @@
 //! with the exit status and what the run printed on stderr (the one line,
 //! `bridge-helper: ...\n`, or nothing), at most [`MAX_LINE`] bytes. Then
 //! the service closes the connection.
+//!
+//! A run sends its tap only once it has succeeded, as its last act, so the
+//! tap's message is the outcome the moment it arrives: the answer after it
+//! always says status 0. A client need not wait for the answer before
+//! using the tap: the forwarder relays the tap to `--fd` at once and reads
+//! the answer after it for the line and status it repeats; the client
+//! crate returns the tap without reading the answer. The forwarder stops
+//! at the end the answer frame's length gives, not at the close (which
+//! comes only with the session's exit).
 
 use crate::cli::MAX_QUEUES;
 

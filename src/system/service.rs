@@ -579,23 +579,27 @@ pub fn connect(path: &Path) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
-/// Sends `request`, then reads until the service closes the connection
-/// (at most `max` bytes, by `deadline`): the bytes, and every descriptor
-/// that came with them.
-pub fn exchange(
+/// Sends `request` whole on `conn`, or fails.
+pub fn send_request(conn: BorrowedFd<'_>, request: &[u8]) -> Result<(), Errno> {
+    let sent = socket::send(conn.as_raw_fd(), request, socket::MsgFlags::MSG_NOSIGNAL)?;
+    if sent != request.len() {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok(())
+}
+
+/// One read from the service by `deadline`: at most `room` bytes (at
+/// least one), and every descriptor that came with them. A read that
+/// brings descriptors ends with their message (the kernel never joins it
+/// to what follows), so the caller sees the tap the moment it arrives
+/// (see service::forward). No bytes: the service has closed.
+pub fn receive(
     conn: BorrowedFd<'_>,
-    request: &[u8],
-    max: usize,
+    room: usize,
     deadline: std::time::Instant,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), Errno> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{ControlMessageOwned, MsgFlags};
-    let sent = socket::send(conn.as_raw_fd(), request, MsgFlags::MSG_NOSIGNAL)?;
-    if sent != request.len() {
-        return Err(Errno::EMSGSIZE);
-    }
-    let mut bytes = Vec::new();
-    let mut fds = Vec::new();
     let mut cmsg = nix::cmsg_space!([RawFd; crate::cli::MAX_QUEUES as usize]);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -611,7 +615,7 @@ pub fn exchange(
             Ok(_) => {}
             Err(e) => return Err(e),
         }
-        let mut buf = vec![0u8; max.saturating_sub(bytes.len()).max(1)];
+        let mut buf = vec![0u8; room.max(1)];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
         let msg = match socket::recvmsg::<()>(
             conn.as_raw_fd(),
@@ -621,11 +625,12 @@ pub fn exchange(
         ) {
             Err(Errno::EINTR | Errno::EAGAIN) => continue,
             // The service closed with bytes of ours unread (it answered
-            // before reading the whole request): what came is all there is.
-            Err(Errno::ECONNRESET) => return Ok((bytes, fds)),
+            // before reading the whole request): a close.
+            Err(Errno::ECONNRESET) => return Ok((Vec::new(), Vec::new())),
             other => other?,
         };
         let n = msg.bytes;
+        let mut fds = Vec::new();
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(got) = c {
                 // SAFETY: SCM_RIGHTS just installed these descriptors in
@@ -639,12 +644,7 @@ pub fn exchange(
         if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
             return Err(Errno::EMSGSIZE);
         }
-        if n == 0 {
-            return Ok((bytes, fds));
-        }
-        if bytes.len() + n > max {
-            return Err(Errno::EMSGSIZE);
-        }
-        bytes.extend_from_slice(&buf[..n]);
+        buf.truncate(n);
+        return Ok((buf, fds));
     }
 }

@@ -23,7 +23,7 @@ use nix::unistd::{Gid, Pid, Uid};
 
 use crate::report::audit;
 use crate::report::error::{Dropping, Error, ServiceFault};
-use crate::service::identity::{self, Peer, Refusal};
+use crate::service::identity::{self, Peer, Refusal, SubRange};
 use crate::service::wire::{self, Answer, Request};
 use crate::service::{
     IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
@@ -152,7 +152,8 @@ pub fn serve(run: Run) -> Result<(), Error> {
         };
         // A user with a subordinate range has many uids: each of them
         // counts against that user, or one user could fill every slot (a
-        // session refuses such a peer, but only once it has read a request).
+        // session refuses such a peer, by this same reading, but only once
+        // it has read a request).
         let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
         let charged = identity::accountable(cred.uid, &subuids, |owner| {
             users::uid_of(owner).map(Uid::as_raw)
@@ -188,7 +189,7 @@ pub fn serve(run: Run) -> Result<(), Error> {
             }
             Ok(None) => {
                 drop(listener);
-                let code = session(conn, cred, run);
+                let code = session(conn, cred, &subuids, run);
                 std::process::exit(code);
             }
             Err(e) => answer_error(
@@ -215,8 +216,10 @@ fn reap(sessions: &mut HashMap<Pid, Session>) {
 
 /// One connection, in its own process: returns the process's exit code
 /// (for the service's bookkeeping only; the client has its answer). A
-/// request refused here is logged here; a run logs its own.
-fn session(conn: OwnedFd, cred: PeerCred, run: Run) -> i32 {
+/// request refused here is logged here; a run logs its own. `subuids`:
+/// `/etc/subuid` as the loop read it for this connection just before the
+/// fork (never another connection's reading).
+fn session(conn: OwnedFd, cred: PeerCred, subuids: &[SubRange], run: Run) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let pidfd = sys::peer_pidfd(conn.as_fd(), cred.pid);
     // Read as root, before anything else: the peer is there while it
@@ -239,7 +242,7 @@ fn session(conn: OwnedFd, cred: PeerCred, run: Run) -> i32 {
         Ok(peer) => peer,
         Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     };
-    match run_request(conn.as_fd(), peer, &request, parent.clone(), run) {
+    match run_request(conn.as_fd(), peer, subuids, &request, parent.clone(), run) {
         Ok(()) => 0,
         Err(e) => refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     }
@@ -265,13 +268,16 @@ fn refused(
 fn run_request(
     conn: BorrowedFd<'_>,
     peer: Peer,
+    subuids: &[SubRange],
     request: &Request,
     parent: Option<Parent>,
     run: Run,
 ) -> Result<(), Error> {
-    let subuids = identity::parse_subids(&std::fs::read("/etc/subuid").unwrap_or_default());
+    // `/etc/subuid` is not read again: the loop's reading for this very
+    // connection, one fork ago, is as fresh as a second one (and is what
+    // it was charged by).
     let subgids = identity::parse_subids(&std::fs::read("/etc/subgid").unwrap_or_default());
-    if let Some(why) = identity::refusal(&peer, &subuids, &subgids) {
+    if let Some(why) = identity::refusal(&peer, subuids, &subgids) {
         return Err(Error::PeerRefused(why));
     }
     let stderr = sys::run_descriptors(conn)

@@ -568,6 +568,107 @@ fn the_client_library_asks_the_service_directly() {
     assert_no_taps(&ns);
 }
 
+/// A stand-in for the service, in a mount namespace of its own: it sends a tap's message (a /dev/null fd), holds
+/// its answer until the forwarder's caller has the fd or 5 s have passed,
+/// then answers and keeps the connection open until the forwarder exits.
+const RELAY_BEFORE_ANSWER: &str = r#"
+import array, os, socket, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"], check=True)
+os.mkdir("/run/bridge-helper")
+srv = socket.socket(socket.AF_UNIX)
+srv.bind("/run/bridge-helper/socket")
+os.chmod("/run/bridge-helper/socket", 0o666)
+srv.listen()
+ours, theirs = socket.socketpair()
+fwd = subprocess.Popen([sys.argv[1], "--br=br0", "--fd=%d" % theirs.fileno()],
+    pass_fds=[theirs.fileno()], user=65534, group=65534, extra_groups=[],
+    stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+theirs.close()
+srv.settimeout(5)
+conn, _ = srv.accept()
+conn.recv(64)
+null = os.open("/dev/null", os.O_RDONLY)
+conn.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null]))])
+ours.settimeout(5)
+try:
+    msg, anc, _, _ = ours.recvmsg(1, socket.CMSG_SPACE(4))
+    print("fd before the answer:", msg == b"\0" and len(anc) == 1)
+except socket.timeout:
+    print("fd before the answer: False")
+conn.sendall(b"BHAN\x01\x00\x00\x00")
+try:
+    status = fwd.wait(5)
+except subprocess.TimeoutExpired:
+    fwd.kill()
+    status = "waited for the close"
+print("status:", status, fwd.stderr.read())
+"#;
+
+#[test]
+fn the_forwarder_relays_the_tap_before_the_services_answer() {
+    // A run sends its tap as its last act, once it has succeeded: the
+    // forwarder passes it on at once, not after the session's answer and
+    // exit, and stops at the answer's end rather than at the close.
+    let sb = Sandbox::new();
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let out = common::output(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", PYTHON, "-c"])
+            .arg(RELAY_BEFORE_ANSWER)
+            .arg(&program),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "fd before the answer: True\nstatus: 0 b''\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_client_library_returns_the_tap_without_waiting_for_the_answer() {
+    use bridge_helper_client::Service as Client;
+    use std::io::{IoSlice, Read};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let tap = sb
+        .run_helper(&ns, Mode::Setuid, &["--use-vnet", "--br=br0"])
+        .expect_tap();
+    let (name, _) = tun_get_iff(&tap);
+    // A stand-in for the service: the tap's message, then no answer until
+    // the client has returned (or 10 s have passed).
+    let path = sb.dir.join("stand-in.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let (returned, wait) = std::sync::mpsc::channel::<()>();
+    let stand_in = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.read_exact(&mut [0u8; 13]).expect("the request");
+        let fds = [tap.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[IoSlice::new(&[0])],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .expect("send the tap");
+        let answered_late = wait
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .is_err();
+        std::io::Write::write_all(&mut conn, b"BHAN\x01\x00\x00\x00").ok();
+        answered_late
+    });
+    let got = Client::at(&path).bridge("br0").vnet_hdr(true).request();
+    returned.send(()).ok();
+    let answered_late = stand_in.join().expect("stand-in");
+    let got = got.expect("the tap, before any answer");
+    assert_eq!(got.name(), name);
+    assert!(!answered_late, "the client waited for the answer");
+}
+
 /// The differential test of issue 26, point 3, on what decides: the same
 /// user with and without the group that may read an include, includes
 /// that allow and deny, a missing one, names the ACL refuses. Each case

@@ -34,7 +34,7 @@
 //! the answer after it for the line and status it repeats; the client
 //! crate returns the tap without reading the answer. The forwarder stops
 //! at the end the answer frame's length gives, not at the close (which
-//! comes only with the session's exit).
+//! comes only as the session ends).
 
 use crate::cli::MAX_QUEUES;
 

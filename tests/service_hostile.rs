@@ -377,3 +377,131 @@ fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside()
     svc.wait_idle(Duration::from_secs(5));
     assert_no_taps(&ns);
 }
+
+/// The session examines its peer's `/proc/PID/ns/user` with the peer's
+/// uid as its effective uid (real and saved uid 0; see
+/// system::service::as_user). Held there by strace at the exit of its
+/// first setresuid (the seteuid to the peer), the session is open to
+/// nothing of the peer's: the peer may not signal it, stop it, or open
+/// its descriptors, environment or memory, and its /proc files stay
+/// root's (it is not dumpable, whatever its effective uid; /proc/PID
+/// itself shows the euid, by the kernel's rule, and grants nothing).
+/// SIGCONT is left out: the kernel allows it within a login session,
+/// which a test shares with its service and a systemd service with no
+/// user. Then the request is answered as usual.
+#[test]
+fn a_peer_can_neither_signal_nor_look_inside_its_session_while_it_is_examined_as_the_peer() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=setresuid"])
+        .args(["-e", "inject=setresuid:delay_exit=3000000:when=1", "-p"])
+        .arg(svc.pid().to_string())
+        .spawn()
+        .expect("strace (scripts/install-test-deps)");
+    let tracer = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .is_some_and(|t| t.trim() != "0")
+    };
+    let start = Instant::now();
+    while !tracer(svc.pid()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "strace never attached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let asking = std::thread::spawn({
+        let mut cmd = svc.command(service::PYTHON, Jail::user(NOBODY));
+        let script = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(bytes.fromhex('{}'))\nd=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+            service::SOCKET,
+            request(b"br0").iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        cmd.args(["-c", &script]);
+        move || output(&mut cmd)
+    });
+    // The session in the window: its effective uid is the peer's.
+    let examining = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some(NOBODY.to_string().as_str())
+    };
+    let start = Instant::now();
+    let session: u32 = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no session examining uid {NOBODY} as that uid"
+        );
+        let held = svc.children().into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| examining(&s))
+        });
+        if let Some(pid) = held {
+            break pid.parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The peer's attempts, at that moment, each printed if it worked.
+    let peek = output(svc.command(service::PYTHON, Jail::user(NOBODY)).args([
+        "-c",
+        &format!(
+            r#"
+import os, signal
+pid = {session}
+for sig in (0, signal.SIGSTOP):
+    try:
+        os.kill(pid, sig); print("signalled", int(sig))
+    except PermissionError:
+        pass
+for f in ("fd", "environ", "mem", "ns/user", "cwd/."):
+    try:
+        os.close(os.open("/proc/%d/%s" % (pid, f), os.O_RDONLY)); print("opened", f)
+    except OSError:
+        pass
+for f in ("fd", "status"):
+    st = os.stat("/proc/%d/%s" % (pid, f))
+    if st.st_uid != 0:
+        print(f, "owned by", st.st_uid)
+"#
+        ),
+    ]));
+    let still = std::fs::read_to_string(format!("/proc/{session}/status")).unwrap_or_default();
+    // SIGINT: strace detaches and lets the session go on.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+    let answer = asking.join().unwrap();
+    assert!(
+        peek.status.success(),
+        "{}",
+        String::from_utf8_lossy(&peek.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&peek.stdout),
+        "",
+        "the peer reached its session while the session had the peer's euid"
+    );
+    // Real, effective, saved and fs uid, all along.
+    let window = format!("Uid:\t0\t{NOBODY}\t0\t{NOBODY}\n");
+    assert!(
+        still.contains(&window),
+        "the session left the window before the peer was done: {still}"
+    );
+    assert!(
+        answer.stdout.starts_with(b"\0BHAN\x01\x00"),
+        "{:?} {}",
+        answer.stdout,
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    svc.wait_idle(Duration::from_secs(5));
+    assert_no_taps(&ns);
+}

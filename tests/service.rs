@@ -315,6 +315,58 @@ fn a_sandbox_peer_whose_setgroups_is_deny_is_answered() {
     assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
 }
 
+/// A peer of nobody's in a user namespace another user (uid 65533) made
+/// and root mapped nobody into (setgroups deny, as an administrator's
+/// newuidmap range might): nobody may not examine its own process there
+/// (only the first level's owner may), so the service refuses it, where
+/// with CAP_SYS_PTRACE it had answered it as nobody on the word of a
+/// namespace nobody does not own.
+#[test]
+fn a_peer_in_a_user_namespace_another_user_made_is_refused() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let script = format!(
+        r#"
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+r, w = os.pipe(); r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setresgid(65533, 65533, 65533); os.setresuid(65533, 65533, 65533)
+    if libc.unshare(0x10000000) != 0: os._exit(10)
+    os.write(w, b'x'); os.read(r2, 1)
+    os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
+    libc.prctl(4, 1)
+    s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
+    s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
+    d = b''
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        d += c
+    sys.stdout.buffer.write(d); sys.stdout.flush(); os._exit(0)
+os.read(r, 1)
+open('/proc/%d/uid_map' % pid, 'w').write('0 {nobody} 1')
+open('/proc/%d/setgroups' % pid, 'w').write('deny')
+open('/proc/%d/gid_map' % pid, 'w').write('0 {nobody} 1')
+os.write(w2, b'x')
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#,
+        sock = service::SOCKET,
+        nobody = NOBODY,
+    );
+    let (tap, status, line) = answer(&svc.python(Jail::root(), &script));
+    assert_eq!((tap, status), (false, 4), "{line}");
+    assert!(line.contains(UNEXAMINABLE), "{line}");
+    assert!(
+        line.contains("a user namespace another user made"),
+        "{line}"
+    );
+    assert_no_taps(&ns);
+}
+
 /// Flatpak's sandbox: bubblewrap run by the user with new user, pid and
 /// ipc namespaces and `--dev /dev`, which nests a second user namespace
 /// (the first, where it mounts devpts as uid 0, keeps no process). The

@@ -162,3 +162,34 @@ fn root_of_a_user_namespace_that_owns_its_network_makes_the_tap_itself() {
         "{name} is in the caller's own network"
     );
 }
+
+/// A setuid run on the host cannot be talked into the user-namespace
+/// path (dropping CAP_NET_ADMIN and forwarding, as if its capabilities
+/// did not reach this network): only the kernel's EPERM for
+/// NS_GET_USERNS says they do not, and a probe that fails otherwise
+/// (here: no descriptor left for /proc/self/ns/net or for the owner the
+/// ioctl returns) leaves the run as it was. At every limit its check
+/// reports a setuid install, never the user-namespace one.
+#[test]
+fn a_setuid_run_out_of_descriptors_stays_a_setuid_run() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let program = sb.install(HELPER, Mode::Setuid);
+    for limit in 3..=8 {
+        let mut cmd = sb.command(&ns, "prlimit", nobody());
+        cmd.arg(format!("--nofile={limit}"))
+            .arg("--")
+            .arg(&program)
+            .args(["--check", "--br=br0"]);
+        let out = output(&mut cmd);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("\ninstalled: setuid root\n")
+                && !report.contains("user namespace that does not own"),
+            "RLIMIT_NOFILE {limit}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_no_taps(&ns);
+}

@@ -78,14 +78,18 @@
 //! - **Real against effective ids.** `SO_PEERCRED` gives the effective
 //!   ids at `connect()`; a setuid run decides by the real ones. The
 //!   service answers only a peer its own user may examine (below, "How
-//!   it is read"), and the kernel lets a user examine only a process whose
-//!   real, effective and saved ids are all that user's and that did not
-//!   start with them apart (such a process is not dumpable). So whenever
-//!   the service answers, the ids it decides by are the real ones too, as
-//!   for a setuid run; a caller whose ids are apart (run from a setuid or
-//!   setgid program) gets a tap from a setuid run and a refusal, saying
-//!   so, from the service, through the forwarder as well (which drops to
-//!   its real ids, but only after it started with them apart).
+//!   it is read"). In the service's own user namespace the kernel lets a
+//!   user examine a process only if its real, effective and saved ids are
+//!   all that user's and it is dumpable, which a process started with them
+//!   apart is not (unless it asks to be again). So the service decides by
+//!   the ids the peer connected with, and there they are its real ones as
+//!   well, as for a setuid run. (Below a user namespace the user owns, a
+//!   peer may hold ids apart, but only ids that user controls there, and
+//!   the first level's `setgroups` still decides.) A caller whose ids are
+//!   apart (run from a setuid or setgid program) gets a tap from a setuid
+//!   run and a refusal, saying so, from the service, through the
+//!   forwarder as well (which drops to its real ids, but only after it
+//!   started with them apart).
 //! - **User namespaces.** A peer in the service's user namespace is
 //!   answered. A peer below it, at any depth, is answered exactly when
 //!   the *first level* (its ancestor whose parent is the service's

@@ -196,6 +196,11 @@ pub fn peer_process(
 fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, Errno> {
     use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
     let (euid, egid) = (geteuid(), getegid());
+    // Not dumpable before the window opens, whatever fs.suid_dumpable
+    // says: at 1 the kernel would leave this process dumpable under the
+    // peer's euid, and the peer could read or write its /proc files
+    // that check only ownership (red team, round 4).
+    nix::sys::prctl::set_dumpable(false)?;
     setegid(Gid::from_raw(gid))?;
     let out = seteuid(Uid::from_raw(uid)).map(|()| f());
     seteuid(euid)?;
@@ -391,6 +396,8 @@ pub enum BindCause {
     Errno(#[from] Errno),
     #[error("not a socket")]
     NotASocket,
+    #[error("it is not a directory of root's that only root may write to (fix: remove it, or chown root and chmod 0755 it)")]
+    UnsafeDirectory,
 }
 
 /// The listening socket systemd handed over (`LISTEN_PID` is us,
@@ -446,7 +453,7 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, ListenError> {
         why,
     };
     if let Some(dir) = path.parent() {
-        socket_directory(dir).map_err(|e| fail("creating the directory of", e.into()))?;
+        socket_directory(dir).map_err(|e| fail("preparing the directory of", e))?;
     }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -477,13 +484,21 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, ListenError> {
 /// the socket unit's DirectoryMode=0755 does: an init system may start
 /// the service with root's 077, which would make it 0700 and keep every
 /// user from the socket. One that exists is left as it is (as systemd
-/// leaves it): only root can have made it, in root's /run.
-fn socket_directory(dir: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(dir).is_ok() {
-        return Ok(());
+/// leaves it) if it is a directory of root's that no one else may write
+/// to; anything else is refused: only root can have made it in root's
+/// /run, so it is a mistake, and users must not be able to swap the
+/// socket a VMM connects to.
+fn socket_directory(dir: &Path) -> Result<(), BindCause> {
+    if let Ok(m) = fs::symlink_metadata(dir) {
+        return if m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0 {
+            Ok(())
+        } else {
+            Err(BindCause::UnsafeDirectory)
+        };
     }
     fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    Ok(())
 }
 
 /// The next connection, close-on-exec.
@@ -663,5 +678,34 @@ pub fn receive(
         }
         buf.truncate(n);
         return Ok((buf, fds));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directory the service binds in: made 0755 when missing; kept
+    /// when root's and writable by root only; refused otherwise, so no
+    /// user can swap the socket VMMs connect to.
+    #[test]
+    fn the_socket_directory_is_made_or_kept_only_when_safe() {
+        let base = std::env::temp_dir().join(format!("bh-sockdir-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        let missing = base.join("made");
+        socket_directory(&missing).unwrap();
+        let mode = fs::metadata(&missing).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        let open = base.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let file = base.join("file");
+        fs::write(&file, b"").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        for (dir, safe) in [(&missing, root), (&open, false), (&file, false)] {
+            let got = socket_directory(dir);
+            assert_eq!(got.is_ok(), safe, "{}: {got:?}", dir.display());
+        }
+        fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -380,7 +380,7 @@ fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside()
 
 /// The session examines its peer's `/proc/PID/ns/user` with the peer's
 /// uid as its effective uid (real and saved uid 0; see
-/// system::service::as_user). Held there by strace at the exit of its
+/// system::peer::as_user). Held there by strace at the exit of its
 /// first setresuid (the seteuid to the peer), the session is open to
 /// nothing of the peer's: the peer may not signal it, stop it, or open
 /// its descriptors, environment or memory, and its /proc files stay

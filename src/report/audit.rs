@@ -53,7 +53,7 @@ enum Asker {
 
 impl Record {
     /// The record of a request the service runs for a peer whose parent
-    /// is `parent` (see [`crate::system::service::peer_parent`]).
+    /// is `parent` (see [`crate::system::peer::peer_parent`]).
     pub fn for_peer(parent: Option<Parent>) -> Record {
         Record {
             asker: Asker::PeerParent(parent),

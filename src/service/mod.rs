@@ -116,10 +116,11 @@
 //!   it, made in any namespace): a peer is answered only if its effective
 //!   uid and gid and its groups, in `/proc/PID/status`, are the ones it
 //!   connected with.
-//!   How it is read: the peer's namespace is opened through a pidfd
-//!   (`SO_PEERPIDFD`; `pidfd_open` on kernels before 6.5) and only trusted
-//!   if the peer is still alive after the open (and the read of its
-//!   `status`), so a recycled pid is never inspected in its place. The
+//!   How it is read ([`crate::system::peer`]): the peer's namespace is
+//!   opened through a pidfd (`SO_PEERPIDFD`; `pidfd_open` on kernels
+//!   before 6.5) and only trusted if the peer is still alive after the
+//!   open (and the read of its `status`), so a recycled pid is never
+//!   inspected in its place. The
 //!   kernel opens another process's `ns/user` only to one that may ptrace
 //!   it, and the service holds no CAP_SYS_PTRACE (with it, a compromised
 //!   service could attach to any process, init included, and so leave its

@@ -28,8 +28,9 @@ use crate::service::wire::{self, Answer, Request};
 use crate::service::{
     IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
 };
+use crate::system::peer::{self, PeerCred};
 use crate::system::process::Parent;
-use crate::system::service::{self as sys, PeerCred};
+use crate::system::service as sys;
 use crate::system::{privileges, startup, users};
 
 /// A session the loop is waiting for.
@@ -147,7 +148,7 @@ pub fn serve(run: Run) -> Result<(), Error> {
         let Ok(conn) = sys::accept(listener.as_fd()) else {
             continue;
         };
-        let Ok(cred) = sys::peer_cred(conn.as_fd()) else {
+        let Ok(cred) = peer::peer_cred(conn.as_fd()) else {
             continue;
         };
         // A user with a subordinate range has many uids: each of them
@@ -221,13 +222,13 @@ fn reap(sessions: &mut HashMap<Pid, Session>) {
 /// fork (never another connection's reading).
 fn session(conn: OwnedFd, cred: PeerCred, subuids: &[SubRange], run: Run) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    let pidfd = sys::peer_pidfd(conn.as_fd(), cred.pid);
+    let pidfd = peer::peer_pidfd(conn.as_fd(), cred.pid);
     // Read as root, before anything else: the peer is there while it
     // asks (a forwarder waits for its answer, and its VMM for it).
     let parent = pidfd
         .as_ref()
         .ok()
-        .and_then(|p| sys::peer_parent(p.as_fd(), cred.pid));
+        .and_then(|p| peer::peer_parent(p.as_fd(), cred.pid));
     let request = match read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE) {
         Ok(Some(request)) => request,
         // Closed before its first byte (`--check`'s probe, a port scan):
@@ -314,10 +315,10 @@ fn identify(
     pidfd: Result<OwnedFd, Errno>,
 ) -> Result<Peer, Error> {
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
-    let groups = sys::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
+    let groups = peer::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
-    let (userns, status) =
-        sys::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
+    let (userns, status) = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid)
+        .map_err(|e| {
             kernel(
                 "the connecting process's user namespace (did it exit before its answer?)",
                 e,

@@ -4,9 +4,9 @@
 //!
 //! Every `unsafe` block and raw system call of the program is here, by
 //! topic, each with a `SAFETY` note, in the files marked
-//! `#[allow(unsafe_code)]` below (caps, files, memory, service, startup,
-//! tun, and netlink's ext_ack); the other modules use them or nix's safe wrappers
-//! and present safe functions to the rest of the program.
+//! `#[allow(unsafe_code)]` below (caps, files, memory, peer, service,
+//! startup, tun, and netlink's ext_ack); the other modules use them or nix's
+//! safe wrappers and present safe functions to the rest of the program.
 
 #[allow(unsafe_code)]
 pub mod caps;
@@ -17,6 +17,8 @@ pub mod files;
 #[allow(unsafe_code)]
 pub mod memory;
 pub mod netlink;
+#[allow(unsafe_code)]
+pub mod peer;
 pub mod privileges;
 pub mod process;
 #[allow(unsafe_code)]

@@ -228,7 +228,7 @@ fn each_install_mode() {
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     assert_eq!(r.code, Some(5), "{}", r.stdout);
     has(&r, "installed: neither setuid root nor a file capability");
-    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)");
+    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)");
     has(&r, "exit status: 5");
 }
 
@@ -384,7 +384,7 @@ fn install_faults_name_their_fix_and_the_verdict_follows() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let tun_fix = "/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does";
+    let tun_fix = "/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does";
     let mut jail = Jail::for_mode(Mode::FileCaps);
     jail.tun_0666 = false;
     let r = check_in(&sb, &ns, Mode::FileCaps, jail, &["--br=br0"]);
@@ -396,14 +396,14 @@ fn install_faults_name_their_fix_and_the_verdict_follows() {
             &tun_fix["/dev/net/tun: ".len()..]
         ),
     );
-    let cap_fix = "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)";
+    let cap_fix = "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)";
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     has(
         &r,
         &format!("CAP_NET_ADMIN: a run does not get it: {cap_fix}"),
     );
     // The run itself asks the service, finds none, and says both fixes.
-    has(&r, "verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'");
+    has(&r, "verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666");
     sb.etc_file("bridge.conf", "allow br0\n", 0o666);
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");

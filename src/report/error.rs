@@ -39,7 +39,7 @@ pub enum Error {
         file: &'static str,
         asked: Bytes,
     },
-    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (from the package: dpkg-reconfigure bridge-helper)")]
+    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)")]
     NoNetAdmin,
     /// Shown as `io::Error` shows an errno (`... (os error 13)`).
     #[error("cannot open /dev/net/tun: {cause}{hint}", cause = std::io::Error::from(*.0), hint = tun_hint(*.0))]
@@ -93,11 +93,11 @@ pub enum Error {
     #[error("bridge-helper service: {0}")]
     Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
-    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'", cause = .why.desc())]
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666", cause = .why.desc())]
     NoPrivilegeNoService { socket: &'static str, why: Errno },
     /// The same for a run privileged only in a user namespace that does
     /// not own its network namespace: no install of the binary helps it.
-    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host ('systemctl enable --now bridge-helper.socket'), or run outside that user namespace", cause = .why.desc())]
+    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or run outside that user namespace", cause = .why.desc())]
     NamespaceNoService { socket: &'static str, why: Errno },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
@@ -121,7 +121,7 @@ fn libvirt_hint(name: &Bytes) -> &'static str {
 /// node at all.
 fn tun_hint(errno: Errno) -> &'static str {
     match errno {
-        Errno::EACCES => "; fix: dpkg-reconfigure bridge-helper (the package then installs this program setuid root), or make the node mode 0666, as Debian's udev rule does",
+        Errno::EACCES => "; fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
         Errno::ENOENT => "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
         _ => "",
     }
@@ -406,6 +406,16 @@ mod tests {
                 Error::TunDevice(Errno::ENOENT),
                 "cannot open /dev/net/tun: No such file or directory (os error 2); fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
             ),
+            // Each fix names where it works: the package's command as the
+            // package's, a file capability only with a 0666 node.
+            (
+                Error::TunDevice(Errno::EACCES),
+                "cannot open /dev/net/tun: Permission denied (os error 13); fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
+            ),
+            (
+                Error::NoNetAdmin,
+                "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)",
+            ),
             (
                 Error::TunDevice(Errno::ENXIO),
                 "cannot open /dev/net/tun: No such device or address (os error 6)",
@@ -449,7 +459,7 @@ mod tests {
                     socket: SOCKET_PATH,
                     why: Errno::ENOENT,
                 },
-                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket'), or install this program setuid root or with 'setcap cap_net_admin+ep'",
+                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666",
             ),
             (
                 Error::NoPrivilegeNoService {
@@ -457,7 +467,7 @@ mod tests {
                     why: Errno::ECONNREFUSED,
                 }
                 .in_user_namespace(),
-                "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket'), or run outside that user namespace",
+                "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or run outside that user namespace",
             ),
             (
                 Error::PeerRefused(Refusal::SubUid {

@@ -308,6 +308,42 @@ fn readme_examples_are_valid_commands_and_files() {
     );
 }
 
+/// The README's first quick-start command is CI's too: `.ci/run` runs
+/// `scripts/demo` and fails unless it shows both outcomes, in the words
+/// the demo prints them (its "QEMU" side formats the line).
+#[test]
+fn ci_runs_the_demo_and_requires_a_granted_and_a_refused_run() {
+    let first = readme_examples()
+        .iter()
+        .flat_map(command_lines)
+        .next()
+        .map(|l| l.split('#').next().unwrap().trim().to_string());
+    assert_eq!(first.as_deref(), Some("scripts/demo"));
+    let ci = manifest(".ci/run");
+    let demo = ci
+        .lines()
+        .find(|l| l.starts_with("demo=$(scripts/demo "))
+        .expect(".ci/run does not run scripts/demo");
+    assert!(demo.contains("|| {"), "a failed demo must fail CI: {demo}");
+    for outcome in [
+        "'exit status 0, 1 fd received'",
+        "'exit status 4, 0 fd received'",
+    ] {
+        assert!(
+            ci.lines()
+                .any(|l| l.contains(&format!("! grep -q {outcome} <<<\"$demo\""))),
+            ".ci/run does not require {outcome}"
+        );
+    }
+    assert!(
+        manifest("scripts/demo")
+            .contains(r#"print(f"  exit status {status}, {len(fds)} fd received", flush=True)"#),
+        "scripts/demo no longer prints the line .ci/run looks for"
+    );
+    // The binary .ci/run checks is the one cargo built, wherever that is.
+    assert!(ci.contains(r#"binary="${CARGO_TARGET_DIR:-target}/"#));
+}
+
 /// The parser is not vacuous: it refuses what the helper refuses.
 #[test]
 fn a_wrong_example_would_fail() {

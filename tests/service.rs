@@ -493,6 +493,64 @@ fn a_caller_whose_real_and_effective_ids_differ_is_decided_by_real_ids_by_a_setu
     assert_no_taps(&ns);
 }
 
+/// `setpriv` arguments: real uid 65534, effective uid 1, gids 65534, no
+/// supplementary groups (a caller run from a setuid program, say).
+const SPLIT_UIDS: &[&str] = &[
+    "--ruid=65534",
+    "--euid=1",
+    "--regid=65534",
+    "--clear-groups",
+    "--",
+];
+
+/// `--check` on a copy that asks the service, by a caller whose real and
+/// effective ids differ: the service will refuse its run (the forwarder,
+/// started with them apart, is not dumpable after its drop), and the check,
+/// not dumpable after the same drop, says so with the run's own line and
+/// status, not "a run would attach".
+#[test]
+fn check_of_a_caller_whose_ids_differ_gives_the_services_refusal_and_status() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let out = output(
+        svc.command("setpriv", Jail::root())
+            .args(SPLIT_UIDS)
+            .arg(&forwarder)
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    assert!(
+        report.contains("\nservice: refuses this process: it is not dumpable"),
+        "{report}"
+    );
+    let mut cmd = svc.command("setpriv", Jail::root());
+    cmd.args(SPLIT_UIDS).arg(&forwarder).arg("--br=br0");
+    let (child, ours) = spawn_with_socket(&mut cmd, true);
+    let run = HelperRun::collect(child.wait_with_output().unwrap(), ours);
+    run.expect_refusal(4, UNEXAMINABLE);
+    let line = run.stderr.trim_end().trim_start_matches("bridge-helper: ");
+    assert!(
+        report.ends_with(&format!(
+            "verdict: a run would stop: {line}\nexit status: 4\n"
+        )),
+        "{report}{line}"
+    );
+    // With its ids one, the same user's check and run both say yes.
+    let out = output(
+        svc.command(&forwarder, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(!report.contains("refuses this process"), "{report}");
+    svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
+    assert_no_taps(&ns);
+}
+
 /// The service reads a peer's `/proc/PID/ns/user` as the peer's own user
 /// (it holds no CAP_SYS_PTRACE, see debian/bridge-helper.service): a peer
 /// that user may not examine, here one that made itself not dumpable, is

@@ -100,6 +100,13 @@ fn root_of_a_user_namespace_on_the_hosts_network_asks_the_service() {
                 && !report.contains("chown"),
             "{mode:?}: {report}"
         );
+        // And by whose uid the service decides: the host's, not root's.
+        assert!(
+            report.contains(" check for uid 0 (root) in a user namespace: the service decides by its uid on the host, 65534 if this namespace was made there\n")
+                && report.contains("whether uid 65534 (its uid on the host if this namespace was made there) may attach to 'br0'\n")
+                && !report.contains("whether uid 0 "),
+            "{mode:?}: {report}"
+        );
     }
     assert_no_taps(&ns);
 }

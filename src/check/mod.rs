@@ -25,6 +25,7 @@ use crate::policy::helper_conf::Settings;
 use crate::report::error::Error;
 use crate::report::escape::{Bytes, Quoted};
 use crate::report::status;
+use crate::service::identity::Refusal;
 use crate::steps;
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges::{self, Caller};
@@ -58,10 +59,14 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 .install
                 .asks_service()
                 .then(|| probe_service(&mut report));
+            let refused = matches!(service, Some(Ok(())))
+                .then(|| unexaminable(&caller))
+                .flatten();
             Install {
                 how: caller.install,
                 from_file: false,
                 service,
+                refused,
                 net_admin: caller.require_net_admin(),
                 tun: caller.tun.check(),
             }
@@ -119,17 +124,23 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 how,
                 from_file: true,
                 service,
+                // How the user would start a run is not known here.
+                refused: None,
                 net_admin,
                 tun: early_tun.unwrap_or_else(|| caller.tun.check()),
             }
         }
     };
+    // Asked from a user namespace, the service decides by the uid the
+    // caller has on the host, not the one it has here.
+    let host_uid = (install.service.is_some() && privileges::in_nested_user_namespace())
+        .then(|| privileges::uid_in_parent_namespace(caller.uid));
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
     privileges::drop_all()?;
     // The last two lines, whatever stopped the check: the verdict, and
     // the status, which agree.
-    let verdict = check(&caller, install, root, request, &mut report);
+    let verdict = check(&caller, install, host_uid, root, request, &mut report);
     report.line(match &verdict {
         Ok(allowed) => format!("verdict: {allowed}"),
         Err(Stop::NoBridge(_)) => format!(
@@ -147,7 +158,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
         Err(e) => e.status(),
     };
     report.line(format!("exit status: {code}"));
-    let text = format!("{}{}", header(&caller), report.text);
+    let text = format!("{}{}", header(&caller, host_uid), report.text);
     let _ = std::io::stdout().write_all(text.as_bytes());
     match outcome {
         Ok(()) => Ok(()),
@@ -156,13 +167,38 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     }
 }
 
-fn header(caller: &Caller) -> String {
+/// The first line: whom the check is for. `host_uid`: for a check that
+/// asks the service from a user namespace, the caller's uid one level up
+/// (`None` inside: not known), which is its uid on the host, the one the
+/// service decides by, when the namespace was made on the host (nothing
+/// inside it tells how deep it is).
+fn header(caller: &Caller, host_uid: Option<Option<u32>>) -> String {
+    let by = match host_uid {
+        None => String::new(),
+        Some(None) => " in a user namespace: the service decides by its uid on the host".into(),
+        Some(Some(uid)) => format!(
+            " in a user namespace: the service decides by its uid on the host, {uid} if this namespace was made there"
+        ),
+    };
     format!(
-        "bridge-helper {} check for uid {}{}\n",
+        "bridge-helper {} check for uid {}{}{by}\n",
         env!("CARGO_PKG_VERSION"),
         caller.uid,
         user_name(caller.uid)
     )
+}
+
+/// The service's refusal of a run from this process, where it can be told
+/// for certain: the service refuses a peer its own user may not examine
+/// ([`Refusal::Unexaminable`]), and in the initial user namespace a
+/// process that is not dumpable is one (the forwarder, started as this
+/// process was and after the same drop, is exactly as dumpable; it holds
+/// no capability and its ids are one). Below a user namespace the user
+/// made, the service may examine it all the same.
+fn unexaminable(caller: &Caller) -> Option<Refusal> {
+    let dumpable = privileges::dumpable().unwrap_or(true);
+    (!dumpable && !privileges::in_nested_user_namespace())
+        .then(|| Refusal::Unexaminable(caller.uid.as_raw()))
 }
 
 /// Without privilege a run asks the service, which runs as root: the line
@@ -191,13 +227,18 @@ struct Install {
     /// For a copy without privilege: whether the service's socket
     /// accepts connections (`None`: a run does not ask the service).
     service: Option<Result<(), nix::errno::Errno>>,
+    /// The service's refusal of this process, known in advance.
+    refused: Option<Refusal>,
     net_admin: Result<(), Error>,
     tun: Result<(), Error>,
 }
 
+/// `host_uid`: as for [`header`]; `Some` exactly when the service decides
+/// from the host's view.
 fn check(
     caller: &Caller,
     install: Install,
+    host_uid: Option<Option<u32>>,
     root: bool,
     request: &CheckRequest,
     out: &mut Report,
@@ -209,13 +250,19 @@ fn check(
         ""
     };
     out.line(format!("installed: {}{from}", install.how));
-    let asks_service = install.service.is_some();
     let (privilege, tun) = match install.service {
         // What the service provides, not checked here: it runs as root.
         Some(Ok(())) => {
             out.line("CAP_NET_ADMIN: through the service (a run asks it; it runs as root)");
             out.line("/dev/net/tun: through the service (it opens the device for the run)");
-            (Ok(()), Ok(()))
+            let privilege = match install.refused {
+                Some(why) => {
+                    out.line("service: refuses this process: it is not dumpable (it started with its real and effective ids apart, or as a setuid, setgid or file-capability program), so its own user may not examine it");
+                    Err(Error::PeerRefused(why))
+                }
+                None => Ok(()),
+            };
+            (privilege, Ok(()))
         }
         _ => {
             out.line(match &install.net_admin {
@@ -247,7 +294,7 @@ fn check(
 
     out.line(format!("ACL file: {}", compiled::ACL_FILE));
     out.line(format!("settings file: {}", compiled::SETTINGS_FILE));
-    if asks_service && privileges::in_nested_user_namespace() {
+    if let Some(host_uid) = host_uid {
         // Root's files show here as the overflow uid's: judged from this
         // view they would all be untrusted, and the fix named (chown)
         // harmful. A run is decided by the service, which reads them from
@@ -256,9 +303,11 @@ fn check(
         out.line("not checked: the ACL files and the bridges' verdicts (the service decides), the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
         privilege?;
         tun?;
+        let who = host_uid.map_or("this process's uid on the host".into(), |uid| {
+            format!("uid {uid} (its uid on the host if this namespace was made there)")
+        });
         return Ok(format!(
-            "a run asks the service, which decides from the host's view whether uid {} may attach to {}",
-            caller.uid,
+            "a run asks the service, which decides from the host's view whether {who} may attach to {}",
             request
                 .bridge
                 .as_ref()

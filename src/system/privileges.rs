@@ -463,3 +463,51 @@ pub fn in_nested_user_namespace() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
+
+/// Whether this process is dumpable (`PR_GET_DUMPABLE`). One that started
+/// with its real and effective ids apart (run by setpriv, or from a setuid
+/// or setgid program) is not, unless fs.suid_dumpable says otherwise, and
+/// the drop to its real ids does not make it so again.
+pub fn dumpable() -> Result<bool, Errno> {
+    nix::sys::prctl::get_dumpable()
+}
+
+/// `uid` (of this process's user namespace) as the parent namespace sees
+/// it, from `/proc/self/uid_map` (whose outside ids are the parent's);
+/// `None` if it cannot be read or maps no such uid.
+pub fn uid_in_parent_namespace(uid: Uid) -> Option<u32> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    outside_id(&map, uid.as_raw())
+}
+
+/// The outside id of `id` in the text of a `uid_map`: lines of
+/// `inside outside count`.
+fn outside_id(map: &str, id: u32) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
+        let (inside, outside, count) = (fields.next()??, fields.next()??, fields.next()??);
+        let offset = id.checked_sub(inside).filter(|&o| o < count)?;
+        outside.checked_add(offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outside_id;
+
+    #[test]
+    fn a_uid_map_line_gives_the_outside_id_of_an_inside_one() {
+        // unshare --user --map-root-user, run by nobody.
+        assert_eq!(
+            outside_id("         0      65534          1\n", 0),
+            Some(65534)
+        );
+        assert_eq!(outside_id("         0      65534          1\n", 1), None);
+        let two = "0 1000 1\n1 100000 65536\n";
+        assert_eq!(outside_id(two, 5), Some(100_004));
+        assert_eq!(outside_id(two, 65537), None);
+        assert_eq!(outside_id("0 0 4294967295\n", 7), Some(7));
+        assert_eq!(outside_id("", 0), None);
+        assert_eq!(outside_id("0 x 1\n", 0), None);
+    }
+}

@@ -27,6 +27,7 @@ use crate::report::escape::{Bytes, Quoted};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::steps;
+use crate::system::caps;
 use crate::system::netlink::{Link, Rtnetlink};
 use crate::system::privileges::{self, Caller};
 use crate::system::trusted_files::SystemFiles;
@@ -196,7 +197,7 @@ fn header(caller: &Caller, host_uid: Option<Option<u32>>) -> String {
 /// no capability and its ids are one). Below a user namespace the user
 /// made, the service may examine it all the same.
 fn unexaminable(caller: &Caller) -> Option<Refusal> {
-    let dumpable = privileges::dumpable().unwrap_or(true);
+    let dumpable = caps::dumpable().unwrap_or(true);
     (!dumpable && !privileges::in_nested_user_namespace())
         .then(|| Refusal::Unexaminable(caller.uid.as_raw()))
 }

@@ -136,6 +136,19 @@ pub fn set_no_new_privs() -> Result<(), Errno> {
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop)
 }
 
+/// Whether this process is dumpable as ptrace means it, and so may be
+/// examined by its own user (what the service requires of a peer, see
+/// `service::identity`): the kernel's SUID_DUMP_USER (1;
+/// linux/sched/coredump.h, not in libc). One that started with its real
+/// and effective ids apart (under setpriv, or a setuid or setgid program)
+/// is not, unless fs.suid_dumpable is 1, and the drop to its real ids does
+/// not make it so again; under fs.suid_dumpable 2 it reads 2, as
+/// unexaminable as 0.
+pub fn dumpable() -> Result<bool, Errno> {
+    const SUID_DUMP_USER: libc::c_int = 1;
+    prctl(libc::PR_GET_DUMPABLE, 0).map(|value| value == SUID_DUMP_USER)
+}
+
 /// Whether capabilities held in this process's user namespace count in
 /// its network namespace, where a run makes its tap: they do when the
 /// user namespace owns the network namespace or is an ancestor of its

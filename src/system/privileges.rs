@@ -464,14 +464,6 @@ pub fn in_nested_user_namespace() -> bool {
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
-/// Whether this process is dumpable (`PR_GET_DUMPABLE`). One that started
-/// with its real and effective ids apart (run by setpriv, or from a setuid
-/// or setgid program) is not, unless fs.suid_dumpable says otherwise, and
-/// the drop to its real ids does not make it so again.
-pub fn dumpable() -> Result<bool, Errno> {
-    nix::sys::prctl::get_dumpable()
-}
-
 /// `uid` (of this process's user namespace) as the parent namespace sees
 /// it, from `/proc/self/uid_map` (whose outside ids are the parent's);
 /// `None` if it cannot be read or maps no such uid.

@@ -207,6 +207,31 @@ fn a_service_binding_its_own_socket_sets_its_modes_whatever_the_umask() {
     let (socket, kind) = mode(service::SOCKET);
     assert!(kind.is_socket());
     assert_eq!(socket, 0o666, "the socket is {socket:o}");
+    // Started by root with every capability, it holds only the unit's
+    // (CapabilityBoundingSet=: DAC_OVERRIDE, KILL, SETGID, SETUID,
+    // SETPCAP, NET_ADMIN) and no_new_privs, as under systemd: not
+    // CAP_SYS_PTRACE, which would let it attach to any process.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", svc.pid())).unwrap();
+    for key in [
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+    ] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{key} in {status}"));
+        let want = match key {
+            "CapInh:" | "CapAmb:" => "0000000000000000",
+            "NoNewPrivs:" => "1",
+            _ => "00000000000011e2",
+        };
+        assert_eq!(value, want, "{key} of a --serve started by root");
+    }
     let fd = svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
     let (name, _) = tun_get_iff(&fd);
     assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));

@@ -104,6 +104,8 @@ pub fn serve(run: Run) -> Result<(), Error> {
             false,
         ),
     };
+    // The unit's capability set and no_new_privs, whoever started us.
+    privileges::enter_service()?;
     // The state every session's run starts from (see crate::service, "Why
     // no exec"): set once, the loop changes none of it. The environment
     // is systemd's (or root's shell's); a run reads none of it, and gets

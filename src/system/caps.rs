@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::errno::Errno;
 
 pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_KILL: u32 = 5;
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;
@@ -100,10 +101,14 @@ fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<libc::c_int, Errno>
     })
 }
 
-/// Empties the bounding set, so nothing this process might exec can ever
-/// regain a capability. Stops at the first number the kernel does not know.
-pub fn drop_bounding_set() -> Result<(), Errno> {
+/// Drops from the bounding set every capability not in `keep` (a mask of
+/// `1 << CAP_*`), so nothing this process might exec can ever regain one.
+/// Stops at the first number the kernel does not know.
+pub fn drop_bounding_set(keep: u64) -> Result<(), Errno> {
     for cap in 0..64 {
+        if keep & (1 << cap) != 0 {
+            continue;
+        }
         match prctl(libc::PR_CAPBSET_DROP, cap) {
             Ok(_) => {}
             Err(Errno::EINVAL) if cap > libc::c_ulong::from(CAP_NET_ADMIN) => return Ok(()),

@@ -7,7 +7,7 @@ use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Ui
 
 use crate::report::error::{Dropping, Error, IdKind};
 use crate::system::caps::{
-    self, CapSets, CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID,
+    self, CapSets, CAP_DAC_OVERRIDE, CAP_KILL, CAP_NET_ADMIN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID,
 };
 use crate::system::files;
 
@@ -253,6 +253,37 @@ fn take_groups(gid: Gid, groups: &[Gid]) -> Result<(), Error> {
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))
 }
 
+/// What `bridge-helper --serve` holds, however it was started: the
+/// service unit's CapabilityBoundingSet= (debian/bridge-helper.service,
+/// which says what each is for), so that a service started by hand or by
+/// an init system without systemd is held to the same set.
+const SERVICE: u64 = NET_ADMIN | DAC_OVERRIDE | BECOME | (1 << CAP_SETPCAP) | (1 << CAP_KILL);
+
+/// Gives up, in the service's own process before its first connection,
+/// every capability its sessions do not use (bounding, effective,
+/// permitted, inheritable and ambient sets) and sets no_new_privs: what
+/// the unit's CapabilityBoundingSet= and NoNewPrivileges= do under
+/// systemd (where this changes nothing). Without it, `--serve` run by hand
+/// would keep all of root's capabilities, CAP_SYS_PTRACE included, which
+/// lets a process attach to any other and leave any bounding set behind.
+pub fn enter_service() -> Result<(), Error> {
+    let now = caps::capget().map_err(|e| fail("capget", e))?;
+    // Without CAP_SETPCAP (an administrator's narrower unit) the bounding
+    // set cannot be changed, and whoever removed it limited that set.
+    if now.effective & (1 << CAP_SETPCAP) != 0 {
+        caps::drop_bounding_set(SERVICE).map_err(|e| fail("limiting the bounding set", e))?;
+    }
+    let held = now.permitted & SERVICE;
+    caps::capset(&CapSets {
+        effective: held,
+        permitted: held,
+        inheritable: 0,
+    })
+    .map_err(|e| fail("capset", e))?;
+    caps::clear_ambient().map_err(|e| fail("PR_CAP_AMBIENT_CLEAR_ALL", e))?;
+    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))
+}
+
 /// Puts this root process in the state the kernel leaves a setuid-root
 /// program in when `uid` runs it with primary group `gid` and the
 /// supplementary `groups`: those groups, `gid` as every gid, `uid` as the
@@ -387,7 +418,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
         (true, false, false, false) => Install::Neither,
     };
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
-        caps::drop_bounding_set().map_err(|e| fail("clearing the bounding set", e))?;
+        caps::drop_bounding_set(0).map_err(|e| fail("clearing the bounding set", e))?;
     }
     caps::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     setresgid(gid, gid, gid).map_err(|e| own_id(IdKind::Gid, e))?;

@@ -403,7 +403,7 @@ fn install_faults_name_their_fix_and_the_verdict_follows() {
         &format!("CAP_NET_ADMIN: a run does not get it: {cap_fix}"),
     );
     // The run itself asks the service, finds none, and says both fixes.
-    has(&r, "verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666");
+    has(&r, "verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666");
     sb.etc_file("bridge.conf", "allow br0\n", 0o666);
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");

@@ -116,6 +116,12 @@ fn with_no_privilege_and_no_service_one_line_names_both_fixes() {
         run.stderr
     );
     assert!(
+        run.stderr
+            .contains("'bridge-helper --serve' as root without systemd"),
+        "{}",
+        run.stderr
+    );
+    assert!(
         run.stderr.contains("setcap cap_net_admin+ep"),
         "{}",
         run.stderr

@@ -128,7 +128,7 @@ fn root_of_a_user_namespace_with_no_service_is_told_to_start_one_or_leave() {
         let (child, ours) = spawn_with_socket(&mut cmd, args[0] != "--check");
         HelperRun::collect(child.wait_with_output().expect("wait"), ours)
     };
-    let text = "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service on the host ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or run outside that user namespace";
+    let text = "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service on the host ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or run outside that user namespace";
     let run = unshare(&["--br=br0"]);
     run.expect_refusal(5, text);
     let check = unshare(&["--check", "--br=br0"]);

@@ -18,6 +18,10 @@ use crate::system::caps::CapSets;
 use crate::system::netlink::NlError;
 use crate::system::service::ListenError;
 
+/// How to start the service, on hosts with systemd and without, for every
+/// line that tells a caller to start it.
+pub const START_SERVICE: &str = "('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} ({USAGE})")]
@@ -93,11 +97,11 @@ pub enum Error {
     #[error("bridge-helper service: {0}")]
     Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
-    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666", cause = .why.desc())]
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service {how}, or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666", cause = .why.desc(), how = START_SERVICE)]
     NoPrivilegeNoService { socket: &'static str, why: Errno },
     /// The same for a run privileged only in a user namespace that does
     /// not own its network namespace: no install of the binary helps it.
-    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or run outside that user namespace", cause = .why.desc())]
+    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
     NamespaceNoService { socket: &'static str, why: Errno },
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
@@ -459,7 +463,7 @@ mod tests {
                     socket: SOCKET_PATH,
                     why: Errno::ENOENT,
                 },
-                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666",
+                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666",
             ),
             (
                 Error::NoPrivilegeNoService {
@@ -467,7 +471,7 @@ mod tests {
                     why: Errno::ECONNREFUSED,
                 }
                 .in_user_namespace(),
-                "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket', its units installed: bridge-helper(8) SERVICE), or run outside that user namespace",
+                "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or run outside that user namespace",
             ),
             (
                 Error::PeerRefused(Refusal::SubUid {

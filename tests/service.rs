@@ -554,8 +554,15 @@ fn check_of_a_caller_whose_ids_differ_gives_the_services_refusal_and_status() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{report}");
+    // Next to the service's line, naming its fix.
+    let refusal = report
+        .lines()
+        .skip_while(|l| !l.starts_with("service: "))
+        .nth(1)
+        .unwrap_or_default();
     assert!(
-        report.contains("\nservice: refuses this process: it is not dumpable"),
+        refusal.starts_with("service: refuses this process: it is not dumpable")
+            && refusal.contains("; fix: run from an ordinary process of this user"),
         "{report}"
     );
     let mut cmd = svc.command("setpriv", Jail::root());
@@ -580,6 +587,55 @@ fn check_of_a_caller_whose_ids_differ_gives_the_services_refusal_and_status() {
     assert!(!report.contains("refuses this process"), "{report}");
     svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
     assert_no_taps(&ns);
+}
+
+/// The same caller where no service answers: a run stops for want of the
+/// service (status 5, the verdict), and the check says that the service,
+/// once started, would refuse this process too, so that starting it is
+/// not the whole fix.
+#[test]
+fn check_of_a_caller_whose_ids_differ_with_no_service_says_it_would_be_refused() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    // The sandbox's own mount namespace: no service socket there.
+    let out = output(
+        sb.command(&ns, "setpriv", Jail::root())
+            .args(SPLIT_UIDS)
+            .arg(&forwarder)
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    let mut service = report.lines().filter(|l| l.starts_with("service: "));
+    assert!(
+        service
+            .next()
+            .is_some_and(|l| l.starts_with("service: no service answers at ")
+                && l.contains("; fix: start the service (")),
+        "{report}"
+    );
+    assert!(
+        service.next().is_some_and(|l| l
+            .starts_with("service: would refuse this process once started: it is not dumpable")
+            && l.contains("; fix: ")),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "\nverdict: a run would stop: cannot create a tap: this copy has no privilege"
+        ),
+        "{report}"
+    );
+    // With its ids one, no such line.
+    let out = output(
+        sb.command(&ns, &forwarder, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    assert!(!report.contains("refuse this process"), "{report}");
 }
 
 /// The service reads a peer's `/proc/PID/ns/user` as the peer's own user
@@ -904,7 +960,9 @@ fn check_on_a_service_install_says_a_run_asks_the_service() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{report}");
     assert!(
-        report.contains("service: no service answers at /run/bridge-helper/socket"),
+        report.contains(
+            "service: no service answers at /run/bridge-helper/socket (No such file or directory); fix: start the service ('systemctl enable --now bridge-helper.socket'"
+        ),
         "{report}"
     );
     let run = sb.run_helper(&ns, Mode::Unprivileged, &["--br=br0"]);

@@ -22,7 +22,7 @@ use crate::policy::bridge_conf::{Rule, Target};
 use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::helper_conf::Settings;
-use crate::report::error::Error;
+use crate::report::error::{Error, START_SERVICE};
 use crate::report::escape::{Bytes, Quoted};
 use crate::report::status;
 use crate::service::identity::Refusal;
@@ -59,9 +59,21 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let service = caller
                 .install
                 .asks_service()
-                .then(|| probe_service(&mut report));
+                .then(|| probe_service(&mut report, caller.install));
+            // Said next to the service's line, answering or not: once
+            // started, the service refuses this process all the same.
+            let unexaminable = service.is_some().then(|| unexaminable(&caller)).flatten();
+            if unexaminable.is_some() {
+                let refuses = match service {
+                    Some(Ok(())) => "refuses this process",
+                    _ => "would refuse this process once started",
+                };
+                report.line(format!("service: {refuses}: it is not dumpable (it started with its real and effective ids apart, or as a setuid, setgid or file-capability program), so its own user may not examine it; fix: run from an ordinary process of this user, started with its real and effective ids the same (root, or a process with CAP_NET_ADMIN, runs bridge-helper itself)"));
+            }
+            // The verdict is the refusal only where the service answers:
+            // without one, a run stops first for want of it.
             let refused = matches!(service, Some(Ok(())))
-                .then(|| unexaminable(&caller))
+                .then_some(unexaminable)
                 .flatten();
             Install {
                 how: caller.install,
@@ -99,7 +111,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let how = privileges::installed_binary();
             // Probed as root, before becoming the user: the socket is
             // open to everyone, and the probe is not a request.
-            let service = how.asks_service().then(|| probe_service(&mut report));
+            let service = how.asks_service().then(|| probe_service(&mut report, how));
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
                 _ => Err(Error::NoNetAdmin),
@@ -207,14 +219,25 @@ fn unexaminable(caller: &Caller) -> Option<Refusal> {
 /// closed before its first byte, which the service neither logs nor
 /// answers: the wire format has no request that runs nothing, so whether
 /// the service itself then starts (systemd accepts for it) is not known.
-fn probe_service(report: &mut Report) -> Result<(), nix::errno::Errno> {
+/// `how`: the install, for the fix (a caller in another user namespace
+/// needs the host's service).
+fn probe_service(report: &mut Report, how: privileges::Install) -> Result<(), nix::errno::Errno> {
     let socket = crate::service::SOCKET_PATH;
     let reached = crate::service::forward::service_reachable();
     report.line(match &reached {
         Ok(()) => format!(
             "service: {socket} accepts connections; a run asks the service there, as this copy has no privilege"
         ),
-        Err(e) => format!("service: no service answers at {socket} ({})", e.desc()),
+        Err(e) => {
+            let host = match how {
+                privileges::Install::OtherUserNamespace => " on the host",
+                _ => "",
+            };
+            format!(
+                "service: no service answers at {socket} ({}); fix: start the service{host} {START_SERVICE}",
+                e.desc()
+            )
+        }
     });
     reached
 }
@@ -256,13 +279,10 @@ fn check(
         Some(Ok(())) => {
             out.line("CAP_NET_ADMIN: through the service (a run asks it; it runs as root)");
             out.line("/dev/net/tun: through the service (it opens the device for the run)");
-            let privilege = match install.refused {
-                Some(why) => {
-                    out.line("service: refuses this process: it is not dumpable (it started with its real and effective ids apart, or as a setuid, setgid or file-capability program), so its own user may not examine it");
-                    Err(Error::PeerRefused(why))
-                }
-                None => Ok(()),
-            };
+            // The refusal's line is next to the service's (`run`).
+            let privilege = install
+                .refused
+                .map_or(Ok(()), |why| Err(Error::PeerRefused(why)));
             (privilege, Ok(()))
         }
         _ => {

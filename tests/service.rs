@@ -1151,7 +1151,7 @@ fn a_connection_turned_away_as_busy_is_logged_with_its_uid() {
     assert!(
         lines[0].ends_with(
             "uid=0 user='root' ppid=? comm=? bridge=? refused by the service (status 5): \
-             bridge-helper service: busy: 64 requests of uid 0 already running; try again"
+             service: busy: 64 requests of uid 0 already running; try again"
         ),
         "{}",
         lines[0]

@@ -94,7 +94,7 @@ pub enum Error {
     #[error("refused by the bridge-helper service: {0}")]
     PeerRefused(Refusal),
     /// The service, or the way to it, failed.
-    #[error("bridge-helper service: {0}")]
+    #[error("service: {0}")]
     Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
     #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service {how}, or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666", cause = .why.desc(), how = START_SERVICE)]
@@ -452,11 +452,11 @@ mod tests {
             ),
             (
                 ServiceFault::BusyUser { max: 64, uid: 7 }.into(),
-                "bridge-helper service: busy: 64 requests of uid 7 already running; try again",
+                "service: busy: 64 requests of uid 7 already running; try again",
             ),
             (
                 ServiceFault::Asking(Errno::ECONNRESET).into(),
-                "bridge-helper service: asking the service at /run/bridge-helper/socket: Connection reset by peer",
+                "service: asking the service at /run/bridge-helper/socket: Connection reset by peer",
             ),
             (
                 Error::NoPrivilegeNoService {

@@ -193,13 +193,16 @@ pub fn peer_process(
 fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, Errno> {
     use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
     let (euid, egid) = (geteuid(), getegid());
-    // Not dumpable before the window opens, whatever fs.suid_dumpable
-    // says: at 1 the kernel would leave this process dumpable under the
-    // peer's euid, and the peer could read or write its /proc files
-    // that check only ownership (red team, round 4).
-    nix::sys::prctl::set_dumpable(false)?;
     setegid(Gid::from_raw(gid))?;
-    let out = seteuid(Uid::from_raw(uid)).map(|()| f());
+    // Not dumpable in the window, whatever fs.suid_dumpable says: every
+    // change of an effective id sets dumpability to fs.suid_dumpable
+    // (commit_creds), so it is cleared after the last one, not before
+    // (a clear before would be undone). At 1 this process would be
+    // dumpable under the peer's euid, and the peer could read or write
+    // its /proc files that check only ownership (red team, round 4).
+    let out = seteuid(Uid::from_raw(uid))
+        .and_then(|()| nix::sys::prctl::set_dumpable(false))
+        .map(|()| f());
     seteuid(euid)?;
     setegid(egid)?;
     out
@@ -363,4 +366,47 @@ fn setgroups_of_child(ns: BorrowedFd<'_>) -> Setgroups {
 
 fn io_errno(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_user;
+
+    /// In `as_user`'s window the process is not dumpable. The kernel sets
+    /// dumpability to fs.suid_dumpable at every change of an effective id,
+    /// so only a clear after the last one holds; this fails where
+    /// fs.suid_dumpable is 1 if the clear comes first, and cannot tell at
+    /// 0 or 2 (the sysctl is global: tests may not change it).
+    #[test]
+    fn as_user_runs_its_window_not_dumpable() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("as_user needs root (CAP_SETUID): run the unit tests as root");
+        }
+        // A child: seteuid applies to every thread, and the test harness
+        // runs others.
+        // SAFETY: the child only makes system calls and ends in _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // As the kernel would leave it at fs.suid_dumpable 1.
+                let _ = nix::sys::prctl::set_dumpable(true);
+                let inside = as_user(65534, 65534, nix::sys::prctl::get_dumpable);
+                let code = match inside {
+                    Ok(Ok(false)) => 0,
+                    Ok(Ok(true)) => 1,
+                    _ => 2,
+                };
+                // SAFETY: ends the child at once, running nothing of the
+                // parent's.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "1: dumpable inside as_user's window; 2: as_user failed"
+                );
+            }
+        }
+    }
 }

@@ -267,21 +267,28 @@ const SERVICE: u64 = NET_ADMIN | DAC_OVERRIDE | BECOME | (1 << CAP_SETPCAP) | (1
 /// would keep all of root's capabilities, CAP_SYS_PTRACE included, which
 /// lets a process attach to any other and leave any bounding set behind.
 pub fn enter_service() -> Result<(), Error> {
-    let now = caps::capget().map_err(|e| fail("capget", e))?;
-    // Without CAP_SETPCAP (an administrator's narrower unit) the bounding
-    // set cannot be changed, and whoever removed it limited that set.
-    if now.effective & (1 << CAP_SETPCAP) != 0 {
+    let keep = caps::capget().map_err(|e| fail("capget", e))?.permitted & SERVICE;
+    let want = CapSets {
+        effective: keep,
+        permitted: keep,
+        inheritable: 0,
+    };
+    // The capset first: it makes CAP_SETPCAP effective if it was only
+    // permitted. Without it at all (an administrator's narrower unit),
+    // the bounding set cannot be changed, and whoever removed CAP_SETPCAP
+    // limited that set.
+    caps::capset(&want).map_err(|e| fail("capset", e))?;
+    if want.effective & (1 << CAP_SETPCAP) != 0 {
         caps::drop_bounding_set(SERVICE).map_err(|e| fail("limiting the bounding set", e))?;
     }
-    let held = now.permitted & SERVICE;
-    caps::capset(&CapSets {
-        effective: held,
-        permitted: held,
-        inheritable: 0,
-    })
-    .map_err(|e| fail("capset", e))?;
     caps::clear_ambient().map_err(|e| fail("PR_CAP_AMBIENT_CLEAR_ALL", e))?;
-    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))
+    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+    // Trust, but read back, as the run's drop does.
+    let now = caps::capget().map_err(|e| fail("capget", e))?;
+    if now != want {
+        return Err(Error::Privileges(Dropping::Caps { now, want }));
+    }
+    Ok(())
 }
 
 /// Puts this root process in the state the kernel leaves a setuid-root

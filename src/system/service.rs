@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -148,7 +148,13 @@ fn socket_directory(dir: &Path) -> Result<(), BindCause> {
             Err(BindCause::UnsafeDirectory)
         };
     }
-    fs::create_dir_all(dir)?;
+    // Made 0700 and only then opened to 0755: under a umask of 000 it
+    // would otherwise be 0777 for a moment, and a user could plant a
+    // `socket` in it (red team, round 4).
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     Ok(())
 }

@@ -242,6 +242,93 @@ fn fds_of(pid: u32) -> Vec<(String, String)> {
     fds
 }
 
+/// strace attached to the service and every session it forks, holding
+/// the first matching call of each as `inject` says (a 3 s delay), so a
+/// test can look at a session mid-request.
+struct Held(std::process::Child);
+
+impl Held {
+    /// Attached once the service shows a tracer; `inject` is strace's
+    /// `-e inject=…` (its call is the one traced).
+    fn attach(svc: &Service, inject: &str) -> Held {
+        let call = inject
+            .strip_prefix("inject=")
+            .and_then(|i| i.split(':').next())
+            .expect("inject=CALL:…");
+        let strace = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                &format!("trace={call}"),
+            ])
+            .args(["-e", inject, "-p"])
+            .arg(svc.pid().to_string())
+            .spawn()
+            .expect("strace (scripts/install-test-deps)");
+        let traced = || {
+            std::fs::read_to_string(format!("/proc/{}/status", svc.pid()))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .is_some_and(|t| t.trim() != "0")
+        };
+        let start = Instant::now();
+        while !traced() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "strace never attached"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Held(strace)
+    }
+
+    /// SIGINT: strace detaches and lets the held sessions go on.
+    fn release(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap()),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// A request for br0, sent by python3 as nobody in a thread; its raw
+/// answer, read to the close.
+fn ask_for_br0_as_nobody(svc: &Service) -> std::thread::JoinHandle<std::process::Output> {
+    let mut cmd = svc.command(service::PYTHON, Jail::user(NOBODY));
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(bytes.fromhex('{}'))\nd=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+        service::SOCKET,
+        request(b"br0").iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    cmd.args(["-c", &script]);
+    std::thread::spawn(move || output(&mut cmd))
+}
+
+/// The pid of the service's session for which `is_it(status, syscall)`
+/// (its /proc `status` and `syscall`) holds, waited for up to 10 s.
+fn held_session(svc: &Service, what: &str, is_it: impl Fn(&str, &str) -> bool) -> u32 {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no session of uid {NOBODY} {what}"
+        );
+        let held = svc.children().into_iter().find(|pid| {
+            let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}"));
+            matches!((read("status"), read("syscall")), (Ok(st), Ok(sc)) if is_it(&st, &sc))
+        });
+        if let Some(pid) = held {
+            return pid.parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The inodes of the Unix sockets in the network namespace of `pid`.
 fn unix_sockets(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
@@ -273,55 +360,13 @@ fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside()
     assert!(listener.starts_with("socket:"), "{listener}");
     // Another client's connection, open while the peer's session runs.
     let other = svc.connect();
-    let mut strace = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=sendmsg"])
-        .args(["-e", "inject=sendmsg:delay_enter=3000000:when=1", "-p"])
-        .arg(svc.pid().to_string())
-        .spawn()
-        .expect("strace (scripts/install-test-deps)");
-    let tracer = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("TracerPid:"))
-            .is_some_and(|t| t.trim() != "0")
-    };
-    let start = Instant::now();
-    while !tracer(svc.pid()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "strace never attached"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let asking = std::thread::spawn({
-        let mut cmd = svc.command(service::PYTHON, Jail::user(NOBODY));
-        let script = format!(
-            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(bytes.fromhex('{}'))\nd=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
-            service::SOCKET,
-            request(b"br0").iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        cmd.args(["-c", &script]);
-        move || output(&mut cmd)
-    });
+    let strace = Held::attach(&svc, "inject=sendmsg:delay_enter=3000000:when=1");
+    let asking = ask_for_br0_as_nobody(&svc);
     // The peer's session, stopped by strace at the entry of sendmsg (46).
-    let start = Instant::now();
-    let session = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no session of uid {NOBODY} reached sendmsg"
-        );
-        let held = svc.children().into_iter().find_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
-            let uid = format!("Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}");
-            (status.contains(&uid) && syscall.starts_with("46 ")).then(|| pid.parse().unwrap())
-        });
-        if let Some(pid) = held {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let uid = format!("Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}");
+    let session = held_session(&svc, "reached sendmsg", |status, syscall| {
+        status.contains(&uid) && syscall.starts_with("46 ")
+    });
     let fds = fds_of(session);
     let unix = unix_sockets(session);
     // The peer's view, at the same moment.
@@ -332,12 +377,7 @@ fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside()
              if (exec 3</proc/{session}/$f) 2>/dev/null; then echo \"opened $f\"; fi; done"
         ),
     ]));
-    // SIGINT: strace detaches and lets the session go on.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = strace.wait();
+    strace.release();
     let answer = asking.join().unwrap();
     drop(other);
     let described = format!("{fds:#?}");
@@ -395,37 +435,8 @@ fn a_peer_can_neither_signal_nor_look_inside_its_session_while_it_is_examined_as
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
     let svc = Service::start(&sb, &ns);
-    let mut strace = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=setresuid"])
-        .args(["-e", "inject=setresuid:delay_exit=3000000:when=1", "-p"])
-        .arg(svc.pid().to_string())
-        .spawn()
-        .expect("strace (scripts/install-test-deps)");
-    let tracer = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("TracerPid:"))
-            .is_some_and(|t| t.trim() != "0")
-    };
-    let start = Instant::now();
-    while !tracer(svc.pid()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "strace never attached"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let asking = std::thread::spawn({
-        let mut cmd = svc.command(service::PYTHON, Jail::user(NOBODY));
-        let script = format!(
-            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(bytes.fromhex('{}'))\nd=b''\nwhile True:\n  c=s.recv(4096)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
-            service::SOCKET,
-            request(b"br0").iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        cmd.args(["-c", &script]);
-        move || output(&mut cmd)
-    });
+    let strace = Held::attach(&svc, "inject=setresuid:delay_exit=3000000:when=1");
+    let asking = ask_for_br0_as_nobody(&svc);
     // The session in the window: its effective uid is the peer's.
     let examining = |status: &str| {
         status
@@ -434,20 +445,7 @@ fn a_peer_can_neither_signal_nor_look_inside_its_session_while_it_is_examined_as
             .and_then(|ids| ids.split_whitespace().nth(1))
             == Some(NOBODY.to_string().as_str())
     };
-    let start = Instant::now();
-    let session: u32 = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no session examining uid {NOBODY} as that uid"
-        );
-        let held = svc.children().into_iter().find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| examining(&s))
-        });
-        if let Some(pid) = held {
-            break pid.parse().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let session = held_session(&svc, "examined as that uid", |status, _| examining(status));
     // The peer's attempts, at that moment, each printed if it worked.
     let peek = output(svc.command(service::PYTHON, Jail::user(NOBODY)).args([
         "-c",
@@ -473,12 +471,7 @@ for f in ("fd", "status"):
         ),
     ]));
     let still = std::fs::read_to_string(format!("/proc/{session}/status")).unwrap_or_default();
-    // SIGINT: strace detaches and lets the session go on.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = strace.wait();
+    strace.release();
     let answer = asking.join().unwrap();
     assert!(
         peek.status.success(),

@@ -255,6 +255,7 @@ fn ask_from_userns(svc: &Service, setgroups: &str, nested: bool) -> Vec<u8> {
     let script = format!(
         r#"
 import ctypes, os, socket, sys
+{exchange}
 libc = ctypes.CDLL(None, use_errno=True)
 NEWUSER = 0x10000000
 r, w = os.pipe(); r2, w2 = os.pipe()
@@ -273,13 +274,7 @@ if pid == 0:
     # its own user, as a process the user started is.
     libc.prctl(4, 1)
     s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
-    s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
-    d = b''
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        d += c
-    sys.stdout.buffer.write(d); sys.stdout.flush(); os._exit(0)
+    exchange(s); os._exit(0)
 def setup(setgroups, outside):
     os.read(r, 1)
     open('/proc/%d/uid_map' % pid, 'w').write('0 %d 1' % outside)
@@ -295,6 +290,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
         nested = if nested { "True" } else { "False" },
         group = ACL_GROUP,
         sock = service::SOCKET,
+        exchange = service::PY_EXCHANGE,
     );
     svc.python(Jail::root(), &script)
 }
@@ -361,6 +357,7 @@ fn a_peer_in_a_user_namespace_another_user_made_is_refused() {
     let script = format!(
         r#"
 import ctypes, os, socket, sys
+{exchange}
 libc = ctypes.CDLL(None, use_errno=True)
 r, w = os.pipe(); r2, w2 = os.pipe()
 pid = os.fork()
@@ -371,13 +368,7 @@ if pid == 0:
     os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
     libc.prctl(4, 1)
     s = socket.socket(socket.AF_UNIX); s.connect('{sock}')
-    s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
-    d = b''
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        d += c
-    sys.stdout.buffer.write(d); sys.stdout.flush(); os._exit(0)
+    exchange(s); os._exit(0)
 os.read(r, 1)
 open('/proc/%d/uid_map' % pid, 'w').write('0 {nobody} 1')
 open('/proc/%d/setgroups' % pid, 'w').write('deny')
@@ -387,6 +378,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 "#,
         sock = service::SOCKET,
         nobody = NOBODY,
+        exchange = service::PY_EXCHANGE,
     );
     let (tap, status, line) = answer(&svc.python(Jail::root(), &script));
     assert_eq!((tap, status), (false, 4), "{line}");
@@ -477,7 +469,8 @@ const UNEXAMINABLE: &str = "connected from a process that uid 65534 may not exam
 /// prints the answer, after `before` (python code).
 fn direct_client(before: &str) -> String {
     format!(
-        "import ctypes,socket,sys\nlibc=ctypes.CDLL(None)\n{before}\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(b'BHRQ\\x01\\x01\\x00\\x00\\x01\\x03br0')\ns.shutdown(socket.SHUT_WR)\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n",
+        "import ctypes,socket,sys\n{}libc=ctypes.CDLL(None)\n{before}\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\nexchange(s)\n",
+        service::PY_EXCHANGE,
         service::SOCKET
     )
 }

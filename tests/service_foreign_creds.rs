@@ -33,6 +33,7 @@ fn ask_through_io_uring(svc: &Service, sandboxed: bool, personality: bool) -> Ve
     let script = format!(
         r#"
 import ctypes, mmap, os, socket, struct, sys
+{exchange}
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 NEWUSER = 0x10000000
@@ -89,14 +90,7 @@ if connector == 0:
     user_data, res, flags = struct.unpack_from('QiI', cq_ring, cq[5] + 16 * (head & cq_entries - 1))
     if res < 0:
         sys.stderr.write('connect: %s\n' % os.strerror(-res)); os._exit(21)
-    s.sendall(b'BHRQ\x01\x01\x00\x00\x01\x03br0'); s.shutdown(socket.SHUT_WR)
-    d = b''
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        d += c
-    sys.stdout.buffer.write(d)
-    sys.stdout.flush(); os._exit(0)
+    exchange(s); os._exit(0)
 shed = int(os.read(r, 16))
 open('/proc/%d/uid_map' % shed, 'w').write('0 65534 1')
 open('/proc/%d/setgroups' % shed, 'w').write('allow')
@@ -108,6 +102,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(connector, 0)[1]))
         sock = service::SOCKET,
         sandboxed = if sandboxed { "True" } else { "False" },
         personality = if personality { "True" } else { "False" },
+        exchange = service::PY_EXCHANGE,
     );
     svc.python(Jail::root(), &script)
 }

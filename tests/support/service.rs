@@ -22,6 +22,21 @@ pub const SOCKET: &str = "/run/bridge-helper/socket";
 /// that another user cannot run.
 pub const PYTHON: &str = "/usr/bin/python3";
 
+/// Python defining `exchange(s)`: on the connected socket `s`, a request
+/// for br0 (vnet header, one queue), then everything the service sent,
+/// read to the close, on stdout. For test clients that connect in their
+/// own way (from user namespaces, through io_uring).
+pub const PY_EXCHANGE: &str = "\
+def exchange(s):
+    s.sendall(b'BHRQ\\x01\\x01\\x00\\x00\\x01\\x03br0'); s.shutdown(socket.SHUT_WR)
+    d = b''
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        d += c
+    sys.stdout.buffer.write(d); sys.stdout.flush()
+";
+
 pub struct Service {
     child: Child,
     /// The service's mount namespace, held open for clients to join.

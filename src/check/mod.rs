@@ -53,6 +53,9 @@ const NO_GID: u32 = u32::MAX - 1;
 pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     let root = caller.uid.is_root();
     let mut report = Report::default();
+    // Read once: whether the service could examine a process that is not
+    // dumpable, and whose uid it decides by.
+    let nested = privileges::in_nested_user_namespace();
     let install = match &request.user {
         None => {
             caller.settle()?;
@@ -62,7 +65,10 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 .then(|| probe_service(&mut report, caller.install));
             // Said next to the service's line, answering or not: once
             // started, the service refuses this process all the same.
-            let unexaminable = service.is_some().then(|| unexaminable(&caller)).flatten();
+            let unexaminable = service
+                .is_some()
+                .then(|| unexaminable(&caller, nested))
+                .flatten();
             if unexaminable.is_some() {
                 let refuses = match service {
                     Some(Ok(())) => "refuses this process",
@@ -146,7 +152,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     };
     // Asked from a user namespace, the service decides by the uid the
     // caller has on the host, not the one it has here.
-    let host_uid = (install.service.is_some() && privileges::in_nested_user_namespace())
+    let host_uid = (install.service.is_some() && nested)
         .then(|| privileges::uid_in_parent_namespace(caller.uid));
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
@@ -207,11 +213,10 @@ fn header(caller: &Caller, host_uid: Option<Option<u32>>) -> String {
 /// process that is not dumpable is one (the forwarder, started as this
 /// process was and after the same drop, is exactly as dumpable; it holds
 /// no capability and its ids are one). Below a user namespace the user
-/// made, the service may examine it all the same.
-fn unexaminable(caller: &Caller) -> Option<Refusal> {
+/// made (`nested`), the service may examine it all the same.
+fn unexaminable(caller: &Caller, nested: bool) -> Option<Refusal> {
     let dumpable = caps::dumpable().unwrap_or(true);
-    (!dumpable && !privileges::in_nested_user_namespace())
-        .then(|| Refusal::Unexaminable(caller.uid.as_raw()))
+    (!dumpable && !nested).then(|| Refusal::Unexaminable(caller.uid.as_raw()))
 }
 
 /// Without privilege a run asks the service, which runs as root: the line

@@ -176,6 +176,60 @@ fn malformed_requests_are_answered_with_a_usage_status() {
     assert_no_taps(&ns);
 }
 
+/// A bridge name the wire carries (1 to 15 bytes, no NUL) but the command
+/// line refuses, sent by a client that connects itself (the forwarder's
+/// own parser would refuse it first): refused by the run, after its
+/// privilege drop, with the line, status and audit line of a setuid run
+/// given `--br=NAME`.
+#[test]
+fn a_bridge_name_the_command_line_refuses_is_refused_as_a_setuid_run_refuses_it() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow all\n");
+    let svc = Service::start(&sb, &ns);
+    // The audit line but for who logged it and its parent, which differ
+    // (a run of this test, a session for python3's connection).
+    let logged = |sb: &Sandbox| -> Vec<String> {
+        sb.logged()
+            .iter()
+            .map(|l| {
+                l.split(' ')
+                    .skip(1)
+                    .filter(|w| !w.starts_with("ppid=") && !w.starts_with("comm="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    logged(&sb);
+    for name in ["..", "br0/x", "br:0", "br\u{1}0"] {
+        let setuid = sb.run_helper(&ns, Mode::Setuid, &[&format!("--br={name}")]);
+        let setuid_log = logged(&sb);
+        let (tap, status, line) =
+            answer(&svc.raw_exchange(nobody(), &service::request(name.as_bytes())));
+        svc.wait_idle(std::time::Duration::from_secs(5));
+        let served_log = logged(&sb);
+        assert!(
+            setuid.stderr.contains("not a valid bridge name"),
+            "{name:?}: {}",
+            setuid.stderr
+        );
+        assert!(!tap, "{name:?}");
+        assert_eq!(
+            (Some(i32::from(status)), &line),
+            (setuid.code, &setuid.stderr),
+            "{name:?}"
+        );
+        assert_eq!(setuid_log.len(), 1, "{setuid_log:#?}");
+        assert!(
+            setuid_log[0].starts_with("uid=65534 user='nobody' bridge=? refused (status 2): --br="),
+            "{setuid_log:#?}"
+        );
+        assert_eq!(served_log, setuid_log, "{name:?}");
+    }
+    assert_no_taps(&ns);
+}
+
 #[test]
 fn serve_is_for_root_only() {
     let sb = Sandbox::new();

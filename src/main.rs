@@ -58,21 +58,26 @@ extern "C" fn early_setup() {
 fn main() -> ExitCode {
     startup::ignore_sigxfsz();
     if server::asked_to_serve() {
-        // Each session runs its request through `request`, in the forked
+        // Each session runs its request through `served`, in the forked
         // process, as a setuid run by the peer (see service::server).
         let outcome =
-            std::panic::catch_unwind(|| server::serve(request)).unwrap_or(Err(Error::Internal));
+            std::panic::catch_unwind(|| server::serve(served)).unwrap_or(Err(Error::Internal));
         return ExitCode::from(status_of(outcome));
     }
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
-    ExitCode::from(request(audit::Record::default(), &argv))
+    ExitCode::from(exit_status(audit::Record::default(), |audit| {
+        run(audit, &argv)
+    }))
 }
 
-/// One request, from the process state a setuid run starts in: a run of
-/// this binary, or a session of the service. `audit` says whose request
-/// it is; the outcome is the exit status, and the one line on stderr.
-fn request(mut audit: audit::Record, argv: &[OsString]) -> u8 {
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit, argv)))
+/// The exit status of `run` (a run of this binary, or a session's
+/// request), with the one line on stderr for a failure: `audit` says
+/// whose request it is.
+fn exit_status(
+    mut audit: audit::Record,
+    run: impl FnOnce(&mut audit::Record) -> Result<(), Error>,
+) -> u8 {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
         .unwrap_or(Err(Error::Internal));
     if let Err(e) = &outcome {
         // Whatever failed, even a panic: no tap outlives a failed run, not
@@ -97,29 +102,52 @@ fn status_of(outcome: Result<(), Error>) -> u8 {
     }
 }
 
-/// A run, in order. `audit` learns who asked for what as the run goes, and
-/// logs the outcome (see report::audit).
+/// A run, in order: privileges first, then the command line, then what it
+/// asks for. `audit` learns who asked for what as the run goes, and logs
+/// the outcome (see report::audit).
 fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
-    let request = match cli::parse(argv)? {
-        Command::Help => return output::print(output::HELP).inspect(|()| audit.quiet()),
-        Command::Version => return output::print(&output::version()).inspect(|()| audit.quiet()),
+    match cli::parse(argv)? {
+        Command::Help => output::print(output::HELP).inspect(|()| audit.quiet()),
+        Command::Version => output::print(&output::version()).inspect(|()| audit.quiet()),
         Command::Check(request) => {
             audit.quiet();
-            return check::run(caller, &request);
+            check::run(caller, &request)
         }
         Command::Serve => {
             audit.quiet();
-            return Err(cli::UsageError::ServeNotRoot.into());
+            Err(cli::UsageError::ServeNotRoot.into())
         }
         Command::RemoveAbandoned(user) => {
             audit.quiet();
             caller.settle()?;
-            return remove_abandoned(&caller, &user);
+            remove_abandoned(&caller, &user)
         }
-        Command::Attach(request) => request,
-    };
+        Command::Attach(request) => attach(audit, caller, request),
+    }
+}
+
+/// A request to the service, in its session, from the process state a
+/// setuid run starts in: what a run of this binary with the request's
+/// command line does, without parsing one. `request` is the session's
+/// reading of the wire through the parser's own checks; a refusal is
+/// reported after the drop, as a run reports its parser's.
+fn served(audit: audit::Record, request: Result<cli::Request, cli::UsageError>) -> u8 {
+    exit_status(audit, |audit| {
+        let caller = privileges::drop_to_caller()?;
+        audit.caller(caller.uid);
+        attach(audit, caller, request?)
+    })
+}
+
+/// A tap for the caller, in order: everything is read and checked before
+/// anything is created, and the fd is sent last.
+fn attach(
+    audit: &mut audit::Record,
+    mut caller: privileges::Caller,
+    request: cli::Request,
+) -> Result<(), Error> {
     audit.bridge(request.bridge.as_bytes());
     caller.settle()?;
     if caller.install.asks_service() {

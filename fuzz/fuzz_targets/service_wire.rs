@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
             for cut in 0..data.len() {
                 assert_eq!(Request::decode(&data[..cut]), Ok(None));
             }
+            // The typed request, or the command line's refusal of its name.
+            let _ = request.attach(3);
         }
         Ok(None) => assert!(data.len() < MAX_REQUEST),
         Err(_) => {}

@@ -285,7 +285,10 @@ fn value_of<'m>(m: &'m ArgMatches, name: &str) -> Option<&'m [u8]> {
         .map(|v| OsStr::as_bytes(v))
 }
 
-fn bridge_name(value: &[u8]) -> Result<IfName, UsageError> {
+/// `--br=VALUE`: an interface name, or the line that says why not. Public
+/// for the service, whose wire carries the bridge as QEMU writes it after
+/// `--br=` and whose request is checked as this parser checks it.
+pub fn bridge_name(value: &[u8]) -> Result<IfName, UsageError> {
     IfName::new(value).map_err(|why| UsageError::BadBridge(Bytes::from(value), why))
 }
 
@@ -370,9 +373,15 @@ pub fn parse_queues(value: &[u8]) -> Result<u16, UsageError> {
         n.checked_mul(10)?.checked_add(u16::from(d - b'0'))
     });
     match n {
-        Some(n @ 1..=MAX_QUEUES) => Ok(n),
+        Some(n) if queues_in_range(n) => Ok(n),
         _ => Err(UsageError::QueuesOutOfRange(Bytes::from(value))),
     }
+}
+
+/// Whether a run may hand over a tap of `n` queues: 1 to [`MAX_QUEUES`].
+/// The one range check, for the command line and the service's wire.
+pub fn queues_in_range(n: u16) -> bool {
+    (1..=MAX_QUEUES).contains(&n)
 }
 
 #[cfg(feature = "test-hooks")]

@@ -29,12 +29,16 @@
 //! the supplementary groups of the peer and keeps an effective uid of 0
 //! (`system::privileges::enter_setuid_run`), exactly the state the kernel
 //! leaves a setuid-root program in, with `/dev/null` on stdin and stdout,
-//! a pipe on stderr and the connection as `--fd`, and calls the entry
-//! point `main` calls for a run, with the arguments a setuid run for the
-//! request would have. From there the run is a setuid run: the same
-//! privilege drop (`system::privileges`), the same files and include
-//! scoping read as the caller, the same decision code (`steps`), the same
-//! tap code, and the tap is sent on the connection as on any `--fd`. The
+//! a pipe on stderr and the connection as `--fd`. It hands `main` the
+//! request as the typed value a setuid run's parser makes of the same
+//! command line, through the parser's own checks
+//! ([`wire::Request::attach`]: no second parse, and no second
+//! implementation of a check). From there the run is a setuid run after
+//! its parse: the same privilege drop (`system::privileges`; a name the
+//! parser refuses is refused after it, with the parser's line), the same
+//! files and include scoping read as the caller, the same decision code
+//! (`steps`), the same tap code, and the tap is sent on the connection as
+//! on any `--fd`. The
 //! session then sends the run's exit status and stderr ([`wire::Answer`])
 //! and exits.
 //!

@@ -7,10 +7,8 @@
 //! their own, so that one past its deadline is killed with its run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use nix::sys::socket::{self, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
+use crate::cli;
 use crate::report::audit;
 use crate::report::error::{Dropping, Error, ServiceFault};
 use crate::service::identity::{self, Peer, Refusal, SubRange};
@@ -82,11 +81,14 @@ pub fn asked_to_serve() -> bool {
         && nix::unistd::getresuid().is_ok_and(|ids| ids.real.is_root() && ids.effective.is_root())
 }
 
-/// What a session runs its request with: `main`'s entry point of a run
-/// (everything a setuid run does, from the privilege drop to the exit
-/// status and the one line on stderr), given the audit record of the peer
-/// and the arguments a setuid run for the request would have.
-pub type Run = fn(audit::Record, &[OsString]) -> u8;
+/// What a session runs its request with: `main`'s entry point of a
+/// request to the service (everything a setuid run for the request does,
+/// from the privilege drop to the exit status and the one line on
+/// stderr), given the audit record of the peer and the request as a
+/// setuid run's parser makes it of the same command line, or that
+/// parser's refusal, which the run reports after its drop as a setuid run
+/// does (see [`Request::attach`]).
+pub type Run = fn(audit::Record, Result<cli::Request, cli::UsageError>) -> u8;
 
 /// Runs the service until it has been idle for [`IDLE_EXIT`] (when
 /// socket-activated: systemd starts it again) or forever (when it bound
@@ -289,25 +291,11 @@ fn run_request(
     privileges::enter_setuid_run(Uid::from_raw(peer.uid), Gid::from_raw(peer.gid), &groups)?;
     let status = run(
         audit::Record::for_peer(parent),
-        &run_args(request, conn.as_raw_fd()),
+        request.attach(conn.as_raw_fd()),
     );
     let line = sys::read_line(stderr.as_fd(), wire::MAX_LINE);
     send_answer(conn, &Answer { status, line });
     Ok(())
-}
-
-/// The command line of a setuid run for `request`, its tap to `fd`.
-fn run_args(request: &Request, fd: i32) -> Vec<OsString> {
-    let mut br = b"--br=".to_vec();
-    br.extend_from_slice(&request.bridge);
-    let mut args = vec![OsString::from_vec(br), OsString::from(format!("--fd={fd}"))];
-    if request.use_vnet {
-        args.push("--use-vnet".into());
-    }
-    if request.queues != 1 {
-        args.push(format!("--queues={}", request.queues).into());
-    }
-    args
 }
 
 /// The peer as the kernel sees it, refused if its namespace cannot be read.

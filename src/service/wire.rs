@@ -12,8 +12,10 @@
 //! `name` is the bridge as QEMU writes it after `--br=`: 1..=15 bytes, no
 //! NUL. That is all a request can say: who asks is the kernel's word
 //! (`SO_PEERCRED`, `SO_PEERGROUPS`), never the client's. The name's other
-//! rules are the command line's, checked by the same parser a setuid run
-//! uses (the service hands it over as `--br=NAME`).
+//! rules are the command line's: a decoded request becomes the command
+//! line's own typed request ([`Request::attach`]) through the same checks
+//! a setuid run's parser makes of `--br=NAME`, and the queue count is
+//! checked by the command line's range.
 //!
 //! The answer is what a setuid run leaves its caller: if the run sent a
 //! tap, its message (one zero byte carrying the queues' fds, exactly what
@@ -36,7 +38,8 @@
 //! at the end the answer frame's length gives, not at the close (which
 //! comes only as the session ends).
 
-use crate::cli::MAX_QUEUES;
+use crate::cli::{self, MAX_QUEUES};
+use crate::policy::ifname;
 
 pub const VERSION: u8 = 1;
 pub const ATTACH: u8 = 1;
@@ -44,7 +47,7 @@ const REQUEST_MAGIC: &[u8; 4] = b"BHRQ";
 const ANSWER_MAGIC: &[u8; 4] = b"BHAN";
 const FLAG_VNET: u8 = 1;
 /// IFNAMSIZ less its NUL: the longest name the kernel has.
-const MAX_NAME: usize = 15;
+const MAX_NAME: usize = ifname::MAX_LEN;
 const REQUEST_HEAD: usize = 10;
 /// No request is longer: the service reads at most this many bytes.
 pub const MAX_REQUEST: usize = REQUEST_HEAD + MAX_NAME;
@@ -73,7 +76,7 @@ pub enum WireError {
     Command(u8),
     #[error("unknown flags {0:#x}")]
     Flags(u8),
-    #[error("{0} queues: 1 to 253 are possible")]
+    #[error("{0} queues: 1 to {MAX_QUEUES} are possible")]
     Queues(u16),
     #[error("a bridge name of {0} bytes: 1 to 15 are possible")]
     NameLength(usize),
@@ -149,6 +152,23 @@ impl Request {
             })),
         }
     }
+
+    /// The request a setuid run's parser makes of the command line
+    /// `--br=NAME --fd=FD [--use-vnet] [--queues=N]` for this request,
+    /// its tap to `fd`, by the parser's own check of the name: a name the
+    /// wire carries but the command line refuses (`..`, `br0/x`, a control
+    /// byte) is refused with the command line's error, which the run
+    /// reports after its privilege drop as a setuid run reports its
+    /// parser's. No test hook: none travels on the wire.
+    pub fn attach(&self, fd: i32) -> Result<cli::Request, cli::UsageError> {
+        Ok(cli::Request {
+            bridge: cli::bridge_name(&self.bridge)?,
+            fd,
+            use_vnet: self.use_vnet,
+            queues: self.queues,
+            hook: None,
+        })
+    }
 }
 
 fn check_name(name: &[u8]) -> Result<(), WireError> {
@@ -162,7 +182,7 @@ fn check_name(name: &[u8]) -> Result<(), WireError> {
 }
 
 fn check_queues(queues: u16) -> Result<(), WireError> {
-    if queues == 0 || queues > MAX_QUEUES {
+    if !cli::queues_in_range(queues) {
         return Err(WireError::Queues(queues));
     }
     Ok(())
@@ -284,6 +304,56 @@ mod tests {
             Request::decode(b"BHRQ\x01\x01\x00\x00\x01\x01bX"),
             Err(WireError::Trailing(1))
         );
+    }
+
+    /// The typed request of a wire request is, refusal included, what the
+    /// command line's parser makes of `--br=NAME --fd=FD [--use-vnet]
+    /// [--queues=N]`: every one-byte name, and names the wire carries but
+    /// the command line refuses.
+    #[test]
+    fn a_request_becomes_what_the_parser_makes_of_its_command_line() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let mut names: Vec<Vec<u8>> = (1..=255u8).map(|b| vec![b]).collect();
+        for name in [
+            &b"br0"[..],
+            b"..",
+            b"br0/x",
+            b"a:b",
+            b"br 0",
+            b"br\xa0",
+            b"-br",
+            b"--fd=7",
+            b"br=x",
+            b"\xff\xfe",
+            b"br-fifteen-1234",
+        ] {
+            names.push(name.to_vec());
+        }
+        for name in names {
+            for (use_vnet, queues) in [(false, 1), (true, 1), (true, MAX_QUEUES)] {
+                let request = Request {
+                    bridge: name.clone(),
+                    use_vnet,
+                    queues,
+                };
+                let mut argv = vec![
+                    OsString::from_vec([&b"--br="[..], &name].concat()),
+                    OsString::from("--fd=7"),
+                ];
+                if use_vnet {
+                    argv.push("--use-vnet".into());
+                }
+                if queues != 1 {
+                    argv.push(format!("--queues={queues}").into());
+                }
+                let parsed = cli::parse(&argv).map(|c| match c {
+                    cli::Command::Attach(r) => r,
+                    other => panic!("{name:?}: {other:?}"),
+                });
+                assert_eq!(request.attach(7), parsed, "{name:?}");
+            }
+        }
     }
 
     #[test]

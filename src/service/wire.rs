@@ -161,11 +161,17 @@ impl Request {
     /// reports after its privilege drop as a setuid run reports its
     /// parser's. No test hook: none travels on the wire.
     pub fn attach(&self, fd: i32) -> Result<cli::Request, cli::UsageError> {
+        // The queue count too, and first, as the parser checks it: the
+        // fields are public, so `decode`'s check is no guarantee here,
+        // and a count the parser refuses would reach the run (0 as one
+        // queue; 254 and up as that many opens of the tun device, and a
+        // tap made, before the run fails).
+        let queues = cli::parse_queues(self.queues.to_string().as_bytes())?;
         Ok(cli::Request {
             bridge: cli::bridge_name(&self.bridge)?,
             fd,
             use_vnet: self.use_vnet,
-            queues: self.queues,
+            queues,
             hook: None,
         })
     }
@@ -308,8 +314,9 @@ mod tests {
 
     /// The typed request of a wire request is, refusal included, what the
     /// command line's parser makes of `--br=NAME --fd=FD [--use-vnet]
-    /// [--queues=N]`: every one-byte name, and names the wire carries but
-    /// the command line refuses.
+    /// [--queues=N]`: every one-byte name, names the wire carries but the
+    /// command line refuses, and queue counts the wire never decodes (a
+    /// `Request` is a plain value: the parser's range holds for it too).
     #[test]
     fn a_request_becomes_what_the_parser_makes_of_its_command_line() {
         use std::ffi::OsString;
@@ -331,7 +338,14 @@ mod tests {
             names.push(name.to_vec());
         }
         for name in names {
-            for (use_vnet, queues) in [(false, 1), (true, 1), (true, MAX_QUEUES)] {
+            for (use_vnet, queues) in [
+                (false, 1),
+                (true, 1),
+                (true, MAX_QUEUES),
+                (false, 0),
+                (true, MAX_QUEUES + 1),
+                (false, u16::MAX),
+            ] {
                 let request = Request {
                     bridge: name.clone(),
                     use_vnet,

@@ -21,7 +21,7 @@ use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
 use bridge_helper::report::escape::{Bytes, Quoted};
 use bridge_helper::report::{audit, output, status};
-use bridge_helper::service::{forward, server};
+use bridge_helper::service::{forward, server, wire};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
 use bridge_helper::system::trusted_files::SystemFiles;
@@ -130,14 +130,15 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
 
 /// A request to the service, in its session, from the process state a
 /// setuid run starts in: what a run of this binary with the request's
-/// command line does, without parsing one. `request` is the session's
-/// reading of the wire through the parser's own checks; a refusal is
-/// reported after the drop, as a run reports its parser's.
-fn served(audit: audit::Record, request: Result<cli::Request, cli::UsageError>) -> u8 {
+/// command line does, without parsing one. After the drop, as a run
+/// parses its command line after it, the wire's request becomes the
+/// parser's typed request through the parser's own checks (its tap to
+/// `fd`, the session's connection), or is refused with the parser's line.
+fn served(audit: audit::Record, request: &wire::Request, fd: i32) -> u8 {
     exit_status(audit, |audit| {
         let caller = privileges::drop_to_caller()?;
         audit.caller(caller.uid);
-        attach(audit, caller, request?)
+        attach(audit, caller, request.attach(fd)?)
     })
 }
 

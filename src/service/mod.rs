@@ -30,17 +30,16 @@
 //! (`system::privileges::enter_setuid_run`), exactly the state the kernel
 //! leaves a setuid-root program in, with `/dev/null` on stdin and stdout,
 //! a pipe on stderr and the connection as `--fd`. It hands `main` the
-//! request as the typed value a setuid run's parser makes of the same
-//! command line, through the parser's own checks
-//! ([`wire::Request::attach`]: no second parse, and no second
-//! implementation of a check). From there the run is a setuid run after
-//! its parse: the same privilege drop (`system::privileges`; a name the
-//! parser refuses is refused after it, with the parser's line), the same
-//! files and include scoping read as the caller, the same decision code
-//! (`steps`), the same tap code, and the tap is sent on the connection as
-//! on any `--fd`. The
-//! session then sends the run's exit status and stderr ([`wire::Answer`])
-//! and exits.
+//! request as read from the wire. The run drops privileges as a setuid
+//! run does (`system::privileges`), then makes the request the typed
+//! value a setuid run's parser makes of the same command line, through
+//! the parser's own checks ([`wire::Request::attach`]: no second parse,
+//! and no second implementation of a check; a name the parser refuses is
+//! refused with the parser's line). From there the run is a setuid run
+//! after its parse: the same files and include scoping read as the
+//! caller, the same decision code (`steps`), the same tap code, and the
+//! tap is sent on the connection as on any `--fd`. The session then
+//! sends the run's exit status and stderr ([`wire::Answer`]) and exits.
 //!
 //! Why no exec: the session is a fork of this same binary, which has run
 //! only its own code since it started as root (systemd's or root's

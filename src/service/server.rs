@@ -19,7 +19,6 @@ use nix::sys::socket::{self, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::cli;
 use crate::report::audit;
 use crate::report::error::{Dropping, Error, ServiceFault};
 use crate::service::identity::{self, Peer, Refusal, SubRange};
@@ -84,11 +83,10 @@ pub fn asked_to_serve() -> bool {
 /// What a session runs its request with: `main`'s entry point of a
 /// request to the service (everything a setuid run for the request does,
 /// from the privilege drop to the exit status and the one line on
-/// stderr), given the audit record of the peer and the request as a
-/// setuid run's parser makes it of the same command line, or that
-/// parser's refusal, which the run reports after its drop as a setuid run
-/// does (see [`Request::attach`]).
-pub type Run = fn(audit::Record, Result<cli::Request, cli::UsageError>) -> u8;
+/// stderr), given the audit record of the peer, the request as read from
+/// the wire and the connection's fd for the tap. The run makes the
+/// request the parser's typed request after its drop ([`Request::attach`]).
+pub type Run = fn(audit::Record, &Request, i32) -> u8;
 
 /// Runs the service until it has been idle for [`IDLE_EXIT`] (when
 /// socket-activated: systemd starts it again) or forever (when it bound
@@ -289,10 +287,7 @@ fn run_request(
         .map_err(|e| Error::kernel("preparing the run's descriptors", e))?;
     let groups: Vec<Gid> = peer.groups.iter().copied().map(Gid::from_raw).collect();
     privileges::enter_setuid_run(Uid::from_raw(peer.uid), Gid::from_raw(peer.gid), &groups)?;
-    let status = run(
-        audit::Record::for_peer(parent),
-        request.attach(conn.as_raw_fd()),
-    );
+    let status = run(audit::Record::for_peer(parent), request, conn.as_raw_fd());
     let line = sys::read_line(stderr.as_fd(), wire::MAX_LINE);
     send_answer(conn, &Answer { status, line });
     Ok(())

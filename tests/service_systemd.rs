@@ -8,7 +8,11 @@
 //! system call filter, RestrictAddressFamilies=, the capability bounding
 //! set, RestrictNamespaces=, /dev/log from journald): the user gets a tap
 //! on the bridge, from a Flatpak-shaped bubblewrap sandbox too; the
-//! service exits once idle, and the next connection starts it again.
+//! service exits once idle, and the next connection starts it again. And
+//! journald's per-unit rate limit, which every user's requests share,
+//! drops none of them: one user's flood of refused requests leaves
+//! another user's grant in the journal (debian/bridge-helper.service,
+//! LogRateLimitBurst=).
 //!
 //! Nothing here touches the machine's services, sockets or kernel
 //! settings; a container that does not boot fails the test with systemd's
@@ -24,6 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,7 +91,10 @@ impl Container {
                 "{tool} is missing: apt-get install systemd util-linux bubblewrap (scripts/install-test-deps)"
             );
         }
-        let tag = format!("bht-systemd-{}", std::process::id());
+        // Two tests of this file may boot at once, in one process.
+        static BOOTED: AtomicU32 = AtomicU32::new(0);
+        let n = BOOTED.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("bht-systemd-{}-{n}", std::process::id());
         let cgroup = cgroup2_root().join(&tag);
         fs::create_dir(&cgroup).unwrap_or_else(|e| {
             panic!(
@@ -530,6 +538,142 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
     assert_ne!(c.service("InvocationID"), invocation1, "not a new start");
     eprintln!(
         "booted, served, exited idle and served again in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A user of the container's own (an entry added to its /etc/passwd,
+/// which is the overlay's: the machine's file is untouched).
+const FLOODER: u32 = 4343;
+/// journald's burst in the container, for every unit without its own.
+/// Debian's default is 10,000 lines in 30 s, which journald multiplies by
+/// (log2 of the journal's free bytes - 16) / 4 (journald.conf(5)): 3.5
+/// with the 1 GB a journal may use here, up to 4 with the default 4 GB
+/// cap, so reaching it takes 35,000 lines or more, well over ten seconds
+/// of flooding. A tenth of it is the same limit, applied the same way,
+/// reached in about two.
+const BURST: u32 = 1000;
+/// More than journald would let through in one interval, with the
+/// multiplier of any journal below a terabyte free (6).
+const FLOOD: u32 = 8000;
+
+/// A client that sends `total` malformed requests to the service over
+/// `parallel` connections at once, reading each answer to its end, and
+/// prints how many were refused in a line of their own (status non-zero,
+/// not "busy", which is not logged each time).
+const PY_FLOOD: &str = "\
+import socket, sys, threading
+total, parallel = int(sys.argv[1]), int(sys.argv[2])
+lock = threading.Lock()
+left, logged, other = [total], [0], []
+def work():
+    while True:
+        with lock:
+            if left[0] == 0: return
+            left[0] -= 1
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect('/run/bridge-helper/socket')
+        s.sendall(b'XXXX'); s.shutdown(socket.SHUT_WR)
+        d = b''
+        while True:
+            c = s.recv(65536)
+            if not c: break
+            d += c
+        s.close()
+        with lock:
+            if d[:4] == b'BHAN' and d[5] != 0 and b'busy' not in d: logged[0] += 1
+            else: other.append(d)
+ts = [threading.Thread(target=work) for _ in range(parallel)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(logged[0])
+if other: print('not a logged refusal:', other[0], len(other), file=sys.stderr)
+";
+
+#[test]
+fn one_users_flood_of_refused_requests_does_not_make_journald_drop_another_users_grant() {
+    let started = Instant::now();
+    let c = Container::boot();
+    c.ok(&format!(
+        "echo 'bhtflood:x:{FLOODER}:{FLOODER}::/nonexistent:/usr/sbin/nologin' >>/etc/passwd \
+         && mkdir -p /etc/systemd/journald.conf.d \
+         && printf '[Journal]\\nRateLimitIntervalSec=30s\\nRateLimitBurst={BURST}\\n' \
+            >/etc/systemd/journald.conf.d/bht-burst.conf \
+         && systemctl restart systemd-journald"
+    ));
+
+    // One user floods the service with requests that each reach a session
+    // and are refused there, one audit line each.
+    let flood_started = Instant::now();
+    let out = common::output_within(
+        c.command("setpriv")
+            .arg(format!("--reuid={FLOODER}"))
+            .arg(format!("--regid={FLOODER}"))
+            .args(["--clear-groups", "--", "/usr/bin/python3", "-c", PY_FLOOD])
+            .args([FLOOD.to_string(), "24".to_string()])
+            .stdin(Stdio::null()),
+        time::secs(120),
+    );
+    let flood_time = flood_started.elapsed();
+    let logged: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "the flood failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!(
+        "{logged} of {FLOOD} malformed requests refused with a line each in {:.1} s{}",
+        flood_time.as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logged > FLOOD / 2,
+        "the flood did not reach the service's sessions"
+    );
+    // Still within journald's interval: a window it would drop lines in.
+    assert!(
+        flood_time < Duration::from_secs(25),
+        "the flood took {flood_time:?}, not within one 30 s interval of journald's"
+    );
+
+    // Then another user asks, and is granted: that line is in the journal.
+    let run = c.forward(&["--br=br0"]);
+    assert_eq!(run.stderr, "", "a granted run prints nothing");
+    let fd = run.expect_tap();
+    let (tap, _) = tun_get_iff(&fd);
+    // (Not wait_audit: the journal it would print is the flood.)
+    let limit = time::secs(5);
+    let asked = Instant::now();
+    let grant = format!(
+        "journalctl -q -o cat -t bridge-helper | grep -q \"uid={NOBODY} .*tap='{tap}'.*granted\""
+    );
+    while !c.sh(&grant).status.success() {
+        assert!(
+            asked.elapsed() < limit,
+            "the grant to uid {NOBODY} of {tap} is not in the journal after {limit:?}: journald dropped it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And journald dropped none of the unit's lines: the flood's are
+    // there, more than it would have let through with any multiplier.
+    let flooded: u32 = c
+        .ok(&format!(
+            "journalctl -q -o cat -t bridge-helper | grep -c '^uid={FLOODER} ' || true"
+        ))
+        .parse()
+        .unwrap();
+    assert!(
+        flooded > 6 * BURST,
+        "only {flooded} of the flood's lines reached the journal: not a flood"
+    );
+    let suppressed = c.ok("journalctl -q -o cat | grep 'Suppressed.*bridge-helper' || true");
+    assert_eq!(suppressed, "", "journald rate-limited the service");
+    eprintln!(
+        "the flooder's lines in the journal: {flooded}; the other user's grant kept; {:.1} s in all",
         started.elapsed().as_secs_f64()
     );
 }

@@ -44,8 +44,10 @@ const BUSY_LOG_EVERY: Duration = Duration::from_secs(1);
 /// Busy refusals, logged at most once per [`BUSY_LOG_EVERY`] for each
 /// user they count against, the next line saying how many went unlogged.
 /// A refusal costs the loop no fork, so one user could otherwise log
-/// thousands a second, and journald's rate limit for the unit would then
-/// drop every user's lines, grants included.
+/// far more lines a second than sessions can, filling the journal (and,
+/// where the service runs without its unit's LogRateLimitBurst=, making
+/// journald's per-unit rate limit drop every user's lines, grants
+/// included).
 #[derive(Default)]
 struct BusyLog(HashMap<u32, (Instant, u32)>);
 

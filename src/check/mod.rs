@@ -55,7 +55,8 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     let mut report = Report::default();
     // Read once: whether the service could examine a process that is not
     // dumpable, and whose uid it decides by.
-    let nested = privileges::in_nested_user_namespace();
+    let uid_map = privileges::nested_uid_map();
+    let nested = uid_map.is_some();
     let install = match &request.user {
         None => {
             caller.settle()?;
@@ -152,8 +153,9 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     };
     // Asked from a user namespace, the service decides by the uid the
     // caller has on the host, not the one it has here.
-    let host_uid = (install.service.is_some() && nested)
-        .then(|| privileges::uid_in_parent_namespace(caller.uid));
+    let host_uid = uid_map
+        .filter(|_| install.service.is_some())
+        .map(|map| privileges::uid_in_parent_namespace(&map, caller.uid));
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
     privileges::drop_all()?;

@@ -492,22 +492,23 @@ fn verify_caps(want: CapSets) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether this process is in a user namespace other than the initial
-/// one (a bubblewrap or Flatpak sandbox, `unshare --user`): there, files
-/// of uids the namespace does not map (root's, on the host) show as owned
-/// by the overflow uid. The initial namespace maps every uid to itself,
-/// which a nested one cannot (it would need all of its parent's).
-pub fn in_nested_user_namespace() -> bool {
+/// This process's `/proc/self/uid_map` if it is in a user namespace other
+/// than the initial one (a bubblewrap or Flatpak sandbox, `unshare
+/// --user`), `None` otherwise: there, files of uids the namespace does not
+/// map (root's, on the host) show as owned by the overflow uid. The
+/// initial namespace maps every uid to itself, which a nested one cannot
+/// (it would need all of its parent's).
+pub fn nested_uid_map() -> Option<String> {
     std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .ok()
+        .filter(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
 /// `uid` (of this process's user namespace) as the parent namespace sees
-/// it, from `/proc/self/uid_map` (whose outside ids are the parent's);
-/// `None` if it cannot be read or maps no such uid.
-pub fn uid_in_parent_namespace(uid: Uid) -> Option<u32> {
-    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
-    outside_id(&map, uid.as_raw())
+/// it, from the text of `/proc/self/uid_map` (whose outside ids are the
+/// parent's); `None` if it maps no such uid.
+pub fn uid_in_parent_namespace(uid_map: &str, uid: Uid) -> Option<u32> {
+    outside_id(uid_map, uid.as_raw())
 }
 
 /// The outside id of `id` in the text of a `uid_map`: lines of

@@ -309,6 +309,19 @@ fn ask_for_br0_as_nobody(svc: &Service) -> std::thread::JoinHandle<std::process:
     std::thread::spawn(move || output(&mut cmd))
 }
 
+/// A held session's request, once released: the peer got its tap (the
+/// tap's message, then status 0), and the session left no tap behind.
+fn granted_and_left_nothing(answer: &std::process::Output, svc: &Service, ns: &NetNs) {
+    assert!(
+        answer.stdout.starts_with(b"\0BHAN\x01\x00"),
+        "{:?} {}",
+        answer.stdout,
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    svc.wait_idle(Duration::from_secs(5));
+    assert_no_taps(ns);
+}
+
 /// The pid of the service's session for which `is_it(status, syscall)`
 /// (its /proc `status` and `syscall`) holds, waited for up to 10 s.
 fn held_session(svc: &Service, what: &str, is_it: impl Fn(&str, &str) -> bool) -> u32 {
@@ -408,14 +421,7 @@ fn a_sessions_run_holds_nothing_of_the_service_and_its_peer_cannot_look_inside()
         "",
         "the peer read its session's /proc files"
     );
-    assert!(
-        answer.stdout.starts_with(b"\0BHAN\x01\x00"),
-        "{:?} {}",
-        answer.stdout,
-        String::from_utf8_lossy(&answer.stderr)
-    );
-    svc.wait_idle(Duration::from_secs(5));
-    assert_no_taps(&ns);
+    granted_and_left_nothing(&answer, &svc, &ns);
 }
 
 /// The session examines its peer's `/proc/PID/ns/user` with the peer's
@@ -489,12 +495,5 @@ for f in ("fd", "status"):
         still.contains(&window),
         "the session left the window before the peer was done: {still}"
     );
-    assert!(
-        answer.stdout.starts_with(b"\0BHAN\x01\x00"),
-        "{:?} {}",
-        answer.stdout,
-        String::from_utf8_lossy(&answer.stderr)
-    );
-    svc.wait_idle(Duration::from_secs(5));
-    assert_no_taps(&ns);
+    granted_and_left_nothing(&answer, &svc, &ns);
 }

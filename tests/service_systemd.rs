@@ -546,8 +546,9 @@ fn a_real_systemd_starts_the_service_on_a_request_and_again_after_it_exits_idle(
 /// which is the overlay's: the machine's file is untouched).
 const FLOODER: u32 = 4343;
 /// journald's burst in the container, for every unit without its own.
-/// journald multiplies a burst by (log2 of the journal's available bytes
-/// - 16) / 4 (journald.conf(5)), available being at most SystemMaxUse=:
+/// journald multiplies a burst by (log2(available bytes) - 16) / 4
+/// (journald.conf(5)), the journal's available bytes being at most its
+/// SystemMaxUse=:
 /// 3.5 for a journal with 1 GB free, so Debian's default of 10,000 lines
 /// in 30 s would take 35,000 lines or more to reach, well over ten seconds
 /// of flooding. The container's journal is capped at [`JOURNAL_MAX`], so

@@ -9,17 +9,14 @@ use nix::errno::Errno;
 pub fn netlink_ext_ack(sock: BorrowedFd<'_>) -> Result<(), Errno> {
     const INT_LEN: libc::socklen_t = 4;
     const _: () = assert!(std::mem::size_of::<libc::c_int>() == 4);
-    const SOL_NETLINK: libc::c_int = 270;
-    const NETLINK_CAP_ACK: libc::c_int = 10;
-    const NETLINK_EXT_ACK: libc::c_int = 11;
     let on: libc::c_int = 1;
-    for opt in [NETLINK_CAP_ACK, NETLINK_EXT_ACK] {
+    for opt in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
         // SAFETY: both options read one int through the pointer, whose size
         // is passed alongside.
         Errno::result(unsafe {
             libc::setsockopt(
                 sock.as_raw_fd(),
-                SOL_NETLINK,
+                libc::SOL_NETLINK,
                 opt,
                 (&on as *const libc::c_int).cast(),
                 INT_LEN,

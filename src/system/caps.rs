@@ -1,5 +1,7 @@
-//! Capabilities and the prctl switches of the privilege drop: the system
-//! calls nix does not wrap. privileges.rs decides what to hold when.
+//! Capabilities and the prctl calls of the privilege drop that nix does
+//! not wrap (the bounding and ambient sets, the dumpable value as the
+//! kernel gives it); nix's own wrappers serve for the others.
+//! privileges.rs decides what to hold when.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -119,26 +121,11 @@ pub fn drop_bounding_set(keep: u64) -> Result<(), Errno> {
 }
 
 pub fn clear_ambient() -> Result<(), Errno> {
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers; the remaining
-    // arguments must be zero.
-    Errno::result(unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    })?;
-    Ok(())
-}
-
-pub fn set_keepcaps(on: bool) -> Result<(), Errno> {
-    prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on)).map(drop)
-}
-
-pub fn set_no_new_privs() -> Result<(), Errno> {
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop)
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )
+    .map(drop)
 }
 
 /// Whether this process is dumpable as ptrace means it, and so may be

@@ -3,6 +3,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::sys::prctl;
 use nix::unistd::{getgroups, getresgid, getresuid, setresgid, setresuid, Gid, Uid};
 
 use crate::report::error::{Dropping, Error, IdKind};
@@ -282,7 +283,7 @@ pub fn enter_service() -> Result<(), Error> {
         caps::drop_bounding_set(SERVICE).map_err(|e| fail("limiting the bounding set", e))?;
     }
     caps::clear_ambient().map_err(|e| fail("PR_CAP_AMBIENT_CLEAR_ALL", e))?;
-    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+    prctl::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
     // Trust, but read back, as the run's drop does.
     let now = caps::capget().map_err(|e| fail("capget", e))?;
     if now != want {
@@ -303,7 +304,7 @@ pub fn enter_setuid_run(uid: Uid, gid: Gid, groups: &[Gid]) -> Result<(), Error>
     take_groups(gid, groups)?;
     let root = Uid::from_raw(0);
     setresuid(uid, root, root).map_err(|e| fail("setresuid", e))?;
-    nix::sys::prctl::set_dumpable(false).map_err(|e| fail("PR_SET_DUMPABLE", e))?;
+    prctl::set_dumpable(false).map_err(|e| fail("PR_SET_DUMPABLE", e))?;
     let u = getresuid().map_err(|e| fail("getresuid", e))?;
     let g = getresgid().map_err(|e| fail("getresgid", e))?;
     if [u.real, u.effective, u.saved] != [uid, root, root]
@@ -427,10 +428,10 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     if caps.effective & (1 << CAP_SETPCAP) != 0 {
         caps::drop_bounding_set(0).map_err(|e| fail("clearing the bounding set", e))?;
     }
-    caps::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    prctl::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     setresgid(gid, gid, gid).map_err(|e| own_id(IdKind::Gid, e))?;
     setresuid(uid, uid, uid).map_err(|e| own_id(IdKind::Uid, e))?;
-    caps::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    prctl::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
     let spare = if uid.is_root() {
         caps.permitted & BECOME
     } else {
@@ -462,7 +463,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     let tun = TunDevice { early };
     caps::capset(&want).map_err(|e| fail("capset", e))?;
     caps::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
-    caps::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
+    prctl::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
 
     verify(uid, gid, want)?;
     Ok(Caller {

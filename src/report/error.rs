@@ -134,8 +134,6 @@ fn tun_hint(errno: Errno) -> &'static str {
 /// What went wrong between a forwarder, the service and its runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceFault {
-    #[error("--serve is for root (systemd's bridge-helper.socket starts it)")]
-    NotRoot,
     #[error("{0}")]
     Listen(#[from] ListenError),
     #[error("asking the service at {SOCKET_PATH}: {}", .0.desc())]

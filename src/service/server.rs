@@ -20,7 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
 use crate::report::audit;
-use crate::report::error::{Dropping, Error, ServiceFault};
+use crate::report::error::{Error, ServiceFault};
 use crate::service::identity::{self, Peer, Refusal, SubRange};
 use crate::service::wire::{self, Answer, Request};
 use crate::service::{
@@ -92,12 +92,9 @@ pub type Run = fn(audit::Record, &Request, i32) -> u8;
 
 /// Runs the service until it has been idle for [`IDLE_EXIT`] (when
 /// socket-activated: systemd starts it again) or forever (when it bound
-/// the socket itself). Root only. Each session calls `run`.
+/// the socket itself). Each session calls `run`. Root only: `main` calls
+/// it only when [`asked_to_serve`] found root asking.
 pub fn serve(run: Run) -> Result<(), Error> {
-    let ids = nix::unistd::getresuid().map_err(|e| Error::Privileges(Dropping::Errno(e)))?;
-    if !(ids.real.is_root() && ids.effective.is_root()) {
-        return Err(ServiceFault::NotRoot.into());
-    }
     let listen = |e| Error::Service(ServiceFault::Listen(e));
     let (listener, activated) = match sys::activated_listener().map_err(listen)? {
         Some(sock) => (sock, true),

@@ -14,11 +14,6 @@ use crate::report::escape::{Escaped, Quoted};
 use crate::system::process::{self, Parent};
 use crate::system::syslog;
 
-/// authpriv (10), as sudo and su log.
-const AUTHPRIV: u8 = 10 << 3;
-const NOTICE: u8 = 5;
-const INFO: u8 = 6;
-
 /// What the run has learnt so far, logged once.
 #[derive(Debug, Default)]
 pub struct Record {
@@ -77,7 +72,10 @@ impl Record {
     /// The tap is ready and about to be sent: logged now, while this
     /// process is still ours to finish.
     pub fn granted(&mut self, tap: &[u8], rule: &Origin) {
-        self.log(INFO, &format!("tap={} granted by {rule}", Quoted(tap)));
+        self.log(
+            libc::LOG_INFO,
+            &format!("tap={} granted by {rule}", Quoted(tap)),
+        );
         self.granted = Some(tap.to_vec());
     }
 
@@ -99,10 +97,10 @@ impl Record {
             }
             None => format!("refused (status {}): {what}", e.status()),
         };
-        self.log(NOTICE, &outcome);
+        self.log(libc::LOG_NOTICE, &outcome);
     }
 
-    fn log(&mut self, severity: u8, outcome: &str) {
+    fn log(&mut self, severity: libc::c_int, outcome: &str) {
         if self.quiet || self.done {
             return;
         }
@@ -152,7 +150,7 @@ fn refused(uid: Uid, parent: Option<&Parent>, bridge: Option<&[u8]>, e: &Error, 
         capped(&one_line(&e.to_string()))
     );
     let line = line(Some(uid), user.as_deref(), parent, bridge, &outcome);
-    syslog::send(&datagram(NOTICE, std::process::id(), &line));
+    syslog::send(&datagram(libc::LOG_NOTICE, std::process::id(), &line));
 }
 
 /// The message, without syslog's header.
@@ -171,11 +169,16 @@ pub fn line(
     format!("uid={uid} user={user} ppid={ppid} comm={comm} bridge={bridge} {outcome}")
 }
 
-/// `<PRI>bridge-helper[PID]: LINE`, with no timestamp: the receiver
-/// (journald, rsyslog) stamps it on arrival, and a static binary has no
-/// time zone database to write syslog's local-time stamp with.
-pub fn datagram(severity: u8, pid: u32, line: &str) -> Vec<u8> {
-    format!("<{}>bridge-helper[{pid}]: {line}", AUTHPRIV | severity).into_bytes()
+/// `<PRI>bridge-helper[PID]: LINE` in facility authpriv (as sudo and su
+/// log), with no timestamp: the receiver (journald, rsyslog) stamps it on
+/// arrival, and a static binary has no time zone database to write
+/// syslog's local-time stamp with.
+pub fn datagram(severity: libc::c_int, pid: u32, line: &str) -> Vec<u8> {
+    format!(
+        "<{}>bridge-helper[{pid}]: {line}",
+        libc::LOG_AUTHPRIV | severity
+    )
+    .into_bytes()
 }
 
 /// At most [`MAX_OUTCOME`] characters, saying how many were cut.
@@ -220,7 +223,10 @@ mod tests {
             l,
             "uid=1000 user='al\\nice' ppid=42 comm='qemu\\x1b[2J' bridge='br\\xff' refused (status 4): x\\ny"
         );
-        assert_eq!(datagram(INFO, 7, "m"), b"<86>bridge-helper[7]: m".to_vec());
+        assert_eq!(
+            datagram(libc::LOG_INFO, 7, "m"),
+            b"<86>bridge-helper[7]: m".to_vec()
+        );
         assert_eq!(
             line(None, None, None, None, "z"),
             "uid=? user=? ppid=? comm=? bridge=? z"

@@ -506,16 +506,12 @@ pub fn nested_uid_map() -> Option<String> {
 }
 
 /// `uid` (of this process's user namespace) as the parent namespace sees
-/// it, from the text of `/proc/self/uid_map` (whose outside ids are the
-/// parent's); `None` if it maps no such uid.
+/// it, from the text of `/proc/self/uid_map` (lines of `inside outside
+/// count`, whose outside ids are the parent's); `None` if it maps no such
+/// uid.
 pub fn uid_in_parent_namespace(uid_map: &str, uid: Uid) -> Option<u32> {
-    outside_id(uid_map, uid.as_raw())
-}
-
-/// The outside id of `id` in the text of a `uid_map`: lines of
-/// `inside outside count`.
-fn outside_id(map: &str, id: u32) -> Option<u32> {
-    map.lines().find_map(|line| {
+    let id = uid.as_raw();
+    uid_map.lines().find_map(|line| {
         let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
         let (inside, outside, count) = (fields.next()??, fields.next()??, fields.next()??);
         let offset = id.checked_sub(inside).filter(|&o| o < count)?;
@@ -525,7 +521,12 @@ fn outside_id(map: &str, id: u32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::outside_id;
+    use super::uid_in_parent_namespace;
+    use nix::unistd::Uid;
+
+    fn outside_id(map: &str, id: u32) -> Option<u32> {
+        uid_in_parent_namespace(map, Uid::from_raw(id))
+    }
 
     #[test]
     fn a_uid_map_line_gives_the_outside_id_of_an_inside_one() {

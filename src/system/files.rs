@@ -1,12 +1,13 @@
 //! Files and descriptors: inherited descriptors, `openat` relative to a
 //! checked directory, what nix's wrappers drop (mount flags it does not
 //! know, a symlink read through its descriptor), extended attributes and
-//! the descriptor limit.
+//! the descriptor limit (through nix).
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::sys::resource::{getrlimit, Resource};
 
 /// Borrows a descriptor number the caller says we inherited, after asking
 /// the kernel that it is open.
@@ -90,11 +91,5 @@ pub fn xattr(path: &CStr, name: &CStr) -> Option<Vec<u8>> {
 
 /// The soft RLIMIT_NOFILE: every descriptor number must be below it.
 pub fn nofile_limit() -> Result<u64, Errno> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one struct rlimit through the pointer.
-    Errno::result(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    Ok(lim.rlim_cur)
+    getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft)
 }

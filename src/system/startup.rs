@@ -9,6 +9,8 @@
 //! (`a_small_stack_limit_gives_a_documented_status`) and tests/hostile.rs
 //! (`rlimit_as_small`) show each case.
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
 use crate::report::status;
 
 /// Lets a write to a file over RLIMIT_FSIZE fail with EFBIG instead of
@@ -65,26 +67,14 @@ pub fn leave_faults_to_the_kernel() {
 pub fn ensure_stack() {
     const WANT: libc::rlim_t = 8 << 20;
     const NEED: libc::rlim_t = 256 << 10;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one struct rlimit through the pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } != 0 {
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_STACK) else {
         return;
+    };
+    // Raising the soft limit up to the hard one needs no privilege.
+    if soft < WANT && setrlimit(Resource::RLIMIT_STACK, WANT.min(hard), hard).is_ok() {
+        soft = WANT.min(hard);
     }
-    if lim.rlim_cur < WANT {
-        let raised = libc::rlimit {
-            rlim_cur: WANT.min(lim.rlim_max),
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct; raising the soft limit
-        // up to the hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_STACK, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    if lim.rlim_cur < NEED {
+    if soft < NEED {
         exit_now(b"bridge-helper: RLIMIT_STACK is too small (at least 256 KiB is needed)\n");
     }
 }

@@ -184,15 +184,14 @@ fn attach(
     checkpoint(request.hook, Stage::BeforeCreate);
     // Every queue's descriptor first: a run that cannot have them all
     // creates nothing.
-    let mut queues = caller.tun.for_queues(request.queues)?;
-    let more = queues.split_off(1);
+    let (first, more) = caller.tun.for_queues(request.queues)?;
     // A multiqueue tap under a name that is the caller's slot until it is
     // renamed below: findable by the caller's later runs from its first
     // instant, as anyone may attach to it before it has an owner.
     let mut tap = tap::create(
         &mut route,
         &mut own_taps,
-        queues.pop().ok_or(Error::Internal)?,
+        first,
         request.use_vnet,
         !more.is_empty(),
         name.as_ref(),

@@ -176,22 +176,15 @@ pub struct TunDevice {
 }
 
 impl TunDevice {
-    /// The descriptor for the new tap.
-    pub fn for_tap(&mut self) -> Result<OwnedFd, Error> {
-        self.early
-            .take()
-            .unwrap_or_else(open_tun)
-            .map_err(Error::TunDevice)
-    }
-
-    /// One descriptor per queue of the new tap, all opened before the tap
-    /// is created, so that a run that cannot have them all creates nothing.
-    /// The first is [`TunDevice::for_tap`]'s; the others are opened as the
-    /// caller: installed setuid root, only the first could be opened as
-    /// root, before the arguments said how many were wanted, and reading
-    /// no user input while root matters more than multiqueue on a 0600
-    /// device.
-    pub fn for_queues(&mut self, queues: u16) -> Result<Vec<OwnedFd>, Error> {
+    /// The new tap's descriptors, queue 1's and then one more per further
+    /// queue, all opened before the tap is created, so that a run that
+    /// cannot have them all creates nothing. Queue 1's is the one a setuid
+    /// install opened during the drop (else opened now, as the caller); the
+    /// others are opened as the caller: installed setuid root, only the
+    /// first could be opened as root, before the arguments said how many
+    /// were wanted, and reading no user input while root matters more than
+    /// multiqueue on a 0600 device.
+    pub fn for_queues(&mut self, queues: u16) -> Result<(OwnedFd, Vec<OwnedFd>), Error> {
         if queues > 1 {
             // Room for every queue plus the few descriptors a run holds
             // (stdio, --fd, netlink): checked first for a clear line;
@@ -203,10 +196,15 @@ impl TunDevice {
             }
         }
         let setuid_early = self.early.is_some();
-        let mut fds = vec![self.for_tap()?];
+        let first = self
+            .early
+            .take()
+            .unwrap_or_else(open_tun)
+            .map_err(Error::TunDevice)?;
+        let mut more = Vec::new();
         for _ in 1..queues {
             match open_tun() {
-                Ok(fd) => fds.push(fd),
+                Ok(fd) => more.push(fd),
                 Err(e) => {
                     return Err(match e {
                         Errno::EACCES | Errno::EPERM if setuid_early => {
@@ -221,7 +219,7 @@ impl TunDevice {
                 }
             }
         }
-        Ok(fds)
+        Ok((first, more))
     }
 
     /// Whether /dev/net/tun opens the way a run opens it (for --check):

@@ -16,7 +16,7 @@
 use std::io::Write;
 
 use crate::cli::{CheckRequest, UsageError};
-use crate::policy::accounts::User;
+use crate::policy::accounts::{self, User};
 use crate::policy::bridge_conf::includes::Origin;
 use crate::policy::bridge_conf::{Rule, Target};
 use crate::policy::compiled;
@@ -104,9 +104,11 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                     (user, groups)
                 }
                 None => {
-                    let uid = users::uid_of(spec)
-                        .ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?
-                        .as_raw();
+                    // Not in /etc/passwd, just read: only a decimal uid
+                    // names such a user (users::uid_of, without reading
+                    // the file a second time).
+                    let uid = accounts::number(spec)
+                        .ok_or_else(|| UsageError::NoUser(Bytes::from(spec)))?;
                     let user = User {
                         name: Vec::new(),
                         uid,

@@ -11,11 +11,11 @@
 //!   safe functions of `system`.
 //! - [`system`]: the boundary with the operating system. Every `unsafe`
 //!   block and raw system call is in a `system` file of its topic (caps,
-//!   files, tun, memory, startup, netlink's ext_ack), each with a `SAFETY`
-//!   note; the other system modules use them or nix's safe wrappers.
+//!   files, memory, peer, service, startup, tun, netlink's ext_ack), each
+//!   with a `SAFETY` note; the other system modules use them or nix's safe
+//!   wrappers.
 //! - [`report`]: the one error type, its exit statuses, escaping, and the
 //!   one line a run prints.
-//!
 //!
 //! [`service`] is the privileged service (`--serve`) and the forwarder
 //! that asks it when the binary runs without privilege.
@@ -25,7 +25,8 @@
 //! the two cannot disagree.
 //!
 //! `unsafe` is denied here and in `main.rs`, and allowed only on those
-//! `system` files, one `#[allow(unsafe_code)]` each in `system/mod.rs`.
+//! `system` files, one `#[allow(unsafe_code)]` each where the module is
+//! declared (`system/mod.rs`; `system/netlink/mod.rs` for ext_ack).
 #![deny(unsafe_code)]
 // As Firecracker does: a cast that can truncate, wrap or lose a sign is a
 // bug waiting for an input; use try_from, from, or cast_signed/unsigned.

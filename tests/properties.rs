@@ -21,8 +21,10 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use bridge_helper::cli::{self, UsageError};
-use bridge_helper::policy::bridge_conf::includes::{self, ConfigError};
+use bridge_helper::policy::accounts::{Accounts, Identity};
+use bridge_helper::policy::bridge_conf::includes::{self, ConfigError, Origin};
 use bridge_helper::policy::bridge_conf::{self, Directive, LineError, Rule, Target, Verdict};
+use bridge_helper::policy::decision;
 use bridge_helper::policy::files::{FileText, Files, OpenError};
 use bridge_helper::policy::ifname::{self, Invalid};
 use proptest::prelude::*;
@@ -500,6 +502,7 @@ proptest! {
 
     /// A bridge with several names (real name, altnames): a deny of any of
     /// them wins; otherwise every name that must be allowed needs an allow.
+    /// Through the decision a run makes (bridge.conf alone: no grants).
     #[test]
     fn a_deny_of_any_name_of_a_bridge_wins(
         rules in prop::collection::vec((any::<bool>(), prop::option::of(0usize..5)), 0..16),
@@ -507,18 +510,21 @@ proptest! {
         also in prop::collection::vec(0usize..5, 0..3),
     ) {
         let names = [&b"br0"[..], b"lan0", b"virbr0", b"x", b"uplink"];
-        let list: Vec<Rule<usize>> = rules
+        let list: Vec<Rule<Origin>> = rules
             .iter()
             .enumerate()
             .map(|(i, &(allow, t))| Rule {
-                origin: i,
+                origin: Origin { file: PathBuf::from(MAIN), line: i + 1 },
                 allow,
                 target: t.map_or(Target::All, |n| Target::Bridge(names[n].to_vec())),
             })
             .collect();
         let must: Vec<&[u8]> = must.iter().map(|&i| names[i]).collect();
         let also: Vec<&[u8]> = also.iter().map(|&i| names[i]).collect();
-        let (_, verdict) = bridge_conf::decide_names(&list, &must, &also);
+        let me = Identity { uid: 1000, gids: Vec::new() };
+        let decided = decision::decide(&list, &[], &[], &me, &Accounts::default(), &must, &also)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let verdict = decided.verdict;
         let denied = must
             .iter()
             .chain(&also)

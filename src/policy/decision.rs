@@ -71,10 +71,10 @@ impl Policy {
     }
 }
 
-/// The decision for a caller on a bridge known by several names (see
-/// [`bridge_conf::decide_names`]): a deny in bridge.conf of any name wins; every
-/// name in `must_allow` needs an allow from bridge.conf or a grant to
-/// this caller. Then exactly one port line applies: a `user=` line beats a
+/// The decision for a caller on a bridge known by several names (the
+/// kernel finds the bridge by each): a deny in bridge.conf of any name
+/// wins; every name in `must_allow` (the one asked for, the bridge's real
+/// one) needs an allow from bridge.conf or a grant to this caller. Then exactly one port line applies: a `user=` line beats a
 /// `group=` line beats a bridge-wide one, matching the bridge by any of
 /// its names. Two `user=` lines for this caller are an error; two group
 /// (or bridge-wide) lines that disagree are an error naming both.

@@ -229,30 +229,6 @@ pub fn decide<'a, O>(rules: &'a [Rule<O>], bridge: &[u8]) -> Verdict<'a, O> {
     allowed.map_or(Verdict::NoAllow, Verdict::Allowed)
 }
 
-/// The decision for a bridge known by several names: a deny of any of
-/// them wins (the kernel finds the bridge by each), and every name in
-/// `must_allow` (the one asked for, the bridge's real one) needs an allow.
-/// Returns the name the decision turned on, with the verdict.
-pub fn decide_names<'a, 'n, O>(
-    rules: &'a [Rule<O>],
-    must_allow: &[&'n [u8]],
-    also: &[&'n [u8]],
-) -> (&'n [u8], Verdict<'a, O>) {
-    for &name in must_allow.iter().chain(also) {
-        if let denied @ Verdict::Denied(_) = decide(rules, name) {
-            return (name, denied);
-        }
-    }
-    let mut last = None;
-    for &name in must_allow {
-        match decide(rules, name) {
-            Verdict::Allowed(o) => last = Some((name, Verdict::Allowed(o))),
-            other => return (name, other),
-        }
-    }
-    last.unwrap_or((b"", Verdict::NoAllow))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,27 +357,6 @@ mod tests {
     }
     fn br(n: &str) -> Target {
         Target::Bridge(n.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn every_name_of_a_bridge_counts() {
-        let rules = [rule(true, Target::All, 1), rule(false, br("lan0"), 2)];
-        // Asked by its real name, denied by an altname.
-        assert_eq!(
-            decide_names(&rules, &[b"br0"], &[b"lan0"]),
-            (&b"lan0"[..], Verdict::Denied(&2))
-        );
-        let rules = [rule(true, br("lan0"), 1)];
-        // Asked by an altname that alone is allowed: the real name is not.
-        assert_eq!(
-            decide_names(&rules, &[b"lan0", b"br0"], &[]),
-            (&b"br0"[..], Verdict::NoAllow)
-        );
-        let rules = [rule(true, br("lan0"), 1), rule(true, br("br0"), 2)];
-        assert_eq!(
-            decide_names(&rules, &[b"lan0", b"br0"], &[]),
-            (&b"br0"[..], Verdict::Allowed(&2))
-        );
     }
 
     #[test]

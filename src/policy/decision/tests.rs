@@ -217,6 +217,41 @@ fn grants_add_and_bridge_conf_denies_win() {
 }
 
 #[test]
+fn every_name_of_a_bridge_counts() {
+    let rule = |line, allow, target: Target| Rule {
+        origin: acl_at(line),
+        allow,
+        target,
+    };
+    let br = |n: &str| Target::Bridge(n.as_bytes().to_vec());
+    fn d<'a>(
+        acl: &'a [Rule<Origin>],
+        must: &[&'static [u8]],
+        also: &[&'static [u8]],
+    ) -> (&'static [u8], Verdict<'a, Origin>) {
+        let v = decide(acl, &[], &[], &ALICE(), &names(), must, also).unwrap();
+        (v.bridge, v.verdict)
+    }
+    let acl = [rule(1, true, Target::All), rule(2, false, br("lan0"))];
+    // Asked by its real name, denied by an altname.
+    assert_eq!(
+        d(&acl, &[b"br0"], &[b"lan0"]),
+        (&b"lan0"[..], Verdict::Denied(&acl_at(2)))
+    );
+    let acl = [rule(1, true, br("lan0"))];
+    // Asked by an altname that alone is allowed: the real name is not.
+    assert_eq!(
+        d(&acl, &[b"lan0", b"br0"], &[]),
+        (&b"br0"[..], Verdict::NoAllow)
+    );
+    let acl = [rule(1, true, br("lan0")), rule(2, true, br("br0"))];
+    assert_eq!(
+        d(&acl, &[b"lan0", b"br0"], &[]),
+        (&b"br0"[..], Verdict::Allowed(&acl_at(2)))
+    );
+}
+
+#[test]
 fn one_port_line_applies_whole() {
     let acl = vec![Rule {
         origin: acl_at(1),

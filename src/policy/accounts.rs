@@ -15,8 +15,9 @@ use crate::report::escape::Quoted;
 pub const PASSWD: &str = "/etc/passwd";
 pub const GROUP: &str = "/etc/group";
 /// Large sites keep tens of thousands of accounts in the files; more than
-/// this is refused rather than read without bound.
-const MAX_BYTES: u64 = 16 << 20;
+/// this is refused rather than read without bound (here and in
+/// `system::users`: one limit for each reading of the files).
+pub const MAX_BYTES: u64 = 16 << 20;
 
 /// Names and the numbers they stand for, in file order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -7,20 +7,27 @@ use std::io::Read;
 
 use nix::unistd::Uid;
 
-use crate::policy::accounts::{self, User};
+use crate::policy::accounts::{self, User, MAX_BYTES};
 use crate::system::files;
 
-/// Enough for any real passwd file; more is not read.
-const LIMIT: u64 = 4 << 20;
-
 /// The whole file in about two reads: sized first, so that the buffer
-/// does not grow read by read (this runs on every request, for the log).
+/// does not grow read by read.
 fn read(path: &str) -> Option<Vec<u8>> {
     let file = std::fs::File::open(path).ok()?;
-    let size = file.metadata().ok()?.len().min(LIMIT);
-    let mut text = Vec::with_capacity(usize::try_from(size).ok()? + 1);
-    file.take(LIMIT).read_to_end(&mut text).ok()?;
-    Some(text)
+    let size = file.metadata().ok()?.len();
+    whole(file, size, MAX_BYTES)
+}
+
+/// All of `file` (`size` bytes, as its metadata says), or `None` if it
+/// holds more than `limit` bytes. Never a part: a file cut at the limit
+/// ends in a line cut short, which reads as another uid, gid or member
+/// (`alice:x:10001:100` cut to `alice:x:10001:10`).
+fn whole(file: impl Read, size: u64, limit: u64) -> Option<Vec<u8>> {
+    let mut text = Vec::with_capacity(usize::try_from(size.min(limit)).ok()? + 1);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut text)
+        .ok()?;
+    (u64::try_from(text.len()).ok()? <= limit).then_some(text)
 }
 
 /// The user `spec` (a name or a decimal uid) names in /etc/passwd.
@@ -61,7 +68,7 @@ fn name_in(mut file: impl Read, uid: Uid) -> Option<Vec<u8>> {
     loop {
         let n = file.read(buf.get_mut(kept..)?).ok()?;
         total += u64::try_from(n).ok()?;
-        if total > LIMIT {
+        if total > MAX_BYTES {
             return None;
         }
         let end = kept + n;
@@ -99,6 +106,17 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_not_read_in_part() {
+        let passwd = b"root:x:0:0::/:/bin/sh\nalice:x:10001:100::/:/bin/sh\n";
+        let size = u64::try_from(passwd.len()).unwrap();
+        assert_eq!(whole(&passwd[..], size, size).as_deref(), Some(&passwd[..]));
+        // Cut at 38 bytes the file would say alice's gid is 10.
+        assert_eq!(whole(&passwd[..], size, 38), None);
+        // Grown since it was sized: still whole, or nothing.
+        assert_eq!(whole(&passwd[..], 3, size).as_deref(), Some(&passwd[..]));
     }
 
     #[test]

@@ -291,9 +291,10 @@ impl Tap {
         tun.multi_queue && tun.num_queues == ours && tun.num_disabled_queues == Some(0)
     }
 
-    /// Owner, MTU, MAC, marker, bridge, port settings and link state,
-    /// then reads it all back, with the slot altname if it got one: the fd
-    /// is only handed over if the tap is exactly as intended.
+    /// Owner, MTU, marker, bridge, port settings and link state, then
+    /// reads it all back, with the MAC [`create`] set and the slot altname
+    /// if it got one: the fd is only handed over if the tap is exactly as
+    /// intended.
     pub fn attach(
         &self,
         route: &mut Rtnetlink,

@@ -1,7 +1,7 @@
 //! Interface-name rules shared by the command line and the ACL.
 
 /// The kernel's IFNAMSIZ, including the terminating NUL.
-pub const IFNAMSIZ: usize = 16;
+pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
 /// Longest name the kernel keeps; anything longer would be truncated,
 /// which is how CVE-2019-13164 slipped a long name past a `deny`.
 pub const MAX_LEN: usize = IFNAMSIZ - 1;

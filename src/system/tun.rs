@@ -33,7 +33,7 @@ const SIOCGIFFLAGS: libc::Ioctl = 0x8913;
 #[repr(C)]
 #[derive(Default)]
 struct IfReq {
-    name: [u8; 16],
+    name: [u8; libc::IFNAMSIZ],
     data: [u8; 24],
 }
 

@@ -55,7 +55,9 @@ pub fn policy(
     uid: Uid,
 ) -> Result<Policy, Error> {
     let accounts = if conf.names_accounts() {
-        accounts::load(files).map_err(|(path, e)| ConfigError::opening(Path::new(path), e))?
+        accounts::load(files).map_err(|(path, e)| {
+            ConfigError::opening_file(Path::new(path), e, accounts::MAX_BYTES)
+        })?
     } else {
         Accounts::default()
     };

@@ -62,6 +62,10 @@ pub enum ConfigError {
         shown(.0)
     )]
     TooBig(PathBuf),
+    /// A file read on its own (bridge-helper.conf, /etc/passwd,
+    /// /etc/group) over the limit its reader set.
+    #[error("{path}: over the {limit}-byte limit for this file; fix: shorten it", path = shown(.0), limit = .1)]
+    FileTooBig(PathBuf, u64),
     #[error("{path}: {why}", path = shown(.0), why = .1)]
     Io(PathBuf, io::Error),
     #[error("{at}: include of {path} forms a cycle; fix: remove one of the includes", at = .0, path = shown(.1))]
@@ -89,7 +93,16 @@ fn shown(path: &Path) -> Escaped<'_> {
 }
 
 impl ConfigError {
-    /// The file at `path` (as written) could not be used.
+    /// The file at `path` (as written), read on its own with at most
+    /// `limit` bytes, could not be used.
+    pub fn opening_file(path: &Path, e: OpenError, limit: u64) -> ConfigError {
+        match e {
+            OpenError::TooBig => ConfigError::FileTooBig(path.to_path_buf(), limit),
+            e => ConfigError::opening(path, e),
+        }
+    }
+
+    /// The ACL file at `path` (as written) could not be used.
     pub fn opening(path: &Path, e: OpenError) -> ConfigError {
         let path = path.to_path_buf();
         match e {

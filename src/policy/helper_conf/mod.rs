@@ -64,13 +64,16 @@ impl Settings {
 /// The largest accepted limit: a bridge has at most 1024 ports anyway.
 const MAX_LIMIT: usize = 1024;
 
+/// The most of the file that is read; more is refused.
+const MAX_BYTES: u64 = 64 * 1024;
+
 /// Reads the file if it exists (with the same trust rules as the ACL
 /// files); compiled-in defaults otherwise.
 pub fn load(files: &impl Files, path: &Path, defaults: Settings) -> Result<Settings, ConfigError> {
-    let text = match files.read(path, 64 * 1024) {
+    let text = match files.read(path, MAX_BYTES) {
         Ok(text) => text,
         Err(OpenError::Missing) => return Ok(defaults),
-        Err(e) => return Err(ConfigError::opening(path, e)),
+        Err(e) => return Err(ConfigError::opening_file(path, e, MAX_BYTES)),
     };
     parse_in(path, &text.bytes, defaults).map_err(|(line, e)| {
         ConfigError::Syntax(
@@ -205,6 +208,22 @@ mod tests {
         );
         assert_eq!(got.ok(), Some(DEFAULTS), "a missing file is the defaults");
         assert_eq!(files.0.get(), 64 * 1024);
+    }
+
+    #[test]
+    fn a_file_over_its_limit_says_its_own_limit() {
+        struct Big;
+        impl Files for Big {
+            fn read(&self, _: &Path, _: u64) -> Result<crate::policy::files::FileText, OpenError> {
+                Err(OpenError::TooBig)
+            }
+        }
+        let path = Path::new("/etc/qemu/bridge-helper.conf");
+        let e = load(&Big, path, DEFAULTS.clone()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/qemu/bridge-helper.conf: over the 65536-byte limit for this file; fix: shorten it"
+        );
     }
 
     #[test]

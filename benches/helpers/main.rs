@@ -30,7 +30,10 @@
 //! - the service rows (`service`; `--no-service` skips them, `--service-only` runs only them):
 //!   `bridge-helper --serve` socket-activated in a mount namespace of its own, the forwarder and
 //!   the client crate's direct request interleaved with our setuid mode and QEMU's helper, K of
-//!   each at once, and `--cold C` cold starts (first request to a service not running) apart.
+//!   each at once, and `--cold C` cold starts (first request to a service not running) apart;
+//!   beside them the forwarded floor (`floor --serve` / `--forward`: the same architecture with
+//!   the floor's work and no checks, a fork per connection or pre-forked spares), reported as
+//!   information against the service's targets.
 //!
 //! The reference is QEMU's helper where `dpkg-divert --truename` says it is
 //! (bridge-helper's package diverts it), checked to really be QEMU's
@@ -62,6 +65,7 @@ use drivers::{
     concurrent, multiqueue, sanity, sequential, ConcRound, Ns, QueueResults, Rng, SeqResults,
 };
 use resources::{resources, Resource};
+use service::Serve;
 use setup::{
     add_taps, build_floor, check_interrupted, chown_root, cstr, install, install_signal_handlers,
     ip, last_err, link_count, make_mount_ns, open_ro, remove_stale, set_mode, tiny_elf, DirGuard,
@@ -504,6 +508,23 @@ fn service_clients<'a>(
     }
     let log = dir.join("service.stderr");
     let log_fd = fs::File::options().create(true).append(true).open(&log)?;
+    // The forwarded floor: the floor's servers on sockets in the bench's
+    // directory, its forwarder a plain copy as ours is.
+    let floor = match progs.iter().find(|p| p.role == Role::FloorWork) {
+        Some(floor) => {
+            let sockets = Serve::ALL.map(|s| dir.join(format!("floor-{}.sock", s.arg())));
+            let fwd = [
+                service::floor_forwarder(dir, &floor.source, Serve::Fork, &sockets[0])?,
+                service::floor_forwarder(dir, &floor.source, Serve::Spares, &sockets[1])?,
+            ];
+            Some(service::Floors {
+                floor,
+                fwd,
+                sockets,
+            })
+        }
+        None => None,
+    };
     Ok(service::Clients {
         ns,
         ours: progs
@@ -514,5 +535,6 @@ fn service_clients<'a>(
         fwd: service::forwarder(dir, &o.helper)?,
         log,
         log_fd: log_fd.into(),
+        floor,
     })
 }

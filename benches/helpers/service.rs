@@ -15,13 +15,25 @@
 //! each at once, interleaved by round; then cold starts, apart: a fresh
 //! service that is not running yet (systemd-socket-activate holds only the
 //! socket), timed over its first request.
+//!
+//! Beside them, the forwarded floor (benches/floor.c's `--serve` and
+//! `--forward`): issue 26's architecture with no checks at all, the
+//! floor's tap work reached through a root server on a Unix socket in the
+//! bench's directory (bound by the bench and handed over, as socket
+//! activation does). Two servers: a fork per connection, and pre-forked
+//! spares that accept by themselves. Their clients: the floor's forwarder
+//! (exec'd as the forwarder is), the bench connecting in process (as the
+//! client crate is timed), and the plain floor (setuid), all in the same
+//! shuffle: what the architecture costs on this machine when nothing but
+//! the kernel's work is done.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::fs;
-use std::io::{IoSlice, Read as _};
+use std::io::{IoSlice, Read as _, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -51,14 +63,44 @@ pub enum Client {
     Forwarder,
     /// The client crate's `Service::request`, as nobody.
     Direct,
+    /// benches/floor.c, setuid root, run as nobody: the kernel's work only.
+    Floor,
+    /// The floor's `--forward`, plain, run as nobody, through its server.
+    FloorForward(Serve),
+    /// The bench connecting to the floor's server in process, as nobody.
+    FloorDirect(Serve),
+}
+
+/// How the floor's server (`floor --serve=...`) runs its sessions.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Serve {
+    /// Accept, fork the session, reap: as our service does.
+    Fork,
+    /// Sessions forked ahead, each accepting by itself.
+    Spares,
+}
+
+impl Serve {
+    pub const ALL: [Serve; 2] = [Serve::Fork, Serve::Spares];
+    pub fn arg(self) -> &'static str {
+        match self {
+            Serve::Fork => "fork",
+            Serve::Spares => "spares",
+        }
+    }
 }
 
 impl Client {
-    pub const ALL: [Client; 4] = [
+    pub const ALL: [Client; 9] = [
         Client::Setuid,
         Client::Qemu,
         Client::Forwarder,
         Client::Direct,
+        Client::Floor,
+        Client::FloorForward(Serve::Fork),
+        Client::FloorForward(Serve::Spares),
+        Client::FloorDirect(Serve::Fork),
+        Client::FloorDirect(Serve::Spares),
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -66,6 +108,11 @@ impl Client {
             Client::Qemu => "qemu-bridge-helper, setuid",
             Client::Forwarder => "forwarder → service",
             Client::Direct => "client crate → service",
+            Client::Floor => "floor, setuid",
+            Client::FloorForward(Serve::Fork) => "floor forwarder → floor server (fork)",
+            Client::FloorForward(Serve::Spares) => "floor forwarder → floor server (spares)",
+            Client::FloorDirect(Serve::Fork) => "floor client → floor server (fork)",
+            Client::FloorDirect(Serve::Spares) => "floor client → floor server (spares)",
         }
     }
 }
@@ -81,6 +128,31 @@ pub struct Clients<'a> {
     /// stderr of the service and of the direct clients.
     pub log: PathBuf,
     pub log_fd: OwnedFd,
+    /// The forwarded floor, where the floor was built.
+    pub floor: Option<Floors<'a>>,
+}
+
+/// The forwarded floor's programs.
+pub struct Floors<'a> {
+    /// The plain floor (its setuid copy runs).
+    pub floor: &'a Prog,
+    /// The floor's forwarder: a plain copy with `--forward=SOCKET`, by
+    /// `Serve` (fork, spares).
+    pub fwd: [Prog; 2],
+    /// The servers' sockets, by `Serve`.
+    pub sockets: [PathBuf; 2],
+}
+
+impl Floors<'_> {
+    /// Both servers, each on its socket, in the bench's namespaces as root.
+    fn servers(&self, ns: &Ns, log: RawFd) -> Res<[FloorServer; 2]> {
+        // The root copy: 0755, no setuid bit, no capability; run as root.
+        let exe = &self.floor.copies[Mode::Root.idx()];
+        Ok([
+            FloorServer::start(ns, exe, Serve::Fork, &self.sockets[0], log)?,
+            FloorServer::start(ns, exe, Serve::Spares, &self.sockets[1], log)?,
+        ])
+    }
 }
 
 impl Clients<'_> {
@@ -101,25 +173,59 @@ impl Clients<'_> {
     fn list(&self) -> Vec<Client> {
         Client::ALL
             .into_iter()
-            .filter(|c| *c != Client::Qemu || self.qemu.is_some())
+            .filter(|c| match c {
+                Client::Qemu => self.qemu.is_some(),
+                Client::Floor | Client::FloorForward(_) | Client::FloorDirect(_) => {
+                    self.floor.is_some()
+                }
+                _ => true,
+            })
             .collect()
     }
 }
 
 /// Our binary as a service host installs it: root's, 0755, no capability.
 pub fn forwarder(dir: &Path, helper: &Path) -> Res<Prog> {
-    let path = dir.join("bin/bh-plain");
-    fs::copy(helper, &path)?;
+    plain(
+        dir,
+        Role::Ours,
+        "bh-plain",
+        Client::Forwarder,
+        helper,
+        Vec::new(),
+    )
+}
+
+/// The floor's forwarder for the server of `serve` on `socket`: a plain
+/// copy of the floor, as the forwarder is installed.
+pub fn floor_forwarder(dir: &Path, floor: &Path, serve: Serve, socket: &Path) -> Res<Prog> {
+    let args = vec![format!("--forward={}", socket.display())];
+    let client = Client::FloorForward(serve);
+    let stem = format!("floor-forward-{}", serve.arg());
+    plain(dir, Role::FloorWork, &stem, client, floor, args)
+}
+
+/// `source` copied to `dir/bin/STEM`: root's, 0755, no capability.
+fn plain(
+    dir: &Path,
+    role: Role,
+    stem: &str,
+    client: Client,
+    source: &Path,
+    args: Vec<String>,
+) -> Res<Prog> {
+    let path = dir.join("bin").join(stem);
+    fs::copy(source, &path)?;
     chown_root(&path)?;
     set_mode(&path, 0o755)?;
     let copy = cstr(path.as_os_str().as_bytes())?;
-    let log = dir.join("bh-plain.stderr");
+    let log = dir.join(format!("{stem}.stderr"));
     let log_fd = fs::File::options().create(true).append(true).open(&log)?;
     Ok(Prog {
-        role: Role::Ours,
-        label: Client::Forwarder.label().into(),
-        source: helper.into(),
-        args: Vec::new(),
+        role,
+        label: client.label().into(),
+        source: source.into(),
+        args,
         // one plain copy whatever the mode: a mode only picks the uid
         copies: [copy.clone(), copy.clone(), copy],
         size: fs::metadata(&path)?.len(),
@@ -243,25 +349,98 @@ impl Drop for Service {
     }
 }
 
+/// The floor's server (`floor --serve=fork|spares --listen=L`) on a
+/// socket the bench binds and hands over, in the bench's namespaces as
+/// root, in a process group of its own; the group is killed when dropped
+/// (spares also die with the server: `PR_SET_PDEATHSIG`).
+pub struct FloorServer {
+    pid: libc::pid_t,
+}
+
+impl FloorServer {
+    fn start(ns: &Ns, exe: &CStr, serve: Serve, socket: &Path, log: RawFd) -> Res<FloorServer> {
+        match fs::remove_file(socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        // Listening from here on: a connection before the server runs waits
+        // in the backlog, as with socket activation.
+        let listener = UnixListener::bind(socket)?;
+        set_mode(socket, 0o666)?; // the clients run as nobody
+        let fd = listener.as_raw_fd();
+        let args = [format!("--serve={}", serve.arg()), format!("--listen={fd}")];
+        let plan = ExecPlan::new(exe, &args, None, fd, log)?;
+        // SAFETY: the bench is single-threaded; the child makes only
+        // async-signal-safe calls and execs or `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(last_err("fork"));
+        }
+        if pid == 0 {
+            child_enter(ns, log, fd, None);
+            // SAFETY: no preconditions; a failure leaves it in the bench's group.
+            unsafe { libc::setpgid(0, 0) };
+            child_execve(&plan);
+        }
+        // Both sides, so the group exists before any kill of it.
+        // SAFETY: our own child, not yet exec'd or already in its group.
+        unsafe { libc::setpgid(pid, pid) };
+        Ok(FloorServer { pid })
+    }
+}
+
+impl Drop for FloorServer {
+    fn drop(&mut self) {
+        // SAFETY: our own child's process group (and the child), killed
+        // and the child reaped once.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The direct client
 
-/// Runs in a forked child: into the service's namespaces as nobody, wait
-/// for `go` (EOF on a pipe) if given, request a tap, send it back on `back`
+/// Where a direct request goes.
+#[derive(Clone, Copy)]
+enum To<'a> {
+    /// Our service, by the client crate.
+    Service,
+    /// The floor's server on this socket, by [`floor_request`].
+    Floor(&'a Path),
+}
+
+/// Runs in a forked child: into the namespaces `ns` as nobody, wait for
+/// `go` (EOF on a pipe) if given, request a tap, send it back on `back`
 /// (one zero byte with the fds, then the request's µs as 8 bytes) or an
 /// error (`E` and its text).
-fn direct_child(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: RawFd) -> ! {
+fn direct_child(
+    ns: &Ns,
+    to: To,
+    back: &OwnedFd,
+    go: Option<(&OwnedFd, &OwnedFd)>,
+    log: RawFd,
+) -> ! {
     // A panic must not unwind into the bench's guards (which would delete
     // its network namespace and directory) from a forked copy.
     let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        direct_request(ns, back, go, log)
+        direct_request(ns, to, back, go, log)
     }));
     // SAFETY: _exit ends the forked child without running the bench's
     // destructors.
     unsafe { libc::_exit(if sent.unwrap_or(false) { 0 } else { 1 }) }
 }
 
-fn direct_request(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log: RawFd) -> bool {
+fn direct_request(
+    ns: &Ns,
+    to: To,
+    back: &OwnedFd,
+    go: Option<(&OwnedFd, &OwnedFd)>,
+    log: RawFd,
+) -> bool {
     child_enter(ns, log, -1, Some(sys::NOBODY));
     // Dumpable again, as a process the user started is (the drop above
     // cleared it): the service examines its peer as the peer's own user
@@ -274,15 +453,20 @@ fn direct_request(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log
         let _ = nix::unistd::read(go.as_raw_fd(), &mut [0u8; 1]);
     }
     let t0 = Instant::now();
-    let res = bridge_helper_client::Service::new()
-        .bridge(BRIDGE)
-        .vnet_hdr(true)
-        .request();
+    let res = match to {
+        To::Service => bridge_helper_client::Service::new()
+            .bridge(BRIDGE)
+            .vnet_hdr(true)
+            .request()
+            .map(bridge_helper_client::Tap::into_fds)
+            .map_err(|e| e.to_string()),
+        To::Floor(socket) => floor_request(socket),
+    };
     let us = t0.elapsed().as_secs_f64() * 1e6;
     let sock = back.as_raw_fd();
     match res {
         Ok(tap) => {
-            let fds: Vec<RawFd> = tap.fds().iter().map(AsRawFd::as_raw_fd).collect();
+            let fds: Vec<RawFd> = tap.iter().map(AsRawFd::as_raw_fd).collect();
             let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
             nix::sys::socket::sendmsg::<()>(
                 sock,
@@ -301,6 +485,20 @@ fn direct_request(ns: &Ns, back: &OwnedFd, go: Option<(&OwnedFd, &OwnedFd)>, log
     }
 }
 
+/// The floor's client, the least a direct request can do: connect, send
+/// the bridge's name, receive one byte and the fd. No checks.
+fn floor_request(socket: &Path) -> Result<Vec<OwnedFd>, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    s.write_all(BRIDGE.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let got = sys::recv_with_fds(s.as_raw_fd(), &mut [0u8; 1], false)
+        .map_err(|e| format!("recvmsg: {e}"))?;
+    if got.bytes != 1 || got.fds.is_empty() {
+        return Err("no tap".into());
+    }
+    Ok(got.fds)
+}
+
 fn fork() -> Res<libc::pid_t> {
     // SAFETY: the bench is single-threaded, so the child may allocate; it
     // only runs `direct_child`, which never returns.
@@ -314,11 +512,11 @@ fn fork() -> Res<libc::pid_t> {
 /// One direct request: the run (fd and exit both the request's time, as
 /// the child measured it: `request` returns once the tap has arrived and
 /// is verified) and the tap.
-fn direct_once(svc: &Service, log: RawFd) -> Res<(Run, Option<OwnedFd>)> {
+fn direct_once(ns: &Ns, to: To, log: RawFd) -> Res<(Run, Option<OwnedFd>)> {
     let (mine, theirs) = socketpair()?;
     let pid = fork()?;
     if pid == 0 {
-        direct_child(&svc.ns, &theirs, None, log);
+        direct_child(ns, to, &theirs, None, log);
     }
     drop(theirs);
     let mut first = [0u8; 1];
@@ -352,7 +550,7 @@ fn direct_once(svc: &Service, log: RawFd) -> Res<(Run, Option<OwnedFd>)> {
 
 /// K direct clients at once: all in their namespaces and ready first, then
 /// released together; timed from the release.
-fn direct_concurrent(svc: &Service, k: usize, log: RawFd) -> Res<ConcRound> {
+fn direct_concurrent(ns: &Ns, to: To, k: usize, log: RawFd) -> Res<ConcRound> {
     let (go_r, go_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
     let mut socks = Vec::with_capacity(k);
@@ -362,7 +560,7 @@ fn direct_concurrent(svc: &Service, k: usize, log: RawFd) -> Res<ConcRound> {
         let pid = fork()?;
         if pid == 0 {
             drop(go_w); // or the release never comes
-            direct_child(&svc.ns, &theirs, Some((&ready_w, &go_r)), log);
+            direct_child(ns, to, &theirs, Some((&ready_w, &go_r)), log);
         }
         socks.push(mine);
         pids.push(pid);
@@ -408,22 +606,38 @@ pub struct Level {
     pub cold: BTreeMap<Client, Vec<Run>>,
 }
 
+fn floors<'a>(c: &'a Clients) -> Res<&'a Floors<'a>> {
+    Ok(c.floor.as_ref().ok_or("no floor")?)
+}
+
 fn one(c: &Clients, svc: &Service, client: Client) -> Res<(Run, Option<OwnedFd>)> {
+    let log = c.log_fd.as_raw_fd();
     match client {
         Client::Setuid => run_once(c.ns, c.ours, Mode::Setuid),
         Client::Qemu => run_once(c.ns, c.qemu.ok_or("no QEMU helper")?, Mode::Setuid),
         // Mode::Setuid for its uid (nobody): the copy is plain.
         Client::Forwarder => run_once(&svc.ns, &c.fwd, Mode::Setuid),
-        Client::Direct => direct_once(svc, c.log_fd.as_raw_fd()),
+        Client::Direct => direct_once(&svc.ns, To::Service, log),
+        Client::Floor => run_once(c.ns, floors(c)?.floor, Mode::Setuid),
+        Client::FloorForward(s) => run_once(c.ns, &floors(c)?.fwd[s as usize], Mode::Setuid),
+        Client::FloorDirect(s) => {
+            direct_once(c.ns, To::Floor(&floors(c)?.sockets[s as usize]), log)
+        }
     }
 }
 
 fn at_once(c: &Clients, svc: &Service, client: Client, k: usize) -> Res<ConcRound> {
+    let log = c.log_fd.as_raw_fd();
     match client {
         Client::Setuid => concurrent(c.ns, c.ours, Mode::Setuid, k),
         Client::Qemu => concurrent(c.ns, c.qemu.ok_or("no QEMU helper")?, Mode::Setuid, k),
         Client::Forwarder => concurrent(&svc.ns, &c.fwd, Mode::Setuid, k),
-        Client::Direct => direct_concurrent(svc, k, c.log_fd.as_raw_fd()),
+        Client::Direct => direct_concurrent(&svc.ns, To::Service, k, log),
+        Client::Floor => concurrent(c.ns, floors(c)?.floor, Mode::Setuid, k),
+        Client::FloorForward(s) => concurrent(c.ns, &floors(c)?.fwd[s as usize], Mode::Setuid, k),
+        Client::FloorDirect(s) => {
+            direct_concurrent(c.ns, To::Floor(&floors(c)?.sockets[s as usize]), k, log)
+        }
     }
 }
 
@@ -467,6 +681,10 @@ pub fn measure(c: &Clients, p: &Plan) -> Res<Level> {
         }
     };
     let svc = c.service()?;
+    let floor_servers = match &c.floor {
+        Some(f) => Some(f.servers(c.ns, c.log_fd.as_raw_fd())?),
+        None => None,
+    };
     let mut order = c.list();
     let mut rng = Rng(0x6a09_e667_f3bc_c908);
     for i in 0..p.warmup.max(1) + p.n {
@@ -493,6 +711,7 @@ pub fn measure(c: &Clients, p: &Plan) -> Res<Level> {
         }
     }
     drop(svc);
+    drop(floor_servers);
     eprintln!("bench:   cold starts");
     let mut order = [Client::Forwarder, Client::Direct];
     for _ in 0..p.cold {

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use crate::drivers::ConcRound;
-use crate::service::{Client, Level};
-use crate::stats::{r2, ratio, ratio_cells, row, stats, summarize, summary_cells};
+use crate::service::{Client, Level, Serve};
+use crate::stats::{f0, r2, ratio, ratio_cells, row, stats, summarize, summary_cells};
 
 fn cells(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -135,7 +135,85 @@ pub fn render(levels: &[Level], n: usize, rounds: usize, cold: usize) -> String 
         }
     }
     targets(&mut out, levels);
+    floor_info(&mut out, levels);
     out
+}
+
+/// The forwarded floor against the service's budgets: what the
+/// architecture costs with nothing but the kernel's work done (info, not
+/// targets).
+fn floor_info(out: &mut String, levels: &[Level]) {
+    if !levels.iter().any(|l| l.seq.contains_key(&Client::Floor)) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### The forwarded floor (info)\n\n\
+         `benches/floor.c` reached the way the service is: a root server on a Unix socket (a fork \
+         per connection, as ours, or pre-forked spares that accept by themselves), its forwarder \
+         exec'd as ours is, or the bench connecting in process as the client crate is timed; no \
+         checks anywhere. Medians of the interleaved runs above (spawn → fd; call → fd). The \
+         forwarder's budget is 0.2× our setuid mode's median: what a forwarded request may add \
+         to a run for 1.2×.\n"
+    );
+    row(out, &cells(&["(info)", "taps", "value"]));
+    row(out, &vec!["---".into(); 3]);
+    for l in levels {
+        let fd = |c| l.seq.get(&c).and_then(|v| summarize(v).fd).map(|s| s.med);
+        let (floor, setuid) = (fd(Client::Floor), fd(Client::Setuid));
+        let budget = setuid.map(|s| 0.2 * s);
+        let line = |out: &mut String, what: String, value: String| {
+            row(out, &[what, l.taps.to_string(), value]);
+        };
+        line(
+            out,
+            "floor, setuid; our setuid mode: median µs".into(),
+            format!("{}; {}", f0(floor), f0(setuid)),
+        );
+        for s in Serve::ALL {
+            let (name, fwd, direct) = (
+                s.arg(),
+                fd(Client::FloorForward(s)),
+                fd(Client::FloorDirect(s)),
+            );
+            line(
+                out,
+                format!("floor forwarder ({name}): median µs, / floor"),
+                format!("{}, {}", f0(fwd), r2(ratio(fwd, floor))),
+            );
+            let extra = fwd.zip(floor).map(|(a, b)| a - b);
+            line(
+                out,
+                format!(
+                    "floor forwarder ({name}) − floor, µs, against 0.2× our setuid mode (µs), share"
+                ),
+                format!(
+                    "{} against {}, {}",
+                    f0(extra),
+                    f0(budget),
+                    r2(ratio(extra, budget))
+                ),
+            );
+            line(
+                out,
+                format!("floor client ({name}): median µs, / our setuid mode (target 0.85)"),
+                format!("{}, {}", f0(direct), r2(ratio(direct, setuid))),
+            );
+        }
+        let ours = |a, b| fd(a).zip(fd(b)).map(|(a, b)| a - b);
+        line(
+            out,
+            "beyond the floor, µs: our setuid mode − floor; forwarder − floor forwarder (fork); \
+             client crate − floor client (fork)"
+                .into(),
+            format!(
+                "{}; {}; {}",
+                f0(ours(Client::Setuid, Client::Floor)),
+                f0(ours(Client::Forwarder, Client::FloorForward(Serve::Fork))),
+                f0(ours(Client::Direct, Client::FloorDirect(Serve::Fork))),
+            ),
+        );
+    }
 }
 
 /// Issue 26's speed targets, against our setuid mode and QEMU's helper

@@ -3,7 +3,9 @@
 //! that names the missing map and its fix; as root of a user namespace on
 //! the host's network (`--map-root-user`), where its capabilities reach
 //! no link, a run asks the service and a check says so; as root of one
-//! that owns its network namespace, a run makes the tap itself.
+//! that owns its network namespace, a run makes the tap itself. Behind
+//! bubblewrap's `--dev` (two user namespaces), a check names no uid the
+//! service does not decide by.
 mod common;
 #[path = "support/service.rs"]
 mod service;
@@ -198,5 +200,86 @@ fn a_setuid_run_out_of_descriptors_stays_a_setuid_run() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    assert_no_taps(&ns);
+}
+
+/// bubblewrap with `--dev /dev` (as every Flatpak runs) nests two user
+/// namespaces, and the one above the VMM maps its user to 0: the check
+/// there must not name uid 0 as the one the service decides by (an
+/// administrator reads it as "the service takes my sandbox for root"). It
+/// says the namespace is nested or root's, that the host's uid cannot be
+/// seen from inside, and how to see the verdict from outside; the run
+/// through the service is decided, and its tap owned, by the host's uid.
+/// One level deep (no `--dev`), the uid one level up is still named.
+#[test]
+fn a_check_behind_bubblewraps_dev_names_no_uid_0_and_says_how_to_check_outside() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let bwrap = |dev: bool, program: &std::path::Path, args: &[&str]| {
+        let mut cmd = svc.command("/usr/bin/bwrap", nobody());
+        cmd.args(["--unshare-user", "--unshare-pid", "--die-with-parent"])
+            .args(["--ro-bind", "/", "/", "--proc", "/proc"]);
+        if dev {
+            cmd.args(["--dev", "/dev"]);
+        }
+        cmd.args(["--tmpfs", "/run"])
+            .args(["--ro-bind", "/run/bridge-helper", "/run/bridge-helper"])
+            .arg("--")
+            .arg(program)
+            .args(args);
+        cmd
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // The layout this test is about: 65534 is 0 one level up.
+    let cat = std::path::Path::new("/bin/cat");
+    let map = output(&mut bwrap(true, cat, &["/proc/self/uid_map"]));
+    let words: Vec<String> = text(&map).split_whitespace().map(String::from).collect();
+    assert_eq!(words, ["65534", "0", "1"], "bwrap --dev's uid_map");
+
+    let out = output(&mut bwrap(true, &forwarder, &["--check", "--br=br0"]));
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        !report.contains(", 0 if this namespace") && !report.contains("whether uid 0 "),
+        "uid 0 named as the one the service decides by: {report}"
+    );
+    let first = report.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(" check for uid 65534 (nobody) in a user namespace nested in another one (as bubblewrap's --dev and every Flatpak make it) or made by root: one level up it is uid 0, which only root can map from the host; the service decides by this user's uid on the host, which cannot be seen from here"),
+        "{report}"
+    );
+    assert!(
+        report.contains("\nverdict: a run asks the service, which decides from the host's view whether this user's uid on the host (which cannot be seen from here) may attach to 'br0'\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("; to see its verdict, run 'bridge-helper --check --br=br0' as this user outside this user namespace, or 'bridge-helper --check --user=USER --br=br0' as root\n"),
+        "{report}"
+    );
+    // The service decides by the host's uid: the tap is nobody's.
+    let (child, ours) = spawn_with_socket(&mut bwrap(true, &forwarder, &["--br=br0"]), true);
+    let fd = HelperRun::collect(child.wait_with_output().expect("wait"), ours).expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
+    drop(fd);
+
+    // One level deep, the uid one level up is the host's.
+    let out = output(&mut bwrap(false, &forwarder, &["--check", "--br=br0"]));
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains(" check for uid 65534 (nobody) in a user namespace: the service decides by its uid on the host, 65534 if this namespace was made there\n")
+            && report.contains("whether uid 65534 (its uid on the host if this namespace was made there) may attach to 'br0'\n"),
+        "{report}"
+    );
     assert_no_taps(&ns);
 }

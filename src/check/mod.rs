@@ -23,7 +23,7 @@ use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::helper_conf::Settings;
 use crate::report::error::{Error, START_SERVICE};
-use crate::report::escape::{Bytes, Quoted};
+use crate::report::escape::{Bytes, Escaped, Quoted};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::steps;
@@ -157,7 +157,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     // caller has on the host, not the one it has here.
     let host_uid = uid_map
         .filter(|_| install.service.is_some())
-        .map(|map| privileges::uid_in_parent_namespace(&map, caller.uid));
+        .map(|map| HostUid::seen(privileges::uid_in_parent_namespace(&map, caller.uid)));
     // Everything from here only reads: with no capability left, nothing
     // the check does can change what the caller could not change anyway.
     privileges::drop_all()?;
@@ -190,16 +190,56 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
     }
 }
 
+/// What a check from a user namespace can tell of the uid the service
+/// decides by, the caller's on the host: only the uid one level up shows.
+#[derive(Clone, Copy)]
+enum HostUid {
+    /// The parent namespace maps none (a map not written yet).
+    Unmapped,
+    /// 0 one level up. No user but root can map the host's uid 0 into a
+    /// namespace it makes, so this one is nested in another (bubblewrap's
+    /// `--dev`, in every Flatpak, maps the user to 0 in the first and back
+    /// in a second) or root made it. Which of the two, and so the uid on
+    /// the host, nothing here tells: naming 0 would read as "the service
+    /// takes this sandbox for root", which it does not.
+    Zero,
+    /// The uid one level up: the host's if this namespace was made there
+    /// (nothing inside one tells how deeply it is nested).
+    OneUp(u32),
+}
+
+impl HostUid {
+    fn seen(one_up: Option<u32>) -> HostUid {
+        match one_up {
+            None => HostUid::Unmapped,
+            Some(0) => HostUid::Zero,
+            Some(uid) => HostUid::OneUp(uid),
+        }
+    }
+
+    /// Whom the service's verdict is for, in the verdict's line.
+    fn who(self) -> String {
+        match self {
+            HostUid::Unmapped => "this process's uid on the host".into(),
+            HostUid::Zero => "this user's uid on the host (which cannot be seen from here)".into(),
+            HostUid::OneUp(uid) => {
+                format!("uid {uid} (its uid on the host if this namespace was made there)")
+            }
+        }
+    }
+}
+
 /// The first line: whom the check is for. `host_uid`: for a check that
-/// asks the service from a user namespace, the caller's uid one level up
-/// (`None` inside: not known), which is its uid on the host, the one the
-/// service decides by, when the namespace was made on the host (nothing
-/// inside it tells how deep it is).
-fn header(caller: &Caller, host_uid: Option<Option<u32>>) -> String {
+/// asks the service from a user namespace, what shows of the uid the
+/// service decides by.
+fn header(caller: &Caller, host_uid: Option<HostUid>) -> String {
     let by = match host_uid {
         None => String::new(),
-        Some(None) => " in a user namespace: the service decides by its uid on the host".into(),
-        Some(Some(uid)) => format!(
+        Some(HostUid::Unmapped) => {
+            " in a user namespace: the service decides by its uid on the host".into()
+        }
+        Some(HostUid::Zero) => " in a user namespace nested in another one (as bubblewrap's --dev and every Flatpak make it) or made by root: one level up it is uid 0, which only root can map from the host; the service decides by this user's uid on the host, which cannot be seen from here".into(),
+        Some(HostUid::OneUp(uid)) => format!(
             " in a user namespace: the service decides by its uid on the host, {uid} if this namespace was made there"
         ),
     };
@@ -271,7 +311,7 @@ struct Install {
 fn check(
     caller: &Caller,
     install: Install,
-    host_uid: Option<Option<u32>>,
+    host_uid: Option<HostUid>,
     root: bool,
     request: &CheckRequest,
     out: &mut Report,
@@ -329,15 +369,18 @@ fn check(
         // view they would all be untrusted, and the fix named (chown)
         // harmful. A run is decided by the service, which reads them from
         // the host's view.
-        out.line("ACL: not judged here: this process is in a user namespace of its own (a sandbox such as bubblewrap or Flatpak, or unshare --user), where the owners of the host's files do not show; the service judges them, from the host's view, for each run");
+        // The same check outside says it all: the uid, the files, the
+        // bridge's verdict.
+        let br = request.bridge.as_ref().map_or(String::new(), |b| {
+            format!(" --br={}", Escaped(b.as_bytes()))
+        });
+        out.line(format!("ACL: not judged here: this process is in a user namespace of its own (a sandbox such as bubblewrap or Flatpak, or unshare --user), where the owners of the host's files do not show; the service judges them, from the host's view, for each run; to see its verdict, run 'bridge-helper --check{br}' as this user outside this user namespace, or 'bridge-helper --check --user=USER{br}' as root"));
         out.line("not checked: the ACL files and the bridges' verdicts (the service decides), the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
         privilege?;
         tun?;
-        let who = host_uid.map_or("this process's uid on the host".into(), |uid| {
-            format!("uid {uid} (its uid on the host if this namespace was made there)")
-        });
         return Ok(format!(
-            "a run asks the service, which decides from the host's view whether {who} may attach to {}",
+            "a run asks the service, which decides from the host's view whether {} may attach to {}",
+            host_uid.who(),
             request
                 .bridge
                 .as_ref()

@@ -136,6 +136,65 @@ struct Root {
     _syslog: std::os::unix::net::UnixDatagram,
 }
 
+/// The systemd a faked systemd host has ([`Root::fake_systemd_host`]).
+#[derive(Clone, Copy)]
+enum Systemd {
+    /// Installed but not running: systemctl finds no manager to talk to,
+    /// and its calls fail.
+    NotRunning,
+    /// A manager that starts and stops what it is asked to
+    /// ([`FAKE_SYSTEMCTL`]), and no policy-rc.d.
+    Running,
+    /// The same manager, and a /usr/sbin/policy-rc.d that forbids every
+    /// start and stop (exit 101), as Docker-built images and chroots have:
+    /// deb-systemd-invoke then starts nothing and exits 0.
+    PolicyRefuses,
+}
+
+/// systemctl on a faked host that runs systemd: start, stop, restart and
+/// is-active keep a unit's state in /run/bht-systemd (nothing listens), as
+/// a manager would; is-enabled, enable and disable act on the unit files
+/// (`--root=/`, as without a manager), and `--now` starts or stops too;
+/// daemon-reload does nothing; anything else goes to the real systemctl.
+/// Each call is logged to /run/bht-systemd/calls.
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+state=/run/bht-systemd
+mkdir -p "$state"
+echo "$*" >> "$state/calls"
+verb= units= now= quiet=
+for a in "$@"; do
+    case "$a" in
+        --now) now=1 ;;
+        --quiet|-q) quiet=1 ;;
+        -*) ;;
+        *) if [ -z "$verb" ]; then verb=$a; else units="$units $a"; fi ;;
+    esac
+done
+case "$verb" in
+    daemon-reload) exit 0 ;;
+    start|restart) for u in $units; do touch "$state/$u"; done; exit 0 ;;
+    stop) for u in $units; do rm -f "$state/$u"; done; exit 0 ;;
+    is-active)
+        rc=3
+        for u in $units; do
+            if [ -e "$state/$u" ]; then rc=0; s=active; else s=inactive; fi
+            [ -n "$quiet" ] || echo "$s"
+        done
+        exit $rc ;;
+    is-enabled)
+        for u in $units; do
+            if ls /etc/systemd/system/*.wants/"$u" >/dev/null 2>&1; then echo enabled; else echo disabled; exit 1; fi
+        done
+        exit 0 ;;
+    enable|disable)
+        /usr/bin/systemctl.real --root=/ --quiet "$verb" $units || exit
+        [ -z "$now" ] && exit 0
+        [ "$verb" = enable ] && exec "$0" start $units
+        exec "$0" stop $units ;;
+    *) exec /usr/bin/systemctl.real "$@" ;;
+esac
+"#;
+
 /// What /dev/net/tun looks like inside the namespace.
 #[derive(Clone, Copy)]
 enum Tun {
@@ -223,11 +282,31 @@ impl Root {
 
     /// Makes this namespace look like a host that runs systemd, as the
     /// maintainer scripts test it (/run/systemd/system), on a tmpfs of its
-    /// own over /run: the machine's /run is never written, and systemctl
-    /// finds no manager to talk to (its calls fail, as on a host where
-    /// systemd is installed but not running, and are ignored).
-    fn fake_systemd_host(&self) {
+    /// own over /run: the machine's /run is never written. What answers
+    /// systemctl, and whether /usr/sbin/policy-rc.d forbids starts and
+    /// stops, is `systemd`'s (the machine's own policy-rc.d, if any, is
+    /// never the one that decides).
+    fn fake_systemd_host(&self, systemd: Systemd) {
         self.ok("mount -t tmpfs -o mode=0755 bht-run /run && mkdir -p /run/systemd/system");
+        let policy = match systemd {
+            Systemd::NotRunning | Systemd::Running => "rm -f /usr/sbin/policy-rc.d",
+            Systemd::PolicyRefuses => {
+                "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
+            }
+        };
+        self.ok(policy);
+        if !matches!(systemd, Systemd::NotRunning) {
+            self.ok(&format!(
+                "mv /usr/bin/systemctl /usr/bin/systemctl.real && cat > /usr/bin/systemctl <<'EOF'\n{FAKE_SYSTEMCTL}EOF\nchmod 755 /usr/bin/systemctl"
+            ));
+        }
+    }
+
+    /// Whether the faked manager runs `unit` (`systemctl is-active`).
+    fn active(&self, unit: &str) -> bool {
+        self.sh(&format!("systemctl --quiet is-active {unit}"))
+            .status
+            .success()
     }
 
     fn mnt_ns(&self) -> PathBuf {
@@ -1167,7 +1246,7 @@ fn the_units_are_installed_verify_clean_and_hardened() {
 #[test]
 fn on_a_systemd_host_the_default_is_still_a_privileged_binary() {
     let root = Root::new(Tun::Mode(0o666));
-    root.fake_systemd_host();
+    root.fake_systemd_host(Systemd::NotRunning);
     let log = root.install();
     assert!(log.contains("file capability cap_net_admin+ep"), "{log}");
     assert!(
@@ -1206,7 +1285,7 @@ fn without_systemd_the_service_switch_keeps_the_old_choice() {
 fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     let host_had_systemd = Path::new("/run/systemd/system").exists();
     let root = Root::new(Tun::Mode(0o666));
-    root.fake_systemd_host();
+    root.fake_systemd_host(Systemd::Running);
     root.ok(&format!(
         "groupadd --system bhvm && dpkg-statoverride --update --add root bhvm 4750 {QEMU_PATH}"
     ));
@@ -1231,6 +1310,11 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     );
     assert_eq!(ours.lines().nth(2), None, "a capability is left: {ours}");
     assert!(socket_enabled(&root), "the socket is not enabled:\n{log}");
+    assert!(root.active("bridge-helper.socket"), "{log}");
+    assert!(
+        log.contains("(bridge-helper.socket enabled and active)"),
+        "{log}"
+    );
     let dropin = root.ok(&format!("cat {DROPIN}"));
     for line in [
         "[Socket]",
@@ -1286,6 +1370,7 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     );
     assert!(log.contains("file capability cap_net_admin+ep"), "{log}");
     assert!(!socket_enabled(&root));
+    assert!(!root.active("bridge-helper.socket"), "{log}");
     assert_eq!(root.identity(OURS).lines().nth(2), Some("cap_net_admin=ep"));
 
     // A dpkg-statoverride of the binary is the administrator's own choice
@@ -1318,4 +1403,156 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     root.assert_clean(&qemus, &files);
     // The machine's own /run was never touched.
     assert_eq!(Path::new("/run/systemd/system").exists(), host_had_systemd);
+}
+
+/// The command a postinst line tells the administrator to run: what
+/// follows `marker` on the line that has it.
+fn command_after(log: &str, marker: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split(marker).nth(1))
+        .unwrap_or_else(|| panic!("no line with {marker:?} in:\n{log}"))
+        .to_owned()
+}
+
+/// Where /usr/sbin/policy-rc.d forbids starting services (Docker-built
+/// images, chroots), deb-systemd-invoke starts nothing and exits 0: the
+/// switch to the service says so in one line with the command to run, and
+/// the binary keeps its privilege until the socket is active (without
+/// either, every VM's NIC would fail). Running that command finishes the
+/// switch. Back with =no, a refused stop is said too, with its command;
+/// so is one on removal.
+#[test]
+fn where_policy_rc_d_refuses_the_switch_says_what_to_run_and_keeps_a_working_binary() {
+    let root = Root::new(Tun::Mode(0o666));
+    root.fake_systemd_host(Systemd::PolicyRefuses);
+    root.ok("echo BRIDGE_HELPER_SERVICE=yes > /etc/default/bridge-helper");
+    let log = root.install();
+    assert!(
+        log.contains("bridge-helper: warning: bridge-helper.socket is enabled but not active (/usr/sbin/policy-rc.d returned 101, not running 'restart bridge-helper.socket'), so /usr/libexec/bridge-helper/bridge-helper keeps its privilege; to finish switching to the service: systemctl enable --now bridge-helper.socket && dpkg-reconfigure bridge-helper\n"),
+        "{log}"
+    );
+    assert!(!log.contains("no setuid bit and no capability"), "{log}");
+    assert!(!log.contains("started"), "{log}");
+    assert!(!root.active("bridge-helper.socket"));
+    assert!(socket_enabled(&root), "{log}");
+    assert_eq!(
+        root.identity(OURS).lines().nth(2),
+        Some("cap_net_admin=ep"),
+        "{log}"
+    );
+
+    // What the line says to run finishes the switch.
+    let finish = command_after(&log, "to finish switching to the service: ");
+    let log = root.ok(&format!("{finish} 2>&1"));
+    assert!(
+        log.contains(&format!(
+            "installed {OURS} with no setuid bit and no capability: it forwards each request to bridge-helper.service through /run/bridge-helper/socket (bridge-helper.socket enabled and active)"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("warning"), "{log}");
+    assert!(root.active("bridge-helper.socket"));
+    let ours = root.identity(OURS);
+    assert_eq!(
+        ours.lines().nth(1).unwrap(),
+        stat_line(0o755, "root", "root")
+    );
+    assert_eq!(ours.lines().nth(2), None, "a capability is left: {ours}");
+
+    // A new owner and mode for the socket (a statoverride of QEMU's
+    // helper) take a restart, which is refused: said, with the command.
+    root.ok(&format!(
+        "dpkg-statoverride --add root root 4750 {QEMU_PATH}"
+    ));
+    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
+    assert!(
+        log.contains("bridge-helper: warning: bridge-helper.socket was not restarted (/usr/sbin/policy-rc.d returned 101, not running 'restart bridge-helper.socket'): /run/bridge-helper/socket keeps its earlier owner and mode until: systemctl restart bridge-helper.socket\n"),
+        "{log}"
+    );
+    root.ok(&format!("dpkg-statoverride --remove {QEMU_PATH}"));
+
+    // Back: disabled and privileged, but the stop was refused: the socket
+    // still answers, and the line says so with the command.
+    root.ok("echo BRIDGE_HELPER_SERVICE=no > /etc/default/bridge-helper");
+    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
+    assert!(
+        log.contains("bridge-helper: disabled bridge-helper.socket: the binary gets its own privilege again\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("bridge-helper: warning: bridge-helper.socket is still active (/usr/sbin/policy-rc.d returned 101, not running 'stop bridge-helper.socket bridge-helper.service'), and the service answers at /run/bridge-helper/socket until: systemctl disable --now bridge-helper.socket\n"),
+        "{log}"
+    );
+    assert!(!log.contains("stopped"), "{log}");
+    assert!(root.active("bridge-helper.socket"));
+    assert!(!socket_enabled(&root));
+    assert_eq!(root.identity(OURS).lines().nth(2), Some("cap_net_admin=ep"));
+    let stop = command_after(&log, "answers at /run/bridge-helper/socket until: ");
+    root.ok(&stop);
+    assert!(!root.active("bridge-helper.socket"));
+
+    // Removed while the socket runs: the refused stop is said as well.
+    root.ok("systemctl start bridge-helper.socket");
+    let log = root.ok("dpkg -r bridge-helper 2>&1");
+    assert!(
+        log.contains("bridge-helper: warning: bridge-helper.socket is still active (/usr/sbin/policy-rc.d returned 101, not running 'stop bridge-helper.socket bridge-helper.service'); stop it: systemctl stop bridge-helper.socket bridge-helper.service\n"),
+        "{log}"
+    );
+}
+
+/// Where systemd is installed but not running (/run/systemd/system exists
+/// and no manager answers), the switch to the service cannot start the
+/// socket either: the same line, with systemctl's reason.
+#[test]
+fn with_systemd_not_running_the_switch_keeps_the_privilege_and_says_why() {
+    let root = Root::new(Tun::Mode(0o600));
+    root.fake_systemd_host(Systemd::NotRunning);
+    root.ok("echo BRIDGE_HELPER_SERVICE=yes > /etc/default/bridge-helper");
+    let log = root.install();
+    let line = log
+        .lines()
+        .find(|l| l.contains("bridge-helper.socket is enabled but not active ("))
+        .unwrap_or_else(|| panic!("no line says the socket did not start:\n{log}"));
+    assert!(
+        line.ends_with("), so /usr/libexec/bridge-helper/bridge-helper keeps its privilege; to finish switching to the service: systemctl enable --now bridge-helper.socket && dpkg-reconfigure bridge-helper"),
+        "{line}"
+    );
+    assert!(!log.contains("no setuid bit and no capability"), "{log}");
+    assert!(
+        log.contains("setuid root: /dev/net/tun is mode 600"),
+        "{log}"
+    );
+    assert_eq!(
+        root.ok(&format!("stat -c '%a %U' {OURS}")).trim(),
+        "4755 root"
+    );
+}
+
+/// A fresh install, and dpkg-reconfigure on a host never switched to the
+/// service, disable and stop nothing and say nothing about it
+/// (deb-systemd-helper's was-enabled is true when it has no record), and a
+/// socket the administrator enabled by hand is left alone.
+#[test]
+fn a_fresh_install_disables_and_stops_nothing() {
+    let root = Root::new(Tun::Mode(0o666));
+    root.fake_systemd_host(Systemd::Running);
+    let log = root.install();
+    assert!(log.contains("file capability cap_net_admin+ep"), "{log}");
+    assert!(!log.contains("disabled"), "{log}");
+    assert!(!log.contains("stopped"), "{log}");
+    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
+    assert!(!log.contains("disabled"), "{log}");
+    root.ok("systemctl enable --now bridge-helper.socket");
+    let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
+    assert!(!log.contains("disabled"), "{log}");
+    assert!(!log.contains("stopped"), "{log}");
+    assert!(socket_enabled(&root), "{log}");
+    assert!(root.active("bridge-helper.socket"), "{log}");
+    let calls = root.ok("cat /run/bht-systemd/calls");
+    assert!(
+        !calls
+            .lines()
+            .any(|l| l.split_whitespace().any(|w| w == "stop")),
+        "systemctl was asked to stop something:\n{calls}"
+    );
 }

@@ -63,6 +63,7 @@ const COMMANDS: &[&str] = &[
     "ip",
     "bridge",
     "journalctl",
+    "systemctl",
     "grep",
     "mkdir",
     "ls",

@@ -228,7 +228,9 @@ fn each_install_mode() {
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     assert_eq!(r.code, Some(5), "{}", r.stdout);
     has(&r, "installed: neither setuid root nor a file capability");
-    has(&r, "CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)");
+    let p = sb.install(HELPER, Mode::Unprivileged);
+    let p = p.display();
+    has(&r, &format!("CAP_NET_ADMIN: a run does not get it: missing CAP_NET_ADMIN: fix: chown root:root {p} && chmod 4755 {p} (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep {p}; from the package: dpkg-reconfigure bridge-helper"));
     has(&r, "exit status: 5");
 }
 
@@ -384,7 +386,10 @@ fn install_faults_name_their_fix_and_the_verdict_follows() {
     let ns = NetNs::with_bridge(1500);
     let sb = Sandbox::new();
     sb.acl("allow br0\n");
-    let tun_fix = "/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does";
+    // Each fix names the copy that ran, by the path the kernel has for it.
+    let p = sb.install(HELPER, Mode::FileCaps);
+    let p = p.display();
+    let tun_fix = &format!("/dev/net/tun: cannot open /dev/net/tun: Permission denied (os error 13); fix: chown root:root {p} && chmod 4755 {p} (setuid root; from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does");
     let mut jail = Jail::for_mode(Mode::FileCaps);
     jail.tun_0666 = false;
     let r = check_in(&sb, &ns, Mode::FileCaps, jail, &["--br=br0"]);
@@ -396,17 +401,85 @@ fn install_faults_name_their_fix_and_the_verdict_follows() {
             &tun_fix["/dev/net/tun: ".len()..]
         ),
     );
-    let cap_fix = "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)";
+    let p = sb.install(HELPER, Mode::Unprivileged);
+    let p = p.display();
+    let cap_fix = format!("missing CAP_NET_ADMIN: fix: chown root:root {p} && chmod 4755 {p} (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep {p}; from the package: dpkg-reconfigure bridge-helper");
     let r = check(&sb, &ns, Mode::Unprivileged, &["--br=br0"]);
     has(
         &r,
         &format!("CAP_NET_ADMIN: a run does not get it: {cap_fix}"),
     );
     // The run itself asks the service, finds none, and says both fixes.
-    has(&r, "verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666");
+    has(&r, &format!("verdict: a run would stop: cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or chown root:root {p} && chmod 4755 {p} (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep {p}"));
     sb.etc_file("bridge.conf", "allow br0\n", 0o666);
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     has(&r, "verdict: a run would stop: /etc/qemu/bridge.conf: writable by group or others (mode 0666); fix: chmod go-w /etc/qemu/bridge.conf");
+}
+
+/// The install fixes a refused run names are commands that work when
+/// pasted: they name the file that ran (the link's target when run through
+/// a link, as from README.md's /usr/local/bin link), quoted where a shell
+/// needs it, and each, run by root, makes the next run succeed.
+#[test]
+fn install_fixes_name_the_file_that_ran_and_work_when_pasted() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    // A copy with no privilege, in a directory a shell would split.
+    let dir = sb.dir.join("lib exec");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("bridge-helper");
+    let copied = std::process::Command::new("cp")
+        .arg(HELPER)
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let link = sb.dir.join("bin/bh-link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let run = || {
+        sb.run_program(
+            &ns,
+            &link,
+            Jail::for_mode(Mode::Unprivileged),
+            &["--br=br0"],
+            true,
+        )
+    };
+    let r = run();
+    r.expect_refusal(5, "this copy has no privilege");
+    let quoted = format!("'{}'", file.display());
+    let setuid = format!("chown root:root {quoted} && chmod 4755 {quoted}");
+    let setcap = format!("setcap cap_net_admin+ep {quoted}");
+    for fix in [&setuid, &setcap] {
+        assert!(
+            r.stderr.contains(&format!(" {fix}")),
+            "no {fix:?} in {}",
+            r.stderr
+        );
+    }
+    // The path named is the file that ran: the link's target, which exists.
+    assert!(file.is_file() && link.symlink_metadata().unwrap().file_type().is_symlink());
+    let paste = |command: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{command}");
+    };
+    paste(&setuid);
+    assert_eq!(file.metadata().unwrap().mode() & 0o7777, 0o4755);
+    drop(run().expect_tap());
+    wait_for_taps(&ns, &[]);
+    // Back to no privilege, then the file capability (the jail's node is
+    // 0666, where that is enough).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run().expect_refusal(5, "this copy has no privilege");
+    paste(&setcap);
+    drop(run().expect_tap());
+    wait_for_taps(&ns, &[]);
 }
 
 /// Root, as `sudo -l -U`: the files are read with that user's uid and

@@ -123,7 +123,7 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let service = how.asks_service().then(|| probe_service(&mut report, how));
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
-                _ => Err(Error::NoNetAdmin),
+                _ => Err(Error::no_net_admin()),
             };
             // A setuid run opens /dev/net/tun during its drop, as the user
             // with CAP_DAC_OVERRIDE: what root can open, it can.
@@ -347,10 +347,7 @@ fn check(
             // the forwarder's line, which names both fixes.
             let privilege = match install.service {
                 Some(Err(why)) => {
-                    let e = Error::NoPrivilegeNoService {
-                        socket: crate::service::SOCKET_PATH,
-                        why,
-                    };
+                    let e = Error::no_privilege_no_service(why);
                     Err(match install.how {
                         privileges::Install::OtherUserNamespace => e.in_user_namespace(),
                         _ => e,

@@ -16,6 +16,7 @@ use crate::service::wire::WireError;
 use crate::service::SOCKET_PATH;
 use crate::system::caps::CapSets;
 use crate::system::netlink::NlError;
+use crate::system::process;
 use crate::system::service::ListenError;
 
 /// How to start the service, on hosts with systemd and without, for every
@@ -43,11 +44,11 @@ pub enum Error {
         file: &'static str,
         asked: Bytes,
     },
-    #[error("missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)")]
-    NoNetAdmin,
+    #[error("missing CAP_NET_ADMIN: fix: {setuid} (setuid root), or, where /dev/net/tun is 0666, {setcap}; from the package: dpkg-reconfigure bridge-helper", setuid = Setuid(.0), setcap = Setcap(.0))]
+    NoNetAdmin(Program),
     /// Shown as `io::Error` shows an errno (`... (os error 13)`).
-    #[error("cannot open /dev/net/tun: {cause}{hint}", cause = std::io::Error::from(*.0), hint = tun_hint(*.0))]
-    TunDevice(Errno),
+    #[error("cannot open /dev/net/tun: {cause}{hint}", cause = std::io::Error::from(*.0), hint = TunHint(*.0, .1))]
+    TunDevice(Errno, Program),
     #[error("--queues={0}: multiqueue needs /dev/net/tun usable by the caller; here only root may open it, and a run (setuid, or through the service) opens it past its mode only once, for the first queue, before it reads its arguments; fix: make the node mode 0666, as Debian's udev rule does")]
     QueuesNeedTun(u16),
     #[error(
@@ -97,8 +98,13 @@ pub enum Error {
     #[error("service: {0}")]
     Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
-    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service {how}, or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666", cause = .why.desc(), how = START_SERVICE)]
-    NoPrivilegeNoService { socket: &'static str, why: Errno },
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service {how}, or {setuid} (setuid root), or, where /dev/net/tun is 0666, {setcap}", cause = .why.desc(), how = START_SERVICE, setuid = Setuid(.program), setcap = Setcap(.program))]
+    NoPrivilegeNoService {
+        socket: &'static str,
+        why: Errno,
+        /// The copy that ran, for the fixes.
+        program: Program,
+    },
     /// The same for a run privileged only in a user namespace that does
     /// not own its network namespace: no install of the binary helps it.
     #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
@@ -123,12 +129,78 @@ fn libvirt_hint(name: &Bytes) -> &'static str {
 /// The fix for the two ways the node fails an installed helper: a mode
 /// that lets only root open it (a file capability is not enough), and no
 /// node at all.
-fn tun_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EACCES => "; fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
-        Errno::ENOENT => "; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
-        _ => "",
+struct TunHint<'a>(Errno, &'a Program);
+
+impl fmt::Display for TunHint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Errno::EACCES => write!(f, "; fix: {} (setuid root; from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does", Setuid(self.1)),
+            Errno::ENOENT => f.write_str("; fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun"),
+            _ => Ok(()),
+        }
     }
+}
+
+/// The file of the program that ran, for the fixes that name it: the
+/// kernel's path for it ([`process::executable`]: a symbolic link's
+/// target), so that the command works when pasted, whichever link QEMU
+/// or the user ran it by. `None`: the kernel's path no longer leads to it
+/// (or /proc is missing), shown as a placeholder.
+///
+/// Only text, never a reason for anything: a caller may run a copy, or a
+/// hard link, under a path of its choosing, and see that path named; it is
+/// escaped once, where it is shown, like every other byte from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program(Option<Bytes>);
+
+impl Program {
+    /// The file this process runs, read now.
+    pub fn running() -> Program {
+        Program(process::executable().map(Bytes))
+    }
+
+    /// A program file at `path` (tests, and lines composed elsewhere).
+    pub fn at(path: &[u8]) -> Program {
+        Program(Some(Bytes::from(path)))
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(path) if pastes_bare(path.as_bytes()) => Escaped(path.as_bytes()).fmt(f),
+            Some(path) => path.fmt(f),
+            None => f.write_str("/path/to/bridge-helper"),
+        }
+    }
+}
+
+/// Setuid root, the install that works with any /dev/net/tun mode, as
+/// commands on the program's own file (bridge-helper(8), INSTALLATION).
+struct Setuid<'a>(&'a Program);
+
+impl fmt::Display for Setuid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "chown root:root {0} && chmod 4755 {0}", self.0)
+    }
+}
+
+/// The file capability, enough only where /dev/net/tun is 0666.
+struct Setcap<'a>(&'a Program);
+
+impl fmt::Display for Setcap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "setcap cap_net_admin+ep {}", self.0)
+    }
+}
+
+/// Whether a shell takes `bytes` as one word as they are: nothing to
+/// quote, nothing to escape.
+fn pastes_bare(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+/".contains(b))
 }
 
 /// What went wrong between a forwarder, the service and its runs.
@@ -192,8 +264,7 @@ struct Pasted<'a>(&'a Bytes);
 impl fmt::Display for Pasted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.0.as_bytes();
-        let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.@+".contains(b);
-        if ifname::validate(name).is_ok() && name.iter().all(plain) {
+        if ifname::validate(name).is_ok() && pastes_bare(name) {
             Escaped(name).fmt(f) // nothing to escape: the name as it is
         } else {
             self.0.fmt(f)
@@ -218,8 +289,8 @@ impl Error {
             Error::Service(_)
             | Error::NoPrivilegeNoService { .. }
             | Error::NamespaceNoService { .. } => status::INSTALLATION,
-            Error::NoNetAdmin
-            | Error::TunDevice(_)
+            Error::NoNetAdmin(_)
+            | Error::TunDevice(..)
             | Error::QueuesNeedTun(_)
             | Error::FdLimit { .. }
             | Error::Privileges(_) => status::INSTALLATION,
@@ -252,10 +323,30 @@ impl Error {
     /// service, it names the fixes that apply there.
     pub fn in_user_namespace(self) -> Error {
         match self {
-            Error::NoPrivilegeNoService { socket, why } => {
+            Error::NoPrivilegeNoService { socket, why, .. } => {
                 Error::NamespaceNoService { socket, why }
             }
             e => e,
+        }
+    }
+
+    /// No CAP_NET_ADMIN, with the fixes for the file that ran.
+    pub fn no_net_admin() -> Error {
+        Error::NoNetAdmin(Program::running())
+    }
+
+    /// /dev/net/tun does not open, with the fix for the file that ran.
+    pub fn tun_device(errno: Errno) -> Error {
+        Error::TunDevice(errno, Program::running())
+    }
+
+    /// A copy with no privilege found no service, with the fixes for the
+    /// copy that ran.
+    pub fn no_privilege_no_service(why: Errno) -> Error {
+        Error::NoPrivilegeNoService {
+            socket: SOCKET_PATH,
+            why,
+            program: Program::running(),
         }
     }
 
@@ -343,6 +434,11 @@ mod tests {
         Bytes::from(bytes)
     }
 
+    /// Where README.md's source install puts the program.
+    fn exe() -> Program {
+        Program::at(b"/usr/local/libexec/bridge-helper")
+    }
+
     /// The lines as they read when their text was composed where the error
     /// was made: typed values must show the same bytes, escaped once.
     #[test]
@@ -405,21 +501,31 @@ mod tests {
                 "'tap0': adding an altname: uid 1000's other requests took every free slot 64 times in a row",
             ),
             (
-                Error::TunDevice(Errno::ENOENT),
+                Error::TunDevice(Errno::ENOENT, exe()),
                 "cannot open /dev/net/tun: No such file or directory (os error 2); fix: the tun driver is missing: modprobe tun, or give the container a /dev/net/tun",
             ),
             // Each fix names where it works: the package's command as the
             // package's, a file capability only with a 0666 node.
             (
-                Error::TunDevice(Errno::EACCES),
-                "cannot open /dev/net/tun: Permission denied (os error 13); fix: install this program setuid root (from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
+                Error::TunDevice(Errno::EACCES, exe()),
+                "cannot open /dev/net/tun: Permission denied (os error 13); fix: chown root:root /usr/local/libexec/bridge-helper && chmod 4755 /usr/local/libexec/bridge-helper (setuid root; from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
             ),
             (
-                Error::NoNetAdmin,
-                "missing CAP_NET_ADMIN: install this program setuid root, or give it the capability with 'setcap cap_net_admin+ep' (enough only with a 0666 /dev/net/tun; from the package: dpkg-reconfigure bridge-helper)",
+                Error::NoNetAdmin(exe()),
+                "missing CAP_NET_ADMIN: fix: chown root:root /usr/local/libexec/bridge-helper && chmod 4755 /usr/local/libexec/bridge-helper (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep /usr/local/libexec/bridge-helper; from the package: dpkg-reconfigure bridge-helper",
+            ),
+            // A path a shell would split or expand is quoted, and its odd
+            // bytes escaped, once; without a path, a placeholder.
+            (
+                Error::NoNetAdmin(Program::at(b"/home/al ice/bh\n\x1b")),
+                "missing CAP_NET_ADMIN: fix: chown root:root '/home/al ice/bh\\n\\x1b' && chmod 4755 '/home/al ice/bh\\n\\x1b' (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep '/home/al ice/bh\\n\\x1b'; from the package: dpkg-reconfigure bridge-helper",
             ),
             (
-                Error::TunDevice(Errno::ENXIO),
+                Error::TunDevice(Errno::EACCES, Program(None)),
+                "cannot open /dev/net/tun: Permission denied (os error 13); fix: chown root:root /path/to/bridge-helper && chmod 4755 /path/to/bridge-helper (setuid root; from the package: dpkg-reconfigure bridge-helper), or make the node mode 0666, as Debian's udev rule does",
+            ),
+            (
+                Error::TunDevice(Errno::ENXIO, exe()),
                 "cannot open /dev/net/tun: No such device or address (os error 6)",
             ),
             (
@@ -460,13 +566,15 @@ mod tests {
                 Error::NoPrivilegeNoService {
                     socket: SOCKET_PATH,
                     why: Errno::ENOENT,
+                    program: exe(),
                 },
-                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or install this program setuid root, or with 'setcap cap_net_admin+ep' where /dev/net/tun is 0666",
+                "cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at /run/bridge-helper/socket (No such file or directory); start the service ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or chown root:root /usr/local/libexec/bridge-helper && chmod 4755 /usr/local/libexec/bridge-helper (setuid root), or, where /dev/net/tun is 0666, setcap cap_net_admin+ep /usr/local/libexec/bridge-helper",
             ),
             (
                 Error::NoPrivilegeNoService {
                     socket: SOCKET_PATH,
                     why: Errno::ECONNREFUSED,
+                    program: exe(),
                 }
                 .in_user_namespace(),
                 "cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at /run/bridge-helper/socket (Connection refused); start the service on the host ('systemctl enable --now bridge-helper.socket' with its units installed, or 'bridge-helper --serve' as root without systemd: bridge-helper(8) SERVICE), or run outside that user namespace",

@@ -26,10 +26,7 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
         queues: request.queues,
     }
     .encode()?;
-    let conn = sys::connect(Path::new(SOCKET_PATH)).map_err(|e| Error::NoPrivilegeNoService {
-        socket: SOCKET_PATH,
-        why: e,
-    })?;
+    let conn = sys::connect(Path::new(SOCKET_PATH)).map_err(Error::no_privilege_no_service)?;
     // The service answers within its deadline or closes; a second more
     // for the answer to travel.
     let deadline = Instant::now() + SESSION_DEADLINE + std::time::Duration::from_secs(1);

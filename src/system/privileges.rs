@@ -118,7 +118,7 @@ impl Caller {
         if self.net_admin {
             Ok(())
         } else {
-            Err(Error::NoNetAdmin)
+            Err(Error::no_net_admin())
         }
     }
 
@@ -200,7 +200,7 @@ impl TunDevice {
             .early
             .take()
             .unwrap_or_else(open_tun)
-            .map_err(Error::TunDevice)?;
+            .map_err(Error::tun_device)?;
         let mut more = Vec::new();
         for _ in 1..queues {
             match open_tun() {
@@ -214,7 +214,7 @@ impl TunDevice {
                             queues,
                             limit: files::nofile_limit().unwrap_or(0),
                         },
-                        _ => Error::TunDevice(e),
+                        _ => Error::tun_device(e),
                     });
                 }
             }
@@ -228,8 +228,8 @@ impl TunDevice {
     pub fn check(&self) -> Result<(), Error> {
         match &self.early {
             Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(Error::TunDevice(*e)),
-            None => open_tun().map(drop).map_err(Error::TunDevice),
+            Some(Err(e)) => Err(Error::tun_device(*e)),
+            None => open_tun().map(drop).map_err(Error::tun_device),
         }
     }
 

@@ -37,6 +37,23 @@ pub fn comm_of(pid: i32) -> Option<Vec<u8>> {
         .and_then(|n| comm_name(text.get(..n)?))
 }
 
+/// The path of the file this process runs, as the kernel keeps it
+/// (/proc/self/exe: a symbolic link's target, not the link QEMU or a
+/// user named), if that path still leads to that file: not when it was
+/// since removed or replaced (the kernel then adds " (deleted)"), nor
+/// without /proc. For the lines that name the file to fix; no decision
+/// reads it.
+pub fn executable() -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::fs::MetadataExt;
+    const EXE: &str = "/proc/self/exe";
+    let path = std::fs::read_link(EXE).ok()?;
+    let running = std::fs::metadata(EXE).ok()?;
+    let named = std::fs::metadata(&path).ok()?;
+    ((running.dev(), running.ino()) == (named.dev(), named.ino()))
+        .then(|| path.into_os_string().into_vec())
+}
+
 /// The parent pid from the text of /proc/PID/stat: the fourth field,
 /// counted after the name's closing parenthesis (a name may hold spaces
 /// and parentheses of its own).
@@ -69,6 +86,14 @@ mod tests {
         assert_eq!(comm_name(b"a\nb\n").as_deref(), Some(&b"a\nb"[..]));
         // Cut short: no name rather than part of one.
         assert_eq!(comm_name(b"qemu"), None);
+    }
+
+    /// The test binary's own file, by its real path: what a fix names.
+    #[test]
+    fn executable_is_the_file_that_runs() {
+        use std::os::unix::ffi::OsStrExt;
+        let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(executable().as_deref(), Some(exe.as_os_str().as_bytes()));
     }
 
     #[test]

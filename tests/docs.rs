@@ -60,6 +60,8 @@ const COMMANDS: &[&str] = &[
     "dpkg",
     "apparmor_parser",
     "setcap",
+    "chmod",
+    "systemctl",
     "ip",
     "bridge",
     "journalctl",

@@ -66,9 +66,9 @@ ports (isolated, VLANs). --version prints both files' and the socket's paths.
   --serve       root only: the service on /run/bridge-helper/socket; a copy
                 with no privilege asks it instead (see bridge-helper(8))
 
-Exit status: 0 only when the tap was sent; 2 usage, 3 ACL file error,
-4 access denied, 5 installation or environment, 6 bad --fd or sending failed,
-7 bridge missing or not a bridge, 8 kernel refused an operation, 70 bug.
+Exit status: 0 only when the tap was sent; 2 usage, 3 ACL or settings file
+error, 4 access denied, 5 installation or environment, 6 bad --fd or sending
+failed, 7 bridge missing or not a bridge, 8 kernel refused an operation, 70 bug.
 --check exits with the status a run would. Each request is logged to syslog
 (authpriv). See bridge-helper(8).
 ";

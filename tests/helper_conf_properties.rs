@@ -37,7 +37,7 @@ fn who() -> impl Strategy<Value = Who> {
         Just(Who::Everyone),
         select(vec!["alice", "bob", "ghost"]).prop_map(|n| Who::User(Account::Name(n.into()))),
         (0u32..3).prop_map(|n| Who::User(Account::Id(1000 + n))),
-        select(vec!["students", "staff", "nogroup"])
+        select(vec!["students", "tutors", "nogroup"])
             .prop_map(|n| Who::Group(Account::Name(n.into()))),
         (0u32..3).prop_map(|n| Who::Group(Account::Id(500 + n))),
     ]
@@ -66,7 +66,7 @@ fn settings_strategy() -> impl Strategy<Value = PortSettings> {
 fn names() -> Accounts {
     Accounts {
         users: vec![(b"alice".to_vec(), 1000), (b"bob".to_vec(), 1001)],
-        groups: vec![(b"students".to_vec(), 500), (b"staff".to_vec(), 501)],
+        groups: vec![(b"students".to_vec(), 500), (b"tutors".to_vec(), 501)],
     }
 }
 

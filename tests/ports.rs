@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const STUDENTS: u32 = 4500;
-const STAFF: u32 = 4600;
+const TUTORS: u32 = 4600;
 
 /// A sandbox with bridge.conf `acl`, bridge-helper.conf `conf`, and
 /// passwd/group files that name nobody and two groups.
@@ -19,7 +19,7 @@ fn sandbox(acl: &str, conf: &str) -> Sandbox {
     let sb = Sandbox::new();
     sb.acl(acl);
     sb.etc_file("bridge-helper.conf", conf, 0o644);
-    sb.accounts(&format!("students:x:{STUDENTS}:\nstaff:x:{STAFF}:\n"));
+    sb.accounts(&format!("students:x:{STUDENTS}:\ntutors:x:{TUTORS}:\n"));
     sb
 }
 
@@ -59,7 +59,7 @@ fn a_group_grant_admits_only_members_and_a_deny_still_wins() {
     assert_eq!(ns.tap_state(&name).master, "br0");
     drop(fd);
     // Not a member (and the unresolvable group matches no one).
-    run_as_nobody(&sb, &ns, &[STAFF], &["--br=br0"])
+    run_as_nobody(&sb, &ns, &[TUTORS], &["--br=br0"])
         .expect_refusal(4, "access to bridge 'br0' denied: no rule");
     // bridge.conf's deny wins over the grant.
     run_as_nobody(&sb, &ns, &[STUDENTS], &["--br=br-secret"]).expect_refusal(
@@ -165,12 +165,12 @@ fn bad_lines_and_ambiguity_are_status_3_with_file_and_line() {
             "/etc/qemu/bridge-helper.conf:2: a second port line for this user",
         ),
         (
-            "port br0 group=students isolated\nport br0 group=staff\n",
+            "port br0 group=students isolated\nport br0 group=tutors\n",
             "/etc/qemu/bridge-helper.conf:1 and /etc/qemu/bridge-helper.conf:2: port lines",
         ),
     ] {
         let sb = sandbox("allow br0\n", conf);
-        run_as_nobody(&sb, &ns, &[STUDENTS, STAFF], &["--br=br0"]).expect_refusal(3, text);
+        run_as_nobody(&sb, &ns, &[STUDENTS, TUTORS], &["--br=br0"]).expect_refusal(3, text);
     }
     // bridge.conf keeps QEMU's language: a qualifier there is an error.
     let sb = sandbox("allow br0 user=nobody\n", "");
@@ -184,7 +184,7 @@ fn a_port_line_follows_the_bridge_by_its_altname_and_the_caller_by_group() {
     ns.ip(&["link", "property", "add", "dev", "br0", "altname", "lab0"]);
     let sb = sandbox(
         "allow br0\nallow lab0\n",
-        "port lab0 group=students isolated\nport br0 group=staff learning=off\n",
+        "port lab0 group=students isolated\nport br0 group=tutors learning=off\n",
     );
     // Asked by its real name, the altname's line still applies.
     let fd = run_as_nobody(&sb, &ns, &[STUDENTS], &["--br=br0"]).expect_tap();
@@ -193,7 +193,7 @@ fn a_port_line_follows_the_bridge_by_its_altname_and_the_caller_by_group() {
     assert_eq!(port_option(&ns, &name, "learning"), "on");
     drop(fd);
     // A group that changes between runs changes what applies.
-    let fd = run_as_nobody(&sb, &ns, &[STAFF], &["--br=lab0"]).expect_tap();
+    let fd = run_as_nobody(&sb, &ns, &[TUTORS], &["--br=lab0"]).expect_tap();
     let (name, _) = tun_get_iff(&fd);
     assert_eq!(port_option(&ns, &name, "isolated"), "off");
     assert_eq!(port_option(&ns, &name, "learning"), "off");

@@ -118,7 +118,7 @@ fn port_lines() {
         "port br0 tagged=0-10",
         "port br0 vlan=10 tagged=5-15",
         "port br0 isolated user=alice",
-        "port br0 user=alice group=staff",
+        "port br0 user=alice group=tutors",
         "port br0 mtu=9000",
         "port br0 ISOLATED",
         "port 0123456789abcdef isolated",
@@ -152,7 +152,7 @@ fn port_rule(line: usize, bridge: &str, who: Who, settings: &str) -> PortRule {
 fn names() -> Accounts {
     Accounts {
         users: vec![(b"alice".to_vec(), 1000), (b"bob".to_vec(), 1001)],
-        groups: vec![(b"students".to_vec(), 500), (b"staff".to_vec(), 600)],
+        groups: vec![(b"students".to_vec(), 500), (b"tutors".to_vec(), 600)],
     }
 }
 const ALICE: fn() -> Identity = || Identity {
@@ -262,7 +262,7 @@ fn one_port_line_applies_whole() {
         port_rule(1, "br0", Who::Everyone, "isolated"),
         port_rule(2, "br0", Who::Group(name("students")), "vlan=20"),
         port_rule(3, "lan0", Who::User(Account::Id(1001)), "learning=off"),
-        port_rule(4, "br1", Who::Group(name("staff")), "vlan=30"),
+        port_rule(4, "br1", Who::Group(name("tutors")), "vlan=30"),
     ];
     let pick = |me: &Identity, names_of: &[&'static [u8]]| {
         decide(
@@ -319,14 +319,14 @@ fn ambiguity_is_an_error_naming_both_lines() {
     };
     let ports = [
         port_rule(1, "br0", Who::Group(name("students")), "vlan=20"),
-        port_rule(2, "br0", Who::Group(name("staff")), "vlan=30"),
+        port_rule(2, "br0", Who::Group(name("tutors")), "vlan=30"),
     ];
     let e = run(&ports, &me).unwrap_err();
     assert!(e.contains(":1") && e.contains(":2"), "{e}");
     // ... that agree: the first.
     let ports = [
         port_rule(1, "br0", Who::Group(name("students")), "vlan=20"),
-        port_rule(2, "br0", Who::Group(name("staff")), "vlan=20"),
+        port_rule(2, "br0", Who::Group(name("tutors")), "vlan=20"),
     ];
     assert_eq!(run(&ports, &me), Ok(Some(1)));
     // Bridge-wide lines by two names of one bridge that disagree.
@@ -338,7 +338,7 @@ fn ambiguity_is_an_error_naming_both_lines() {
     // A user line settles what the group lines leave open.
     let ports = [
         port_rule(1, "br0", Who::Group(name("students")), "vlan=20"),
-        port_rule(2, "br0", Who::Group(name("staff")), "vlan=30"),
+        port_rule(2, "br0", Who::Group(name("tutors")), "vlan=30"),
         port_rule(3, "br0", Who::User(name("alice")), ""),
     ];
     assert_eq!(run(&ports, &me), Ok(Some(3)));

@@ -231,8 +231,8 @@ mod tests {
         let s = |text: &[u8]| parse(text, DEFAULTS.clone()).unwrap();
         assert!(!s(b"").names_groups());
         assert!(!s(b"allow br0 user=alice\nport br0 user=7 isolated\n").names_groups());
-        assert!(s(b"allow br0 group=staff\n").names_groups());
-        assert!(s(b"port br0 group=staff isolated\n").names_groups());
+        assert!(s(b"allow br0 group=tutors\n").names_groups());
+        assert!(s(b"port br0 group=tutors isolated\n").names_groups());
     }
 
     #[test]

@@ -313,7 +313,8 @@ fn readme_examples_are_valid_commands_and_files() {
 
 /// The README's first quick-start command is CI's too: `.ci/run` runs
 /// `scripts/demo` and fails unless it shows both outcomes, in the words
-/// the demo prints them (its "QEMU" side formats the line).
+/// the demo prints them (its "QEMU" side formats the line), and the
+/// `--check` the refusal names reaching the run's status.
 #[test]
 fn ci_runs_the_demo_and_requires_a_granted_and_a_refused_run() {
     let first = readme_examples()
@@ -331,6 +332,7 @@ fn ci_runs_the_demo_and_requires_a_granted_and_a_refused_run() {
     for outcome in [
         "'exit status 0, 1 fd received'",
         "'exit status 4, 0 fd received'",
+        "'^  exit status: 4$'",
     ] {
         assert!(
             ci.lines()
@@ -342,6 +344,13 @@ fn ci_runs_the_demo_and_requires_a_granted_and_a_refused_run() {
         manifest("scripts/demo")
             .contains(r#"print(f"  exit status {status}, {len(fds)} fd received", flush=True)"#),
         "scripts/demo no longer prints the line .ci/run looks for"
+    );
+    // After the refusal, the check it names, typed as the line gives it
+    // (`bridge-helper` on PATH), its report indented as the runs' lines.
+    let demo = manifest("scripts/demo");
+    assert!(
+        demo.contains("bridge-helper --check --br=br1 | sed 's/^/  /'"),
+        "scripts/demo no longer runs the check the refusal names"
     );
     // The binary .ci/run checks is the one cargo built, wherever that is.
     assert!(ci.contains(r#"binary="${CARGO_TARGET_DIR:-target}/"#));

@@ -106,7 +106,7 @@ pub fn access(policy: &Policy, route: &mut Rtnetlink, asked: &IfName) -> Result<
     let decision = policy.decide(&[asked_bytes, &bridge.name], &altnames)?;
     let vlan_refusal = decision.vlan_refusal(bridge.vlan_filtering == Some(true));
     let port = decision.port.cloned();
-    let rule = authorize((decision.bridge, decision.verdict), asked)?;
+    let rule = authorize(policy, (decision.bridge, decision.verdict), asked)?;
     if let Some(rule) = vlan_refusal {
         return Err(Error::NoVlanFiltering {
             bridge: Bytes::from(&bridge.name),
@@ -121,11 +121,12 @@ pub fn access(policy: &Policy, route: &mut Rtnetlink, asked: &IfName) -> Result<
 /// it opens a netlink socket.
 pub fn access_by_name(policy: &Policy, asked: &IfName) -> Result<(), Error> {
     let decision = policy.decide(&[asked.as_bytes()], &[])?;
-    authorize((decision.bridge, decision.verdict), asked).map(drop)
+    authorize(policy, (decision.bridge, decision.verdict), asked).map(drop)
 }
 
 /// Turns the ACL's verdict on a bridge name into the run's outcome.
 fn authorize(
+    policy: &Policy,
     (name, verdict): (&[u8], Verdict<'_, Origin>),
     asked: &IfName,
 ) -> Result<Origin, Error> {
@@ -140,6 +141,11 @@ fn authorize(
             bridge: Bytes::from(name),
             file: compiled::ACL_FILE,
             asked: Bytes::from(asked.as_bytes()),
+            // Read as the caller, as every line here: nothing the caller
+            // could not read itself.
+            grant: policy
+                .grant_for(name)
+                .map(|g| Box::new((g.origin.clone(), g.who.clone()))),
         }),
     }
 }

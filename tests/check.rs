@@ -711,6 +711,16 @@ fn a_users_check_lists_its_groups_and_what_a_new_login_would_grant() {
         ),
     );
     has(&r, "groups: /etc/group also puts uid 65534 in 30000 (bhvmusers), which this process lacks (added since this login); after logging in again, a run could also attach to 'br0' (allowed by /etc/qemu/bridge-helper.conf:1)");
+    // The run's refusal names the grant it is not covered by, and the
+    // check (the one it names) says why.
+    let grant = ", and /etc/qemu/bridge-helper.conf:1 grants it to group='bhvmusers', a group this run is not in";
+    sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
+        .expect_refusal(
+            4,
+            &format!("allows it{grant}; see bridge-helper --check --br=br0 and bridge.conf(5)"),
+        );
+    let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
+    has(&r, &format!("verdict: a run would stop: access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it{grant}; see bridge.conf(5) and bridge-helper.conf(5)"));
     // Logged in again: the process has the group, and nothing is lacking.
     let mut jail = Jail::for_mode(Mode::Setuid);
     jail.groups = vec![30000];

@@ -65,6 +65,16 @@ impl Policy {
         )
     }
 
+    /// The first grant of bridge-helper.conf for `bridge` (by its name,
+    /// or `all`), for a refusal to name: after [`Verdict::NoAllow`] on
+    /// `bridge`, a grant for someone other than the caller. It decides
+    /// nothing; the verdict is [`decide`]'s.
+    pub fn grant_for(&self, bridge: &[u8]) -> Option<&Grant> {
+        self.grants
+            .iter()
+            .find(|g| target_matches(&g.target, bridge))
+    }
+
     /// See [`unresolved`].
     pub fn unresolved(&self) -> Vec<(&Origin, &Who, Option<&[u8]>)> {
         unresolved(&self.grants, &self.ports, &self.accounts)

@@ -6,6 +6,7 @@ use nix::errno::Errno;
 use nix::unistd::{ResGid, ResUid};
 
 use crate::cli::{UsageError, USAGE};
+use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::helper_conf::lines::PortSettings;
 use crate::policy::ifname;
@@ -37,12 +38,15 @@ pub enum Error {
         asked: Bytes,
     },
     #[error(
-        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge-helper --check --br={} and bridge.conf(5)", Pasted(.asked)
+        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge-helper --check --br={} and bridge.conf(5)", ForOthers(.grant.as_deref()), Pasted(.asked)
     )]
     NotAllowed {
         bridge: Bytes,
         file: &'static str,
         asked: Bytes,
+        /// A grant of bridge-helper.conf for this bridge, which is for
+        /// another user or a group the run is not in.
+        grant: Option<Box<(Origin, Who)>>,
     },
     #[error("missing CAP_NET_ADMIN: fix: {setuid} (setuid root), or, where /dev/net/tun is 0666, {setcap}; from the package: dpkg-reconfigure bridge-helper", setuid = Setuid(.0), setcap = Setcap(.0))]
     NoNetAdmin(Program),
@@ -123,6 +127,26 @@ fn libvirt_hint(name: &Bytes) -> &'static str {
         "; libvirt creates it when its network starts (virsh net-start default)"
     } else {
         "; fix: name a bridge that exists (bridge-helper --check lists them), or create it first"
+    }
+}
+
+/// The grant a refused caller is not covered by, so that a user added to
+/// a group since logging in, or granted under another name, learns where
+/// to look.
+struct ForOthers<'a>(Option<&'a (Origin, Who)>);
+
+impl fmt::Display for ForOthers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((line, who @ Who::Group(_))) => write!(
+                f,
+                ", and {line} grants it to {who}, a group this run is not in"
+            ),
+            Some((line, who @ Who::User(_))) => {
+                write!(f, ", and {line} grants it to {who}, which this run is not")
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -311,8 +335,14 @@ impl Error {
             Error::DeniedBy { bridge, rule, .. } => {
                 format!("access to bridge {bridge} denied by {rule}")
             }
-            Error::NotAllowed { bridge, file, .. } => format!(
-                "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5)"
+            Error::NotAllowed {
+                bridge,
+                file,
+                grant,
+                ..
+            } => format!(
+                "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge.conf(5) and bridge-helper.conf(5)",
+                ForOthers(grant.as_deref())
             ),
             e => e.to_string(),
         }
@@ -429,9 +459,17 @@ impl From<&'static str> for KernelCause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::accounts::Account;
 
     fn b(bytes: &[u8]) -> Bytes {
         Bytes::from(bytes)
+    }
+
+    fn settings_line(line: usize) -> Origin {
+        Origin {
+            file: "/etc/qemu/bridge-helper.conf".into(),
+            line,
+        }
     }
 
     /// Where README.md's source install puts the program.
@@ -603,14 +641,38 @@ mod tests {
                     bridge: b(b"br0"),
                     file: "/etc/qemu/bridge.conf",
                     asked: b(b"br0"),
+                    grant: None,
                 },
                 "access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br0 and bridge.conf(5)",
+            ),
+            // A grant for others names its line and whom it is for.
+            (
+                Error::NotAllowed {
+                    bridge: b(b"br-lab"),
+                    file: "/etc/qemu/bridge.conf",
+                    asked: b(b"br-lab"),
+                    grant: Some(Box::new((
+                        settings_line(2),
+                        Who::Group(Account::Name(b"stu\x1bdents".to_vec())),
+                    ))),
+                },
+                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:2 grants it to group='stu\\x1bdents', a group this run is not in; see bridge-helper --check --br=br-lab and bridge.conf(5)",
+            ),
+            (
+                Error::NotAllowed {
+                    bridge: b(b"br-lab"),
+                    file: "/etc/qemu/bridge.conf",
+                    asked: b(b"br-lab"),
+                    grant: Some(Box::new((settings_line(7), Who::User(Account::Id(1000))))),
+                },
+                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:7 grants it to user=1000, which this run is not; see bridge-helper --check --br=br-lab and bridge.conf(5)",
             ),
             (
                 Error::NotAllowed {
                     bridge: b(b"br 0"),
                     file: "/etc/qemu/bridge.conf",
                     asked: b(b"br 0"),
+                    grant: None,
                 },
                 "access to bridge 'br 0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br='br 0' and bridge.conf(5)",
             ),

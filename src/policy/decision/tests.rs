@@ -216,6 +216,36 @@ fn grants_add_and_bridge_conf_denies_win() {
     );
 }
 
+/// The grant a refusal names: the first for the bridge, by its name or
+/// `all`, which after a refusal is for someone else.
+#[test]
+fn the_grant_a_refusal_names() {
+    let grant = |line, target| Grant {
+        origin: at(line),
+        target,
+        who: Who::Group(name("tutors")),
+    };
+    let policy = Policy {
+        acl: Vec::new(),
+        grants: vec![
+            grant(1, Target::Bridge(b"br1".to_vec())),
+            grant(2, Target::All),
+        ],
+        ports: Vec::new(),
+        accounts: names(),
+        me: ALICE(),
+    };
+    let refused = policy.decide(&[b"br1"], &[]).unwrap().verdict;
+    assert_eq!(refused, Verdict::NoAllow);
+    assert_eq!(policy.grant_for(b"br1").map(|g| g.origin.line), Some(1));
+    assert_eq!(policy.grant_for(b"br0").map(|g| g.origin.line), Some(2));
+    let none = Policy {
+        grants: Vec::new(),
+        ..policy
+    };
+    assert!(none.grant_for(b"br1").is_none());
+}
+
 #[test]
 fn every_name_of_a_bridge_counts() {
     let rule = |line, allow, target: Target| Rule {

@@ -444,6 +444,42 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     assert_no_taps(&ns);
 }
 
+/// A VMM that root confined to a network namespace of its own (as
+/// systemd's PrivateNetwork=yes does for a service's user), with the
+/// service's socket in its file system: a setuid run there makes its tap
+/// in that namespace, which has no br0, so the service must not make it
+/// on the bridge of its own namespace (the host's) either. Before the
+/// fix the forwarder there got a tap on the service's br0: a way out of
+/// the network isolation onto the host's LAN (red team, round 6).
+#[test]
+fn a_peer_confined_to_another_network_namespace_gets_no_tap_on_the_services_bridges() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    // Root makes the network namespace and leaves it to nobody, who runs
+    // the forwarder as QEMU would.
+    let confined = |args: &[&str]| {
+        let mut cmd = svc.command("unshare", Jail::root());
+        cmd.args(["--net", "--", "setpriv", "--reuid=65534", "--regid=65534"])
+            .args(["--clear-groups", "--"])
+            .arg(&program)
+            .args(args);
+        let (child, ours) = spawn_with_socket(&mut cmd, true);
+        HelperRun::collect(child.wait_with_output().unwrap(), ours)
+    };
+    confined(&["--br=br0"]).expect_refusal(
+        4,
+        "uid 65534 connected from a network namespace other than the service's",
+    );
+    assert_no_taps(&ns);
+    // From the service's own network namespace, the same user is answered.
+    let fd = svc.forward(&sb, nobody(), &["--br=br0"]).expect_tap();
+    let (name, _) = tun_get_iff(&fd);
+    assert_eq!(ns.tap_state(&name).owner, i64::from(NOBODY));
+}
+
 /// Flatpak's sandbox: bubblewrap run by the user with new user, pid and
 /// ipc namespaces and `--dev /dev`, which nests a second user namespace
 /// (the first, where it mounts devpts as uid 0, keeps no process). The

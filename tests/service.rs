@@ -749,8 +749,8 @@ fn a_peer_its_own_user_may_not_examine_is_refused_saying_why() {
 }
 
 /// `request`, made through the client library by a forked copy of this
-/// test that has become nobody in the service's mount namespace, as a VMM
-/// of that user makes it (this test process, root with every capability,
+/// test that has become nobody in the service's mount and network
+/// namespaces, as a VMM of that user on the host makes it (this test process, root with every capability,
 /// is a peer the service refuses: it may not examine it). The tap's
 /// descriptors come back on a socket pair, a failure as its `Debug` text.
 fn request_as_nobody(
@@ -759,6 +759,7 @@ fn request_as_nobody(
 ) -> Result<Vec<std::os::fd::OwnedFd>, String> {
     use std::os::fd::AsRawFd;
     let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", svc.pid())).unwrap();
+    let net = std::fs::File::open(&svc.netns).unwrap();
     let (ours, theirs) = socketpair();
     // SAFETY: the child only changes its namespace and ids, makes the
     // request, sends what came of it and ends in _exit.
@@ -770,6 +771,7 @@ fn request_as_nobody(
         // PR_SET_DUMPABLE back to 1, as for a process the user started.
         let became = unsafe {
             libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) == 0
+                && libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) == 0
                 && libc::setgroups(0, std::ptr::null()) == 0
                 && libc::setresgid(NOBODY, NOBODY, NOBODY) == 0
                 && libc::setresuid(NOBODY, NOBODY, NOBODY) == 0

@@ -18,6 +18,12 @@ pub struct Peer {
     /// The connecting process's user namespace: what vouches for its own
     /// ids, not for the ones `connect()` ran with.
     pub userns: UserNs,
+    /// Whether the connecting process is in the service's network
+    /// namespace. A setuid run makes its tap in its caller's, so one in
+    /// another (confined there by root: systemd's PrivateNetwork=, a
+    /// container) gets none of the service's bridges, whose traffic it
+    /// was cut off from.
+    pub own_network: bool,
     /// The connecting process's own ids now (`/proc/PID/status`), `None`
     /// if they could not be parsed. `connect()` may run with credentials
     /// that are not the process's: an io_uring personality carries those
@@ -150,6 +156,8 @@ pub enum Refusal {
     Unexaminable(u32),
     #[error("uid {0} connected from a user namespace that is not below the service's, whose groups the service cannot vouch for; connect from the service's namespace or one below it")]
     Outside(u32),
+    #[error("uid {0} connected from a network namespace other than the service's: a setuid run there makes its tap in that namespace, and the service makes taps only on the bridges of its own (the host's); connect from the host's network namespace")]
+    OtherNetwork(u32),
     #[error("uid {uid} is a subordinate uid of {owner} (/etc/subuid): a container's user acting for {owner}; ask as {owner} itself")]
     SubUid { uid: u32, owner: Bytes },
     #[error("gid {gid} is a subordinate gid of {owner} (/etc/subgid): a container's group acting for {owner}; ask as {owner} itself")]
@@ -213,6 +221,9 @@ pub fn refusal(peer: &Peer, subuids: &[SubRange], subgids: &[SubRange]) -> Optio
         UserNs::Outside => return Some(Refusal::Outside(uid)),
         UserNs::Unexaminable => return Some(Refusal::Unexaminable(uid)),
     }
+    if !peer.own_network {
+        return Some(Refusal::OtherNetwork(uid));
+    }
     let owner = |ranges: &[SubRange], id: u32| {
         ranges
             .iter()
@@ -238,6 +249,7 @@ mod tests {
             gid: 1000,
             groups: vec![1000, 27],
             userns,
+            own_network: true,
             process: Some(Ids {
                 uid: 1000,
                 gid: 1000,
@@ -376,6 +388,21 @@ mod tests {
         };
         let line = refusal(&changed, &[], &[]).unwrap().to_string();
         assert!(line.contains("not its process's own"), "{line}");
+    }
+
+    #[test]
+    fn a_peer_in_another_network_namespace_is_refused() {
+        for userns in [UserNs::Same, below(2, Setgroups::Deny)] {
+            let elsewhere = Peer {
+                own_network: false,
+                ..peer(userns)
+            };
+            let line = refusal(&elsewhere, &[], &[]).unwrap().to_string();
+            assert!(
+                line.starts_with("uid 1000 connected from a network namespace other than"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

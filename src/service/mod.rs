@@ -142,6 +142,14 @@
 //!   may hold no process: bubblewrap's `--dev` (Flatpak) maps the user to
 //!   0 there to mount devpts, then its pid 1 moves into a second
 //!   namespace mapped back, leaving the first one empty.
+//! - **Network namespaces.** The tap is made in the service's network
+//!   namespace, where a setuid run makes it in its caller's. A peer whose
+//!   process is in another one (read as its `ns/user` is, below) is
+//!   refused: confined there by root (systemd's `PrivateNetwork=`), it
+//!   would otherwise get a tap on the host's bridges, whose network it
+//!   was cut off from. No process can move into the host's network
+//!   namespace without CAP_SYS_ADMIN over it, so one found there could
+//!   reach the host's network by itself.
 //! - **Subordinate ids.** A peer whose uid (or gid) lies in a range of
 //!   `/etc/subuid` (`/etc/subgid`) is a container user acting for the
 //!   range's owner, and skips the includes only the owner can read: it is

@@ -301,19 +301,19 @@ fn identify(
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = peer::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
-    let (userns, status) = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid)
-        .map_err(|e| {
-            kernel(
-                "the connecting process's user namespace (did it exit before its answer?)",
-                e,
-            )
-        })?;
+    let process = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
+        kernel(
+            "the connecting process's namespaces (did it exit before its answer?)",
+            e,
+        )
+    })?;
     Ok(Peer {
         uid: cred.uid,
         gid: cred.gid,
         groups,
-        userns,
-        process: identity::status_ids(&status),
+        userns: process.userns,
+        own_network: process.own_network,
+        process: identity::status_ids(&process.status),
     })
 }
 

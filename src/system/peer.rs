@@ -1,7 +1,7 @@
 //! The peer of a service connection as the kernel reports it:
 //! `SO_PEERCRED`/`SO_PEERGROUPS`, a pidfd for the peer, the peer's process
-//! (its `status`, and its user namespace opened as the peer's own user:
-//! `as_user`), for a peer below our namespace the first level's
+//! (its `status`, and its user and network namespaces opened as the
+//! peer's own user: `as_user`), for a peer below our namespace the first level's
 //! `setgroups` probe, and the peer's parent for the audit line. Every
 //! `unsafe` block here has a `SAFETY` line; the service
 //! (`service::server`) uses these safe functions.
@@ -141,44 +141,63 @@ fn alive(pidfd: BorrowedFd<'_>) -> bool {
     rc == 0 || Errno::last() == Errno::EPERM
 }
 
-/// The peer's user namespace, seen from ours, and its `status` text (its
-/// own ids now): both from `/proc/PID`, trusted only if the pidfd's
-/// process is still alive afterwards (then the pid was never recycled,
-/// and they are the peer's). From there the namespace descriptors pin
+/// The peer's user namespace, seen from ours, whether it is in our
+/// network namespace, and its `status` text (its own ids now): all from
+/// `/proc/PID`, trusted only if the pidfd's process is still alive
+/// afterwards (then the pid was never recycled, and they are the
+/// peer's). From there the namespace descriptors pin
 /// what they name: the walk up to the first level (the ancestor whose
 /// parent is ours) and the read of its `setgroups` involve no pid.
 ///
-/// The namespace is opened as the peer's user, `uid` and `gid` (the ids
+/// The namespaces are opened as the peer's user, `uid` and `gid` (the ids
 /// it connected with), since the kernel lets a process open another's
-/// `ns/user` only if it may ptrace it (PTRACE_MODE_READ_FSCREDS) and the
+/// `ns/user` and `ns/net` only if it may ptrace it (PTRACE_MODE_READ_FSCREDS), and the
 /// service holds no CAP_SYS_PTRACE (which would let it attach to any
 /// process, a fully privileged one included, and so escape its bounding
 /// set). A user may examine its own processes, except one that is not
 /// dumpable (it changed ids, or runs a setuid, setgid or file-capability
 /// program, or asked not to be), holds capabilities, or lives in a user
 /// namespace below one the user does not own: such a peer is
-/// [`UserNs::Unexaminable`].
-pub fn peer_process(
-    pidfd: BorrowedFd<'_>,
-    pid: i32,
-    uid: u32,
-    gid: u32,
-) -> Result<(UserNs, Vec<u8>), Errno> {
+/// [`UserNs::Unexaminable`] (and its network namespace is not read).
+pub fn peer_process(pidfd: BorrowedFd<'_>, pid: i32, uid: u32, gid: u32) -> Result<Process, Errno> {
     let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
+    let our_net = fs::metadata("/proc/self/ns/net").map_err(io_errno)?;
     let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
     let at = |name: &std::ffi::CStr| {
         crate::system::files::open_at(Some(dir.as_fd()), name, libc::O_RDONLY)
     };
     let status = read_all(at(c"status")?)?;
-    let ns = as_user(uid, gid, || at(c"ns/user"))?;
+    let (ns, net) = as_user(uid, gid, || (at(c"ns/user"), at(c"ns/net")))?;
     if !alive(pidfd) {
         return Err(Errno::ESRCH);
     }
-    match ns {
-        Ok(ns) => Ok((userns_of(ns, &ours)?, status)),
-        Err(Errno::EACCES) => Ok((UserNs::Unexaminable, status)),
-        Err(e) => Err(e),
-    }
+    let (userns, own_network) = match ns {
+        Ok(ns) => (userns_of(ns, &ours)?, same_file(net?.as_fd(), &our_net)?),
+        Err(Errno::EACCES) => (UserNs::Unexaminable, false),
+        Err(e) => return Err(e),
+    };
+    Ok(Process {
+        userns,
+        own_network,
+        status,
+    })
+}
+
+/// What [`peer_process`] reads of the process that connected.
+pub struct Process {
+    pub userns: UserNs,
+    /// Whether it is in our network namespace: where a setuid run of the
+    /// same process would make its tap, and so the only one where the
+    /// service may make it (false when the process is unexaminable).
+    pub own_network: bool,
+    /// `/proc/PID/status`.
+    pub status: Vec<u8>,
+}
+
+/// Whether `fd` is the file `other` describes (a namespace's inode).
+fn same_file(fd: BorrowedFd<'_>, other: &fs::Metadata) -> Result<bool, Errno> {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|st| st.st_dev == other.dev() && st.st_ino == other.ino())
 }
 
 /// Runs `f` with `uid` and `gid` as the effective (and so file-system)
@@ -228,10 +247,7 @@ fn read_all(file: OwnedFd) -> Result<Vec<u8>, Errno> {
 
 /// Where `ns` is, seen from ours (`ours`: its metadata).
 fn userns_of(ns: OwnedFd, ours: &fs::Metadata) -> Result<UserNs, Errno> {
-    let is_ours = |fd: BorrowedFd<'_>| {
-        nix::sys::stat::fstat(fd.as_raw_fd())
-            .map(|st| st.st_dev == ours.dev() && st.st_ino == ours.ino())
-    };
+    let is_ours = |fd: BorrowedFd<'_>| same_file(fd, ours);
     if is_ours(ns.as_fd())? {
         return Ok(UserNs::Same);
     }

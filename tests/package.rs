@@ -869,6 +869,48 @@ fn a_statoverride_on_qemus_path_carries_over_and_stays_with_qemus_helper() {
 }
 
 #[test]
+fn a_mode_set_by_hand_on_qemus_helper_carries_over_and_says_how_to_record_it() {
+    // An administrator restricted QEMU's helper by hand (no
+    // dpkg-statoverride): with a 0666 tun, the package's own choice would
+    // be a 0755 binary with cap_net_admin, runnable by everyone.
+    let root = Root::new(Tun::Mode(0o666));
+    root.ok(&format!(
+        "groupadd --system bhvm && chgrp bhvm {QEMU_PATH} && chmod 4750 {QEMU_PATH}"
+    ));
+    let before = root.identity(QEMU_PATH);
+    assert_eq!(
+        before.lines().nth(1).unwrap(),
+        stat_line(0o4750, "root", "bhvm")
+    );
+    let log = root.install();
+    assert_eq!(
+        root.identity(OURS).lines().nth(1).unwrap(),
+        stat_line(0o4750, "root", "bhvm"),
+        "installing us widened who may run the helper at QEMU's path: {log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "restricted by the mode set by hand on QEMU's own helper ({DIVERTED}) (root bhvm 4750)"
+        )),
+        "{log}"
+    );
+    assert_eq!(root.identity(DIVERTED), before);
+    let record = format!("dpkg-statoverride --add root bhvm 4750 {QEMU_PATH}");
+    assert!(log.contains(&record), "{log}");
+    // The command it names works, and from then on the statoverride is
+    // what the package follows.
+    root.ok(&format!("{record} && dpkg-reconfigure bridge-helper"));
+    assert_eq!(
+        root.identity(OURS).lines().nth(1).unwrap(),
+        stat_line(0o4750, "root", "bhvm")
+    );
+    let files = root.package_files();
+    root.ok("dpkg -P bridge-helper");
+    root.ok(&format!("dpkg-statoverride --remove {QEMU_PATH}"));
+    root.assert_clean(&before, &files);
+}
+
+#[test]
 fn without_setcap_it_falls_back_to_setuid_and_says_so() {
     let original = original_qemu_helper();
     let root = Root::new(Tun::Mode(0o666));
@@ -1349,8 +1391,13 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
         );
     }
 
-    // The override goes: so does the drop-in, and anyone may connect.
-    root.ok(&format!("dpkg-statoverride --remove {QEMU_PATH}"));
+    // The override goes, and QEMU's own file is runnable by all again (as
+    // its package's next upgrade leaves it; until then it keeps the mode
+    // the override gave it, which the package follows as one set by
+    // hand): so does the drop-in, and anyone may connect.
+    root.ok(&format!(
+        "dpkg-statoverride --remove {QEMU_PATH} && chmod 0755 {DIVERTED}"
+    ));
     let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
     assert!(
         log.contains("/run/bridge-helper/socket is mode 0666"),
@@ -1386,10 +1433,10 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
     assert!(socket_enabled(&root), "{log}");
 
-    // Purge: QEMU's helper as it was (with its override), nothing of ours
-    // in systemd's places.
+    // Purge: QEMU's helper as it was (with its override, and the mode it
+    // gave QEMU's file), nothing of ours in systemd's places.
     root.ok(&format!(
-        "dpkg-statoverride --update --add root bhvm 4750 {QEMU_PATH}"
+        "dpkg-statoverride --update --add root bhvm 4750 {QEMU_PATH} && chmod 4750 {DIVERTED}"
     ));
     root.ok("dpkg-reconfigure bridge-helper 2>&1");
     root.ok(&format!("[ -e {DROPIN} ]"));

@@ -109,8 +109,16 @@ fn run(audit: &mut audit::Record, argv: &[OsString]) -> Result<(), Error> {
     let mut caller = privileges::drop_to_caller()?;
     audit.caller(caller.uid);
     match cli::parse(argv)? {
-        Command::Help => output::print(output::HELP).inspect(|()| audit.quiet()),
-        Command::Version => output::print(&output::version()).inspect(|()| audit.quiet()),
+        Command::Help => {
+            audit.quiet();
+            output::print(output::HELP);
+            Ok(())
+        }
+        Command::Version => {
+            audit.quiet();
+            output::print(&output::version());
+            Ok(())
+        }
         Command::Check(request) => {
             audit.quiet();
             check::run(caller, &request)
@@ -233,5 +241,6 @@ fn remove_abandoned(caller: &privileges::Caller, spec: &[u8]) -> Result<(), Erro
         removed.len(),
         if names.is_empty() { "" } else { ": " },
         names.join(", ")
-    ))
+    ));
+    Ok(())
 }

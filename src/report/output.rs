@@ -11,9 +11,8 @@ pub fn notice(line: &str) {
 
 /// For --help and --version: stdout, and success whether or not anyone
 /// reads it.
-pub fn print(text: &str) -> Result<(), crate::report::error::Error> {
+pub fn print(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
-    Ok(())
 }
 
 /// The version, then the paths compiled in (policy::compiled, and the

@@ -21,12 +21,13 @@ use clap::{Arg, ArgAction, ArgMatches};
 
 use crate::policy::ifname::{self, IfName};
 use crate::report::escape::Bytes;
+use crate::system::checkpoint::TestHook;
 
 /// The most queues one run hands over. A tap takes up to 256 queues
-/// (MAX_TAP_QUEUES), but one SCM_RIGHTS message carries at most 253 fds
-/// (SCM_MAX_FD), and all of a run's fds travel in one message: QEMU and
-/// libvirt read exactly one, and a client must never see part of a tap.
-pub const MAX_QUEUES: u16 = 253;
+/// (MAX_TAP_QUEUES), but all of a run's fds travel in one SCM_RIGHTS
+/// message: QEMU and libvirt read exactly one, and a client must never see
+/// part of a tap.
+pub const MAX_QUEUES: u16 = crate::system::SCM_MAX_FD;
 
 pub const USAGE: &str = "usage: bridge-helper [--use-vnet] [--queues=N] --br=BRIDGE --fd=FD | --check [--br=BRIDGE] [--user=USER] | --remove-abandoned --user=USER | --serve";
 
@@ -137,22 +138,6 @@ pub struct CheckRequest {
     pub bridge: Option<IfName>,
     /// A user name or a decimal uid, as given (root only; resolved later).
     pub user: Option<Vec<u8>>,
-}
-
-/// Fault points that only a `test-hooks` build recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestHook {
-    Panic,
-    PauseBeforeSend,
-    /// After the scan and the tap, before its slot: the window in which a
-    /// user's other runs can change what the scan saw.
-    PauseBeforeClaim,
-    /// After choosing the tap's name, before creating it: the window in
-    /// which another run can take that name.
-    PauseBeforeCreate,
-    /// After creating a multiqueue tap, before its owner and queues 2..N:
-    /// the window in which anyone may attach a queue by its name.
-    PauseBeforeQueues,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

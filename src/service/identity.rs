@@ -5,6 +5,7 @@
 use nix::errno::Errno;
 
 use crate::report::escape::Bytes;
+use crate::system::peer::{Setgroups, UserNs};
 
 /// What the kernel says about a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,38 +59,6 @@ pub fn status_ids(text: &[u8]) -> Option<Ids> {
         gid: *fields(b"Gid:")?.get(1)?,
         groups: fields(b"Groups:")?,
     })
-}
-
-/// The peer's user namespace, seen from the service's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserNs {
-    Same,
-    /// Below the service's, `depth` levels down (1: a child of it).
-    /// `first_level` is the `setgroups` of the ancestor that is a child of
-    /// the service's namespace (the peer's own at depth 1): every
-    /// namespace below it has the same value (see the module doc of
-    /// [`crate::service`], "User namespaces").
-    Below {
-        depth: u32,
-        first_level: Setgroups,
-    },
-    /// Not below the service's at all (the service runs in a user
-    /// namespace of its own and the peer outside it).
-    Outside,
-    /// Unknown: the peer's own user may not examine it (the kernel refused
-    /// its `/proc/PID/ns/user` to the ids it connected with), so nothing
-    /// vouches for its ids.
-    Unexaminable,
-}
-
-/// A user namespace's `setgroups`, as `/proc/PID/setgroups` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setgroups {
-    /// No process in it or below it can ever call setgroups.
-    Deny,
-    Allow,
-    /// Could not be read: the errno of the step that failed.
-    Unread(i32),
 }
 
 /// One line of `/etc/subuid` or `/etc/subgid`: `owner:first:count`.

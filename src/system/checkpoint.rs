@@ -3,7 +3,22 @@
 //! read `/proc/PID/status`. One call per stage in `main`; a release build
 //! compiles it to nothing.
 
-use crate::cli::TestHook;
+/// Fault points that only a `test-hooks` build recognises (the command
+/// line's `--test-panic`, `--test-pause*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestHook {
+    Panic,
+    PauseBeforeSend,
+    /// After the scan and the tap, before its slot: the window in which a
+    /// user's other runs can change what the scan saw.
+    PauseBeforeClaim,
+    /// After choosing the tap's name, before creating it: the window in
+    /// which another run can take that name.
+    PauseBeforeCreate,
+    /// After creating a multiqueue tap, before its owner and queues 2..N:
+    /// the window in which anyone may attach a queue by its name.
+    PauseBeforeQueues,
+}
 
 /// Where a test may stop a run.
 pub enum Stage<'a> {

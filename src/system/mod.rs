@@ -30,3 +30,10 @@ pub mod trusted_files;
 #[allow(unsafe_code)]
 pub mod tun;
 pub mod users;
+
+/// The most descriptors one SCM_RIGHTS message carries: the kernel's
+/// SCM_MAX_FD (include/net/scm.h; libc does not export it). A send of more
+/// fails with EINVAL; a receive buffer of this size holds any message.
+/// Here, not in `fd_passing`, because both ends use it: the hand-over
+/// (`fd_passing`) and the forwarder's receive (`service`).
+pub const SCM_MAX_FD: u16 = 253;

@@ -290,7 +290,7 @@ pub fn receive(
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), Errno> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{ControlMessageOwned, MsgFlags};
-    let mut cmsg = nix::cmsg_space!([RawFd; crate::cli::MAX_QUEUES as usize]);
+    let mut cmsg = nix::cmsg_space!([RawFd; crate::system::SCM_MAX_FD as usize]);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {

@@ -182,6 +182,7 @@ fn attach(
     let max_abandoned_taps = conf.max_abandoned_taps;
     let policy = steps::policy(rules, conf, &files, caller.uid)?;
     drop(files);
+    audit.caller_name(policy.caller_name());
     // Decided on the name alone first, so that a refused caller learns
     // nothing about which bridges exist.
     steps::access_by_name(&policy, &request.bridge)?;

@@ -28,27 +28,43 @@ fn our_comm() -> String {
     format!("'{name}'")
 }
 
+/// The line logged for a grant to nobody (65534) by `rule`, after its
+/// `<PRI>bridge-helper[PID]: ` head.
+fn granted(tap: &str, rule: &str) -> String {
+    format!(
+        "uid=65534 user='nobody' ppid={} comm={} bridge='br0' tap='{tap}' granted by {rule}",
+        std::process::id(),
+        our_comm()
+    )
+}
+
+/// By bridge.conf, and by a grant by name in bridge-helper.conf: then the
+/// run has read /etc/passwd through the walk, and the line names the
+/// caller from that reading.
 #[test]
 fn a_grant_is_logged_with_caller_parent_bridge_tap_and_rule() {
-    let ns = NetNs::with_bridge(1500);
-    let sb = Sandbox::with_accounts();
-    sb.acl("allow br0\n");
-    let dev = private_dev(&sb, true);
-    let r = run(&sb, &ns, &dev, &["--br=br0"]);
-    let fd = r.expect_tap();
-    let (tap, _) = tun_get_iff(&fd);
-    let lines = dev.lines();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    let (head, body) = lines[0].split_once("]: ").unwrap();
-    assert!(head.starts_with("<86>bridge-helper["), "{head}");
-    assert_eq!(
-        body,
-        format!(
-            "uid=65534 user='nobody' ppid={} comm={} bridge='br0' tap='{tap}' granted by /etc/qemu/bridge.conf:1",
-            std::process::id(),
-            our_comm()
-        )
-    );
+    for (acl, settings, rule) in [
+        ("allow br0\n", "", "/etc/qemu/bridge.conf:1"),
+        (
+            "",
+            "allow br0 user=nobody\n",
+            "/etc/qemu/bridge-helper.conf:1",
+        ),
+    ] {
+        let ns = NetNs::with_bridge(1500);
+        let sb = Sandbox::with_accounts();
+        sb.acl(acl);
+        sb.etc_file("bridge-helper.conf", settings, 0o644);
+        let dev = private_dev(&sb, true);
+        let r = run(&sb, &ns, &dev, &["--br=br0"]);
+        let fd = r.expect_tap();
+        let (tap, _) = tun_get_iff(&fd);
+        let lines = dev.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let (head, body) = lines[0].split_once("]: ").unwrap();
+        assert!(head.starts_with("<86>bridge-helper["), "{head}");
+        assert_eq!(body, granted(&tap, rule));
+    }
 }
 
 #[test]
@@ -183,11 +199,7 @@ fn runs_log_to_their_sandbox_and_never_to_the_machine() {
     let lines = sb.logged();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].ends_with(&format!(
-            "uid=65534 user='nobody' ppid={} comm={} bridge='br0' tap='{tap}' granted by /etc/qemu/bridge.conf:1",
-            std::process::id(),
-            our_comm()
-        )),
+        lines[0].ends_with(&granted(&tap, "/etc/qemu/bridge.conf:1")),
         "{}",
         lines[0]
     );

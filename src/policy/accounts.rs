@@ -35,6 +35,14 @@ impl Accounts {
     pub fn group(&self, name: &[u8]) -> Option<u32> {
         first(&self.groups, name)
     }
+
+    /// The name of `uid`: the first line for it, as [`name_of`] finds it.
+    pub fn user_name(&self, uid: u32) -> Option<&[u8]> {
+        self.users
+            .iter()
+            .find(|&&(_, id)| id == uid)
+            .map(|(name, _)| name.as_slice())
+    }
 }
 
 fn first(entries: &[(Vec<u8>, u32)], name: &[u8]) -> Option<u32> {

@@ -48,6 +48,15 @@ impl Policy {
         crate::policy::helper_conf::lines::names_groups(&self.grants, &self.ports)
     }
 
+    /// The caller's name in the accounts read for this policy, if they
+    /// were read (a line names an account): `Some(None)` when
+    /// /etc/passwd has no line for the caller. The audit line takes it
+    /// from here rather than read the file again.
+    pub fn caller_name(&self) -> Option<Option<&[u8]>> {
+        crate::policy::helper_conf::lines::names_accounts(&self.grants, &self.ports)
+            .then(|| self.accounts.user_name(self.me.uid))
+    }
+
     /// See [`decide`].
     pub fn decide<'n>(
         &self,

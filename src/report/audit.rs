@@ -19,6 +19,10 @@ use crate::system::syslog;
 pub struct Record {
     asker: Asker,
     uid: Option<Uid>,
+    /// The caller's name as the run already read it from /etc/passwd (see
+    /// `Policy::caller_name`; `Some(None)`: no line for the uid), so that
+    /// one run reads the file once. `None`: read when the line is logged.
+    name: Option<Option<Vec<u8>>>,
     bridge: Option<Vec<u8>>,
     /// `--check`, `--help`, `--version`: not requests for a tap.
     quiet: bool,
@@ -58,6 +62,12 @@ impl Record {
 
     pub fn caller(&mut self, uid: Uid) {
         self.uid = Some(uid);
+    }
+
+    /// The caller's name, if the run has read /etc/passwd already (see
+    /// `Policy::caller_name`): the line does not read it again.
+    pub fn caller_name(&mut self, name: Option<Option<&[u8]>>) {
+        self.name = name.map(|n| n.map(<[u8]>::to_vec));
     }
 
     pub fn bridge(&mut self, bridge: &[u8]) {
@@ -113,7 +123,10 @@ impl Record {
             }
             Asker::PeerParent(parent) => parent.as_ref(),
         };
-        let user = self.uid.and_then(crate::system::users::name_of_uid);
+        let user = match &self.name {
+            Some(known) => known.clone(),
+            None => self.uid.and_then(crate::system::users::name_of_uid),
+        };
         let line = line(
             self.uid,
             user.as_deref(),

@@ -51,8 +51,10 @@ pub fn groups(user: &User) -> Vec<u32> {
 }
 
 /// The caller's name, if /etc/passwd has one (read with the process's
-/// identity at the time: the caller's, after the drop). This runs on
-/// every request, for the log: the file is read in chunks into a buffer
+/// identity at the time: the caller's, after the drop). This runs for
+/// the log on every request whose run has not read the file already (for
+/// a line of bridge-helper.conf that names an account, through the walk:
+/// `Policy::caller_name`): the file is read in chunks into a buffer
 /// on the stack, and reading stops at the chunk that has the line, usually
 /// the first (one read, no allocation). Lines longer than the buffer end
 /// the search.

@@ -246,6 +246,39 @@ fn the_grant_a_refusal_names() {
     assert!(none.grant_for(b"br1").is_none());
 }
 
+/// The caller's name for the log, from the accounts the policy read:
+/// known only when a line named an account (they were read), and then
+/// `None` for a uid with no line.
+#[test]
+fn the_callers_name_is_known_when_the_accounts_were_read() {
+    let by_name = Policy {
+        acl: Vec::new(),
+        grants: vec![Grant {
+            origin: at(1),
+            target: Target::All,
+            who: Who::Group(name("tutors")),
+        }],
+        ports: Vec::new(),
+        accounts: names(),
+        me: ALICE(),
+    };
+    assert_eq!(by_name.caller_name(), Some(Some(&b"alice"[..])));
+    let stranger = Policy {
+        me: Identity {
+            uid: 7,
+            gids: Vec::new(),
+        },
+        ..by_name.clone()
+    };
+    assert_eq!(stranger.caller_name(), Some(None));
+    let by_number = Policy {
+        grants: Vec::new(),
+        accounts: Accounts::default(),
+        ..by_name
+    };
+    assert_eq!(by_number.caller_name(), None);
+}
+
 #[test]
 fn every_name_of_a_bridge_counts() {
     let rule = |line, allow, target: Target| Rule {

@@ -259,6 +259,16 @@ pub struct PortRule {
     pub settings: PortSettings,
 }
 
+/// Whether some grant or port line names a user or group by name, so
+/// that /etc/passwd and /etc/group must be read.
+pub fn names_accounts(grants: &[Grant], ports: &[PortRule]) -> bool {
+    grants
+        .iter()
+        .map(|g| &g.who)
+        .chain(ports.iter().map(|p| &p.who))
+        .any(Who::needs_lookup)
+}
+
 /// Whether some grant or port line is for a group, so that the caller's
 /// groups must be asked of the kernel.
 pub fn names_groups(grants: &[Grant], ports: &[PortRule]) -> bool {

@@ -16,7 +16,6 @@ pub mod lines;
 
 use std::path::Path;
 
-use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::bridge_conf::{BadSetting, LineError};
 use crate::policy::files::{Files, OpenError};
@@ -53,11 +52,7 @@ impl Settings {
     /// Whether some line names a user or group by name, so that
     /// /etc/passwd and /etc/group must be read.
     pub fn names_accounts(&self) -> bool {
-        self.grants
-            .iter()
-            .map(|g| &g.who)
-            .chain(self.ports.iter().map(|p| &p.who))
-            .any(Who::needs_lookup)
+        lines::names_accounts(&self.grants, &self.ports)
     }
 }
 

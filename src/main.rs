@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use bridge_helper::cli::{self, Command};
 use bridge_helper::report::error::Error;
 use bridge_helper::report::escape::{Bytes, Quoted};
-use bridge_helper::report::{audit, output, status};
+use bridge_helper::report::{audit, output};
 use bridge_helper::service::{forward, server, wire};
 use bridge_helper::system::checkpoint::{checkpoint, Stage};
 use bridge_helper::system::netlink::Rtnetlink;
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         // Each session runs its request through `served`, in the forked
         // process, as a setuid run by the peer (see service::server).
         let outcome =
-            std::panic::catch_unwind(|| server::serve(served)).unwrap_or(Err(Error::Internal));
+            std::panic::catch_unwind(|| server::serve(served)).unwrap_or(Err(Error::Panicked));
         return ExitCode::from(status_of(outcome));
     }
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -78,7 +78,7 @@ fn exit_status(
     run: impl FnOnce(&mut audit::Record) -> Result<(), Error>,
 ) -> u8 {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut audit)))
-        .unwrap_or(Err(Error::Internal));
+        .unwrap_or(Err(Error::Panicked));
     if let Err(e) = &outcome {
         // Whatever failed, even a panic: no tap outlives a failed run, not
         // even a multiqueue tap made persistent through a queue attached
@@ -93,10 +93,10 @@ fn exit_status(
 fn status_of(outcome: Result<(), Error>) -> u8 {
     match outcome {
         Ok(()) => 0,
-        Err(Error::Internal) => status::INTERNAL,
-        Err(Error::Checked(status)) => status,
         Err(e) => {
-            output::notice(&e.to_string());
+            if let Some(line) = e.line() {
+                output::notice(&line);
+            }
             e.status()
         }
     }

@@ -93,7 +93,7 @@ impl Record {
     /// failed), a second line says the tap never reached the caller.
     pub fn failed(&mut self, e: &Error) {
         let what = match e {
-            Error::Internal => "internal error".to_string(),
+            Error::Internal | Error::Panicked => "internal error".to_string(),
             e => capped(&one_line(&e.to_string())),
         };
         let outcome = match self.granted.take() {

@@ -113,8 +113,13 @@ pub enum Error {
     /// not own its network namespace: no install of the binary helps it.
     #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
     NamespaceNoService { socket: &'static str, why: Errno },
+    /// A state the code holds impossible, returned as a value.
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
+    /// A panic, caught: the panic hook has printed its line (the same
+    /// words as [`Error::Internal`]'s).
+    #[error("internal error, this is a bug; no tap was handed out")]
+    Panicked,
     /// `--check` has reported on stdout; exit with the status a run would.
     #[error("")]
     Checked(u8),
@@ -323,8 +328,17 @@ impl Error {
                 status::BRIDGE
             }
             Error::Kernel { .. } | Error::Mismatch { .. } => status::KERNEL,
-            Error::Internal => status::INTERNAL,
+            Error::Internal | Error::Panicked => status::INTERNAL,
             Error::Checked(status) => *status,
+        }
+    }
+
+    /// The one line a failure prints on stderr, unless it has been said
+    /// already: a panic's by the panic hook, `--check`'s verdict on stdout.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Error::Panicked | Error::Checked(_) => None,
+            e => Some(e.to_string()),
         }
     }
 
@@ -475,6 +489,23 @@ mod tests {
     /// Where README.md's source install puts the program.
     fn exe() -> Program {
         Program::at(b"/usr/local/libexec/bridge-helper")
+    }
+
+    /// A run prints one line on failure: an impossible state returned as
+    /// a value prints its own; a panic's was printed by the hook, and
+    /// `--check` has said its verdict on stdout, so those print none.
+    #[test]
+    fn an_internal_error_prints_its_line_a_panic_and_a_check_do_not() {
+        let line = Error::Internal.line();
+        assert_eq!(
+            line.as_deref(),
+            Some("internal error, this is a bug; no tap was handed out")
+        );
+        assert_eq!(Error::Internal.status(), status::INTERNAL);
+        assert_eq!(Error::Panicked.line(), None);
+        assert_eq!(Error::Panicked.status(), status::INTERNAL);
+        assert_eq!(Error::Checked(4).line(), None);
+        assert_eq!(Error::Checked(4).status(), 4);
     }
 
     /// The lines as they read when their text was composed where the error

@@ -308,32 +308,28 @@ impl Tap {
         tun::tun_set_owner(self.fd.as_fd(), owner)
             .map_err(|e| Error::kernel(self.what("TUNSETOWNER"), e))?;
         let alias = reaper::marker(owner);
+        let port = port.filter(|p| !p.is_empty());
+        // Without port settings, up in the same request (as before port
+        // settings existed); with them, down until they hold: an isolated
+        // port must never pass a frame as a plain one.
         let setup = Setup {
             mtu: bridge.mtu,
             master: bridge.index,
             alias: &alias,
+            up: port.is_none(),
         };
-        let adding = || Doing::AddToBridge {
-            tap: Bytes::from(&self.name),
-            bridge: Bytes::from(&bridge.name),
-        };
-        let port = port.filter(|p| !p.is_empty());
-        match port {
-            // As before port settings existed: one request.
-            None => route
-                .configure(self.index, &setup)
-                .map_err(|e| Error::kernel(adding(), e))?,
-            // Down until its settings hold: an isolated port must never
-            // pass a frame as a plain one.
-            Some(port) => {
-                route
-                    .configure_down(self.index, &setup)
-                    .map_err(|e| Error::kernel(adding(), e))?;
-                self.apply(route, port)?;
-                route
-                    .set_up(self.index)
-                    .map_err(|e| Error::kernel(self.what("bringing it up"), e))?;
-            }
+        route.configure(self.index, &setup).map_err(|e| {
+            let adding = Doing::AddToBridge {
+                tap: Bytes::from(&self.name),
+                bridge: Bytes::from(&bridge.name),
+            };
+            Error::kernel(adding, e)
+        })?;
+        if let Some(port) = port {
+            self.apply(route, port)?;
+            route
+                .set_up(self.index)
+                .map_err(|e| Error::kernel(self.what("bringing it up"), e))?;
         }
         let link = self.verify(route, bridge, &setup, owner, slot)?;
         match port {

@@ -192,28 +192,12 @@ impl Rtnetlink {
         Ok(links)
     }
 
-    /// Sets MTU, alias and master of link `index` and brings it up,
-    /// in one request. By index, never by name: a rename racing with the
-    /// request (udev, an administrator) cannot redirect it.
+    /// Sets MTU, alias and master of link `index`, and brings it up if
+    /// `setup.up`, in one request. By index, never by name: a rename
+    /// racing with the request (udev, an administrator) cannot redirect it.
     pub fn configure(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
-        let mut msg = Message::new(
-            RTM_SETLINK,
-            NLM_F_REQUEST | NLM_F_ACK,
-            index.0,
-            IFF_UP,
-            IFF_UP,
-        );
-        msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
-        msg.attr(IFLA_IFALIAS, setup.alias);
-        msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());
-        self.exchange(msg, |_| {})
-    }
-
-    /// Sets MTU, alias and master of link `index`, leaving it down: for a
-    /// port whose bridge-port options must be set before it passes
-    /// traffic (the kernel refuses them in the request that enslaves).
-    pub fn configure_down(&mut self, index: IfIndex, setup: &Setup<'_>) -> Result<(), NlError> {
-        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, 0, 0);
+        let up = if setup.up { IFF_UP } else { 0 };
+        let mut msg = Message::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, index.0, up, up);
         msg.attr(IFLA_MTU, &setup.mtu.to_ne_bytes());
         msg.attr(IFLA_IFALIAS, setup.alias);
         msg.attr(IFLA_MASTER, &setup.master.0.to_ne_bytes());

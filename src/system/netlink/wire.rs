@@ -148,6 +148,10 @@ pub struct Setup<'a> {
     pub mtu: u32,
     pub master: IfIndex,
     pub alias: &'a [u8],
+    /// Brought up in the same request; left down for a port whose
+    /// bridge-port options must be set before it passes traffic (the
+    /// kernel refuses them in the request that enslaves).
+    pub up: bool,
 }
 
 /// A failed request: the errno and, when the kernel gave one, its reason.

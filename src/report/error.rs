@@ -102,17 +102,16 @@ pub enum Error {
     #[error("service: {0}")]
     Service(#[from] ServiceFault),
     /// The forwarder (no privilege) found no service to ask.
-    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {socket} ({cause}); start the service {how}, or {setuid} (setuid root), or, where /dev/net/tun is 0666, {setcap}", cause = .why.desc(), how = START_SERVICE, setuid = Setuid(.program), setcap = Setcap(.program))]
+    #[error("cannot create a tap: this copy has no privilege (neither setuid root nor cap_net_admin) and no bridge-helper service answers at {SOCKET_PATH} ({cause}); start the service {how}, or {setuid} (setuid root), or, where /dev/net/tun is 0666, {setcap}", cause = .why.desc(), how = START_SERVICE, setuid = Setuid(.program), setcap = Setcap(.program))]
     NoPrivilegeNoService {
-        socket: &'static str,
         why: Errno,
         /// The copy that ran, for the fixes.
         program: Program,
     },
     /// The same for a run privileged only in a user namespace that does
     /// not own its network namespace: no install of the binary helps it.
-    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {socket} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
-    NamespaceNoService { socket: &'static str, why: Errno },
+    #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {SOCKET_PATH} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
+    NamespaceNoService { why: Errno },
     /// A state the code holds impossible, returned as a value.
     #[error("internal error, this is a bug; no tap was handed out")]
     Internal,
@@ -367,9 +366,7 @@ impl Error {
     /// service, it names the fixes that apply there.
     pub fn in_user_namespace(self) -> Error {
         match self {
-            Error::NoPrivilegeNoService { socket, why, .. } => {
-                Error::NamespaceNoService { socket, why }
-            }
+            Error::NoPrivilegeNoService { why, .. } => Error::NamespaceNoService { why },
             e => e,
         }
     }
@@ -388,7 +385,6 @@ impl Error {
     /// copy that ran.
     pub fn no_privilege_no_service(why: Errno) -> Error {
         Error::NoPrivilegeNoService {
-            socket: SOCKET_PATH,
             why,
             program: Program::running(),
         }
@@ -633,7 +629,6 @@ mod tests {
             ),
             (
                 Error::NoPrivilegeNoService {
-                    socket: SOCKET_PATH,
                     why: Errno::ENOENT,
                     program: exe(),
                 },
@@ -641,7 +636,6 @@ mod tests {
             ),
             (
                 Error::NoPrivilegeNoService {
-                    socket: SOCKET_PATH,
                     why: Errno::ECONNREFUSED,
                     program: exe(),
                 }

@@ -460,7 +460,7 @@ pub fn drop_to_caller() -> Result<Caller, Error> {
     };
     let tun = TunDevice { early };
     caps::capset(&want).map_err(|e| fail("capset", e))?;
-    caps::clear_ambient().map_err(|e| fail("clearing ambient capabilities", e))?;
+    caps::clear_ambient().map_err(|e| fail("PR_CAP_AMBIENT_CLEAR_ALL", e))?;
     prctl::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", e))?;
 
     verify(uid, gid, want)?;

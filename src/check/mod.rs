@@ -268,7 +268,7 @@ fn unexaminable(caller: &Caller, nested: bool) -> Option<Refusal> {
 /// `how`: the install, for the fix (a caller in another user namespace
 /// needs the host's service).
 fn probe_service(report: &mut Report, how: privileges::Install) -> Result<(), nix::errno::Errno> {
-    let socket = crate::service::SOCKET_PATH;
+    let socket = compiled::SOCKET_PATH;
     let reached = crate::service::forward::service_reachable();
     report.line(match &reached {
         Ok(()) => format!(

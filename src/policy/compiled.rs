@@ -14,6 +14,10 @@ pub const SETTINGS_FILE: &str = match option_env!("BRIDGE_HELPER_SETTINGS") {
     None => "/etc/qemu/bridge-helper.conf",
 };
 
+/// Where the service (`--serve`) listens, and where the forwarder
+/// connects: one path to document and to grant in AppArmor and sandboxes.
+pub const SOCKET_PATH: &str = "/run/bridge-helper/socket";
+
 /// How many taps this helper made, that a user made persistent and then
 /// abandoned, may stay behind per user before the oldest are removed,
 /// unless the settings file says otherwise. Override at build time with

@@ -15,8 +15,8 @@ pub fn print(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-/// The version, then the paths compiled in (policy::compiled, and the
-/// service's socket), which differ by distribution: what an administrator
+/// The version, then the paths compiled in (policy::compiled), which
+/// differ by distribution: what an administrator
 /// needs to know where to write, and what to expose to a sandbox.
 pub fn version() -> String {
     format!(
@@ -24,7 +24,7 @@ pub fn version() -> String {
         env!("CARGO_PKG_VERSION"),
         crate::policy::compiled::ACL_FILE,
         crate::policy::compiled::SETTINGS_FILE,
-        crate::service::SOCKET_PATH
+        crate::policy::compiled::SOCKET_PATH
     )
 }
 

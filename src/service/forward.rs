@@ -10,9 +10,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::cli;
+use crate::policy::compiled::SOCKET_PATH;
 use crate::report::error::{Error, ServiceFault};
 use crate::service::wire::{self, Answer, WireError};
-use crate::service::{SESSION_DEADLINE, SOCKET_PATH};
+use crate::service::SESSION_DEADLINE;
 use crate::system::fd_passing;
 use crate::system::service as sys;
 

@@ -11,7 +11,7 @@
 //!   does instead of failing: it asks the service and relays the answer.
 //!
 //! # The socket
-//! [`SOCKET_PATH`], fixed at build time: one path to document and to grant
+//! [`SOCKET_PATH`](crate::policy::compiled::SOCKET_PATH), fixed at build time: one path to document and to grant
 //! in AppArmor and sandboxes. systemd hands it over (`LISTEN_FDS`, socket
 //! activation, [`crate::system::service`]); without systemd the service
 //! binds it itself. Its mode is the gate of who may ask at all (0666 by
@@ -169,9 +169,6 @@ pub mod server;
 pub mod wire;
 
 use std::time::Duration;
-
-/// Where the service listens, and where the forwarder connects.
-pub const SOCKET_PATH: &str = "/run/bridge-helper/socket";
 
 /// Sessions at once, in total.
 pub const MAX_CONNECTIONS: usize = 512;

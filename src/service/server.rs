@@ -19,13 +19,12 @@ use nix::sys::socket::{self, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
+use crate::policy::compiled::SOCKET_PATH;
 use crate::report::audit;
 use crate::report::error::{Error, ServiceFault};
 use crate::service::identity::{self, Peer, Refusal, SubRange};
 use crate::service::wire::{self, Answer, Request};
-use crate::service::{
-    IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE, SOCKET_PATH,
-};
+use crate::service::{IDLE_EXIT, MAX_CONNECTIONS, MAX_PER_UID, REQUEST_DEADLINE, SESSION_DEADLINE};
 use crate::system::peer::{self, PeerCred};
 use crate::system::process::Parent;
 use crate::system::service as sys;

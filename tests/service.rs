@@ -1263,3 +1263,37 @@ fn a_connection_turned_away_as_busy_is_logged_with_its_uid() {
     drop(held);
     svc.wait_idle(std::time::Duration::from_secs(5));
 }
+
+/// A /proc mounted with hidepid= (here `invisible`, with gid= naming a
+/// group the service is not in) shows the service no process of another
+/// user: the request is refused with a line that says so and names the
+/// fix, not "did it exit before its answer?". (Given that group, the
+/// service answers: checked by hand with `setpriv --groups=`, as
+/// SupplementaryGroups= would; bridge-helper(8), SERVICE.)
+#[test]
+fn behind_a_proc_with_hidepid_the_refusal_names_the_group_the_service_needs() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let mut mount = svc.command("mount", Jail::root());
+    mount.args([
+        "-t",
+        "proc",
+        "-o",
+        "hidepid=invisible,gid=4242",
+        "proc",
+        "/proc",
+    ]);
+    let out = mount.output().expect("mount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    svc.forward(&sb, nobody(), &["--br=br0"]).expect_refusal(
+        4,
+        "uid 65534 connected, but /proc hides its process from the service (/proc is mounted with hidepid=)",
+    );
+    assert_no_taps(&ns);
+}

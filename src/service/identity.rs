@@ -115,6 +115,9 @@ pub enum Refusal {
     /// What the service must know of the peer could not be read.
     #[error("{what}: {cause}", cause = .why.desc())]
     Unreadable { what: &'static str, why: Errno },
+    /// The peer is alive, but the service cannot see it in /proc.
+    #[error("uid {0} connected, but /proc hides its process from the service (/proc is mounted with hidepid=): give the service the group that /proc's gid= option names (SupplementaryGroups= in a drop-in for bridge-helper.service), or mount /proc without hidepid=")]
+    ProcHidden(u32),
     #[error("uid {uid} connected from {} allows setgroups (made with newuidmap/newgidmap or by root, as rootless containers are), where a group could have been dropped to escape a deny; connect from the host, or from a sandbox whose setgroups is deny (bubblewrap, Flatpak)", Namespace(*.depth))]
     SetgroupsAllowed { uid: u32, depth: u32 },
     #[error("uid {uid} connected from a user namespace; the service could not read {} setgroups ({}): let the service enter user namespaces (RestrictNamespaces=user in its unit), or connect from the host", if *.depth == 1 { "its" } else { "its first level's" }, .why.desc())]

@@ -301,6 +301,11 @@ fn identify(
     let groups = peer::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
     let process = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
+        // Alive, yet no /proc/PID: a /proc mounted with hidepid= shows
+        // the service no process of another user's but its group's.
+        if e == Errno::ENOENT && peer::alive(pidfd.as_fd()) {
+            return Error::PeerRefused(Refusal::ProcHidden(cred.uid));
+        }
         kernel(
             "the connecting process's namespaces (did it exit before its answer?)",
             e,

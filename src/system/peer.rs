@@ -158,7 +158,7 @@ pub fn peer_parent(pidfd: BorrowedFd<'_>, pid: i32) -> Option<Parent> {
 /// Whether the process behind `pidfd` is still running (signal 0): ESRCH
 /// once it has exited; EPERM (no CAP_KILL for another user's process)
 /// still means it is there.
-fn alive(pidfd: BorrowedFd<'_>) -> bool {
+pub fn alive(pidfd: BorrowedFd<'_>) -> bool {
     // SAFETY: pidfd_send_signal with signal 0 and no siginfo only checks.
     let rc = unsafe {
         libc::syscall(

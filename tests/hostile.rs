@@ -340,6 +340,53 @@ fn bridge_names_that_are_not_interface_names() {
     refused(&ns, &r, 7, "bridge '\\xc3(\\xff' does not exist");
 }
 
+/// A run refused by the ACL points to `bridge-helper --check --br=NAME`
+/// with the name as asked, for its user to paste, and for an administrator
+/// who reads the line in the log. Pasted into a shell (dash or bash), that
+/// command must run bridge-helper with the name and do nothing else,
+/// whatever shell syntax the caller put in it (the kernel takes quotes,
+/// `;`, `$(...)` in a name). Bytes that are not printable ASCII stay
+/// escaped, for the terminal: the shell gets the escape as text.
+#[test]
+fn a_refusals_suggested_check_passes_the_name_as_asked_to_a_shell() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl(b"allow br0\ndeny ';echo;#\n".as_slice());
+    let names: [(&[u8], &[u8]); 5] = [
+        (b"br1", b"br1"),
+        (b"';echo;#", b"';echo;#"),
+        (b"x'$(echo)'", b"x'$(echo)'"),
+        (b"a\"`echo`\\*", b"a\"`echo`\\*"),
+        (b"br\xc3\xa9\xff", b"br\\xc3\\xa9\\xff"),
+    ];
+    for (name, passed) in names {
+        let br = [b"--br=".as_slice(), name].concat();
+        let r = run_raw(&sb, &ns, Mode::Setuid, &[&br], true);
+        refused(&ns, &r, 4, "access to bridge ");
+        let (_, see) = r
+            .stderr
+            .trim_end()
+            .split_once("; see ")
+            .unwrap_or_else(|| panic!("{}", r.stderr));
+        let command = see.strip_suffix(" and bridge.conf(5)").unwrap_or(see);
+        let words = pasted_words(command);
+        let expected = [
+            b"bridge-helper".to_vec(),
+            b"--check".to_vec(),
+            [b"--br=".as_slice(), passed].concat(),
+        ];
+        assert_eq!(
+            words,
+            expected,
+            "{command} ran {:?}",
+            words
+                .iter()
+                .map(|w| String::from_utf8_lossy(w))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Inherited descriptors
 // ---------------------------------------------------------------------------

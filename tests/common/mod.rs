@@ -1196,3 +1196,55 @@ pub fn window_names(caller: u32) -> Vec<String> {
         .chain((0..8).map(|slot| birth_name(caller, slot)))
         .collect()
 }
+
+/// The words of the commands a shell runs for `line`, a command line as a
+/// reader would paste it from a message: each program it names
+/// (`bridge-helper`, `chown`, `chmod`, `setcap`) is a script that prints
+/// its name and each of its arguments, NUL-terminated, and anything else
+/// the line made the shell do (a second command, a substitution) shows in
+/// what comes back. Pasted into Debian's /bin/sh (dash) and into bash,
+/// which must agree. Run as nobody, with only those programs on PATH.
+pub fn pasted_words(line: &str) -> Vec<Vec<u8>> {
+    let bin = std::env::temp_dir().join(unique("bht-paste-"));
+    fs::create_dir(&bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    for program in ["bridge-helper", "chown", "chmod", "setcap"] {
+        let path = bin.join(program);
+        fs::write(&path, "#!/bin/sh\nprintf '%s\\0' \"${0##*/}\" \"$@\"\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = |shell: &str| {
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(line)
+            .env_clear()
+            .env("PATH", &bin)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .current_dir("/")
+            .output()
+            .expect("run a shell");
+        let mut words: Vec<Vec<u8>> = out.stdout.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+        // The last NUL ends the last word.
+        if words.last().is_some_and(Vec::is_empty) {
+            words.pop();
+        }
+        words
+    };
+    let (sh, bash) = (run("/bin/sh"), run("/bin/bash"));
+    let _ = fs::remove_dir_all(&bin);
+    let shown = |words: &[Vec<u8>]| -> Vec<String> {
+        words
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into())
+            .collect()
+    };
+    assert_eq!(
+        sh,
+        bash,
+        "{line}: /bin/sh ran {:?}, bash {:?}",
+        shown(&sh),
+        shown(&bash)
+    );
+    sh
+}

@@ -10,8 +10,7 @@ use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::compiled::SOCKET_PATH;
 use crate::policy::helper_conf::lines::PortSettings;
-use crate::policy::ifname;
-use crate::report::escape::{Bytes, Escaped};
+use crate::report::escape::{Bytes, Escaped, Pasted};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::service::wire::WireError;
@@ -30,7 +29,7 @@ pub enum Error {
     Usage(#[from] UsageError),
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={}", Pasted(.asked))]
+    #[error("access to bridge {bridge} denied by {rule}; see bridge-helper --check --br={}", Pasted(.asked.as_bytes()))]
     DeniedBy {
         bridge: Bytes,
         rule: Origin,
@@ -38,7 +37,7 @@ pub enum Error {
         asked: Bytes,
     },
     #[error(
-        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge-helper --check --br={} and bridge.conf(5)", ForOthers(.grant.as_deref()), Pasted(.asked)
+        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge-helper --check --br={} and bridge.conf(5)", ForOthers(.grant.as_deref()), Pasted(.asked.as_bytes())
     )]
     NotAllowed {
         bridge: Bytes,
@@ -282,21 +281,6 @@ impl fmt::Display for IdKind {
             IdKind::Uid => "uid",
             IdKind::Gid => "gid",
         })
-    }
-}
-
-/// A name as typed after `--br=`: bare when no shell would need it quoted
-/// (asked names are checked [`ifname`]s, so only odd bytes matter).
-struct Pasted<'a>(&'a Bytes);
-
-impl fmt::Display for Pasted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.0.as_bytes();
-        if ifname::validate(name).is_ok() && pastes_bare(name) {
-            Escaped(name).fmt(f) // nothing to escape: the name as it is
-        } else {
-            self.0.fmt(f)
-        }
     }
 }
 

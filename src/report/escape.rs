@@ -37,6 +37,33 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Bytes as one word of a command for a reader to paste into a shell (a
+/// name after `--br=`): bare when no shell gives any of them a meaning,
+/// else in single quotes, where a POSIX shell (dash too) gives none a
+/// meaning but the quote itself, written `'\''`. Not [`Quoted`], whose
+/// `\'` ends a shell's quotes and lets the rest run (`';reboot;#`).
+/// Bytes that are not printable ASCII keep [`Escaped`]'s escapes, for the
+/// terminal: a shell takes such an escape as text, never as syntax.
+pub struct Pasted<'a>(pub &'a [u8]);
+
+impl fmt::Display for Pasted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.@+/".contains(b);
+        if !self.0.is_empty() && self.0.iter().all(plain) {
+            return Escaped(self.0).fmt(f); // nothing to escape: as it is
+        }
+        f.write_str("'")?;
+        for &b in self.0 {
+            match b {
+                b'\'' => f.write_str("'\\''")?,
+                0x20..=0x7e => write!(f, "{}", b as char)?,
+                _ => Escaped(&[b]).fmt(f)?,
+            }
+        }
+        f.write_str("'")
+    }
+}
+
 /// Bytes from outside (argv, a file, the kernel) kept as they came, for
 /// error values: displayed as [`Quoted`], so the escaping happens once,
 /// where the value is shown, and cannot be forgotten where it is made.
@@ -84,6 +111,18 @@ mod tests {
     fn each_escape_as_a_reader_expects_it() {
         let shown = super::Escaped(b"\t\n\r\\'\x1b~").to_string();
         assert_eq!(shown, "\\t\\n\\r\\\\\\'\\x1b~");
+    }
+
+    #[test]
+    fn pasted_bytes_are_one_shell_word() {
+        use super::Pasted;
+        let pasted = |b: &[u8]| Pasted(b).to_string();
+        assert_eq!(pasted(b"br-0_lab.1"), "br-0_lab.1");
+        assert_eq!(pasted(b"/usr/libexec/b"), "/usr/libexec/b");
+        assert_eq!(pasted(b""), "''");
+        assert_eq!(pasted(b"';reboot;#"), "''\\'';reboot;#'");
+        assert_eq!(pasted(b"$(id) \\\"`"), "'$(id) \\\"`'");
+        assert_eq!(pasted(b"a\nb\xff"), "'a\\nb\\xff'");
     }
 
     #[test]

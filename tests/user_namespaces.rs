@@ -283,3 +283,82 @@ fn a_check_behind_bubblewraps_dev_names_no_uid_0_and_says_how_to_check_outside()
     );
     assert_no_taps(&ns);
 }
+
+/// The check from a user namespace tells its user which command to run
+/// outside it, and root which one to run, with the bridge name as asked.
+/// Pasted into a shell (dash or bash), each must run bridge-helper with
+/// that name and do nothing else: a name is the caller's, and may hold a
+/// shell's `$(...)`, `;` or quotes (the kernel takes them all), and root
+/// is the one told to run the second. Bytes that are not printable ASCII
+/// stay escaped, for the terminal: the shell gets the escape as text.
+#[test]
+fn a_check_in_a_user_namespace_suggests_commands_a_shell_runs_with_the_name_as_asked() {
+    use std::os::unix::ffi::OsStrExt;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let forwarder = sb.install(HELPER, Mode::Unprivileged);
+    let root = ["--user", "--map-root-user"];
+    let names: [(&[u8], &[u8]); 6] = [
+        (b"br0", b"br0"),
+        (b"$(echo;echo)", b"$(echo;echo)"),
+        (b"`echo`", b"`echo`"),
+        (b"';echo;#", b"';echo;#"),
+        (b"a\"b\\c*", b"a\"b\\c*"),
+        (b"br\xc3\xa9\xff", b"br\\xc3\\xa9\\xff"),
+    ];
+    for (name, passed) in names {
+        let br = [b"--br=".as_slice(), name].concat();
+        let mut cmd = svc.command("unshare", nobody());
+        cmd.args(root)
+            .arg("--")
+            .arg(&forwarder)
+            .arg("--check")
+            .arg(std::ffi::OsStr::from_bytes(&br));
+        let out = output(&mut cmd);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{report}");
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("ACL: not judged here: "))
+            .unwrap_or_else(|| panic!("no ACL line: {report}"));
+        let (_, rest) = line
+            .split_once("; to see its verdict, run '")
+            .unwrap_or_else(|| panic!("{line}"));
+        let (as_user, rest) = rest
+            .split_once("' as this user outside this user namespace, or '")
+            .unwrap_or_else(|| panic!("{line}"));
+        let as_root = rest
+            .strip_suffix("' as root")
+            .unwrap_or_else(|| panic!("{line}"));
+        let word = |s: &str| s.as_bytes().to_vec();
+        let passed = [b"--br=".as_slice(), passed].concat();
+        let shown = |words: &[Vec<u8>]| -> Vec<String> {
+            words
+                .iter()
+                .map(|w| String::from_utf8_lossy(w).into())
+                .collect()
+        };
+        let words = pasted_words(as_user);
+        assert_eq!(
+            words,
+            [word("bridge-helper"), word("--check"), passed.clone()],
+            "{as_user} ran {:?}",
+            shown(&words)
+        );
+        let words = pasted_words(as_root);
+        assert_eq!(
+            words,
+            [
+                word("bridge-helper"),
+                word("--check"),
+                word("--user=USER"),
+                passed
+            ],
+            "{as_root} ran {:?}",
+            shown(&words)
+        );
+    }
+    assert_no_taps(&ns);
+}

@@ -23,7 +23,7 @@ use crate::policy::compiled;
 use crate::policy::decision::Policy;
 use crate::policy::helper_conf::Settings;
 use crate::report::error::{Error, START_SERVICE};
-use crate::report::escape::{Bytes, Escaped, Quoted};
+use crate::report::escape::{Bytes, Pasted, Quoted};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::steps;
@@ -365,9 +365,10 @@ fn check(
         // the host's view.
         // The same check outside says it all: the uid, the files, the
         // bridge's verdict.
-        let br = request.bridge.as_ref().map_or(String::new(), |b| {
-            format!(" --br={}", Escaped(b.as_bytes()))
-        });
+        let br = request
+            .bridge
+            .as_ref()
+            .map_or(String::new(), |b| format!(" --br={}", Pasted(b.as_bytes())));
         out.line(format!("ACL: not judged here: this process is in a user namespace of its own (a sandbox such as bubblewrap or Flatpak, or unshare --user), where the owners of the host's files do not show; the service judges them, from the host's view, for each run; to see its verdict, run 'bridge-helper --check{br}' as this user outside this user namespace, or 'bridge-helper --check --user=USER{br}' as root"));
         out.line("not checked: the ACL files and the bridges' verdicts (the service decides), the --fd socket, whether the kernel creates the tap, whether the bridge takes another port");
         privilege?;

@@ -482,6 +482,77 @@ fn install_fixes_name_the_file_that_ran_and_work_when_pasted() {
     wait_for_taps(&ns, &[]);
 }
 
+/// The install fixes are commands for root, on a path the caller chose (a
+/// copy it made, anywhere): pasted into a shell (dash or bash), each must
+/// run chown, chmod or setcap on that path and nothing else, whatever
+/// shell syntax the path holds (a quote, `;`, `$(...)`).
+#[test]
+fn install_fixes_on_a_path_the_caller_chose_run_nothing_else_when_pasted() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let dir = sb.dir.join("x';echo;#$(echo)");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.join("bridge-helper");
+    let copied = std::process::Command::new("cp")
+        .arg(HELPER)
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = sb.run_program(
+        &ns,
+        &file,
+        Jail::for_mode(Mode::Unprivileged),
+        &["--br=br0"],
+        true,
+    );
+    r.expect_refusal(5, "this copy has no privilege");
+    let line = r.stderr.trim_end();
+    let (_, setuid) = line
+        .split_once(" or chown ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (setuid, rest) = setuid
+        .split_once(" (setuid root)")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (_, setcap) = rest
+        .split_once("is 0666, ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let path = file.as_os_str().as_encoded_bytes().to_vec();
+    let word = |s: &str| s.as_bytes().to_vec();
+    let shown = |words: &[Vec<u8>]| -> Vec<String> {
+        words
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into())
+            .collect()
+    };
+    let setuid = format!("chown {setuid}");
+    let words = pasted_words(&setuid);
+    assert_eq!(
+        words,
+        [
+            word("chown"),
+            word("root:root"),
+            path.clone(),
+            word("chmod"),
+            word("4755"),
+            path.clone()
+        ],
+        "{setuid} ran {:?}",
+        shown(&words)
+    );
+    let words = pasted_words(setcap);
+    assert_eq!(
+        words,
+        [word("setcap"), word("cap_net_admin+ep"), path],
+        "{setcap} ran {:?}",
+        shown(&words)
+    );
+}
+
 /// Root, as `sudo -l -U`: the files are read with that user's uid and
 /// groups, so an include readable by the user's group counts and one only
 /// root can read is skipped.

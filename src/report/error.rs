@@ -10,7 +10,7 @@ use crate::policy::accounts::Who;
 use crate::policy::bridge_conf::includes::{ConfigError, Origin};
 use crate::policy::compiled::SOCKET_PATH;
 use crate::policy::helper_conf::lines::PortSettings;
-use crate::report::escape::{Bytes, Escaped, Pasted};
+use crate::report::escape::{Bytes, Pasted};
 use crate::report::status;
 use crate::service::identity::Refusal;
 use crate::service::wire::WireError;
@@ -175,8 +175,9 @@ impl fmt::Display for TunHint<'_> {
 /// (or /proc is missing), shown as a placeholder.
 ///
 /// Only text, never a reason for anything: a caller may run a copy, or a
-/// hard link, under a path of its choosing, and see that path named; it is
-/// escaped once, where it is shown, like every other byte from outside.
+/// hard link, under a path of its choosing, and see that path named: it is
+/// shown as one shell word ([`Pasted`]), so that the fix, pasted by root,
+/// runs on that path and runs nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program(Option<Bytes>);
 
@@ -195,8 +196,7 @@ impl Program {
 impl fmt::Display for Program {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Some(path) if pastes_bare(path.as_bytes()) => Escaped(path.as_bytes()).fmt(f),
-            Some(path) => path.fmt(f),
+            Some(path) => Pasted(path.as_bytes()).fmt(f),
             None => f.write_str("/path/to/bridge-helper"),
         }
     }
@@ -219,15 +219,6 @@ impl fmt::Display for Setcap<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "setcap cap_net_admin+ep {}", self.0)
     }
-}
-
-/// Whether a shell takes `bytes` as one word as they are: nothing to
-/// quote, nothing to escape.
-fn pastes_bare(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+/".contains(b))
 }
 
 /// What went wrong between a forwarder, the service and its runs.

@@ -897,17 +897,40 @@ fn a_mode_set_by_hand_on_qemus_helper_carries_over_and_says_how_to_record_it() {
     assert_eq!(root.identity(DIVERTED), before);
     let record = format!("dpkg-statoverride --add root bhvm 4750 {QEMU_PATH}");
     assert!(log.contains(&record), "{log}");
+    // Never `chmod o+x`, which would leave QEMU's helper setuid for all.
+    assert!(
+        log.contains(&format!(
+            "to let the package choose instead: chown root:root {DIVERTED} && chmod 0755 {DIVERTED} && dpkg-reconfigure bridge-helper"
+        )),
+        "{log}"
+    );
     // The command it names works, and from then on the statoverride is
     // what the package follows.
-    root.ok(&format!("{record} && dpkg-reconfigure bridge-helper"));
+    let log = root.ok(&format!("{record} && dpkg-reconfigure bridge-helper 2>&1"));
     assert_eq!(
         root.identity(OURS).lines().nth(1).unwrap(),
         stat_line(0o4750, "root", "bhvm")
     );
+    // And the way back it names works too: QEMU's own helper gets its
+    // Debian mode again (no setuid bit left runnable by all), and the
+    // package chooses for the binary.
+    let choose = command_after(&log, "to let the package choose instead: ");
+    assert_eq!(
+        choose,
+        format!(
+            "dpkg-statoverride --remove {QEMU_PATH} && chown root:root {DIVERTED} && chmod 0755 {DIVERTED} && dpkg-reconfigure bridge-helper"
+        )
+    );
+    root.ok(&choose);
+    assert_eq!(
+        root.identity(DIVERTED).lines().nth(1).unwrap(),
+        stat_line(0o755, "root", "root")
+    );
+    assert_eq!(root.identity(OURS).lines().nth(2), Some("cap_net_admin=ep"));
+    let after = root.identity(DIVERTED);
     let files = root.package_files();
     root.ok("dpkg -P bridge-helper");
-    root.ok(&format!("dpkg-statoverride --remove {QEMU_PATH}"));
-    root.assert_clean(&before, &files);
+    root.assert_clean(&after, &files);
 }
 
 #[test]
@@ -1400,7 +1423,7 @@ fn on_a_systemd_host_the_service_replaces_setuid_and_purge_cleans_up() {
     ));
     let log = root.ok("dpkg-reconfigure bridge-helper 2>&1");
     assert!(
-        log.contains("/run/bridge-helper/socket is mode 0666"),
+        log.contains("/run/bridge-helper/socket gets mode 0666"),
         "{log}"
     );
     root.ok(&format!(

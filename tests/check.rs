@@ -788,7 +788,7 @@ fn a_users_check_lists_its_groups_and_what_a_new_login_would_grant() {
     sb.run_helper(&ns, Mode::Setuid, &["--br=br0"])
         .expect_refusal(
             4,
-            &format!("allows it{grant}; see bridge-helper --check --br=br0 and bridge.conf(5)"),
+            &format!("allows it{grant}; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br=br0"),
         );
     let r = check(&sb, &ns, Mode::Setuid, &["--br=br0"]);
     has(&r, &format!("verdict: a run would stop: access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it{grant}; see bridge.conf(5) and bridge-helper.conf(5)"));

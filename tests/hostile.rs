@@ -363,12 +363,13 @@ fn a_refusals_suggested_check_passes_the_name_as_asked_to_a_shell() {
         let br = [b"--br=".as_slice(), name].concat();
         let r = run_raw(&sb, &ns, Mode::Setuid, &[&br], true);
         refused(&ns, &r, 4, "access to bridge ");
-        let (_, see) = r
-            .stderr
-            .trim_end()
-            .split_once("; see ")
+        // A deny rule's line ends "; see COMMAND", a missing allow's
+        // "; check with: COMMAND" (after the man pages).
+        let line = r.stderr.trim_end();
+        let (_, command) = line
+            .split_once("; check with: ")
+            .or_else(|| line.split_once("; see "))
             .unwrap_or_else(|| panic!("{}", r.stderr));
-        let command = see.strip_suffix(" and bridge.conf(5)").unwrap_or(see);
         let words = pasted_words(command);
         let expected = [
             b"bridge-helper".to_vec(),

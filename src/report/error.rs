@@ -37,7 +37,7 @@ pub enum Error {
         asked: Bytes,
     },
     #[error(
-        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge-helper --check --br={} and bridge.conf(5)", ForOthers(.grant.as_deref()), Pasted(.asked.as_bytes())
+        "access to bridge {bridge} denied: no rule in {file} (or a file it includes) allows it{}; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br={}", ForOthers(.grant.as_deref()), Pasted(.asked.as_bytes())
     )]
     NotAllowed {
         bridge: Bytes,
@@ -643,7 +643,7 @@ mod tests {
                     asked: b(b"br0"),
                     grant: None,
                 },
-                "access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br=br0 and bridge.conf(5)",
+                "access to bridge 'br0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br=br0",
             ),
             // A grant for others names its line and whom it is for.
             (
@@ -656,7 +656,7 @@ mod tests {
                         Who::Group(Account::Name(b"stu\x1bdents".to_vec())),
                     ))),
                 },
-                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:2 grants it to group='stu\\x1bdents', a group this run is not in; see bridge-helper --check --br=br-lab and bridge.conf(5)",
+                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:2 grants it to group='stu\\x1bdents', a group this run is not in; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br=br-lab",
             ),
             (
                 Error::NotAllowed {
@@ -665,7 +665,7 @@ mod tests {
                     asked: b(b"br-lab"),
                     grant: Some(Box::new((settings_line(7), Who::User(Account::Id(1000))))),
                 },
-                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:7 grants it to user=1000, which this run is not; see bridge-helper --check --br=br-lab and bridge.conf(5)",
+                "access to bridge 'br-lab' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it, and /etc/qemu/bridge-helper.conf:7 grants it to user=1000, which this run is not; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br=br-lab",
             ),
             (
                 Error::NotAllowed {
@@ -674,7 +674,7 @@ mod tests {
                     asked: b(b"br 0"),
                     grant: None,
                 },
-                "access to bridge 'br 0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge-helper --check --br='br 0' and bridge.conf(5)",
+                "access to bridge 'br 0' denied: no rule in /etc/qemu/bridge.conf (or a file it includes) allows it; see bridge.conf(5) and bridge-helper.conf(5); check with: bridge-helper --check --br='br 0'",
             ),
         ];
         for (error, line) in cases {

@@ -8,7 +8,7 @@ mod common;
 mod service;
 
 use common::*;
-use service::{answer, Service, PYTHON};
+use service::{answer, Service, PYTHON, SOCKET};
 
 /// The group an include is readable by, in the group-scoped cases.
 const ACL_GROUP: u32 = 4242;
@@ -1023,10 +1023,10 @@ fn check_on_a_service_install_says_a_run_asks_the_service() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
-    // A connect() is all the check knows: it says no more than that.
+    // The service read the probe's empty connection and closed it.
     assert!(
         report.contains(
-            "service: /run/bridge-helper/socket accepts connections; a run asks the service there"
+            "service: answers at /run/bridge-helper/socket (it read and closed this check's empty connection, which it does not log); a run asks the service there"
         ),
         "{report}"
     );
@@ -1082,7 +1082,7 @@ fn roots_check_for_a_user_on_a_service_install_follows_the_service() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert!(
-        report.contains("service: /run/bridge-helper/socket accepts connections"),
+        report.contains("service: answers at /run/bridge-helper/socket"),
         "{report}"
     );
     assert!(
@@ -1296,4 +1296,145 @@ fn behind_a_proc_with_hidepid_the_refusal_names_the_group_the_service_needs() {
         "uid 65534 connected, but /proc hides its process from the service (/proc is mounted with hidepid=)",
     );
     assert_no_taps(&ns);
+}
+
+/// A socket whose group and mode leave the user out (the package carries
+/// a restriction of QEMU's helper, 4750 root:kvm, onto it): a run and the
+/// check say so and name the group as the fix, never a setuid install of
+/// the copy, which would undo the administrator's restriction.
+#[test]
+fn a_socket_closed_to_the_user_names_its_group_not_a_setuid_install() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let socket = svc.path(SOCKET);
+    std::os::unix::fs::chown(&socket, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let closed = "cannot create a tap: the bridge-helper service's socket /run/bridge-helper/socket does not admit ";
+    let admits = "(Permission denied); the socket /run/bridge-helper/socket is owner 'root' (0), group 'root' (0), mode 0660: it admits its owner and the members of group 'root' (0) only; who may use the service is the administrator's choice: to admit this user, as root: usermod -aG root ";
+    let run = svc.forward(&sb, nobody(), &["--br=br0"]);
+    run.expect_refusal(5, closed);
+    assert!(run.stderr.contains(admits), "{}", run.stderr);
+    assert!(!run.stderr.contains("chmod 4755"), "{}", run.stderr);
+    assert!(!run.stderr.contains("setcap"), "{}", run.stderr);
+    // The check says the same, as its service line and as its verdict.
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let out = output(
+        svc.command(&program, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    let line = run.stderr.trim_end().trim_start_matches("bridge-helper: ");
+    assert!(
+        report.contains(&format!("service: {line}\n")),
+        "{report}{line}"
+    );
+    assert!(
+        report.contains(&format!("verdict: a run would stop: {line}\n")),
+        "{report}{line}"
+    );
+    assert!(!report.contains("chmod 4755"), "{report}");
+    // Root's check for the user probes as the user.
+    let out =
+        output(
+            svc.command(&program, Jail::root())
+                .args(["--check", "--user=nobody", "--br=br0"]),
+        );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    assert!(
+        report.contains(&format!("verdict: a run would stop: {closed}")),
+        "{report}"
+    );
+}
+
+/// A listener in place of the service's, killed when dropped (a failed
+/// assertion included).
+struct Impostor(std::process::Child);
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Binds a python3 listener at the socket's path in the service's mount
+/// namespace, in place of the service's: `script` runs with the bound,
+/// listening socket `l`. Returns once the path is there.
+fn impostor(svc: &Service, script: &str) -> Impostor {
+    let socket = svc.path(SOCKET);
+    std::fs::remove_file(&socket).unwrap();
+    let code = format!(
+        "import socket,os,time\nl=socket.socket(socket.AF_UNIX)\nl.bind('{SOCKET}')\nos.chmod('{SOCKET}',0o666)\nl.listen(8)\n{script}"
+    );
+    let child = svc
+        .command(PYTHON, Jail::root())
+        .args(["-c", &code])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Impostor(child);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "no listener"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    child
+}
+
+/// A socket that accepts but no service that answers (systemd's socket
+/// for a service whose start fails: 203/EXEC, start-limit-hit): the run
+/// says the service closed without answering and where its log is, not
+/// that the request was incomplete.
+#[test]
+fn a_service_that_closes_without_answering_points_at_its_log() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let _listener = impostor(
+        &svc,
+        "while True:\n  c,_=l.accept()\n  c.recv(64)\n  c.close()\n",
+    );
+    let run = svc.forward(&sb, nobody(), &["--br=br0"]);
+    run.expect_refusal(
+        5,
+        "service: the service at /run/bridge-helper/socket closed the connection without answering: it failed, or could not start; its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service",
+    );
+    assert!(!run.stderr.contains("request"), "{}", run.stderr);
+}
+
+/// The check's probe on a socket nothing reads (systemd holding it for a
+/// service that does not start) says so and where the log is, with the
+/// status a run would have, rather than that the service answers.
+#[test]
+fn check_on_a_socket_no_service_reads_says_so_and_points_at_the_log() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let _listener = impostor(&svc, "time.sleep(60)\n");
+    let program = sb.install(HELPER, Mode::Unprivileged);
+    let out = output(
+        svc.command(&program, nobody())
+            .args(["--check", "--br=br0"]),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{report}");
+    let line = "the socket at /run/bridge-helper/socket accepts connections, but no service read this check's connection within 3 s: the service did not start, or is stuck; its log says why: journalctl -u bridge-helper.service";
+    assert!(report.contains(&format!("service: {line}")), "{report}");
+    assert!(
+        report.contains(&format!("verdict: a run would stop: service: {line}")),
+        "{report}"
+    );
+    assert!(!report.contains("chmod 4755"), "{report}");
 }

@@ -118,9 +118,6 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
                 }
             };
             let how = privileges::installed_binary();
-            // Probed as root, before becoming the user: the socket is
-            // open to everyone, and the probe is not a request.
-            let service = how.asks_service().then(|| probe_service(&mut report, how));
             let net_admin = match how {
                 privileges::Install::SetuidRoot | privileges::Install::Capability => Ok(()),
                 _ => Err(Error::no_net_admin()),
@@ -130,6 +127,10 @@ pub fn run(mut caller: Caller, request: &CheckRequest) -> Result<(), Error> {
             let early_tun = (how == privileges::Install::SetuidRoot).then(|| caller.tun.check());
             let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
             caller.become_user(Uid::from_raw(user.uid), Gid::from_raw(user.gid), &gids)?;
+            // Probed as the user: the socket's owner, group and mode may
+            // leave the user out (the administrator's choice), as they
+            // would the user's runs. The probe is not a request.
+            let service = how.asks_service().then(|| probe_service(&mut report, how));
             let shown: Vec<String> = groups.iter().map(u32::to_string).collect();
             report.line(if groups.is_empty() {
                 format!(
@@ -261,29 +262,33 @@ fn unexaminable(caller: &Caller, nested: bool) -> Option<Refusal> {
 }
 
 /// Without privilege a run asks the service, which runs as root: the line
-/// saying whether its socket accepts connections. Only a connection,
-/// closed before its first byte, which the service neither logs nor
-/// answers: the wire format has no request that runs nothing, so whether
-/// the service itself then starts (systemd accepts for it) is not known.
-/// `how`: the install, for the fix (a caller in another user namespace
-/// needs the host's service).
-fn probe_service(report: &mut Report, how: privileges::Install) -> Result<(), nix::errno::Errno> {
+/// saying whether the service answers, and the error a run would stop
+/// with if not. The probe is a connection closed before its first byte,
+/// which the service reads and closes without logging or answering it:
+/// its close is what shows a live service (see
+/// [`crate::service::forward::service_reachable`]); the wire format has
+/// no request that runs nothing, and a request would be logged as a
+/// refusal. `how`: the install, for the fix (a caller in another user
+/// namespace needs the host's service).
+fn probe_service(report: &mut Report, how: privileges::Install) -> Result<(), Error> {
     let socket = compiled::SOCKET_PATH;
     let reached = crate::service::forward::service_reachable();
     report.line(match &reached {
         Ok(()) => format!(
-            "service: {socket} accepts connections; a run asks the service there, as this copy has no privilege"
+            "service: answers at {socket} (it read and closed this check's empty connection, which it does not log); a run asks the service there, as this copy has no privilege"
         ),
-        Err(e) => {
+        Err(Error::NoPrivilegeNoService { why, .. }) => {
             let host = match how {
                 privileges::Install::OtherUserNamespace => " on the host",
                 _ => "",
             };
             format!(
                 "service: no service answers at {socket} ({}); fix: start the service{host} {START_SERVICE}",
-                e.desc()
+                why.desc()
             )
         }
+        Err(Error::Service(fault)) => format!("service: {fault}"),
+        Err(e) => format!("service: {e}"),
     });
     reached
 }
@@ -294,9 +299,9 @@ struct Install {
     /// Told from the program file (root checking for another user), not
     /// from how this process started.
     from_file: bool,
-    /// For a copy without privilege: whether the service's socket
-    /// accepts connections (`None`: a run does not ask the service).
-    service: Option<Result<(), nix::errno::Errno>>,
+    /// For a copy without privilege: whether the service answers, or the
+    /// error a run would stop with (`None`: a run does not ask it).
+    service: Option<Result<(), Error>>,
     /// The service's refusal of this process, known in advance.
     refused: Option<Refusal>,
     net_admin: Result<(), Error>,
@@ -322,6 +327,14 @@ fn check(
     out.line(format!("installed: {}{from}", install.how));
     let (privilege, tun) = match install.service {
         // What the service provides, not checked here: it runs as root.
+        // A service that is installed but does not serve this user (its
+        // socket's permissions) or does not start is still the install:
+        // its line is the verdict, and no setuid install is suggested.
+        Some(Err(e)) if !matches!(e, Error::NoPrivilegeNoService { .. }) => {
+            out.line("CAP_NET_ADMIN: through the service (a run asks it; it runs as root)");
+            out.line("/dev/net/tun: through the service (it opens the device for the run)");
+            (Err(e), Ok(()))
+        }
         Some(Ok(())) => {
             out.line("CAP_NET_ADMIN: through the service (a run asks it; it runs as root)");
             out.line("/dev/net/tun: through the service (it opens the device for the run)");
@@ -343,13 +356,10 @@ fn check(
             // Without privilege and without a service, a run stops with
             // the forwarder's line, which names both fixes.
             let privilege = match install.service {
-                Some(Err(why)) => {
-                    let e = Error::no_privilege_no_service(why);
-                    Err(match install.how {
-                        privileges::Install::OtherUserNamespace => e.in_user_namespace(),
-                        _ => e,
-                    })
-                }
+                Some(Err(e)) => Err(match install.how {
+                    privileges::Install::OtherUserNamespace => e.in_user_namespace(),
+                    _ => e,
+                }),
                 _ => install.net_admin,
             };
             (privilege, install.tun)

@@ -107,6 +107,19 @@ pub enum Error {
         /// The copy that ran, for the fixes.
         program: Program,
     },
+    /// The forwarder may not connect to the service's socket: its owner,
+    /// group and mode (or its directory's) leave this user out. Whom the
+    /// service admits is the administrator's choice (the package carries
+    /// a restriction of QEMU's helper onto the socket), so no install of
+    /// this copy is named as a fix: it would undo that choice.
+    #[error("cannot create a tap: the bridge-helper service's socket {SOCKET_PATH} does not admit {who} ({cause}){admits}; who may use the service is the administrator's choice{fix}, set in bridge-helper.socket (SocketGroup=, SocketMode=; bridge-helper(8) SERVICE)", cause = .why.desc(), admits = Admits(.access.as_deref()), fix = Admit(.access.as_deref(), .who))]
+    ServiceClosed {
+        why: Errno,
+        /// The caller, as this process's real uid shows it.
+        who: Named,
+        /// What a stat of the socket (or its directory) showed, if it could.
+        access: Option<Box<Access>>,
+    },
     /// The same for a run privileged only in a user namespace that does
     /// not own its network namespace: no install of the binary helps it.
     #[error("cannot create a tap: this process is privileged only in a user namespace that does not own its network namespace (unshare --user on the host's network), and no bridge-helper service answers at {SOCKET_PATH} ({cause}); start the service on the host {how}, or run outside that user namespace", cause = .why.desc(), how = START_SERVICE)]
@@ -121,6 +134,109 @@ pub enum Error {
     /// `--check` has reported on stdout; exit with the status a run would.
     #[error("")]
     Checked(u8),
+}
+
+/// An account as a stat or a uid shows it: its id, and its name where
+/// /etc/passwd or /etc/group has one (only text, for a line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub id: u32,
+    pub name: Option<Bytes>,
+}
+
+impl Named {
+    /// The word for a command: the name, else the id.
+    fn pasted(&self) -> String {
+        match &self.name {
+            Some(name) => Pasted(name.as_bytes()).to_string(),
+            None => self.id.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{} (no name)", self.id),
+        }
+    }
+}
+
+/// The owner, group and mode of the service's socket, or of its directory
+/// where the socket itself could not be looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The socket, or else its directory.
+    pub path: &'static str,
+    pub directory: bool,
+    pub owner: Named,
+    pub group: Named,
+    /// The permission bits.
+    pub mode: u32,
+}
+
+impl Access {
+    /// The bit a connect needs for the class whose bits are at `shift`
+    /// (6 owner, 3 group, 0 others): write on the socket, search on its
+    /// directory.
+    fn lets(&self, shift: u32) -> bool {
+        let need = if self.directory { 0o1 } else { 0o2 };
+        self.mode & (need << shift) != 0
+    }
+}
+
+/// What the socket's stat says of whom it admits.
+struct Admits<'a>(Option<&'a Access>);
+
+impl fmt::Display for Admits<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(a) = self.0 else {
+            return Ok(());
+        };
+        let what = if a.directory {
+            "its directory"
+        } else {
+            "the socket"
+        };
+        write!(
+            f,
+            "; {what} {} is owner {}, group {}, mode {:04o}: ",
+            a.path, a.owner, a.group, a.mode
+        )?;
+        if a.lets(0) {
+            f.write_str("its mode admits everyone, so a POSIX ACL or a security module refused")
+        } else if a.lets(3) {
+            write!(
+                f,
+                "it admits its owner and the members of group {} only",
+                a.group
+            )
+        } else {
+            f.write_str("it admits its owner only")
+        }
+    }
+}
+
+/// How the administrator admits the caller: into the socket's group,
+/// where its mode admits the group.
+struct Admit<'a>(Option<&'a Access>, &'a Named);
+
+impl fmt::Display for Admit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) if a.lets(3) && !a.lets(0) => match &self.1.name {
+                Some(_) => write!(
+                    f,
+                    ": to admit this user, as root: usermod -aG {} {} (it applies from the user's next login)",
+                    a.group.pasted(),
+                    self.1.pasted()
+                ),
+                None => write!(f, ": to admit uid {}, add its account to group {}", self.1.id, a.group),
+            },
+            _ => Ok(()),
+        }
+    }
 }
 
 /// libvirt creates its `virbrN` bridges only when their network starts,
@@ -221,15 +337,42 @@ impl fmt::Display for Setcap<'_> {
     }
 }
 
+/// Where a service that fails says why.
+pub const SERVICE_LOG: &str = "its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service (without systemd: the stderr of 'bridge-helper --serve')";
+
+/// How much of an answer came before the close.
+struct Received(usize);
+
+impl fmt::Display for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("without answering"),
+            n => write!(f, "after {n} bytes of its answer"),
+        }
+    }
+}
+
 /// What went wrong between a forwarder, the service and its runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceFault {
     #[error("{0}")]
     Listen(#[from] ListenError),
-    #[error("asking the service at {SOCKET_PATH}: {}", .0.desc())]
+    #[error("asking the service at {SOCKET_PATH}: {}; {SERVICE_LOG}", .0.desc())]
     Asking(Errno),
-    #[error("the service at {SOCKET_PATH} gave no complete answer ({0})")]
+    /// Bytes that are not an answer frame.
+    #[error("the service at {SOCKET_PATH} sent an answer this copy cannot read ({0})")]
     NoAnswer(WireError),
+    /// The connection closed before the answer was whole: the service
+    /// failed, or never started (systemd accepts for it).
+    #[error("the service at {SOCKET_PATH} closed the connection {}: it failed, or could not start; {SERVICE_LOG}", Received(*.got))]
+    Unanswered {
+        /// Bytes of the answer that came before the close.
+        got: usize,
+    },
+    /// `--check`'s empty connection was not read: with systemd, the
+    /// socket accepts for a service that does not start.
+    #[error("the socket at {SOCKET_PATH} accepts connections, but no service read this check's connection within {secs} s: the service did not start, or is stuck; {SERVICE_LOG}")]
+    NotRead { secs: u64 },
     #[error("the service granted a tap but sent none")]
     NoTap,
     #[error("busy: {max} requests of uid {uid} already running; try again")]
@@ -291,6 +434,7 @@ impl Error {
             Error::BadRequest(_) => status::USAGE,
             Error::Service(_)
             | Error::NoPrivilegeNoService { .. }
+            | Error::ServiceClosed { .. }
             | Error::NamespaceNoService { .. } => status::INSTALLATION,
             Error::NoNetAdmin(_)
             | Error::TunDevice(..)
@@ -362,6 +506,17 @@ impl Error {
         Error::NoPrivilegeNoService {
             why,
             program: Program::running(),
+        }
+    }
+
+    /// A copy with no privilege may not connect to the service's socket
+    /// (`why`: EACCES or EPERM), with what the socket's stat shows (only
+    /// text: a stat after the refusal, which may race a change).
+    pub fn service_closed(why: Errno, who: Named, access: Option<Access>) -> Error {
+        Error::ServiceClosed {
+            why,
+            who,
+            access: access.map(Box::new),
         }
     }
 
@@ -454,6 +609,13 @@ mod tests {
         Origin {
             file: "/etc/qemu/bridge-helper.conf".into(),
             line,
+        }
+    }
+
+    fn named(id: u32, name: Option<&[u8]>) -> Named {
+        Named {
+            id,
+            name: name.map(Bytes::from),
         }
     }
 
@@ -600,7 +762,54 @@ mod tests {
             ),
             (
                 ServiceFault::Asking(Errno::ECONNRESET).into(),
-                "service: asking the service at /run/bridge-helper/socket: Connection reset by peer",
+                "service: asking the service at /run/bridge-helper/socket: Connection reset by peer; its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service (without systemd: the stderr of 'bridge-helper --serve')",
+            ),
+            (
+                ServiceFault::Unanswered { got: 0 }.into(),
+                "service: the service at /run/bridge-helper/socket closed the connection without answering: it failed, or could not start; its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service (without systemd: the stderr of 'bridge-helper --serve')",
+            ),
+            (
+                ServiceFault::Unanswered { got: 5 }.into(),
+                "service: the service at /run/bridge-helper/socket closed the connection after 5 bytes of its answer: it failed, or could not start; its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service (without systemd: the stderr of 'bridge-helper --serve')",
+            ),
+            (
+                ServiceFault::NotRead { secs: 3 }.into(),
+                "service: the socket at /run/bridge-helper/socket accepts connections, but no service read this check's connection within 3 s: the service did not start, or is stuck; its log says why: journalctl -u bridge-helper.service, systemctl status bridge-helper.service (without systemd: the stderr of 'bridge-helper --serve')",
+            ),
+            // A socket restricted to a group: the group is the fix, never
+            // an install of this copy; names escaped once, pasted as one
+            // shell word in the command.
+            (
+                Error::service_closed(
+                    Errno::EACCES,
+                    named(1000, Some(b"al ice")),
+                    Some(Access {
+                        path: "/run/bridge-helper/socket",
+                        directory: false,
+                        owner: named(0, Some(b"root")),
+                        group: named(994, Some(b"kvm")),
+                        mode: 0o660,
+                    }),
+                ),
+                "cannot create a tap: the bridge-helper service's socket /run/bridge-helper/socket does not admit 'al ice' (1000) (Permission denied); the socket /run/bridge-helper/socket is owner 'root' (0), group 'kvm' (994), mode 0660: it admits its owner and the members of group 'kvm' (994) only; who may use the service is the administrator's choice: to admit this user, as root: usermod -aG kvm 'al ice' (it applies from the user's next login), set in bridge-helper.socket (SocketGroup=, SocketMode=; bridge-helper(8) SERVICE)",
+            ),
+            (
+                Error::service_closed(
+                    Errno::EACCES,
+                    named(1000, None),
+                    Some(Access {
+                        path: "/run/bridge-helper",
+                        directory: true,
+                        owner: named(0, Some(b"root")),
+                        group: named(0, None),
+                        mode: 0o700,
+                    }),
+                ),
+                "cannot create a tap: the bridge-helper service's socket /run/bridge-helper/socket does not admit 1000 (no name) (Permission denied); its directory /run/bridge-helper is owner 'root' (0), group 0 (no name), mode 0700: it admits its owner only; who may use the service is the administrator's choice, set in bridge-helper.socket (SocketGroup=, SocketMode=; bridge-helper(8) SERVICE)",
+            ),
+            (
+                Error::service_closed(Errno::EPERM, named(1000, Some(b"alice")), None),
+                "cannot create a tap: the bridge-helper service's socket /run/bridge-helper/socket does not admit 'alice' (1000) (Operation not permitted); who may use the service is the administrator's choice, set in bridge-helper.socket (SocketGroup=, SocketMode=; bridge-helper(8) SERVICE)",
             ),
             (
                 Error::NoPrivilegeNoService {
@@ -680,5 +889,16 @@ mod tests {
         for (error, line) in cases {
             assert_eq!(error.to_string(), line);
         }
+    }
+
+    /// A socket closed to the user, and a service that does not answer,
+    /// are installation failures, as a missing service is.
+    #[test]
+    fn a_closed_socket_and_a_dead_service_exit_as_a_missing_service_does() {
+        let closed = Error::service_closed(Errno::EACCES, named(1, None), None);
+        assert_eq!(closed.status(), status::INSTALLATION);
+        assert_eq!(closed.in_user_namespace().status(), status::INSTALLATION);
+        let dead: Error = ServiceFault::Unanswered { got: 0 }.into();
+        assert_eq!(dead.status(), status::INSTALLATION);
     }
 }

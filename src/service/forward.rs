@@ -5,17 +5,21 @@
 //! status. QEMU and libvirt cannot tell the difference.
 
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::unistd::getuid;
 
 use crate::cli;
 use crate::policy::compiled::SOCKET_PATH;
-use crate::report::error::{Error, ServiceFault};
+use crate::report::error::{Access, Error, Named, ServiceFault};
+use crate::report::escape::Bytes;
 use crate::service::wire::{self, Answer, WireError};
 use crate::service::SESSION_DEADLINE;
-use crate::system::fd_passing;
 use crate::system::service as sys;
+use crate::system::{fd_passing, users};
 
 /// `request`, through the service. `--fd` is checked first, as a run
 /// checks it, so a bad one gets the same line without asking anyone.
@@ -27,7 +31,7 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
         queues: request.queues,
     }
     .encode()?;
-    let conn = sys::connect(Path::new(SOCKET_PATH)).map_err(Error::no_privilege_no_service)?;
+    let conn = connect()?;
     // The service answers within its deadline or closes; a second more
     // for the answer to travel.
     let deadline = Instant::now() + SESSION_DEADLINE + std::time::Duration::from_secs(1);
@@ -55,6 +59,11 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
         // The answer's own length ends it: no wait for the session's exit.
         match Answer::decode(&bytes) {
             Err(WireError::Short) if !closed => {}
+            // Closed short: the service failed or never started (with
+            // systemd, the socket accepts for a service that cannot).
+            Err(WireError::Short) => {
+                return Err(ServiceFault::Unanswered { got: bytes.len() }.into())
+            }
             other => break other.map_err(ServiceFault::NoAnswer)?.1,
         }
     };
@@ -69,8 +78,74 @@ pub fn attach(request: &cli::Request) -> Result<(), Error> {
     }
 }
 
+/// How long `--check` waits for the service to close its empty
+/// connection: started by systemd on that connection, it may first have
+/// to start.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
 /// Whether the service answers at its socket (for `--check` on a copy
-/// without privilege): a connection, closed at once.
-pub fn service_reachable() -> Result<(), nix::errno::Errno> {
-    sys::connect(Path::new(SOCKET_PATH)).map(drop)
+/// without privilege), with the error a run would stop with if not. The
+/// probe sends no byte and ends its side: the service reads the empty
+/// connection and closes it, neither logging nor answering it (a
+/// request would be logged as a refusal). That close is what tells a
+/// live service from a socket systemd accepts on for a service that
+/// cannot start: there, nothing reads the connection, and systemd resets
+/// it once it gives up (start-limit-hit) or the wait ends.
+pub fn service_reachable() -> Result<(), Error> {
+    let conn = connect()?;
+    match sys::closed_by_peer(conn.as_fd(), Instant::now() + PROBE_DEADLINE) {
+        // An answer (busy, say) comes from a service too.
+        Ok(_) => Ok(()),
+        Err(Errno::ECONNRESET | Errno::EPIPE) => Err(ServiceFault::Unanswered { got: 0 }.into()),
+        Err(Errno::ETIMEDOUT) => Err(ServiceFault::NotRead {
+            secs: PROBE_DEADLINE.as_secs(),
+        }
+        .into()),
+        Err(e) => Err(ServiceFault::Asking(e).into()),
+    }
+}
+
+/// A connection to the service, or the line a run stops with: a socket
+/// whose owner, group or mode leave the caller out is the
+/// administrator's choice, told apart from a missing service.
+fn connect() -> Result<OwnedFd, Error> {
+    sys::connect(Path::new(SOCKET_PATH)).map_err(|why| match why {
+        Errno::EACCES | Errno::EPERM => Error::service_closed(why, caller(), access()),
+        why => Error::no_privilege_no_service(why),
+    })
+}
+
+/// The caller as the socket's permissions judge it: its real uid (a
+/// forwarder has no other), named from /etc/passwd for the fix.
+fn caller() -> Named {
+    let uid = getuid();
+    Named {
+        id: uid.as_raw(),
+        name: users::name_of_uid(uid).map(Bytes),
+    }
+}
+
+/// The socket's owner, group and mode, or else its directory's (which a
+/// caller that may not search it cannot look into). Only text, for the
+/// line.
+fn access() -> Option<Access> {
+    let socket = Path::new(SOCKET_PATH);
+    let directory = socket.parent().and_then(Path::to_str).unwrap_or("/");
+    let (path, is_dir, (uid, gid, mode)) = match sys::owner_and_mode(socket) {
+        Some(stat) => (SOCKET_PATH, false, stat),
+        None => (directory, true, sys::owner_and_mode(Path::new(directory))?),
+    };
+    Some(Access {
+        path,
+        directory: is_dir,
+        owner: Named {
+            id: uid,
+            name: users::name_of_uid(nix::unistd::Uid::from_raw(uid)).map(Bytes),
+        },
+        group: Named {
+            id: gid,
+            name: users::group_name(gid).map(Bytes),
+        },
+        mode: mode & 0o7777,
+    })
 }

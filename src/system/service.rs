@@ -269,6 +269,44 @@ pub fn connect(path: &Path) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
+/// The owner, group and mode of `path` (not followed if a link), for a
+/// line only: why a connect was refused.
+pub fn owner_and_mode(path: &Path) -> Option<(u32, u32, u32)> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    Some((meta.uid(), meta.gid(), meta.mode()))
+}
+
+/// Ends `conn`'s sending side and waits until `deadline` for the other
+/// side to close it: `Ok(true)` when it did (a process read the empty
+/// connection and closed it), `Ok(false)` when bytes came instead (an
+/// answer: something read it too), `Err(ETIMEDOUT)` when nothing did,
+/// `Err(ECONNRESET)` when the listening socket closed unaccepted.
+pub fn closed_by_peer(conn: BorrowedFd<'_>, deadline: std::time::Instant) -> Result<bool, Errno> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    socket::shutdown(conn.as_raw_fd(), socket::Shutdown::Write)?;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Errno::ETIMEDOUT);
+        }
+        let mut p = [PollFd::new(conn, PollFlags::POLLIN)];
+        match poll(
+            &mut p,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let mut byte = [0u8; 1];
+        match socket::recv(conn.as_raw_fd(), &mut byte, socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(n == 0),
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Sends `request` whole on `conn`, or fails.
 pub fn send_request(conn: BorrowedFd<'_>, request: &[u8]) -> Result<(), Errno> {
     let sent = socket::send(conn.as_raw_fd(), request, socket::MsgFlags::MSG_NOSIGNAL)?;

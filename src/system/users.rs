@@ -50,6 +50,11 @@ pub fn groups(user: &User) -> Vec<u32> {
     accounts::groups_of(&read(accounts::GROUP).unwrap_or_default(), user)
 }
 
+/// The name of group `gid` in /etc/group, read plainly (for a line).
+pub fn group_name(gid: u32) -> Option<Vec<u8>> {
+    accounts::name_of(&read(accounts::GROUP)?, gid)
+}
+
 /// The caller's name, if /etc/passwd has one (read with the process's
 /// identity at the time: the caller's, after the drop). This runs for
 /// the log on every request whose run has not read the file already (for

@@ -282,8 +282,22 @@ pub fn owner_and_mode(path: &Path) -> Option<(u32, u32, u32)> {
 /// answer: something read it too), `Err(ETIMEDOUT)` when nothing did,
 /// `Err(ECONNRESET)` when the listening socket closed unaccepted.
 pub fn closed_by_peer(conn: BorrowedFd<'_>, deadline: std::time::Instant) -> Result<bool, Errno> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     socket::shutdown(conn.as_raw_fd(), socket::Shutdown::Write)?;
+    loop {
+        wait_readable(conn, deadline)?;
+        let mut byte = [0u8; 1];
+        match socket::recv(conn.as_raw_fd(), &mut byte, socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(n == 0),
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until `conn` has something to read, or fails with ETIMEDOUT at
+/// `deadline`.
+fn wait_readable(conn: BorrowedFd<'_>, deadline: std::time::Instant) -> Result<(), Errno> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
@@ -295,13 +309,7 @@ pub fn closed_by_peer(conn: BorrowedFd<'_>, deadline: std::time::Instant) -> Res
             PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
         ) {
             Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e),
-        }
-        let mut byte = [0u8; 1];
-        match socket::recv(conn.as_raw_fd(), &mut byte, socket::MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => return Ok(n == 0),
-            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Ok(_) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
@@ -326,23 +334,10 @@ pub fn receive(
     room: usize,
     deadline: std::time::Instant,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), Errno> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{ControlMessageOwned, MsgFlags};
     let mut cmsg = nix::cmsg_space!([RawFd; crate::system::SCM_MAX_FD as usize]);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(Errno::ETIMEDOUT);
-        }
-        let mut p = [PollFd::new(conn, PollFlags::POLLIN)];
-        match poll(
-            &mut p,
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e),
-        }
+        wait_readable(conn, deadline)?;
         let mut buf = vec![0u8; room.max(1)];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
         let msg = match socket::recvmsg::<()>(

@@ -891,6 +891,39 @@ mod tests {
         }
     }
 
+    /// A socket 0660 root:root (the group the unit and systemd give it;
+    /// also what the package's postinst writes where QEMU's helper was
+    /// restricted with a plain `chmod o-x`) is closed to everyone but
+    /// root: the line must not tell root to put the user into group
+    /// root (gid 0), which grants every file root's group may read or
+    /// write (/etc/sudoers is 0440 root:root) and, with pam_wheel, su.
+    #[test]
+    fn a_socket_closed_to_all_but_group_root_suggests_no_usermod_into_root() {
+        let root_only = |who: Named| {
+            Error::service_closed(
+                Errno::EACCES,
+                who,
+                Some(Access {
+                    path: "/run/bridge-helper/socket",
+                    directory: false,
+                    owner: named(0, Some(b"root")),
+                    group: named(0, Some(b"root")),
+                    mode: 0o660,
+                }),
+            )
+            .to_string()
+        };
+        for line in [
+            root_only(named(1000, Some(b"alice"))),
+            root_only(named(1000, None)),
+        ] {
+            assert!(
+                !line.contains("usermod") && !line.contains("add its account to group"),
+                "{line}"
+            );
+        }
+    }
+
     /// A socket closed to the user, and a service that does not answer,
     /// are installation failures, as a missing service is.
     #[test]

@@ -1313,10 +1313,13 @@ fn a_socket_closed_to_the_user_names_its_group_not_a_setuid_install() {
     std::os::unix::fs::chown(&socket, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
     let closed = "cannot create a tap: the bridge-helper service's socket /run/bridge-helper/socket does not admit ";
-    let admits = "(Permission denied); the socket /run/bridge-helper/socket is owner 'root' (0), group 'root' (0), mode 0660: it admits its owner and the members of group 'root' (0) only; who may use the service is the administrator's choice: to admit this user, as root: usermod -aG root ";
+    // Group root is root's own: no usermod into it, which would grant
+    // far more than the service.
+    let admits = "(Permission denied); the socket /run/bridge-helper/socket is owner 'root' (0), group 'root' (0), mode 0660: it admits its owner and the members of group 'root' (0) only; who may use the service is the administrator's choice, set in bridge-helper.socket (SocketGroup=, SocketMode=; bridge-helper(8) SERVICE)";
     let run = svc.forward(&sb, nobody(), &["--br=br0"]);
     run.expect_refusal(5, closed);
     assert!(run.stderr.contains(admits), "{}", run.stderr);
+    assert!(!run.stderr.contains("usermod"), "{}", run.stderr);
     assert!(!run.stderr.contains("chmod 4755"), "{}", run.stderr);
     assert!(!run.stderr.contains("setcap"), "{}", run.stderr);
     // The check says the same, as its service line and as its verdict.

@@ -219,13 +219,16 @@ impl fmt::Display for Admits<'_> {
 }
 
 /// How the administrator admits the caller: into the socket's group,
-/// where its mode admits the group.
+/// where its mode admits the group. Never into group 0: root's own group
+/// (the unit's SocketGroup=root with a mode of 0660) means root only, and
+/// membership grants whatever that group may read or write, far beyond
+/// the service.
 struct Admit<'a>(Option<&'a Access>, &'a Named);
 
 impl fmt::Display for Admit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(a) if a.lets(3) && !a.lets(0) => match &self.1.name {
+            Some(a) if a.lets(3) && !a.lets(0) && a.group.id != 0 => match &self.1.name {
                 Some(_) => write!(
                     f,
                     ": to admit this user, as root: usermod -aG {} {} (it applies from the user's next login)",

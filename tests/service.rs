@@ -1298,6 +1298,33 @@ fn behind_a_proc_with_hidepid_the_refusal_names_the_group_the_service_needs() {
     assert_no_taps(&ns);
 }
 
+/// A client whose first thread has exited while another connects (the
+/// process lives on; its leader is a zombie, whose /proc/PID/ns/net is
+/// gone, ENOENT) is not "hidden by hidepid=": /proc shows it. A client
+/// must not be able to choose that refusal, whose line tells the
+/// administrator to give the service /proc's group or remount /proc
+/// without hidepid= on a host where nothing hides anything.
+#[test]
+fn a_client_whose_leader_thread_exited_does_not_get_the_hidepid_refusal() {
+    let ns = NetNs::with_bridge(1500);
+    let sb = Sandbox::new();
+    sb.acl("allow br0\n");
+    let svc = Service::start(&sb, &ns);
+    let client = format!(
+        "import ctypes,os,socket,sys,threading,time\n{}\n\
+def t():\n    time.sleep(0.3)\n    s=socket.socket(socket.AF_UNIX)\n    s.connect('{}')\n    exchange(s)\n    os._exit(0)\n\
+threading.Thread(target=t).start()\n\
+ctypes.CDLL(None).syscall({{'x86_64': 60, 'aarch64': 93}}[os.uname().machine], 0)\n",
+        service::PY_EXCHANGE,
+        service::SOCKET
+    );
+    let out = output(svc.command(PYTHON, nobody()).args(["-c", &client]));
+    let (tap, _, line) = answer(&out.stdout);
+    assert!(!tap, "{line}");
+    assert!(!line.contains("/proc hides its process"), "{line}");
+    assert_no_taps(&ns);
+}
+
 /// A socket whose group and mode leave the user out (the package carries
 /// a restriction of QEMU's helper, 4750 root:kvm, onto it): a run and the
 /// check say so and name the group as the fix, never a setuid install of

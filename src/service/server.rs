@@ -302,8 +302,11 @@ fn identify(
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
     let process = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
         // Alive, yet no /proc/PID: a /proc mounted with hidepid= shows
-        // the service no process of another user's but its group's.
-        if e == Errno::ENOENT && peer::alive(pidfd.as_fd()) {
+        // the service no process of another user's but its group's. Only
+        // the directory itself: a client whose first thread exited (a
+        // zombie leader, the rest alive) has /proc/PID without ns/net,
+        // and must not pick this line, which names a /proc setting.
+        if e == Errno::ENOENT && peer::alive(pidfd.as_fd()) && peer::proc_hides(cred.pid) {
             return Error::PeerRefused(Refusal::ProcHidden(cred.uid));
         }
         kernel(

@@ -155,6 +155,13 @@ pub fn peer_parent(pidfd: BorrowedFd<'_>, pid: i32) -> Option<Parent> {
     trusted.then_some(Parent { pid: first, comm })
 }
 
+/// Whether /proc has no directory for `pid` (a /proc mounted with
+/// hidepid=invisible hides other users' processes), rather than a file
+/// missing inside one.
+pub fn proc_hides(pid: i32) -> bool {
+    matches!(fs::symlink_metadata(format!("/proc/{pid}")), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// Whether the process behind `pidfd` is still running (signal 0): ESRCH
 /// once it has exited; EPERM (no CAP_KILL for another user's process)
 /// still means it is there.

@@ -223,12 +223,13 @@ fn reap(sessions: &mut HashMap<Pid, Session>) {
 fn session(conn: OwnedFd, cred: PeerCred, subuids: &[SubRange], run: Run) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let pidfd = peer::peer_pidfd(conn.as_fd(), cred.pid);
+    let dir = peer::proc_dir(cred.pid);
     // Read as root, before anything else: the peer is there while it
     // asks (a forwarder waits for its answer, and its VMM for it).
-    let parent = pidfd
-        .as_ref()
-        .ok()
-        .and_then(|p| peer::peer_parent(p.as_fd(), cred.pid));
+    let parent = match (&pidfd, &dir) {
+        (Ok(pidfd), Ok(dir)) => peer::peer_parent(pidfd.as_fd(), dir),
+        _ => None,
+    };
     let request = match read_request(conn.as_fd(), Instant::now() + REQUEST_DEADLINE) {
         Ok(Some(request)) => request,
         // Closed before its first byte (`--check`'s probe, a port scan):
@@ -239,7 +240,7 @@ fn session(conn: OwnedFd, cred: PeerCred, subuids: &[SubRange], run: Run) -> i32
         Ok(None) => return 0,
         Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), None, &e),
     };
-    let peer = match identify(conn.as_fd(), cred, pidfd) {
+    let peer = match identify(conn.as_fd(), cred, pidfd, dir) {
         Ok(peer) => peer,
         Err(e) => return refused(conn.as_fd(), cred, parent.as_ref(), Some(&request), &e),
     };
@@ -292,28 +293,36 @@ fn run_request(
 }
 
 /// The peer as the kernel sees it, refused if its namespace cannot be read.
+/// `dir`: its `/proc/PID`, opened when it connected.
 fn identify(
     conn: BorrowedFd<'_>,
     cred: PeerCred,
     pidfd: Result<OwnedFd, Errno>,
+    dir: Result<std::fs::File, Errno>,
 ) -> Result<Peer, Error> {
     let kernel = |what, why| Error::PeerRefused(Refusal::Unreadable { what, why });
     let groups = peer::peer_groups(conn).map_err(|e| kernel("SO_PEERGROUPS", e))?;
     let pidfd = pidfd.map_err(|e| kernel("the peer's pidfd", e))?;
-    let process = peer::peer_process(pidfd.as_fd(), cred.pid, cred.uid, cred.gid).map_err(|e| {
+    let unreadable = |e| {
+        kernel(
+            "the connecting process's namespaces (did it exit before its answer?)",
+            e,
+        )
+    };
+    let dir = dir.map_err(|e| {
         // Alive, yet no /proc/PID: a /proc mounted with hidepid= shows
         // the service no process of another user's but its group's. Only
         // the directory itself: a client whose first thread exited (a
         // zombie leader, the rest alive) has /proc/PID without ns/net,
         // and must not pick this line, which names a /proc setting.
-        if e == Errno::ENOENT && peer::alive(pidfd.as_fd()) && peer::proc_hides(cred.pid) {
-            return Error::PeerRefused(Refusal::ProcHidden(cred.uid));
+        if e == Errno::ENOENT && peer::alive(pidfd.as_fd()) {
+            Error::PeerRefused(Refusal::ProcHidden(cred.uid))
+        } else {
+            unreadable(e)
         }
-        kernel(
-            "the connecting process's namespaces (did it exit before its answer?)",
-            e,
-        )
     })?;
+    let process =
+        peer::peer_process(pidfd.as_fd(), &dir, cred.uid, cred.gid).map_err(unreadable)?;
     Ok(Peer {
         uid: cred.uid,
         gid: cred.gid,

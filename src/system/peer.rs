@@ -133,15 +133,24 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The peer's `/proc/PID` directory, opened once per connection (its
+/// parent's pid and the peer's own facts are read through it: a
+/// directory of an exited process reads nothing, whatever took its pid).
+/// ENOENT while the peer is alive: a /proc mounted with hidepid= hides
+/// it from the service.
+pub fn proc_dir(pid: i32) -> Result<fs::File, Errno> {
+    fs::File::open(format!("/proc/{pid}")).map_err(io_errno)
+}
+
 /// The peer's parent, as a setuid run by the peer would name its own
-/// parent in the audit line: its pid (`/proc/PID/stat`) and name. Trusted
-/// only if, after the reads, the peer (`pidfd`) and the parent (a pidfd
-/// opened before its name was read) are both alive and the peer's parent
-/// is still that pid: a parent that had exited would have left the peer
-/// with another parent before its pid could be reused. So a recycled pid
-/// is never named; `None` when that cannot be shown.
-pub fn peer_parent(pidfd: BorrowedFd<'_>, pid: i32) -> Option<Parent> {
-    let dir = fs::File::open(format!("/proc/{pid}")).ok()?;
+/// parent in the audit line: its pid (`stat` in the peer's `dir`) and
+/// name. Trusted only if, after the reads, the peer (`pidfd`) and the
+/// parent (a pidfd opened before its name was read) are both alive and
+/// the peer's parent is still that pid: a parent that had exited would
+/// have left the peer with another parent before its pid could be
+/// reused. So a recycled pid is never named; `None` when that cannot be
+/// shown.
+pub fn peer_parent(pidfd: BorrowedFd<'_>, dir: &fs::File) -> Option<Parent> {
     let ppid = || {
         let stat = crate::system::files::open_at(Some(dir.as_fd()), c"stat", libc::O_RDONLY);
         let mut text = [0u8; 512];
@@ -153,13 +162,6 @@ pub fn peer_parent(pidfd: BorrowedFd<'_>, pid: i32) -> Option<Parent> {
     let comm = process::comm_of(first);
     let trusted = ppid()? == first && alive(pidfd) && alive(parent.as_fd());
     trusted.then_some(Parent { pid: first, comm })
-}
-
-/// Whether /proc has no directory for `pid` (a /proc mounted with
-/// hidepid=invisible hides other users' processes), rather than a file
-/// missing inside one.
-pub fn proc_hides(pid: i32) -> bool {
-    matches!(fs::symlink_metadata(format!("/proc/{pid}")), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Whether the process behind `pidfd` is still running (signal 0): ESRCH
@@ -181,7 +183,7 @@ pub fn alive(pidfd: BorrowedFd<'_>) -> bool {
 
 /// The peer's user namespace, seen from ours, whether it is in our
 /// network namespace, and its `status` text (its own ids now): all from
-/// `/proc/PID`, trusted only if the pidfd's process is still alive
+/// its `/proc/PID` (`dir`), trusted only if the pidfd's process is still alive
 /// afterwards (then the pid was never recycled, and they are the
 /// peer's). From there the namespace descriptors pin
 /// what they name: the walk up to the first level (the ancestor whose
@@ -197,10 +199,14 @@ pub fn alive(pidfd: BorrowedFd<'_>) -> bool {
 /// program, or asked not to be), holds capabilities, or lives in a user
 /// namespace below one the user does not own: such a peer is
 /// [`UserNs::Unexaminable`] (and its network namespace is not read).
-pub fn peer_process(pidfd: BorrowedFd<'_>, pid: i32, uid: u32, gid: u32) -> Result<Process, Errno> {
+pub fn peer_process(
+    pidfd: BorrowedFd<'_>,
+    dir: &fs::File,
+    uid: u32,
+    gid: u32,
+) -> Result<Process, Errno> {
     let ours = fs::metadata("/proc/self/ns/user").map_err(io_errno)?;
     let our_net = fs::metadata("/proc/self/ns/net").map_err(io_errno)?;
-    let dir = fs::File::open(format!("/proc/{pid}")).map_err(io_errno)?;
     let at = |name: &std::ffi::CStr| {
         crate::system::files::open_at(Some(dir.as_fd()), name, libc::O_RDONLY)
     };
